@@ -1,0 +1,118 @@
+//! The one error type of the library.
+//!
+//! Every variant names where the problem is (a file, a line, a JSON path, a NetCDF variable)
+//! and what was expected, so that a binary can print `error: {err}` and the user knows what
+//! to fix. Library code never panics, exits or prints on user input: it returns one of these.
+
+use std::path::PathBuf;
+
+/// Result with the library's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in Moira.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system error while reading or writing `path`.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A file that is not well-formed JSON.
+    #[error("{file}:{line}:{column}: malformed JSON: {message}")]
+    Json {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+
+    /// A network descriptor that is valid JSON but not a valid DSSTNE descriptor.
+    /// `json_path` looks like `Layers[1].Activation`.
+    #[error("{file}: {json_path}: {message}")]
+    Descriptor {
+        file: PathBuf,
+        json_path: String,
+        message: String,
+    },
+
+    /// A descriptor that parses but does not form a valid layer graph (for the given data).
+    #[error("network `{network}`: layer `{layer}`: {message}")]
+    Graph {
+        network: String,
+        layer: String,
+        message: String,
+    },
+
+    /// A malformed line of a text input (DSSTNE text, CSV, lists, index files).
+    #[error("{file}:{line}: {message}")]
+    Parse {
+        file: PathBuf,
+        line: u64,
+        message: String,
+    },
+
+    /// A NetCDF file that cannot be read or does not follow the expected schema.
+    /// `item` names the variable, attribute or dimension concerned, if any.
+    #[error("{file}: {}{message}", item.as_deref().map(|v| format!("`{v}`: ")).unwrap_or_default())]
+    NetCdf {
+        file: PathBuf,
+        item: Option<String>,
+        message: String,
+    },
+
+    /// Data that is structurally invalid (e.g. a CSR matrix whose offsets do not match).
+    #[error("invalid data: {0}")]
+    InvalidData(String),
+
+    /// An argument or configuration value out of its allowed range.
+    #[error("invalid argument `{name}`: {message}")]
+    InvalidArgument { name: String, message: String },
+
+    /// A feature that DSSTNE has and Moira does not support yet.
+    #[error("not supported yet: {0}")]
+    Unsupported(String),
+}
+
+impl Error {
+    /// An [`Error::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// An [`Error::NetCdf`] about `item` of `file`.
+    pub fn netcdf(
+        file: impl Into<PathBuf>,
+        item: Option<&str>,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::NetCdf {
+            file: file.into(),
+            item: item.map(str::to_owned),
+            message: message.into(),
+        }
+    }
+
+    /// An [`Error::Parse`] at `file:line`.
+    pub fn parse(file: impl Into<PathBuf>, line: u64, message: impl Into<String>) -> Self {
+        Error::Parse {
+            file: file.into(),
+            line,
+            message: message.into(),
+        }
+    }
+
+    /// An [`Error::InvalidArgument`].
+    pub fn invalid_argument(name: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            name: name.into(),
+            message: message.into(),
+        }
+    }
+}

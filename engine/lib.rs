@@ -1,0 +1,10 @@
+//! Moira: neural networks on huge, very sparse data, in the manner of Amazon's DSSTNE.
+//!
+//! A DSSTNE JSON network descriptor ([`descriptor`]) is compiled into a layer graph
+//! ([`graph`]) and trained on datasets stored in DSSTNE's NetCDF schema ([`dataset`]).
+//! Sparse data stays in CSR form ([`sparse`]) and is never densified.
+
+pub mod error;
+pub mod sparse;
+
+pub use error::{Error, Result};
