@@ -5,6 +5,7 @@
 //! Sparse data stays in CSR form ([`sparse`]) and is never densified.
 
 pub mod error;
+pub mod ops;
 pub mod sparse;
 
 pub use error::{Error, Result};

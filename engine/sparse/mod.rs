@@ -75,11 +75,7 @@ fn validate(
             )));
         }
     }
-    if let Some((pos, &col)) = col_indices
-        .iter()
-        .enumerate()
-        .find(|(_, &c)| c >= n_cols)
-    {
+    if let Some((pos, &col)) = col_indices.iter().enumerate().find(|(_, &c)| c >= n_cols) {
         return Err(Error::InvalidData(format!(
             "CSR column index {col} at position {pos} is out of range: the matrix has {n_cols} columns"
         )));
@@ -257,8 +253,13 @@ mod tests {
 
     #[test]
     fn try_new_accepts_valid_and_rows_are_sliced() {
-        let m = Csr::try_new(4, vec![0, 2, 2, 3], vec![0, 3, 1], Some(vec![1.0, 2.0, 3.0]))
-            .unwrap();
+        let m = Csr::try_new(
+            4,
+            vec![0, 2, 2, 3],
+            vec![0, 3, 1],
+            Some(vec![1.0, 2.0, 3.0]),
+        )
+        .unwrap();
         assert_eq!(m.n_rows(), 3);
         assert_eq!(m.nnz(), 3);
         assert_eq!(m.row(0), (&[0u32, 3][..], Some(&[1.0f32, 2.0][..])));
@@ -280,7 +281,9 @@ mod tests {
             (vec![0, 1], vec![0], Some(vec![]), "0 values"),
         ];
         for (offsets, cols, values, expected) in cases {
-            let err = Csr::try_new(4, offsets, cols, values).unwrap_err().to_string();
+            let err = Csr::try_new(4, offsets, cols, values)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(expected), "{err} should mention {expected}");
         }
     }
