@@ -6,6 +6,7 @@
 
 pub mod descriptor;
 pub mod error;
+pub mod graph;
 pub mod ops;
 pub mod sparse;
 
