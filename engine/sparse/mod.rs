@@ -272,7 +272,8 @@ mod tests {
 
     #[test]
     fn try_new_rejects_each_broken_invariant() {
-        let cases: Vec<(Vec<u64>, Vec<u32>, Option<Vec<f32>>, &str)> = vec![
+        type Case = (Vec<u64>, Vec<u32>, Option<Vec<f32>>, &'static str);
+        let cases: Vec<Case> = vec![
             (vec![], vec![], None, "empty"),
             (vec![1, 1], vec![0], None, "start at 1"),
             (vec![0, 2, 1], vec![0, 1], None, "ends at 1 before"),
