@@ -4,6 +4,7 @@
 //! ([`graph`]) and trained on datasets stored in DSSTNE's NetCDF schema ([`dataset`]).
 //! Sparse data stays in CSR form ([`sparse`]) and is never densified.
 
+pub mod dataset;
 pub mod descriptor;
 pub mod error;
 pub mod graph;
