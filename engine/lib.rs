@@ -5,6 +5,7 @@
 //! Sparse data stays in CSR form ([`sparse`]) and is never densified.
 
 pub mod checkpoint;
+pub mod dataset;
 pub mod descriptor;
 pub mod error;
 pub mod graph;

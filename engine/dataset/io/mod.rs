@@ -1,0 +1,12 @@
+//! Dataset readers and writers: DSSTNE's NetCDF schema ([`netcdf`]) and the text inputs of
+//! the converter ([`text`], [`csv`], [`lists`]), which all feed a [`Rows`] collector.
+
+pub mod csv;
+mod lines;
+pub mod lists;
+pub mod netcdf;
+mod rows;
+pub mod text;
+
+pub use lines::{input_files, input_size};
+pub use rows::{Repeat, Rows, Stats};
