@@ -4,8 +4,11 @@
 //! ([`graph`]) and trained on datasets stored in DSSTNE's NetCDF schema ([`dataset`]).
 //! Sparse data stays in CSR form ([`sparse`]) and is never densified.
 
+pub mod backend;
+pub mod dense;
 pub mod error;
 pub mod ops;
+pub mod rng;
 pub mod sparse;
 
 pub use error::{Error, Result};
