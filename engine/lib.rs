@@ -4,12 +4,15 @@
 //! ([`graph`]) and trained on datasets stored in DSSTNE's NetCDF schema ([`dataset`]).
 //! Sparse data stays in CSR form ([`sparse`]) and is never densified.
 
+pub mod backend;
 pub mod checkpoint;
 pub mod dataset;
+pub mod dense;
 pub mod descriptor;
 pub mod error;
 pub mod graph;
 pub mod ops;
+pub mod rng;
 pub mod sparse;
 
 pub use error::{Error, Result};

@@ -5,6 +5,17 @@
 //! stored in and read from DSSTNE-format model files unchanged. Name parsing is
 //! case-insensitive and accepts every spelling DSSTNE's JSON parser accepts.
 
+pub mod activation;
+pub mod fixed;
+pub mod init;
+pub mod loss;
+pub mod optimizer;
+
+pub use activation::ActivationParams;
+pub use init::Distribution;
+pub use loss::{DeltaBoost, LossSpec, SmceParams};
+pub use optimizer::{Hyper, LrSchedule};
+
 /// Generates `from_name`, `name` and `ALL` for a fieldless enum.
 macro_rules! named_enum {
     ($ty:ident { $($variant:ident = [$canonical:literal $(, $alias:literal)*]),+ $(,)? }) => {

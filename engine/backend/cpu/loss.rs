@@ -1,0 +1,163 @@
+//! Output-layer loss and delta over a batch, for dense targets and for sparse (CSR) targets
+//! with DSSTNE's two-pass scheme (`ops::loss` module docs). Losses are summed in fixed point:
+//! each unit's loss enters as `to_fixed(L)`, so the total is the same bits on any number of
+//! threads, and the sparse and dense paths give the same total for the same targets.
+
+use super::{check_dim, for_each_row, sum_rows_i128, Par};
+use crate::dense::{MatrixMut, MatrixRef};
+use crate::error::Result;
+use crate::ops::fixed::{from_fixed_wide, to_fixed};
+use crate::ops::LossSpec;
+use crate::sparse::CsrView;
+
+/// A loss total in fixed point (units of `2⁻³⁰`), exact and order-independent; add totals of
+/// several batches or ranks with `+` before converting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FixedSum(pub i128);
+
+impl FixedSum {
+    /// The total as a float: `sum · 2⁻³⁰`.
+    pub fn to_f64(self) -> f64 {
+        from_fixed_wide(self.0)
+    }
+}
+
+impl std::ops::Add for FixedSum {
+    type Output = FixedSum;
+    fn add(self, rhs: FixedSum) -> FixedSum {
+        FixedSum(self.0.wrapping_add(rhs.0))
+    }
+}
+
+fn check_sparse(a: &MatrixRef, targets: &CsrView, what: &str) -> Result<()> {
+    check_dim(
+        &format!("{what}: target rows (batch)"),
+        targets.n_rows(),
+        a.rows(),
+    )?;
+    check_dim(
+        &format!("{what}: target columns (n_out)"),
+        targets.n_cols() as usize,
+        a.cols(),
+    )
+}
+
+/// The target value of the `k`-th non-zero of a target row (`t = value`, or
+/// [`LossSpec::indicator_target`] for indicator targets).
+#[inline]
+fn target_value(spec: &LossSpec, vals: Option<&[f32]>, k: usize, nnz: usize) -> f32 {
+    match vals {
+        Some(v) => v[k],
+        None => spec.indicator_target(nnz),
+    }
+}
+
+/// Output delta for sparse targets, two passes per row: every unit gets
+/// `spec.zero_target_delta(a)` (or 0 when `ignore_zero`, DSSTNE's `SparseIgnoreZero`), then the
+/// row's non-zeros are overwritten with `spec.unit_delta(a, t)`. `delta` and `a` are
+/// `[batch][n_out]`; `targets` has `batch` rows and `n_out` columns. Parallel over rows.
+pub fn sparse_output_delta(
+    mut delta: MatrixMut,
+    a: MatrixRef,
+    targets: CsrView,
+    spec: &LossSpec,
+    ignore_zero: bool,
+    par: Par,
+) -> Result<()> {
+    check_sparse(&a, &targets, "sparse output delta")?;
+    check_dim("sparse output delta: delta rows", delta.rows(), a.rows())?;
+    check_dim("sparse output delta: delta cols", delta.cols(), a.cols())?;
+    let n = a.cols();
+    for_each_row(par, delta.data_mut(), n, |b, d| {
+        let ar = a.row(b);
+        if ignore_zero {
+            d.fill(0.0);
+        } else {
+            for (d, &a) in d.iter_mut().zip(ar) {
+                *d = spec.zero_target_delta(a);
+            }
+        }
+        let (cols, vals) = targets.row(b);
+        for (k, &c) in cols.iter().enumerate() {
+            let t = target_value(spec, vals, k, cols.len());
+            d[c as usize] = spec.unit_delta(ar[c as usize], t);
+        }
+    });
+    Ok(())
+}
+
+/// Loss for sparse targets, two passes per row: `Σ_units fixed(L(a, 0))` (skipped when
+/// `ignore_zero`), then for every non-zero `fixed(L(a, t)) − fixed(L(a, 0))` (or
+/// `fixed(L(a, t))` when `ignore_zero`). A column listed twice in a row counts twice.
+pub fn sparse_output_loss(
+    a: MatrixRef,
+    targets: CsrView,
+    spec: &LossSpec,
+    ignore_zero: bool,
+    par: Par,
+) -> Result<FixedSum> {
+    check_sparse(&a, &targets, "sparse output loss")?;
+    let sum = sum_rows_i128(par, a.rows(), |b| {
+        let ar = a.row(b);
+        let mut row: i128 = 0;
+        if !ignore_zero {
+            for &a in ar {
+                row += to_fixed(spec.zero_target_loss(a)) as i128;
+            }
+        }
+        let (cols, vals) = targets.row(b);
+        for (k, &c) in cols.iter().enumerate() {
+            let t = target_value(spec, vals, k, cols.len());
+            let a = ar[c as usize];
+            row += to_fixed(spec.unit_loss(a, t)) as i128;
+            if !ignore_zero {
+                row -= to_fixed(spec.zero_target_loss(a)) as i128;
+            }
+        }
+        row
+    });
+    Ok(FixedSum(sum))
+}
+
+fn check_dense(a: &MatrixRef, t: &MatrixRef, what: &str) -> Result<()> {
+    check_dim(&format!("{what}: target rows"), t.rows(), a.rows())?;
+    check_dim(&format!("{what}: target cols"), t.cols(), a.cols())
+}
+
+/// Output delta for dense targets: `delta[b, j] = spec.unit_delta(a[b, j], t[b, j])`.
+pub fn dense_output_delta(
+    mut delta: MatrixMut,
+    a: MatrixRef,
+    t: MatrixRef,
+    spec: &LossSpec,
+    par: Par,
+) -> Result<()> {
+    check_dense(&a, &t, "dense output delta")?;
+    check_dim("dense output delta: delta rows", delta.rows(), a.rows())?;
+    check_dim("dense output delta: delta cols", delta.cols(), a.cols())?;
+    let n = a.cols();
+    for_each_row(par, delta.data_mut(), n, |b, d| {
+        for ((d, &a), &t) in d.iter_mut().zip(a.row(b)).zip(t.row(b)) {
+            *d = spec.unit_delta(a, t);
+        }
+    });
+    Ok(())
+}
+
+/// Loss for dense targets: `Σ_{b, j} fixed(L(a[b, j], t[b, j]))`.
+pub fn dense_output_loss(
+    a: MatrixRef,
+    t: MatrixRef,
+    spec: &LossSpec,
+    par: Par,
+) -> Result<FixedSum> {
+    check_dense(&a, &t, "dense output loss")?;
+    let sum = sum_rows_i128(par, a.rows(), |b| {
+        a.row(b)
+            .iter()
+            .zip(t.row(b))
+            .map(|(&a, &t)| to_fixed(spec.unit_loss(a, t)) as i128)
+            .sum::<i128>()
+    });
+    Ok(FixedSum(sum))
+}

@@ -1,0 +1,114 @@
+//! CPU kernels (rayon), destination first, with an explicit [`Par`] argument.
+//!
+//! The dense products go through the `gemm` crate ([`gemm()`]); the sparse kernels are
+//! written here: the sparse-input forward product ([`spmm`]), the transposed sparse weight
+//! gradient in 64-bit fixed point ([`sparse_weight_gradient`]), the output loss and delta
+//! with the two-pass sparse-target scheme ([`sparse_output_delta`], [`sparse_output_loss`]),
+//! activations, bias handling and the optimizer step.
+//!
+//! Every kernel gives the same bits whatever the [`Par`] and the size of the rayon pool:
+//! per-element sums have a fixed order, and the sums whose natural order would depend on the
+//! split (gradients over a batch, losses) are taken in fixed point ([`crate::ops::fixed`]).
+//!
+//! Kernels check the shapes their caller passes and return [`crate::Error::InvalidArgument`]
+//! on a mismatch; they never panic on shapes.
+
+mod activation;
+mod dense;
+mod loss;
+mod sparse;
+mod update;
+
+pub use activation::{activation_backward, activation_forward};
+pub use dense::{add_bias, bias_gradient, dense_weight_gradient, gemm, set_rows_to_bias, Trans};
+pub use loss::{
+    dense_output_delta, dense_output_loss, sparse_output_delta, sparse_output_loss, FixedSum,
+};
+pub use sparse::{sparse_weight_gradient, spmm, SparseTranspose};
+pub use update::optimizer_step;
+
+use crate::error::{Error, Result};
+use rayon::prelude::*;
+
+/// How a kernel may run in parallel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Par {
+    /// On the calling thread only.
+    #[default]
+    Seq,
+    /// On the current rayon pool, split for at most `n` threads (`0`: the pool's size).
+    /// Install a pool of `n` threads (`ThreadPool::install`) to bound the threads used.
+    Rayon(usize),
+}
+
+impl Par {
+    /// The number of threads the work is split for.
+    pub fn threads(self) -> usize {
+        match self {
+            Par::Seq => 1,
+            Par::Rayon(0) => rayon::current_num_threads(),
+            Par::Rayon(n) => n,
+        }
+    }
+
+    /// The `gemm` crate's equivalent.
+    pub fn to_gemm(self) -> gemm::Parallelism {
+        match self {
+            Par::Seq => gemm::Parallelism::None,
+            Par::Rayon(n) => gemm::Parallelism::Rayon(n),
+        }
+    }
+}
+
+/// Calls `f(row_index, row)` for every `cols`-wide row of `data`, in parallel per `par`
+/// (rows are independent, so the result does not depend on the split).
+pub(crate) fn for_each_row<F>(par: Par, data: &mut [f32], cols: usize, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync + Send,
+{
+    if cols == 0 || data.is_empty() {
+        return;
+    }
+    let rows = data.len() / cols;
+    let threads = par.threads();
+    if threads <= 1 || rows <= 1 {
+        data.chunks_mut(cols)
+            .enumerate()
+            .for_each(|(r, row)| f(r, row));
+    } else {
+        let min_len = rows.div_ceil(threads * 4).max(1);
+        data.par_chunks_mut(cols)
+            .with_min_len(min_len)
+            .enumerate()
+            .for_each(|(r, row)| f(r, row));
+    }
+}
+
+/// Sums `f(row)` over `rows` rows, in parallel per `par`, exactly (integer addition).
+pub(crate) fn sum_rows_i128<F>(par: Par, rows: usize, f: F) -> i128
+where
+    F: Fn(usize) -> i128 + Sync + Send,
+{
+    let threads = par.threads();
+    if threads <= 1 || rows <= 1 {
+        (0..rows).map(f).sum()
+    } else {
+        let min_len = rows.div_ceil(threads * 4).max(1);
+        (0..rows).into_par_iter().with_min_len(min_len).map(f).sum()
+    }
+}
+
+/// An [`Error::InvalidArgument`] unless `got == expected`.
+pub(crate) fn check_dim(name: &str, got: usize, expected: usize) -> Result<()> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(Error::invalid_argument(
+            name,
+            format!("expected {expected}, got {got}"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,312 @@
+//! Sparse-input kernels: the forward product `X·W` for a CSR batch `X` (DSSTNE's
+//! `kCalculateSparseZ` family) and the weight gradient `Xᵀ·Δ` in 64-bit fixed point
+//! (`kCalculateSparseTransposedMatrix` + `kCalculateSparseTransposedWeightGradient`).
+
+use super::{check_dim, for_each_row, Par};
+use crate::dense::{MatrixMut, MatrixRef};
+use crate::error::Result;
+use crate::ops::fixed::{scaled_from_fixed, to_fixed};
+use crate::sparse::CsrView;
+
+/// Output columns handled per pass over a row's non-zeros (accumulators stay in registers).
+const CHUNK: usize = 32;
+
+/// Sparse forward product: for every row `b` of the batch `x`,
+/// `out[b, :] = beta·out[b, :] + Σ_{(c, v) ∈ row b} v·w[c, :]`
+/// (`v = 1` for an indicator `x`). The sum runs over the row's non-zeros in storage order,
+/// starting from 0, and is then added to `beta·out` (with `beta = 0`, `out` is overwritten
+/// and never read). `w` is `[n_in][n_out]` (DSSTNE's layout); `out` is `[batch][n_out]`.
+/// Parallel over rows.
+pub fn spmm(mut out: MatrixMut, x: CsrView, w: MatrixRef, beta: f32, par: Par) -> Result<()> {
+    check_dim("spmm: out rows (batch)", out.rows(), x.n_rows())?;
+    check_dim("spmm: weight rows (n_in)", w.rows(), x.n_cols() as usize)?;
+    check_dim("spmm: out cols (n_out)", out.cols(), w.cols())?;
+    let n = w.cols();
+    let wd = w.data();
+    for_each_row(par, out.data_mut(), n, |b, out_row| {
+        let (cols, vals) = x.row(b);
+        let mut j0 = 0;
+        while j0 < n {
+            let width = CHUNK.min(n - j0);
+            let mut acc = [0.0f32; CHUNK];
+            if width == CHUNK {
+                accumulate_chunk::<CHUNK>(&mut acc, wd, n, j0, cols, vals);
+            } else {
+                accumulate_tail(&mut acc[..width], wd, n, j0, cols, vals);
+            }
+            let dst = &mut out_row[j0..j0 + width];
+            if beta == 0.0 {
+                dst.copy_from_slice(&acc[..width]);
+            } else {
+                for (d, &s) in dst.iter_mut().zip(&acc[..width]) {
+                    *d = beta * *d + s;
+                }
+            }
+            j0 += width;
+        }
+    });
+    Ok(())
+}
+
+/// `acc[j] += v·w[c, j0 + j]` over the non-zeros, for a full chunk (constant trip count, so
+/// the inner loop is unrolled and vectorised).
+#[inline(always)]
+fn accumulate_chunk<const W: usize>(
+    acc: &mut [f32; W],
+    wd: &[f32],
+    n: usize,
+    j0: usize,
+    cols: &[u32],
+    vals: Option<&[f32]>,
+) {
+    match vals {
+        None => {
+            for &c in cols {
+                let start = c as usize * n + j0;
+                let wr: &[f32; W] = wd[start..start + W].try_into().expect("chunk width");
+                for j in 0..W {
+                    acc[j] += wr[j];
+                }
+            }
+        }
+        Some(vals) => {
+            for (&c, &v) in cols.iter().zip(vals) {
+                let start = c as usize * n + j0;
+                let wr: &[f32; W] = wd[start..start + W].try_into().expect("chunk width");
+                for j in 0..W {
+                    acc[j] += v * wr[j];
+                }
+            }
+        }
+    }
+}
+
+/// [`accumulate_chunk`] for the last, narrower chunk of a row.
+fn accumulate_tail(
+    acc: &mut [f32],
+    wd: &[f32],
+    n: usize,
+    j0: usize,
+    cols: &[u32],
+    vals: Option<&[f32]>,
+) {
+    let width = acc.len();
+    for (k, &c) in cols.iter().enumerate() {
+        let v = vals.map_or(1.0, |v| v[k]);
+        let start = c as usize * n + j0;
+        for (a, &wv) in acc.iter_mut().zip(&wd[start..start + width]) {
+            *a += v * wv;
+        }
+    }
+}
+
+/// The transpose of a sparse batch (its CSC form): for every input feature present in the
+/// batch, the batch rows holding it (ascending) and their values. Built once per batch and
+/// reused by every weight gradient taken from that input.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SparseTranspose {
+    n_rows: usize,
+    n_cols: usize,
+    /// Distinct features present, ascending.
+    features: Vec<u32>,
+    /// `starts[i]..starts[i + 1]` indexes `rows`/`values` for `features[i]`.
+    starts: Vec<usize>,
+    rows: Vec<u32>,
+    values: Option<Vec<f32>>,
+}
+
+impl SparseTranspose {
+    /// Transposes the batch `x` (`n_rows` at most `u32::MAX`). Counting sort when the batch
+    /// has enough non-zeros per feature, a sort of `(feature, row)` keys otherwise; both give
+    /// the same result.
+    pub fn new(x: CsrView) -> Self {
+        let n_cols = x.n_cols() as usize;
+        if n_cols <= 4 * x.nnz() + 1024 {
+            Self::by_counting(x)
+        } else {
+            Self::by_sorting(x)
+        }
+    }
+
+    pub(crate) fn by_counting(x: CsrView) -> Self {
+        let n_cols = x.n_cols() as usize;
+        let mut counts = vec![0usize; n_cols + 1];
+        for b in 0..x.n_rows() {
+            for &c in x.row(b).0 {
+                counts[c as usize + 1] += 1;
+            }
+        }
+        for c in 0..n_cols {
+            counts[c + 1] += counts[c];
+        }
+        let nnz = counts[n_cols];
+        let mut next = counts.clone();
+        let mut rows = vec![0u32; nnz];
+        let mut values = x.has_values().then(|| vec![0.0f32; nnz]);
+        for b in 0..x.n_rows() {
+            let (cols, vals) = x.row(b);
+            for (k, &c) in cols.iter().enumerate() {
+                let slot = next[c as usize];
+                next[c as usize] += 1;
+                rows[slot] = b as u32;
+                if let (Some(values), Some(vals)) = (values.as_mut(), vals) {
+                    values[slot] = vals[k];
+                }
+            }
+        }
+        let mut features = Vec::new();
+        let mut starts = vec![0usize];
+        for c in 0..n_cols {
+            if counts[c + 1] > counts[c] {
+                features.push(c as u32);
+                starts.push(counts[c + 1]);
+            }
+        }
+        SparseTranspose {
+            n_rows: x.n_rows(),
+            n_cols,
+            features,
+            starts,
+            rows,
+            values,
+        }
+    }
+
+    pub(crate) fn by_sorting(x: CsrView) -> Self {
+        let mut keys: Vec<(u64, u32)> = Vec::with_capacity(x.nnz());
+        for b in 0..x.n_rows() {
+            let (cols, _) = x.row(b);
+            let base = x.row_offsets()[b] - x.row_offsets()[0];
+            for (k, &c) in cols.iter().enumerate() {
+                keys.push((((c as u64) << 32) | b as u64, (base as usize + k) as u32));
+            }
+        }
+        keys.sort_unstable_by_key(|&(key, _)| key);
+        let all_values = x.has_values().then(|| {
+            // The values of the viewed rows, indexable by position relative to `first`.
+            let mut v = Vec::with_capacity(x.nnz());
+            for b in 0..x.n_rows() {
+                v.extend_from_slice(x.row(b).1.unwrap_or(&[]));
+            }
+            v
+        });
+        let mut features = Vec::new();
+        let mut starts = vec![0usize];
+        let mut rows = Vec::with_capacity(keys.len());
+        let mut values = all_values.as_ref().map(|_| Vec::with_capacity(keys.len()));
+        for (i, &(key, pos)) in keys.iter().enumerate() {
+            let c = (key >> 32) as u32;
+            if features.last() != Some(&c) {
+                if i > 0 {
+                    starts.push(i);
+                }
+                features.push(c);
+            }
+            rows.push(key as u32);
+            if let (Some(values), Some(all)) = (values.as_mut(), all_values.as_ref()) {
+                values.push(all[pos as usize]);
+            }
+        }
+        if !keys.is_empty() {
+            starts.push(keys.len());
+        }
+        SparseTranspose {
+            n_rows: x.n_rows(),
+            n_cols: x.n_cols() as usize,
+            features,
+            starts,
+            rows,
+            values,
+        }
+    }
+
+    /// Rows of the transposed batch (= `n_in`, the batch's columns).
+    pub fn n_features(&self) -> usize {
+        self.n_cols
+    }
+
+    /// The batch size.
+    pub fn batch(&self) -> usize {
+        self.n_rows
+    }
+
+    /// The distinct features present in the batch, ascending.
+    pub fn features(&self) -> &[u32] {
+        &self.features
+    }
+
+    /// The batch rows holding `features()[i]`, ascending, and their values (`None`: all 1).
+    pub fn entries(&self, i: usize) -> (&[u32], Option<&[f32]>) {
+        let (s, e) = (self.starts[i], self.starts[i + 1]);
+        (&self.rows[s..e], self.values.as_deref().map(|v| &v[s..e]))
+    }
+}
+
+/// Transposed sparse weight gradient, summed in 64-bit fixed point:
+/// `dw[c, :] = beta·dw[c, :] + alpha · Σ_{(b, v): c ∈ row b} v·delta[b, :]`, where each term
+/// enters the sum as `to_fixed(v·delta[b, j])` (`round_half_even(v·δ·2³⁰)`) and the total
+/// leaves as `alpha · sum · 2⁻³⁰` (in `f64`, rounded once). The result is the same bits for
+/// any `par` and pool size. Rows of features absent from the batch get `beta·dw` (with
+/// `beta = 0`: zero, never read). `dw` is `[n_in][n_out]`, `delta` `[batch][n_out]`.
+/// DSSTNE uses `alpha = −1/batch` (negative mean gradient). Parallel over features.
+pub fn sparse_weight_gradient(
+    mut dw: MatrixMut,
+    xt: &SparseTranspose,
+    delta: MatrixRef,
+    alpha: f32,
+    beta: f32,
+    par: Par,
+) -> Result<()> {
+    check_dim(
+        "sparse gradient: dw rows (n_in)",
+        dw.rows(),
+        xt.n_features(),
+    )?;
+    check_dim(
+        "sparse gradient: delta rows (batch)",
+        delta.rows(),
+        xt.batch(),
+    )?;
+    check_dim("sparse gradient: dw cols (n_out)", dw.cols(), delta.cols())?;
+    let n = dw.cols();
+    let dd = delta.data();
+    for_each_row(par, dw.data_mut(), n, |c, out_row| {
+        let Ok(i) = xt.features.binary_search(&(c as u32)) else {
+            if beta == 0.0 {
+                out_row.fill(0.0);
+            } else if beta != 1.0 {
+                out_row.iter_mut().for_each(|x| *x *= beta);
+            }
+            return;
+        };
+        let (rows, vals) = xt.entries(i);
+        let mut j0 = 0;
+        while j0 < n {
+            let width = CHUNK.min(n - j0);
+            let mut acc = [0i64; CHUNK];
+            for (k, &b) in rows.iter().enumerate() {
+                let d = &dd[b as usize * n + j0..b as usize * n + j0 + width];
+                match vals {
+                    None => {
+                        for (a, &x) in acc.iter_mut().zip(d) {
+                            *a = a.wrapping_add(to_fixed(x));
+                        }
+                    }
+                    Some(v) => {
+                        let v = v[k];
+                        for (a, &x) in acc.iter_mut().zip(d) {
+                            *a = a.wrapping_add(to_fixed(v * x));
+                        }
+                    }
+                }
+            }
+            let dst = &mut out_row[j0..j0 + width];
+            for (o, &s) in dst.iter_mut().zip(&acc) {
+                let g = scaled_from_fixed(alpha, s);
+                *o = if beta == 0.0 { g } else { beta * *o + g };
+            }
+            j0 += width;
+        }
+    });
+    Ok(())
+}

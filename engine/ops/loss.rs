@@ -1,0 +1,467 @@
+//! Reference formulas of the error functions: the per-unit loss `L(a, t)` and the output delta
+//! `δ = ∂L/∂z` for output activation `a = f(z)` and target `t`, with DSSTNE's conventions
+//! (`kLoss.cu`, `kDelta.cu`). Batch kernels of every backend are tested against these.
+//!
+//! Losses (`ln⁺(x) = ln(max(x, LOG_FLOOR))`):
+//! - **L1**: `|a − t|`; δ = `sgn(a − t)·f'` with `sgn(0) = −1` (DSSTNE's `(a−t) > 0 ? 1 : −1`).
+//! - **L2**: `½(a − t)²`; δ = `(a − t)·f'`.
+//! - **L2Hinge**: `d = a − |t|`, clipped to `min(0, d)` when `t > 0` and to `max(0, d)`
+//!   otherwise (squared error only on the wrong side); loss `½d²`; δ = `d·f'`.
+//! - **Hinge**: `max(0, 1 − t·a)`; δ = `−t·f'` where `t·a < 1`, else 0. (DSSTNE's delta kernel
+//!   tests `a < 0` instead; ours is the derivative of the loss it reports.) A zero target costs
+//!   1 per unit.
+//! - **CrossEntropy**, Sigmoid (and any non-SoftMax) output: `−t·ln⁺a − (1−t)·ln⁺(1−a)`;
+//!   SoftMax output (multinomial): `−t·ln⁺a`. δ = `a − t` for Sigmoid and SoftMax (the
+//!   canonical-link simplification; exact for SoftMax when the row's targets sum to 1), the
+//!   chain rule `(a−t)/(a(1−a))·f'` otherwise. DeltaBoost scales δ by `one` where `t ≠ 0` and
+//!   by `zero` where `t = 0`.
+//! - **ScaledMarginalCrossEntropy** (SMCE), margins `oneTarget`/`zeroTarget`, scales
+//!   `oneScale`/`zeroScale`:
+//!   - `t > 0` and `a < oneTarget`: loss `−oneScale·ln⁺a` (SoftMax: `−oneScale·t·ln⁺a`),
+//!     δ = `oneScale·(a − 1)` (SoftMax: `oneScale·(a − t)`);
+//!   - `t = 0` and `a > zeroTarget`: loss `−zeroScale·ln⁺(1−a)`, δ = `zeroScale·a`;
+//!   - otherwise 0. Other activations use the chain rule `∂L/∂a · f'`.
+//! - **DataScaledMarginalCrossEntropy**: as SMCE, the positive term multiplied by the data
+//!   value: loss `−oneScale·t·ln⁺a`, δ = `oneScale·t·(a − 1)`. Sigmoid only in DSSTNE.
+//!
+//! SoftMax outputs take `f' = 1` in the L1/L2/L2Hinge/Hinge deltas, as DSSTNE does.
+//!
+//! **Sparse targets, two passes** (DSSTNE §5.4): pass 1 runs over the dense output as if every
+//! target were 0 ([`LossSpec::zero_target_delta`], [`LossSpec::zero_target_loss`]); pass 2 visits
+//! the non-zeros of each row, **overwrites** their delta with [`LossSpec::unit_delta`] and adds
+//! the loss correction `L(a, t) − L(a, 0)` ([`LossSpec::nonzero_loss_correction`], which the
+//! batch kernels take in fixed point as `fixed(L(a,t)) − fixed(L(a,0))`, so the sparse total
+//! equals the dense total bit for bit). With DSSTNE's `SparseIgnoreZero` the first pass is a
+//! fill with 0 and the non-zeros contribute `L(a, t)`. An indicator (value-less) target row
+//! stands for `t = 1` on its non-zeros, or `t = 1/nnz` when the output is SoftMax (a
+//! distribution), see [`LossSpec::indicator_target`].
+
+use super::activation::{derivative, ActivationParams};
+use super::{Activation, ErrorFunction};
+use crate::error::{Error, Result};
+
+/// Floor of logarithm arguments (DSSTNE clamps with its `MIN_ERROR`), so that
+/// `ln⁺(0) = ln(1e−12) ≈ −27.6` instead of −∞.
+pub const LOG_FLOOR: f32 = 1.0e-12;
+
+/// Parameters of (Data)ScaledMarginalCrossEntropy; DSSTNE's defaults are
+/// `oneTarget 0.9, zeroTarget 0.1, oneScale 1, zeroScale 1`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SmceParams {
+    /// Positive targets stop training once `a ≥ one_target`.
+    pub one_target: f32,
+    /// Zero targets stop training once `a ≤ zero_target`.
+    pub zero_target: f32,
+    /// Scale of the positive-target term.
+    pub one_scale: f32,
+    /// Scale of the zero-target term.
+    pub zero_scale: f32,
+}
+
+impl Default for SmceParams {
+    fn default() -> Self {
+        SmceParams {
+            one_target: 0.9,
+            zero_target: 0.1,
+            one_scale: 1.0,
+            zero_scale: 1.0,
+        }
+    }
+}
+
+/// DSSTNE's DeltaBoost: scales of the CrossEntropy deltas of non-zero (`one`) and zero
+/// (`zero`) targets. Default 1, 1.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DeltaBoost {
+    pub one: f32,
+    pub zero: f32,
+}
+
+impl Default for DeltaBoost {
+    fn default() -> Self {
+        DeltaBoost {
+            one: 1.0,
+            zero: 1.0,
+        }
+    }
+}
+
+/// Everything that defines the loss of an output layer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossSpec {
+    pub error: ErrorFunction,
+    pub activation: Activation,
+    pub act_params: ActivationParams,
+    pub smce: SmceParams,
+    pub delta_boost: DeltaBoost,
+}
+
+#[inline(always)]
+fn ln_floor(x: f32) -> f32 {
+    x.max(LOG_FLOOR).ln()
+}
+
+impl LossSpec {
+    /// A spec with default activation, SMCE and DeltaBoost parameters.
+    pub fn new(error: ErrorFunction, activation: Activation) -> Self {
+        LossSpec {
+            error,
+            activation,
+            act_params: ActivationParams::default(),
+            smce: SmceParams::default(),
+            delta_boost: DeltaBoost::default(),
+        }
+    }
+
+    /// Rejects the error-function/activation pairs DSSTNE has no kernels for: CrossEntropy
+    /// and SMCE need a Sigmoid or SoftMax output; DataScaledMarginalCrossEntropy a Sigmoid.
+    pub fn check(&self) -> Result<()> {
+        use Activation::{Sigmoid, SoftMax};
+        let ok = match self.error {
+            ErrorFunction::CrossEntropy | ErrorFunction::ScaledMarginalCrossEntropy => {
+                matches!(self.activation, Sigmoid | SoftMax)
+            }
+            ErrorFunction::DataScaledMarginalCrossEntropy => self.activation == Sigmoid,
+            _ => true,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Unsupported(format!(
+                "error function {} with a {} output layer",
+                self.error, self.activation
+            )))
+        }
+    }
+
+    /// The target value an indicator (value-less) sparse target row with `nnz` non-zeros
+    /// stands for: `1/nnz` for a SoftMax output, 1 otherwise.
+    #[inline]
+    pub fn indicator_target(&self, nnz: usize) -> f32 {
+        if self.activation == Activation::SoftMax && nnz > 0 {
+            1.0 / nnz as f32
+        } else {
+            1.0
+        }
+    }
+
+    #[inline(always)]
+    fn f_prime(&self, a: f32) -> f32 {
+        derivative(self.activation, a, &self.act_params)
+    }
+
+    /// Per-unit loss `L(a, t)` (formulas in the module docs).
+    #[inline]
+    pub fn unit_loss(&self, a: f32, t: f32) -> f32 {
+        let softmax = self.activation == Activation::SoftMax;
+        match self.error {
+            ErrorFunction::L1 => (a - t).abs(),
+            ErrorFunction::L2 => 0.5 * (a - t) * (a - t),
+            ErrorFunction::L2Hinge => {
+                let d = l2_hinge_diff(a, t);
+                0.5 * d * d
+            }
+            ErrorFunction::Hinge => (1.0 - t * a).max(0.0),
+            ErrorFunction::CrossEntropy => {
+                if softmax {
+                    -t * ln_floor(a)
+                } else {
+                    -t * ln_floor(a) - (1.0 - t) * ln_floor(1.0 - a)
+                }
+            }
+            ErrorFunction::ScaledMarginalCrossEntropy
+            | ErrorFunction::DataScaledMarginalCrossEntropy => {
+                let s = &self.smce;
+                if t > 0.0 {
+                    if a < s.one_target {
+                        let weight = if softmax
+                            || self.error == ErrorFunction::DataScaledMarginalCrossEntropy
+                        {
+                            t
+                        } else {
+                            1.0
+                        };
+                        -s.one_scale * weight * ln_floor(a)
+                    } else {
+                        0.0
+                    }
+                } else if a > s.zero_target {
+                    -s.zero_scale * ln_floor(1.0 - a)
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+
+    /// Output delta `δ = ∂L/∂z` of one unit with output `a` and target `t`, with DSSTNE's
+    /// simplifications for the canonical pairs (module docs).
+    #[inline]
+    pub fn unit_delta(&self, a: f32, t: f32) -> f32 {
+        use Activation::{Sigmoid, SoftMax};
+        let canonical = matches!(self.activation, Sigmoid | SoftMax);
+        match self.error {
+            ErrorFunction::L1 => {
+                let s = if a - t > 0.0 { 1.0 } else { -1.0 };
+                s * self.f_prime(a)
+            }
+            ErrorFunction::L2 => (a - t) * self.f_prime(a),
+            ErrorFunction::L2Hinge => l2_hinge_diff(a, t) * self.f_prime(a),
+            ErrorFunction::Hinge => {
+                if t * a < 1.0 {
+                    -t * self.f_prime(a)
+                } else {
+                    0.0
+                }
+            }
+            ErrorFunction::CrossEntropy => {
+                let boost = if t != 0.0 {
+                    self.delta_boost.one
+                } else {
+                    self.delta_boost.zero
+                };
+                let g = if canonical {
+                    a - t
+                } else {
+                    (a - t) / (a * (1.0 - a)).max(LOG_FLOOR) * self.f_prime(a)
+                };
+                boost * g
+            }
+            ErrorFunction::ScaledMarginalCrossEntropy
+            | ErrorFunction::DataScaledMarginalCrossEntropy => {
+                let s = &self.smce;
+                let data = self.error == ErrorFunction::DataScaledMarginalCrossEntropy;
+                if t > 0.0 {
+                    if a >= s.one_target {
+                        0.0
+                    } else if self.activation == SoftMax {
+                        s.one_scale * (a - t)
+                    } else {
+                        let w = if data { t } else { 1.0 };
+                        if canonical {
+                            s.one_scale * w * (a - 1.0)
+                        } else {
+                            -s.one_scale * w / a.max(LOG_FLOOR) * self.f_prime(a)
+                        }
+                    }
+                } else if a > s.zero_target {
+                    if canonical {
+                        s.zero_scale * a
+                    } else {
+                        s.zero_scale / (1.0 - a).max(LOG_FLOOR) * self.f_prime(a)
+                    }
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+
+    /// Loss of a unit whose target is 0 (pass 1 of the sparse scheme): `L(a, 0)`.
+    #[inline]
+    pub fn zero_target_loss(&self, a: f32) -> f32 {
+        self.unit_loss(a, 0.0)
+    }
+
+    /// Delta of a unit whose target is 0 (pass 1 of the sparse scheme): `δ(a, 0)`.
+    #[inline]
+    pub fn zero_target_delta(&self, a: f32) -> f32 {
+        self.unit_delta(a, 0.0)
+    }
+
+    /// Loss correction of a non-zero target (pass 2): `L(a, t) − L(a, 0)`. Batch kernels use
+    /// the fixed-point form `fixed(L(a,t)) − fixed(L(a,0))`.
+    #[inline]
+    pub fn nonzero_loss_correction(&self, a: f32, t: f32) -> f32 {
+        self.unit_loss(a, t) - self.zero_target_loss(a)
+    }
+}
+
+/// L2Hinge's clipped difference: `a − |t|`, at most 0 for `t > 0`, at least 0 otherwise.
+#[inline(always)]
+fn l2_hinge_diff(a: f32, t: f32) -> f32 {
+    let d = a - t.abs();
+    if t > 0.0 {
+        d.min(0.0)
+    } else {
+        d.max(0.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::activation::{forward, softmax_row};
+    use super::*;
+
+    const ACTS: [Activation; 7] = [
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Linear,
+        Activation::RectifiedLinear,
+        Activation::LeakyRectifiedLinear,
+        Activation::ExponentialLinear,
+        Activation::ScaledExponentialLinear,
+    ];
+
+    fn spec(error: ErrorFunction, act: Activation) -> LossSpec {
+        let mut s = LossSpec::new(error, act);
+        s.act_params = ActivationParams {
+            slope: 0.2,
+            alpha: 1.3,
+            lambda: 1.05,
+        };
+        s
+    }
+
+    /// δ against the finite difference of `z ↦ L(f(z), t)`; returns false where the loss has a
+    /// kink or margin within `h` of `z` (skipped).
+    fn check_fd(s: &LossSpec, z: f32, t: f32) {
+        let p = s.act_params;
+        let l = |z: f32| s.unit_loss(forward(s.activation, z, &p), t) as f64;
+        let h = 1e-3f32;
+        let fd = (l(z + h) - l(z - h)) / (2.0 * h as f64);
+        let one_sided = (l(z + h) - l(z)) / h as f64;
+        let other = (l(z) - l(z - h)) / h as f64;
+        if (one_sided - other).abs() > 0.05 * (1.0 + fd.abs()) {
+            return; // a kink (margin, hinge, ReLU at 0) lies inside [z−h, z+h]
+        }
+        let d = s.unit_delta(forward(s.activation, z, &p), t) as f64;
+        assert!(
+            (d - fd).abs() <= 3e-3 * (1.0 + fd.abs()),
+            "{} / {}: z={z} t={t}: delta {d}, finite difference {fd}",
+            s.error,
+            s.activation
+        );
+    }
+
+    #[test]
+    fn regression_losses_match_finite_differences() {
+        let zs = [-2.3f32, -0.7, -0.15, 0.2, 0.45, 0.8, 1.7];
+        for error in [
+            ErrorFunction::L1,
+            ErrorFunction::L2,
+            ErrorFunction::L2Hinge,
+            ErrorFunction::Hinge,
+        ] {
+            for act in ACTS {
+                for &z in &zs {
+                    for t in [-1.0f32, 0.0, 0.3, 1.0] {
+                        check_fd(&spec(error, act), z, t);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn cross_entropy_and_smce_match_finite_differences() {
+        let zs = [-4.0f32, -1.3, -0.4, 0.1, 0.6, 1.9, 3.5];
+        for &z in &zs {
+            for t in [0.0f32, 0.25, 1.0] {
+                check_fd(
+                    &spec(ErrorFunction::CrossEntropy, Activation::Sigmoid),
+                    z,
+                    t,
+                );
+            }
+            for error in [
+                ErrorFunction::ScaledMarginalCrossEntropy,
+                ErrorFunction::DataScaledMarginalCrossEntropy,
+            ] {
+                let mut s = spec(error, Activation::Sigmoid);
+                s.smce = SmceParams {
+                    one_target: 0.8,
+                    zero_target: 0.3,
+                    one_scale: 30.0,
+                    zero_scale: 2.0,
+                };
+                for t in [0.0f32, 0.6, 1.0] {
+                    check_fd(&s, z, t);
+                }
+                // Chain-rule forms for other activations.
+                for act in [Activation::Tanh, Activation::Linear] {
+                    let mut s2 = s;
+                    s2.activation = act;
+                    check_fd(&s2, z * 0.2, 0.0);
+                    if error == ErrorFunction::ScaledMarginalCrossEntropy {
+                        check_fd(&s2, z * 0.1 + 0.5, 1.0);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn smce_margins_and_delta_boost() {
+        let mut s = LossSpec::new(
+            ErrorFunction::ScaledMarginalCrossEntropy,
+            Activation::Sigmoid,
+        );
+        // Inside the margins nothing trains and nothing is lost.
+        assert_eq!(s.unit_delta(0.95, 1.0), 0.0);
+        assert_eq!(s.unit_loss(0.95, 1.0), 0.0);
+        assert_eq!(s.zero_target_delta(0.05), 0.0);
+        assert_eq!(s.zero_target_loss(0.05), 0.0);
+        s.smce.one_scale = 30.0;
+        assert_eq!(s.unit_delta(0.5, 1.0), 30.0 * -0.5);
+        assert_eq!(s.zero_target_delta(0.5), 0.5);
+        let c = s.nonzero_loss_correction(0.5, 1.0);
+        assert!((c - (30.0 * 2f32.ln() - 2f32.ln())).abs() < 1e-5);
+
+        let mut ce = LossSpec::new(ErrorFunction::CrossEntropy, Activation::Sigmoid);
+        ce.delta_boost = DeltaBoost {
+            one: 3.0,
+            zero: 0.5,
+        };
+        assert_eq!(ce.unit_delta(0.25, 1.0), 3.0 * -0.75);
+        assert_eq!(ce.zero_target_delta(0.25), 0.5 * 0.25);
+        assert!(ce.unit_loss(0.0, 1.0).is_finite());
+    }
+
+    #[test]
+    fn softmax_cross_entropy_delta_is_the_row_gradient() {
+        let z = [0.4f32, -1.1, 2.0, 0.0, -0.3];
+        let t = [0.5f32, 0.0, 0.25, 0.25, 0.0]; // sums to 1
+        let s = LossSpec::new(ErrorFunction::CrossEntropy, Activation::SoftMax);
+        let row_loss = |z: &[f32]| {
+            let mut a = vec![0.0; z.len()];
+            softmax_row(&mut a, z);
+            a.iter()
+                .zip(&t)
+                .map(|(&a, &t)| s.unit_loss(a, t) as f64)
+                .sum::<f64>()
+        };
+        let mut a = [0.0; 5];
+        softmax_row(&mut a, &z);
+        for i in 0..5 {
+            let h = 1e-3;
+            let (mut zp, mut zm) = (z, z);
+            zp[i] += h;
+            zm[i] -= h;
+            let fd = (row_loss(&zp) - row_loss(&zm)) / (2.0 * h as f64);
+            let d = s.unit_delta(a[i], t[i]) as f64;
+            assert!((d - fd).abs() < 2e-3, "{i}: {d} vs {fd}");
+        }
+        assert_eq!(s.indicator_target(4), 0.25);
+        assert_eq!(
+            LossSpec::new(ErrorFunction::L2, Activation::Sigmoid).indicator_target(4),
+            1.0
+        );
+    }
+
+    #[test]
+    fn unsupported_pairs_are_rejected() {
+        assert!(LossSpec::new(ErrorFunction::CrossEntropy, Activation::Tanh)
+            .check()
+            .is_err());
+        assert!(LossSpec::new(
+            ErrorFunction::DataScaledMarginalCrossEntropy,
+            Activation::SoftMax
+        )
+        .check()
+        .is_err());
+        assert!(LossSpec::new(ErrorFunction::L2, Activation::Tanh)
+            .check()
+            .is_ok());
+    }
+}
