@@ -8,6 +8,7 @@ pub mod descriptor;
 pub mod error;
 pub mod graph;
 pub mod ops;
+pub mod predict;
 pub mod sparse;
 
 pub use error::{Error, Result};
