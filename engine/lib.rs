@@ -12,6 +12,7 @@ pub mod descriptor;
 pub mod error;
 pub mod graph;
 pub mod ops;
+pub mod predict;
 pub mod rng;
 pub mod sparse;
 
