@@ -64,9 +64,9 @@ fn kernels(c: &mut Criterion) {
             b.iter(|| spmm(out.as_mut(), black_box(x.view()), w_in.as_ref(), 0.0, par).unwrap())
         });
         g.bench_function(BenchmarkId::new("transpose", width), |b| {
-            b.iter(|| SparseTranspose::new(black_box(x.view())))
+            b.iter(|| SparseTranspose::new(black_box(x.view())).unwrap())
         });
-        let xt = SparseTranspose::new(x.view());
+        let xt = SparseTranspose::new(x.view()).unwrap();
         let mut dw = Matrix::zeros(width, H);
         g.bench_function(BenchmarkId::new("sparse_grad", width), |b| {
             b.iter(|| {

@@ -120,16 +120,27 @@ pub struct SparseTranspose {
 }
 
 impl SparseTranspose {
-    /// Transposes the batch `x` (`n_rows` at most `u32::MAX`). Counting sort when the batch
-    /// has enough non-zeros per feature, a sort of `(feature, row)` keys otherwise; both give
-    /// the same result.
-    pub fn new(x: CsrView) -> Self {
+    /// Transposes the batch `x`. Counting sort when the batch has enough non-zeros per
+    /// feature, a sort of `(feature, row)` keys otherwise; both give the same result. Fails
+    /// when the batch has more than `u32::MAX` rows or non-zeros.
+    pub fn new(x: CsrView) -> Result<Self> {
+        if x.n_rows() > u32::MAX as usize || x.nnz() > u32::MAX as usize {
+            return Err(crate::Error::invalid_argument(
+                "sparse transpose: batch",
+                format!(
+                    "{} rows and {} non-zeros; at most {} of each are supported",
+                    x.n_rows(),
+                    x.nnz(),
+                    u32::MAX
+                ),
+            ));
+        }
         let n_cols = x.n_cols() as usize;
-        if n_cols <= 4 * x.nnz() + 1024 {
+        Ok(if n_cols <= 4 * x.nnz() + 1024 {
             Self::by_counting(x)
         } else {
             Self::by_sorting(x)
-        }
+        })
     }
 
     pub(crate) fn by_counting(x: CsrView) -> Self {
