@@ -2,7 +2,7 @@
 //! `δ = ∂L/∂z` for output activation `a = f(z)` and target `t`, with DSSTNE's conventions
 //! (`kLoss.cu`, `kDelta.cu`). Batch kernels of every backend are tested against these.
 //!
-//! Losses (`ln⁺(x) = ln(max(x, LOG_FLOOR))`):
+//! Losses (`ln⁺(x) = ln(max(x, LOG_FLOOR))`, with the portable `ln` of [`super::math`]):
 //! - **L1**: `|a − t|`; δ = `sgn(a − t)·f'` with `sgn(0) = −1` (DSSTNE's `(a−t) > 0 ? 1 : −1`).
 //! - **L2**: `½(a − t)²`; δ = `(a − t)·f'`.
 //! - **L2Hinge**: `d = a − |t|`, clipped to `min(0, d)` when `t > 0` and to `max(0, d)`
@@ -96,9 +96,10 @@ pub struct LossSpec {
     pub delta_boost: DeltaBoost,
 }
 
+/// `ln⁺(x) = ln(max(x, LOG_FLOOR))` with the portable [`super::math::ln`].
 #[inline(always)]
 fn ln_floor(x: f32) -> f32 {
-    x.max(LOG_FLOOR).ln()
+    super::math::ln(x.max(LOG_FLOOR))
 }
 
 impl LossSpec {
@@ -269,11 +270,76 @@ impl LossSpec {
         self.unit_delta(a, 0.0)
     }
 
+    /// `out[i] = self.zero_target_delta(a[i])` for a whole row (the same bits), with the
+    /// CrossEntropy and SMCE pairs of Sigmoid/SoftMax outputs specialised so the loop
+    /// vectorises (pass 1 of the sparse scheme touches every output unit).
+    #[inline(always)]
+    pub fn fill_zero_target_delta(&self, out: &mut [f32], a: &[f32]) {
+        use Activation::{Sigmoid, SoftMax};
+        debug_assert_eq!(out.len(), a.len());
+        let canonical = matches!(self.activation, Sigmoid | SoftMax);
+        match self.error {
+            ErrorFunction::CrossEntropy if canonical => {
+                let boost = self.delta_boost.zero;
+                map_row(out, a, |a| boost * (a - 0.0));
+            }
+            ErrorFunction::ScaledMarginalCrossEntropy
+            | ErrorFunction::DataScaledMarginalCrossEntropy
+                if canonical =>
+            {
+                let (target, scale) = (self.smce.zero_target, self.smce.zero_scale);
+                map_row(out, a, |a| if a > target { scale * a } else { 0.0 });
+            }
+            _ => map_row(out, a, |a| self.zero_target_delta(a)),
+        }
+    }
+
+    /// `Σ_i to_fixed(self.zero_target_loss(a[i]))` over a row, exactly (the same integer as
+    /// the scalar sum), with the CrossEntropy and SMCE pairs specialised so the loop
+    /// vectorises. Terms are summed in `i64` blocks of 2048 (at most `2⁵¹` each, so a block
+    /// cannot overflow), then in `i128`.
+    #[inline(always)]
+    pub fn zero_target_loss_fixed(&self, a: &[f32]) -> i128 {
+        use super::fixed::to_fixed;
+        use Activation::{Sigmoid, SoftMax};
+        match (self.error, self.activation) {
+            (ErrorFunction::CrossEntropy, SoftMax) => 0,
+            (ErrorFunction::CrossEntropy, _) => sum_fixed(a, |a| to_fixed(-ln_floor(1.0 - a))),
+            (
+                ErrorFunction::ScaledMarginalCrossEntropy
+                | ErrorFunction::DataScaledMarginalCrossEntropy,
+                Sigmoid | SoftMax,
+            ) => {
+                let (target, scale) = (self.smce.zero_target, self.smce.zero_scale);
+                sum_fixed(a, |a| {
+                    let l = -scale * ln_floor(1.0 - a);
+                    to_fixed(if a > target { l } else { 0.0 })
+                })
+            }
+            _ => sum_fixed(a, |a| to_fixed(self.zero_target_loss(a))),
+        }
+    }
+
     /// Loss correction of a non-zero target (pass 2): `L(a, t) − L(a, 0)`. Batch kernels use
     /// the fixed-point form `fixed(L(a,t)) − fixed(L(a,0))`.
     #[inline]
     pub fn nonzero_loss_correction(&self, a: f32, t: f32) -> f32 {
         self.unit_loss(a, t) - self.zero_target_loss(a)
+    }
+}
+
+/// `Σ f(a[i])` exactly: `i64` blocks of 2048 terms (each at most `2⁵¹`), then `i128`.
+#[inline(always)]
+fn sum_fixed(a: &[f32], f: impl Fn(f32) -> i64) -> i128 {
+    a.chunks(2048)
+        .map(|c| c.iter().map(|&x| f(x)).fold(0i64, i64::wrapping_add) as i128)
+        .sum()
+}
+
+#[inline(always)]
+fn map_row(out: &mut [f32], a: &[f32], f: impl Fn(f32) -> f32) {
+    for (o, &x) in out.iter_mut().zip(a) {
+        *o = f(x);
     }
 }
 
@@ -313,8 +379,8 @@ mod tests {
         s
     }
 
-    /// δ against the finite difference of `z ↦ L(f(z), t)`; returns false where the loss has a
-    /// kink or margin within `h` of `z` (skipped).
+    /// δ against the finite difference of `z ↦ L(f(z), t)`, skipped where the loss has a kink
+    /// or margin within `h` of `z`.
     fn check_fd(s: &LossSpec, z: f32, t: f32) {
         let p = s.act_params;
         let l = |z: f32| s.unit_loss(forward(s.activation, z, &p), t) as f64;
@@ -447,6 +513,42 @@ mod tests {
             LossSpec::new(ErrorFunction::L2, Activation::Sigmoid).indicator_target(4),
             1.0
         );
+    }
+
+    #[test]
+    fn row_fill_equals_the_scalar_zero_target_delta() {
+        let a: Vec<f32> = (0..101).map(|i| i as f32 / 50.0 - 0.7).collect();
+        for error in ErrorFunction::ALL.iter().copied() {
+            for act in [Activation::Sigmoid, Activation::SoftMax, Activation::Tanh] {
+                let mut s = spec(error, act);
+                s.delta_boost.zero = 0.3;
+                let mut out = vec![0.0; a.len()];
+                s.fill_zero_target_delta(&mut out, &a);
+                for (o, &x) in out.iter().zip(&a) {
+                    assert_eq!(
+                        o.to_bits(),
+                        s.zero_target_delta(x).to_bits(),
+                        "{error} {act}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn row_loss_equals_the_scalar_sum() {
+        use super::super::fixed::to_fixed;
+        let a: Vec<f32> = (0..9001).map(|i| i as f32 / 9000.0).collect();
+        for error in ErrorFunction::ALL.iter().copied() {
+            for act in [Activation::Sigmoid, Activation::SoftMax, Activation::Tanh] {
+                let s = spec(error, act);
+                let expect: i128 = a
+                    .iter()
+                    .map(|&x| to_fixed(s.zero_target_loss(x)) as i128)
+                    .sum();
+                assert_eq!(s.zero_target_loss_fixed(&a), expect, "{error} {act}");
+            }
+        }
     }
 
     #[test]

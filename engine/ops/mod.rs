@@ -9,6 +9,7 @@ pub mod activation;
 pub mod fixed;
 pub mod init;
 pub mod loss;
+pub mod math;
 pub mod optimizer;
 
 pub use activation::ActivationParams;

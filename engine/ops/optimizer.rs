@@ -65,6 +65,22 @@ fn sgn(w: f32) -> f32 {
     }
 }
 
+/// `base^n` by binary exponentiation in `f64`, rounded once to `f32`. Written out (rather
+/// than `powi`, which the compiler may expand differently for constant and runtime `n`) so
+/// that every call site, and a CUDA port doing the same loop, gets the same bits.
+pub fn pow_u64(base: f32, mut n: u64) -> f32 {
+    let mut result = 1.0f64;
+    let mut b = base as f64;
+    while n > 0 {
+        if n & 1 == 1 {
+            result *= b;
+        }
+        b *= b;
+        n >>= 1;
+    }
+    result as f32
+}
+
 /// `g' = g − λ·w − λ1·sgn(w)`.
 #[inline(always)]
 pub fn regularized(g: f32, w: f32, h: &Hyper) -> f32 {
@@ -113,11 +129,11 @@ pub fn update(opt: Optimizer, h: &Hyper, t: u64, w: f32, g: f32, s: [f32; 2]) ->
             (w + dw, [v, sg])
         }
         Optimizer::Adam => {
-            let t = t.max(1).min(i32::MAX as u64) as i32;
+            let t = t.max(1);
             let m = h.mu * s0 + (1.0 - h.mu) * g;
             let v = h.mu1 * s1 + (1.0 - h.mu1) * g * g;
-            let m_hat = m / (1.0 - h.mu.powi(t));
-            let v_hat = v / (1.0 - h.mu1.powi(t));
+            let m_hat = m / (1.0 - pow_u64(h.mu, t));
+            let v_hat = v / (1.0 - pow_u64(h.mu1, t));
             (w + h.alpha * m_hat / (v_hat.sqrt() + ADAM_EPS), [m, v])
         }
     }
@@ -242,5 +258,8 @@ mod tests {
             multiplier: 0.5,
         };
         assert_eq!(learning_rate(0.1, s0, 7, 0), 0.1);
+        assert_eq!(pow_u64(0.5, 10), 1.0 / 1024.0);
+        assert_eq!(pow_u64(0.9, 0), 1.0);
+        assert!((pow_u64(0.999, 1000) - 0.999f32.powf(1000.0)).abs() < 1e-6);
     }
 }

@@ -1,7 +1,7 @@
 //! Dense kernels: GEMM through the `gemm` crate (the three products of a fully connected
 //! layer: `X·W`, `Δ·Wᵀ`, `Xᵀ·Δ`), bias fill/add, and the bias gradient in fixed point.
 
-use super::{check_dim, for_each_row, Par};
+use super::{check_dim, for_each_row, multiversion, Isa, Par};
 use crate::dense::{MatrixMut, MatrixRef};
 use crate::error::Result;
 use crate::ops::fixed::{scaled_from_fixed, to_fixed};
@@ -129,6 +129,18 @@ pub fn add_bias(mut out: MatrixMut, bias: &[f32], par: Par) -> Result<()> {
 /// Columns of the bias gradient handled per task.
 const BIAS_CHUNK: usize = 32;
 
+/// `acc[j] += to_fixed(delta[b, j0 + j])` over all rows `b`.
+#[inline(always)]
+fn column_sums(acc: &mut [i64], dd: &[f32], n: usize, j0: usize, rows: usize) {
+    for b in 0..rows {
+        let d = &dd[b * n + j0..b * n + j0 + acc.len()];
+        for (a, &x) in acc.iter_mut().zip(d) {
+            *a = a.wrapping_add(to_fixed(x));
+        }
+    }
+}
+multiversion!(fn column_sums_mv = column_sums(acc: &mut [i64], dd: &[f32], n: usize, j0: usize, rows: usize));
+
 /// Bias gradient in fixed point: `db[j] = beta·db[j] + alpha·Σ_b delta[b, j]`, each term
 /// entering as `to_fixed(delta[b, j])`, the total leaving as `alpha·sum·2⁻³⁰`. DSSTNE uses
 /// `alpha = −1/batch` (the negative mean delta, ready for `ops::optimizer::update` with
@@ -144,15 +156,10 @@ pub fn bias_gradient(
     let n = delta.cols();
     let rows = delta.rows();
     let dd = delta.data();
+    let isa = Isa::detect();
     let work = |(ci, chunk): (usize, &mut [f32])| {
-        let j0 = ci * BIAS_CHUNK;
         let mut acc = [0i64; BIAS_CHUNK];
-        for b in 0..rows {
-            let d = &dd[b * n + j0..b * n + j0 + chunk.len()];
-            for (a, &x) in acc.iter_mut().zip(d) {
-                *a = a.wrapping_add(to_fixed(x));
-            }
-        }
+        column_sums_mv(isa, &mut acc[..chunk.len()], dd, n, ci * BIAS_CHUNK, rows);
         for (o, &s) in chunk.iter_mut().zip(&acc) {
             let g = scaled_from_fixed(alpha, s);
             *o = if beta == 0.0 { g } else { beta * *o + g };

@@ -3,7 +3,7 @@
 //! each unit's loss enters as `to_fixed(L)`, so the total is the same bits on any number of
 //! threads, and the sparse and dense paths give the same total for the same targets.
 
-use super::{check_dim, for_each_row, sum_rows_i128, Par};
+use super::{check_dim, for_each_row, multiversion, sum_rows_i128, Isa, Par};
 use crate::dense::{MatrixMut, MatrixRef};
 use crate::error::Result;
 use crate::ops::fixed::{from_fixed_wide, to_fixed};
@@ -28,6 +28,18 @@ impl std::ops::Add for FixedSum {
         FixedSum(self.0.wrapping_add(rhs.0))
     }
 }
+
+#[inline(always)]
+fn zero_delta(spec: &LossSpec, d: &mut [f32], a: &[f32]) {
+    spec.fill_zero_target_delta(d, a)
+}
+multiversion!(fn zero_delta_mv = zero_delta(spec: &LossSpec, d: &mut [f32], a: &[f32]));
+
+#[inline(always)]
+fn zero_loss(spec: &LossSpec, a: &[f32]) -> i128 {
+    spec.zero_target_loss_fixed(a)
+}
+multiversion!(fn zero_loss_mv = zero_loss(spec: &LossSpec, a: &[f32]) -> i128);
 
 fn check_sparse(a: &MatrixRef, targets: &CsrView, what: &str) -> Result<()> {
     check_dim(
@@ -68,14 +80,13 @@ pub fn sparse_output_delta(
     check_dim("sparse output delta: delta rows", delta.rows(), a.rows())?;
     check_dim("sparse output delta: delta cols", delta.cols(), a.cols())?;
     let n = a.cols();
+    let isa = Isa::detect();
     for_each_row(par, delta.data_mut(), n, |b, d| {
         let ar = a.row(b);
         if ignore_zero {
             d.fill(0.0);
         } else {
-            for (d, &a) in d.iter_mut().zip(ar) {
-                *d = spec.zero_target_delta(a);
-            }
+            zero_delta_mv(isa, spec, d, ar);
         }
         let (cols, vals) = targets.row(b);
         for (k, &c) in cols.iter().enumerate() {
@@ -97,13 +108,12 @@ pub fn sparse_output_loss(
     par: Par,
 ) -> Result<FixedSum> {
     check_sparse(&a, &targets, "sparse output loss")?;
+    let isa = Isa::detect();
     let sum = sum_rows_i128(par, a.rows(), |b| {
         let ar = a.row(b);
         let mut row: i128 = 0;
         if !ignore_zero {
-            for &a in ar {
-                row += to_fixed(spec.zero_target_loss(a)) as i128;
-            }
+            row += zero_loss_mv(isa, spec, ar);
         }
         let (cols, vals) = targets.row(b);
         for (k, &c) in cols.iter().enumerate() {
@@ -160,4 +170,34 @@ pub fn dense_output_loss(
             .sum::<i128>()
     });
     Ok(FixedSum(sum))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{Activation, ErrorFunction};
+
+    /// The loss row helpers give the same bits at every vector-extension level.
+    #[test]
+    fn loss_rows_agree_across_isa_levels() {
+        let a: Vec<f32> = (0..5000)
+            .map(|i| crate::rng::uniform_f32(5, 0, i))
+            .collect();
+        for error in [
+            ErrorFunction::CrossEntropy,
+            ErrorFunction::ScaledMarginalCrossEntropy,
+            ErrorFunction::L2,
+        ] {
+            let spec = LossSpec::new(error, Activation::Sigmoid);
+            let base_loss = spec.zero_target_loss_fixed(&a);
+            let mut base_delta = vec![0.0; a.len()];
+            spec.fill_zero_target_delta(&mut base_delta, &a);
+            for isa in Isa::available() {
+                assert_eq!(zero_loss_mv(isa, &spec, &a), base_loss, "{isa:?}");
+                let mut d = vec![0.0; a.len()];
+                zero_delta_mv(isa, &spec, &mut d, &a);
+                assert_eq!(d, base_delta, "{isa:?}");
+            }
+        }
+    }
 }

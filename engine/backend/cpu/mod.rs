@@ -60,6 +60,86 @@ impl Par {
     }
 }
 
+/// The x86 vector extension a kernel's inner loops are compiled for (see [`multiversion`]).
+/// The loops use the same IEEE operations in the same order at every level (Rust never
+/// contracts `a*b + c` into an FMA nor reassociates), so every level gives the same bits; only
+/// the speed differs. The crate is built for baseline x86-64, so without this the hot loops
+/// would get SSE2 only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Isa {
+    Baseline,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Isa {
+    /// The best level this CPU supports.
+    pub(crate) fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Baseline
+    }
+
+    /// Every level available on this CPU (for tests).
+    #[cfg(test)]
+    pub(crate) fn available() -> Vec<Isa> {
+        let mut v = vec![Isa::Baseline];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                v.push(Isa::Avx2);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                v.push(Isa::Avx512);
+            }
+        }
+        v
+    }
+}
+
+/// `multiversion!(fn name = inner(arg: Type, …) [-> Ret]);` defines
+/// `fn name(isa: Isa, arg: Type, …) [-> Ret]`, which calls the `#[inline(always)]` function
+/// `inner` compiled for `isa` (baseline, AVX2 or AVX-512F). `isa` must come from
+/// [`Isa::detect`] or [`Isa::available`].
+macro_rules! multiversion {
+    (fn $name:ident = $inner:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?) => {
+        #[allow(clippy::too_many_arguments)]
+        fn $name(isa: $crate::backend::cpu::Isa, $($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2")]
+            #[allow(clippy::too_many_arguments)]
+            fn avx2($($arg: $ty),*) $(-> $ret)? {
+                $inner($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f")]
+            #[allow(clippy::too_many_arguments)]
+            fn avx512($($arg: $ty),*) $(-> $ret)? {
+                $inner($($arg),*)
+            }
+            match isa {
+                $crate::backend::cpu::Isa::Baseline => $inner($($arg),*),
+                // SAFETY: the level came from `Isa::detect`/`Isa::available`, which saw the
+                // CPU features this function is compiled for.
+                #[cfg(target_arch = "x86_64")]
+                $crate::backend::cpu::Isa::Avx2 => unsafe { avx2($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                $crate::backend::cpu::Isa::Avx512 => unsafe { avx512($($arg),*) },
+            }
+        }
+    };
+}
+pub(crate) use multiversion;
+
 /// Calls `f(row_index, row)` for every `cols`-wide row of `data`, in parallel per `par`
 /// (rows are independent, so the result does not depend on the split).
 pub(crate) fn for_each_row<F>(par: Par, data: &mut [f32], cols: usize, f: F)

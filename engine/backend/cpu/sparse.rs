@@ -2,7 +2,7 @@
 //! `kCalculateSparseZ` family) and the weight gradient `Xᵀ·Δ` in 64-bit fixed point
 //! (`kCalculateSparseTransposedMatrix` + `kCalculateSparseTransposedWeightGradient`).
 
-use super::{check_dim, for_each_row, Par};
+use super::{check_dim, for_each_row, multiversion, Isa, Par};
 use crate::dense::{MatrixMut, MatrixRef};
 use crate::error::Result;
 use crate::ops::fixed::{scaled_from_fixed, to_fixed};
@@ -23,35 +23,45 @@ pub fn spmm(mut out: MatrixMut, x: CsrView, w: MatrixRef, beta: f32, par: Par) -
     check_dim("spmm: out cols (n_out)", out.cols(), w.cols())?;
     let n = w.cols();
     let wd = w.data();
+    let isa = Isa::detect();
     for_each_row(par, out.data_mut(), n, |b, out_row| {
         let (cols, vals) = x.row(b);
-        let mut j0 = 0;
-        while j0 < n {
-            let width = CHUNK.min(n - j0);
-            let mut acc = [0.0f32; CHUNK];
-            if width == CHUNK {
-                accumulate_chunk::<CHUNK>(&mut acc, wd, n, j0, cols, vals);
-            } else {
-                accumulate_tail(&mut acc[..width], wd, n, j0, cols, vals);
-            }
-            let dst = &mut out_row[j0..j0 + width];
-            if beta == 0.0 {
-                dst.copy_from_slice(&acc[..width]);
-            } else {
-                for (d, &s) in dst.iter_mut().zip(&acc[..width]) {
-                    *d = beta * *d + s;
-                }
-            }
-            j0 += width;
-        }
+        spmm_row_mv(isa, out_row, wd, cols, vals, beta);
     });
     Ok(())
+}
+
+multiversion!(fn spmm_row_mv = spmm_row(out: &mut [f32], wd: &[f32], cols: &[u32], vals: Option<&[f32]>, beta: f32));
+
+/// One output row of [`spmm`]: `out = beta·out + Σ v·w[c, :]` (`n = out.len()`).
+#[inline(always)]
+fn spmm_row(out: &mut [f32], wd: &[f32], cols: &[u32], vals: Option<&[f32]>, beta: f32) {
+    let n = out.len();
+    let mut j0 = 0;
+    while j0 < n {
+        let width = CHUNK.min(n - j0);
+        let mut acc = [0.0f32; CHUNK];
+        if width == CHUNK {
+            spmm_chunk::<CHUNK>(&mut acc, wd, n, j0, cols, vals);
+        } else {
+            spmm_tail(&mut acc[..width], wd, n, j0, cols, vals);
+        }
+        let dst = &mut out[j0..j0 + width];
+        if beta == 0.0 {
+            dst.copy_from_slice(&acc[..width]);
+        } else {
+            for (d, &s) in dst.iter_mut().zip(&acc[..width]) {
+                *d = beta * *d + s;
+            }
+        }
+        j0 += width;
+    }
 }
 
 /// `acc[j] += v·w[c, j0 + j]` over the non-zeros, for a full chunk (constant trip count, so
 /// the inner loop is unrolled and vectorised).
 #[inline(always)]
-fn accumulate_chunk<const W: usize>(
+fn spmm_chunk<const W: usize>(
     acc: &mut [f32; W],
     wd: &[f32],
     n: usize,
@@ -81,15 +91,9 @@ fn accumulate_chunk<const W: usize>(
     }
 }
 
-/// [`accumulate_chunk`] for the last, narrower chunk of a row.
-fn accumulate_tail(
-    acc: &mut [f32],
-    wd: &[f32],
-    n: usize,
-    j0: usize,
-    cols: &[u32],
-    vals: Option<&[f32]>,
-) {
+/// [`spmm_chunk`] for the last, narrower chunk of a row.
+#[inline(always)]
+fn spmm_tail(acc: &mut [f32], wd: &[f32], n: usize, j0: usize, cols: &[u32], vals: Option<&[f32]>) {
     let width = acc.len();
     for (k, &c) in cols.iter().enumerate() {
         let v = vals.map_or(1.0, |v| v[k]);
@@ -116,16 +120,27 @@ pub struct SparseTranspose {
 }
 
 impl SparseTranspose {
-    /// Transposes the batch `x` (`n_rows` at most `u32::MAX`). Counting sort when the batch
-    /// has enough non-zeros per feature, a sort of `(feature, row)` keys otherwise; both give
-    /// the same result.
-    pub fn new(x: CsrView) -> Self {
+    /// Transposes the batch `x`. Counting sort when the batch has enough non-zeros per
+    /// feature, a sort of `(feature, row)` keys otherwise; both give the same result. Fails
+    /// when the batch has more than `u32::MAX` rows or non-zeros.
+    pub fn new(x: CsrView) -> Result<Self> {
+        if x.n_rows() > u32::MAX as usize || x.nnz() > u32::MAX as usize {
+            return Err(crate::Error::invalid_argument(
+                "sparse transpose: batch",
+                format!(
+                    "{} rows and {} non-zeros; at most {} of each are supported",
+                    x.n_rows(),
+                    x.nnz(),
+                    u32::MAX
+                ),
+            ));
+        }
         let n_cols = x.n_cols() as usize;
-        if n_cols <= 4 * x.nnz() + 1024 {
+        Ok(if n_cols <= 4 * x.nnz() + 1024 {
             Self::by_counting(x)
         } else {
             Self::by_sorting(x)
-        }
+        })
     }
 
     pub(crate) fn by_counting(x: CsrView) -> Self {
@@ -270,43 +285,132 @@ pub fn sparse_weight_gradient(
     check_dim("sparse gradient: dw cols (n_out)", dw.cols(), delta.cols())?;
     let n = dw.cols();
     let dd = delta.data();
+    let isa = Isa::detect();
     for_each_row(par, dw.data_mut(), n, |c, out_row| {
-        let Ok(i) = xt.features.binary_search(&(c as u32)) else {
-            if beta == 0.0 {
-                out_row.fill(0.0);
-            } else if beta != 1.0 {
-                out_row.iter_mut().for_each(|x| *x *= beta);
+        match xt.features.binary_search(&(c as u32)) {
+            Ok(i) => {
+                let (rows, vals) = xt.entries(i);
+                grad_row_mv(isa, out_row, dd, rows, vals, alpha, beta);
             }
-            return;
-        };
-        let (rows, vals) = xt.entries(i);
-        let mut j0 = 0;
-        while j0 < n {
-            let width = CHUNK.min(n - j0);
-            let mut acc = [0i64; CHUNK];
-            for (k, &b) in rows.iter().enumerate() {
-                let d = &dd[b as usize * n + j0..b as usize * n + j0 + width];
-                match vals {
-                    None => {
-                        for (a, &x) in acc.iter_mut().zip(d) {
-                            *a = a.wrapping_add(to_fixed(x));
-                        }
-                    }
-                    Some(v) => {
-                        let v = v[k];
-                        for (a, &x) in acc.iter_mut().zip(d) {
-                            *a = a.wrapping_add(to_fixed(v * x));
-                        }
-                    }
-                }
-            }
-            let dst = &mut out_row[j0..j0 + width];
-            for (o, &s) in dst.iter_mut().zip(&acc) {
-                let g = scaled_from_fixed(alpha, s);
-                *o = if beta == 0.0 { g } else { beta * *o + g };
-            }
-            j0 += width;
+            Err(_) if beta == 0.0 => out_row.fill(0.0),
+            Err(_) if beta != 1.0 => out_row.iter_mut().for_each(|x| *x *= beta),
+            Err(_) => {}
         }
     });
     Ok(())
+}
+
+multiversion!(fn grad_row_mv = grad_row(out: &mut [f32], dd: &[f32], rows: &[u32], vals: Option<&[f32]>, alpha: f32, beta: f32));
+
+/// One row of [`sparse_weight_gradient`] for a feature present in the batch
+/// (`n = out.len()` output columns; `dd` is the `[batch][n]` delta).
+#[inline(always)]
+fn grad_row(
+    out: &mut [f32],
+    dd: &[f32],
+    rows: &[u32],
+    vals: Option<&[f32]>,
+    alpha: f32,
+    beta: f32,
+) {
+    let n = out.len();
+    let mut j0 = 0;
+    while j0 < n {
+        let width = CHUNK.min(n - j0);
+        let mut acc = [0i64; CHUNK];
+        if width == CHUNK {
+            grad_chunk::<CHUNK>(&mut acc, dd, n, j0, rows, vals);
+        } else {
+            grad_tail(&mut acc[..width], dd, n, j0, rows, vals);
+        }
+        for (o, &s) in out[j0..j0 + width].iter_mut().zip(&acc) {
+            let g = scaled_from_fixed(alpha, s);
+            *o = if beta == 0.0 { g } else { beta * *o + g };
+        }
+        j0 += width;
+    }
+}
+
+/// `acc[j] += to_fixed(v·δ[b, j0 + j])` over the feature's batch rows, for a full chunk.
+#[inline(always)]
+fn grad_chunk<const W: usize>(
+    acc: &mut [i64; W],
+    dd: &[f32],
+    n: usize,
+    j0: usize,
+    rows: &[u32],
+    vals: Option<&[f32]>,
+) {
+    match vals {
+        None => {
+            for &b in rows {
+                let start = b as usize * n + j0;
+                let d: &[f32; W] = dd[start..start + W].try_into().expect("chunk width");
+                for j in 0..W {
+                    acc[j] = acc[j].wrapping_add(to_fixed(d[j]));
+                }
+            }
+        }
+        Some(vals) => {
+            for (&b, &v) in rows.iter().zip(vals) {
+                let start = b as usize * n + j0;
+                let d: &[f32; W] = dd[start..start + W].try_into().expect("chunk width");
+                for j in 0..W {
+                    acc[j] = acc[j].wrapping_add(to_fixed(v * d[j]));
+                }
+            }
+        }
+    }
+}
+
+/// [`grad_chunk`] for the last, narrower chunk of a row.
+#[inline(always)]
+fn grad_tail(acc: &mut [i64], dd: &[f32], n: usize, j0: usize, rows: &[u32], vals: Option<&[f32]>) {
+    let width = acc.len();
+    for (k, &b) in rows.iter().enumerate() {
+        let start = b as usize * n + j0;
+        let d = &dd[start..start + width];
+        match vals {
+            None => acc
+                .iter_mut()
+                .zip(d)
+                .for_each(|(a, &x)| *a = a.wrapping_add(to_fixed(x))),
+            Some(v) => {
+                let v = v[k];
+                acc.iter_mut()
+                    .zip(d)
+                    .for_each(|(a, &x)| *a = a.wrapping_add(to_fixed(v * x)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::uniform_f32;
+
+    /// Every vector-extension level of the row kernels gives the same bits.
+    #[test]
+    fn isa_levels_agree_bit_for_bit() {
+        let n = 77;
+        let w: Vec<f32> = (0..50 * n)
+            .map(|i| uniform_f32(1, 0, i as u64) - 0.5)
+            .collect();
+        let cols = [3u32, 9, 10, 31, 49];
+        let vals = [0.5f32, 1.5, 2.0, 0.25, 3.0];
+        let run = |isa: Isa| {
+            let mut f = vec![0.1f32; n];
+            let mut g = vec![0.1f32; n];
+            spmm_row_mv(isa, &mut f, &w, &cols, Some(&vals), 0.5);
+            grad_row_mv(isa, &mut g, &w, &cols, Some(&vals), -0.01, 1.0);
+            let mut h = vec![0.0f32; n];
+            grad_row_mv(isa, &mut h, &w, &cols, None, 1.0, 0.0);
+            (f, g, h)
+        };
+        let base = run(Isa::Baseline);
+        for isa in Isa::available() {
+            assert_eq!(run(isa), base, "{isa:?}");
+        }
+    }
 }

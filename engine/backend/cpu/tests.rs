@@ -140,7 +140,7 @@ fn sparse_gradient_matches_naive_and_handles_beta() {
         let x = rnd_csr(31, 90, 15, valued, 40);
         let delta = rnd(31, 70, 41);
         let xd = densify(&x, |_, v| v);
-        let xt = SparseTranspose::new(x.view());
+        let xt = SparseTranspose::new(x.view()).unwrap();
         let alpha = -1.0 / 31.0;
         let mut dw = Matrix::filled(90, 70, f32::NAN);
         sparse_weight_gradient(dw.as_mut(), &xt, delta.as_ref(), alpha, 0.0, Par::Rayon(2))
@@ -167,7 +167,7 @@ fn sparse_gradient_is_bit_identical_with_1_2_3_threads() {
     let delta = rnd(128, 200, 51);
     let run = |n| {
         in_pool(n, || {
-            let xt = SparseTranspose::new(x.view());
+            let xt = SparseTranspose::new(x.view()).unwrap();
             let mut dw = Matrix::zeros(2000, 200);
             sparse_weight_gradient(dw.as_mut(), &xt, delta.as_ref(), -0.01, 0.0, Par::Rayon(n))
                 .unwrap();
@@ -179,7 +179,7 @@ fn sparse_gradient_is_bit_identical_with_1_2_3_threads() {
     assert_eq!(one, run(3));
     // And equal to the sequential kernel.
     let mut seq = Matrix::zeros(2000, 200);
-    let xt = SparseTranspose::new(x.view());
+    let xt = SparseTranspose::new(x.view()).unwrap();
     sparse_weight_gradient(seq.as_mut(), &xt, delta.as_ref(), -0.01, 0.0, Par::Seq).unwrap();
     assert_eq!(one, seq);
 }
