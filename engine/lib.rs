@@ -11,9 +11,11 @@ pub mod dense;
 pub mod descriptor;
 pub mod error;
 pub mod graph;
+pub mod network;
 pub mod ops;
 pub mod predict;
 pub mod rng;
 pub mod sparse;
+pub mod train;
 
 pub use error::{Error, Result};

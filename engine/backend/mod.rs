@@ -2,3 +2,7 @@
 //! trait that bundles them (and the CUDA backend) comes on top.
 
 pub mod cpu;
+pub mod traits;
+
+pub use cpu::Cpu;
+pub use traits::Backend;

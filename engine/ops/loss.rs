@@ -24,7 +24,11 @@
 //! - **DataScaledMarginalCrossEntropy**: as SMCE, the positive term multiplied by the data
 //!   value: loss `−oneScale·t·ln⁺a`, δ = `oneScale·t·(a − 1)`. Sigmoid only in DSSTNE.
 //!
-//! SoftMax outputs take `f' = 1` in the L1/L2/L2Hinge/Hinge deltas, as DSSTNE does.
+//! **SoftMax outputs** get the exact gradient, where DSSTNE took the Jacobian as the identity
+//! (`f' = 1`): with `g = ∂L/∂a` per unit ([`LossSpec::softmax_grad_a`]), the row's delta is
+//! `δ_i = a_i·(g_i − Σ_j a_j g_j)` ([`LossSpec::softmax_row_delta`]). For CrossEntropy this
+//! simplifies to `δ_i = a_i·Σ_j t_j − t_i`, which is DSSTNE's `a − t` when the targets sum
+//! to 1 (indicator rows do, see below); DeltaBoost does not apply to SoftMax rows.
 //!
 //! **Sparse targets, two passes** (DSSTNE §5.4): pass 1 runs over the dense output as if every
 //! target were 0 ([`LossSpec::zero_target_delta`], [`LossSpec::zero_target_loss`]); pass 2 visits
@@ -340,6 +344,77 @@ fn sum_fixed(a: &[f32], f: impl Fn(f32) -> i64) -> i128 {
 fn map_row(out: &mut [f32], a: &[f32], f: impl Fn(f32) -> f32) {
     for (o, &x) in out.iter_mut().zip(a) {
         *o = f(x);
+    }
+}
+
+impl LossSpec {
+    /// `∂L/∂a` of one unit of a SoftMax output (the loss's derivative with respect to the
+    /// activation, before the SoftMax Jacobian). CrossEntropy's `−t/a` is never needed: its
+    /// rows use the closed form of [`LossSpec::softmax_row_delta`].
+    #[inline]
+    pub fn softmax_grad_a(&self, a: f32, t: f32) -> f32 {
+        match self.error {
+            ErrorFunction::L1 => {
+                if a - t > 0.0 {
+                    1.0
+                } else {
+                    -1.0
+                }
+            }
+            ErrorFunction::L2 => a - t,
+            ErrorFunction::L2Hinge => l2_hinge_diff(a, t),
+            ErrorFunction::Hinge => {
+                if t * a < 1.0 {
+                    -t
+                } else {
+                    0.0
+                }
+            }
+            ErrorFunction::CrossEntropy => {
+                if a > LOG_FLOOR {
+                    -t / a
+                } else {
+                    0.0
+                }
+            }
+            ErrorFunction::ScaledMarginalCrossEntropy
+            | ErrorFunction::DataScaledMarginalCrossEntropy => {
+                let s = &self.smce;
+                if t > 0.0 {
+                    if a < s.one_target && a > LOG_FLOOR {
+                        -s.one_scale * t / a
+                    } else {
+                        0.0
+                    }
+                } else if a > s.zero_target && 1.0 - a > LOG_FLOOR {
+                    s.zero_scale / (1.0 - a)
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+
+    /// Turns one SoftMax output row into its delta `∂L/∂z`. On entry `d` holds `∂L/∂a`
+    /// ([`LossSpec::softmax_grad_a`]) except for CrossEntropy, where it holds the targets
+    /// `t`; `a` is the row's activation. CrossEntropy: `δ_i = a_i·Σt − t_i`; otherwise the
+    /// Jacobian-vector product `δ_i = a_i·(g_i − ⟨a, g⟩)` (sums in `f64`).
+    pub fn softmax_row_delta(&self, d: &mut [f32], a: &[f32]) {
+        if self.error == ErrorFunction::CrossEntropy {
+            let total: f64 = d.iter().map(|&t| t as f64).sum();
+            for (d, &a) in d.iter_mut().zip(a) {
+                *d = (a as f64 * total - *d as f64) as f32;
+            }
+        } else {
+            let dot: f64 = a
+                .iter()
+                .zip(d.iter())
+                .map(|(&a, &g)| a as f64 * g as f64)
+                .sum();
+            for (d, &a) in d.iter_mut().zip(a) {
+                *d = (a as f64 * (*d as f64 - dot)) as f32;
+            }
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use super::{check_dim, for_each_row, multiversion, sum_rows_i128, Isa, Par};
 use crate::dense::{MatrixMut, MatrixRef};
 use crate::error::Result;
 use crate::ops::fixed::{from_fixed_wide, to_fixed};
-use crate::ops::LossSpec;
+use crate::ops::{Activation, ErrorFunction, LossSpec};
 use crate::sparse::CsrView;
 
 /// A loss total in fixed point (units of `2⁻³⁰`), exact and order-independent; add totals of
@@ -64,6 +64,32 @@ fn target_value(spec: &LossSpec, vals: Option<&[f32]>, k: usize, nnz: usize) -> 
     }
 }
 
+/// The delta of one SoftMax output row with sparse targets: `∂L/∂a` (or, for CrossEntropy,
+/// the targets) in two passes as for other outputs, then [`LossSpec::softmax_row_delta`].
+/// With `ignore_zero`, units without a target contribute no gradient of their own.
+fn softmax_sparse_row(
+    spec: &LossSpec,
+    d: &mut [f32],
+    a: &[f32],
+    (cols, vals): (&[u32], Option<&[f32]>),
+    ignore_zero: bool,
+) {
+    let ce = spec.error == ErrorFunction::CrossEntropy;
+    if ce || ignore_zero {
+        d.fill(0.0);
+    } else {
+        d.iter_mut()
+            .zip(a)
+            .for_each(|(d, &a)| *d = spec.softmax_grad_a(a, 0.0));
+    }
+    for (k, &c) in cols.iter().enumerate() {
+        let t = target_value(spec, vals, k, cols.len());
+        let c = c as usize;
+        d[c] = if ce { t } else { spec.softmax_grad_a(a[c], t) };
+    }
+    spec.softmax_row_delta(d, a);
+}
+
 /// Output delta for sparse targets, two passes per row: every unit gets
 /// `spec.zero_target_delta(a)` (or 0 when `ignore_zero`, DSSTNE's `SparseIgnoreZero`), then the
 /// row's non-zeros are overwritten with `spec.unit_delta(a, t)`. `delta` and `a` are
@@ -81,8 +107,13 @@ pub fn sparse_output_delta(
     check_dim("sparse output delta: delta cols", delta.cols(), a.cols())?;
     let n = a.cols();
     let isa = Isa::detect();
+    let softmax = spec.activation == Activation::SoftMax;
     for_each_row(par, delta.data_mut(), n, |b, d| {
         let ar = a.row(b);
+        if softmax {
+            softmax_sparse_row(spec, d, ar, targets.row(b), ignore_zero);
+            return;
+        }
         if ignore_zero {
             d.fill(0.0);
         } else {
@@ -146,9 +177,18 @@ pub fn dense_output_delta(
     check_dim("dense output delta: delta rows", delta.rows(), a.rows())?;
     check_dim("dense output delta: delta cols", delta.cols(), a.cols())?;
     let n = a.cols();
+    let softmax = spec.activation == Activation::SoftMax;
+    let ce = spec.error == ErrorFunction::CrossEntropy;
     for_each_row(par, delta.data_mut(), n, |b, d| {
         for ((d, &a), &t) in d.iter_mut().zip(a.row(b)).zip(t.row(b)) {
-            *d = spec.unit_delta(a, t);
+            *d = match (softmax, ce) {
+                (false, _) => spec.unit_delta(a, t),
+                (true, true) => t,
+                (true, false) => spec.softmax_grad_a(a, t),
+            };
+        }
+        if softmax {
+            spec.softmax_row_delta(d, a.row(b));
         }
     });
     Ok(())

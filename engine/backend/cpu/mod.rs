@@ -14,12 +14,14 @@
 //! on a mismatch; they never panic on shapes.
 
 mod activation;
+mod backend;
 mod dense;
 mod loss;
 mod sparse;
 mod update;
 
 pub use activation::{activation_backward, activation_forward};
+pub use backend::{Cpu, CpuSparseBatch};
 pub use dense::{add_bias, bias_gradient, dense_weight_gradient, gemm, set_rows_to_bias, Trans};
 pub use loss::{
     dense_output_delta, dense_output_loss, sparse_output_delta, sparse_output_loss, FixedSum,

@@ -1,4 +1,393 @@
+//! `trainer`: trains a DSSTNE network descriptor on NetCDF datasets (DSSTNE's `train`).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use moira::backend::{Backend, Cpu};
+use moira::checkpoint::{save_model, Extras};
+use moira::dataset::{io::netcdf, Dataset};
+use moira::descriptor::Descriptor;
+use moira::graph::Graph;
+use moira::network::Network;
+use moira::ops::optimizer::{Hyper, LrSchedule};
+use moira::ops::Optimizer;
+use moira::train::{self, DataBinding, EpochReport, Observer, TrainConfig, Validation};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum OptimizerArg {
+    Sgd,
+    Momentum,
+    Nesterov,
+    Adagrad,
+    Rmsprop,
+    Adadelta,
+    Adam,
+}
+
+impl From<OptimizerArg> for Optimizer {
+    fn from(o: OptimizerArg) -> Self {
+        match o {
+            OptimizerArg::Sgd => Optimizer::Sgd,
+            OptimizerArg::Momentum => Optimizer::Momentum,
+            OptimizerArg::Nesterov => Optimizer::Nesterov,
+            OptimizerArg::Adagrad => Optimizer::AdaGrad,
+            OptimizerArg::Rmsprop => Optimizer::RmsProp,
+            OptimizerArg::Adadelta => Optimizer::AdaDelta,
+            OptimizerArg::Adam => Optimizer::Adam,
+        }
+    }
+}
+
+/// Trains a network described by a DSSTNE JSON descriptor.
+///
+/// DSSTNE's single-dash flags (-alpha, -lambda, -lambda1, -mu, -mu1) are accepted as well as
+/// the double-dash forms. Without -i/-o, each layer's `DataSet` NAME is read from NAME.nc
+/// beside the descriptor.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// The network descriptor (JSON, DSSTNE dialect).
+    #[arg(value_name = "NET.json")]
+    network: Option<PathBuf>,
+    /// The network descriptor, as DSSTNE's `train -c` takes it.
+    #[arg(short = 'c', long = "config", value_name = "NET.json")]
+    config: Option<PathBuf>,
+    /// Input dataset file (NetCDF).
+    #[arg(short = 'i', long)]
+    input: Option<PathBuf>,
+    /// Output (target) dataset file (NetCDF); may be the same as the input.
+    #[arg(short = 'o', long)]
+    output: Option<PathBuf>,
+    /// Where to save the trained network (NetCDF, DSSTNE's model schema).
+    #[arg(short = 'n', long = "network-out")]
+    network_out: Option<PathBuf>,
+    /// Overwrite an existing network file.
+    #[arg(long)]
+    force: bool,
+    /// Examples per minibatch.
+    #[arg(short = 'b', long, default_value_t = 1024)]
+    batch: usize,
+    /// Epochs.
+    #[arg(short = 'e', long, default_value_t = 40)]
+    epochs: u32,
+    /// Learning rate.
+    #[arg(long, default_value_t = 0.025)]
+    alpha: f32,
+    /// L2 weight decay.
+    #[arg(long, default_value_t = 0.0001)]
+    lambda: f32,
+    /// L1 penalty.
+    #[arg(long, default_value_t = 0.0)]
+    lambda1: f32,
+    /// Momentum / decay rate (Adam's beta1).
+    #[arg(long, default_value_t = 0.5)]
+    mu: f32,
+    /// Adam's beta2 (0 means 0.999 for Adam).
+    #[arg(long, default_value_t = 0.0)]
+    mu1: f32,
+    /// The update rule (DSSTNE's train always used SGD).
+    #[arg(long, value_enum, default_value = "sgd")]
+    optimizer: OptimizerArg,
+    /// Learning-rate step schedule: multiply by --alpha-multiplier every N epochs.
+    #[arg(long, default_value_t = 0)]
+    alpha_interval: u32,
+    /// Factor of the step schedule.
+    #[arg(long, default_value_t = 1.0)]
+    alpha_multiplier: f32,
+    /// Seed of every random choice (DSSTNE's fixed seed by default).
+    #[arg(long, default_value_t = 12134)]
+    seed: u64,
+    /// CPU threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Only check the descriptor (and, given data, compile it and print the layer table).
+    #[arg(long)]
+    check: bool,
+    /// Held-out items per example (NetCDF, row-aligned with the input) for Recall/NDCG.
+    #[arg(long, value_name = "HELDOUT.nc")]
+    validation: Option<PathBuf>,
+    /// Cutoffs K for validation.
+    #[arg(long, value_delimiter = ',', default_value = "20")]
+    validation_k: Vec<usize>,
+    /// Validate every N epochs (and after the last; 0: only after the last).
+    #[arg(long, default_value_t = 1)]
+    validate_every: u32,
+    /// Metrics log (JSON lines); default: NETWORK_OUT with `.metrics.jsonl`.
+    #[arg(long)]
+    metrics_log: Option<PathBuf>,
+}
+
+/// Maps DSSTNE's single-dash long flags to clap's double-dash form.
+fn dsstne_args() -> Vec<String> {
+    const LONG: [&str; 5] = ["-alpha", "-lambda", "-lambda1", "-mu", "-mu1"];
+    std::env::args()
+        .map(|a| {
+            if LONG.contains(&a.as_str()) {
+                format!("-{a}")
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
 fn main() {
-    eprintln!("trainer: not built yet");
-    std::process::exit(2);
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_target(false)
+        .without_time()
+        .init();
+    if let Err(e) = run(Args::parse_from(dsstne_args())) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let net_path = match (&args.network, &args.config) {
+        (Some(p), None) | (None, Some(p)) => p.clone(),
+        (Some(_), Some(_)) => bail!("give the descriptor once: as NET.json or with -c"),
+        (None, None) => bail!("no network descriptor: trainer NET.json … (or -c NET.json)"),
+    };
+    let descriptor = Descriptor::from_file(&net_path)?;
+    let datasets = load_datasets(&args, &descriptor, &net_path)?;
+    if args.check && datasets.is_empty() {
+        println!(
+            "{}: a valid descriptor with {} layers",
+            net_path.display(),
+            descriptor.layers.len()
+        );
+        return Ok(());
+    }
+    let graph = Graph::compile(&descriptor, &train::shapes(&datasets))?;
+    if args.check {
+        print!("{}", graph.layer_table());
+        return Ok(());
+    }
+    let out = args
+        .network_out
+        .clone()
+        .context("no output network file: pass -n NETWORK_OUT.nc")?;
+    if out.exists() && !args.force {
+        bail!("{} exists; pass --force to overwrite it", out.display());
+    }
+    let optimizer: Optimizer = args.optimizer.into();
+    let mut hyper = Hyper {
+        alpha: args.alpha,
+        lambda: args.lambda,
+        lambda1: args.lambda1,
+        mu: args.mu,
+        mu1: args.mu1,
+    };
+    if optimizer == Optimizer::Adam && hyper.mu1 == 0.0 {
+        hyper.mu1 = 0.999;
+    }
+    let schedule = if descriptor.decay > 0.0 {
+        LrSchedule::Decay {
+            decay: descriptor.decay,
+        }
+    } else if args.alpha_interval > 0 {
+        LrSchedule::Step {
+            interval: args.alpha_interval,
+            multiplier: args.alpha_multiplier,
+        }
+    } else {
+        LrSchedule::Constant
+    };
+    let config = TrainConfig {
+        epochs: args.epochs,
+        batch: args.batch,
+        optimizer,
+        hyper,
+        schedule,
+        seed: args.seed,
+        shuffle: descriptor.shuffle_indices,
+        first_epoch: 0,
+    };
+    let backend = Cpu::new(args.threads)?;
+    let threads = backend.threads();
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .ok();
+    let binding = DataBinding::new(&graph, &datasets, false)?;
+    let mut network = Network::build(backend, graph, args.batch, optimizer, args.seed)?;
+    let data_bytes: u64 = datasets.iter().map(dataset_bytes).sum();
+    tracing::info!(
+        "{} examples; {} on {} threads; memory estimate {:.1} MiB (data {:.1}, network {:.1})",
+        binding.examples(),
+        network.backend().name(),
+        threads,
+        (data_bytes + network.buffer_bytes()) as f64 / 1048576.0,
+        data_bytes as f64 / 1048576.0,
+        network.buffer_bytes() as f64 / 1048576.0
+    );
+    let validation = args
+        .validation
+        .as_ref()
+        .map(|p| load_validation(p, &args))
+        .transpose()?;
+    let log_path = args
+        .metrics_log
+        .clone()
+        .unwrap_or_else(|| out.with_extension("metrics.jsonl"));
+    let mut observer = Progress::new(&log_path, binding.examples())?;
+    let started = Instant::now();
+    train::train(
+        &mut network,
+        &binding,
+        &config,
+        validation.as_ref(),
+        &mut observer,
+    )?;
+    observer.finish();
+    let model = network.to_model(Extras::default())?;
+    save_model(&out, &model)?;
+    tracing::info!(
+        "trained {} epochs in {:.1} s; saved {}; metrics in {}",
+        args.epochs,
+        started.elapsed().as_secs_f64(),
+        out.display(),
+        log_path.display()
+    );
+    Ok(())
+}
+
+/// The datasets: from -i/-o, or each layer's `DataSet` NAME from NAME.nc beside the
+/// descriptor. Empty when neither is given and `--check` only parses.
+fn load_datasets(args: &Args, d: &Descriptor, net_path: &Path) -> Result<Vec<Dataset>> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    if args.input.is_some() || args.output.is_some() {
+        files.extend(args.input.iter().cloned());
+        if args.output != args.input {
+            files.extend(args.output.iter().cloned());
+        }
+    } else if !args.check {
+        let dir = net_path.parent().unwrap_or(Path::new("."));
+        for layer in &d.layers {
+            if let Some(name) = &layer.dataset {
+                let f = dir.join(format!("{name}.nc"));
+                if !files.contains(&f) {
+                    files.push(f);
+                }
+            }
+        }
+    }
+    let mut datasets = Vec::new();
+    for f in files {
+        datasets.extend(netcdf::read(&f)?);
+    }
+    Ok(datasets)
+}
+
+fn load_validation(path: &Path, args: &Args) -> Result<Validation> {
+    let mut sets = netcdf::read(path)?;
+    if sets.len() != 1 {
+        bail!(
+            "{}: a held-out file must hold one dataset, it holds {}",
+            path.display(),
+            sets.len()
+        );
+    }
+    let set = sets.remove(0);
+    let held_out = set
+        .sparse_data()
+        .cloned()
+        .with_context(|| format!("{}: the held-out dataset must be sparse", path.display()))?;
+    Ok(Validation {
+        held_out,
+        ks: args.validation_k.clone(),
+        every: args.validate_every,
+        batch: args.batch,
+    })
+}
+
+fn dataset_bytes(d: &Dataset) -> u64 {
+    match d.sparse_data() {
+        Some(csr) => {
+            8 * (csr.n_rows() as u64 + 1)
+                + 4 * csr.nnz() as u64
+                + csr.values().map_or(0, |v| 4 * v.len() as u64)
+        }
+        None => 4 * d.dense_data().map_or(0, |v| v.len() as u64),
+    }
+}
+
+/// Progress bar on a terminal, log lines, and the JSON-lines metrics log.
+struct Progress {
+    bar: Option<ProgressBar>,
+    log: std::fs::File,
+}
+
+impl Progress {
+    fn new(log_path: &Path, examples: usize) -> Result<Self> {
+        let log = std::fs::File::create(log_path)
+            .with_context(|| format!("cannot create {}", log_path.display()))?;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(examples as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "epoch {prefix} [{bar:30}] {pos}/{len} {per_sec} loss {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar
+        });
+        Ok(Progress { bar, log })
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Observer for Progress {
+    fn on_batch(&mut self, epoch: u32, done: usize, _total: usize, mean_loss: f64) {
+        if let Some(bar) = &self.bar {
+            bar.set_prefix(epoch.to_string());
+            bar.set_position(done as u64);
+            bar.set_message(format!("{mean_loss:.5}"));
+        }
+    }
+
+    fn on_epoch(&mut self, r: &EpochReport) -> moira::Result<()> {
+        if let Some(bar) = &self.bar {
+            bar.reset();
+        }
+        let mut line = format!(
+            "epoch {} loss {:.6} time {:.2}s {:.0} examples/s",
+            r.epoch, r.loss, r.seconds, r.examples_per_second
+        );
+        let mut json = serde_json::json!({
+            "epoch": r.epoch, "loss": r.loss, "seconds": r.seconds,
+            "examples_per_s": r.examples_per_second, "learning_rate": r.learning_rate,
+        });
+        if let Some(v) = &r.validation {
+            for m in v.means() {
+                line.push_str(&format!(
+                    " recall@{k} {:.4} ndcg@{k} {:.4}",
+                    m.recall,
+                    m.ndcg,
+                    k = m.k
+                ));
+            }
+            json["validation"] = v.to_json();
+        }
+        match &self.bar {
+            Some(bar) => bar.println(&line),
+            None => tracing::info!("{line}"),
+        }
+        writeln!(self.log, "{json}").map_err(|e| moira::Error::io("metrics log", e))?;
+        Ok(())
+    }
 }

@@ -1,0 +1,215 @@
+//! The [`Backend`] trait: the primitives a network needs from a compute device.
+//!
+//! Composite layer logic (forward, backward, updates) is written once in
+//! [`crate::network`], generic over `B: Backend`; a backend implements only these primitives.
+//! Buffers are flat `f32` vectors owned by the device; a matrix argument is a buffer plus its
+//! `rows x cols` row-major shape ([`Mat`]/[`MatMut`]), where `rows` may be smaller than the
+//! buffer's capacity (the last, partial batch of an epoch uses a prefix of each buffer).
+//!
+//! Every primitive must give the same bits whatever the number of threads the device uses:
+//! sums whose order could vary are taken in 64-bit fixed point.
+
+use crate::backend::cpu::FixedSum;
+use crate::error::Result;
+use crate::ops::activation::ActivationParams;
+use crate::ops::loss::LossSpec;
+use crate::ops::optimizer::Hyper;
+use crate::ops::{Activation, Optimizer};
+use crate::sparse::Csr;
+
+pub use crate::backend::cpu::Trans;
+
+/// A read-only matrix on the device: the first `rows * cols` elements of `buf`, row-major.
+#[derive(Debug)]
+pub struct Mat<'a, V> {
+    pub buf: &'a V,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl<V> Clone for Mat<'_, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<V> Copy for Mat<'_, V> {}
+
+/// A writable matrix on the device: the first `rows * cols` elements of `buf`, row-major.
+#[derive(Debug)]
+pub struct MatMut<'a, V> {
+    pub buf: &'a mut V,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl<'a, V> Mat<'a, V> {
+    /// The matrix `rows x cols` at the start of `buf`.
+    pub fn new(buf: &'a V, rows: usize, cols: usize) -> Self {
+        Mat { buf, rows, cols }
+    }
+}
+
+impl<'a, V> MatMut<'a, V> {
+    /// The matrix `rows x cols` at the start of `buf`.
+    pub fn new(buf: &'a mut V, rows: usize, cols: usize) -> Self {
+        MatMut { buf, rows, cols }
+    }
+}
+
+/// The primitives of a compute device. See the [module documentation](self).
+pub trait Backend: Send + Sync {
+    /// A flat `f32` buffer on the device.
+    type Vector: Send + Sync;
+    /// A minibatch of sparse rows on the device, with what the transposed gradient needs.
+    type SparseBatch: Send + Sync;
+
+    /// A short name for logs ("cpu", "cuda").
+    fn name(&self) -> &'static str;
+
+    /// A buffer of `len` zeros.
+    fn zeros(&self, len: usize) -> Result<Self::Vector>;
+    /// Copies `src` into the start of `dst` (which must be at least as long).
+    fn upload(&self, dst: &mut Self::Vector, src: &[f32]) -> Result<()>;
+    /// Copies the start of `src` into `dst` (`dst.len()` elements).
+    fn download(&self, src: &Self::Vector, dst: &mut [f32]) -> Result<()>;
+    /// Uploads a minibatch of sparse rows; `for_gradient` also prepares the transposed
+    /// (per-feature) structure [`Backend::sparse_weight_gradient`] needs.
+    fn upload_sparse(&self, rows: Csr, for_gradient: bool) -> Result<Self::SparseBatch>;
+
+    /// `C = alpha·op(A)·op(B) + beta·C` (with `beta = 0`, `C` is not read).
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &self,
+        c: MatMut<Self::Vector>,
+        alpha: f32,
+        a: Mat<Self::Vector>,
+        ta: Trans,
+        b: Mat<Self::Vector>,
+        tb: Trans,
+        beta: f32,
+    ) -> Result<()>;
+
+    /// Sparse-input forward product `out = X·W + beta·out`, `X` the sparse batch
+    /// (`out`: `[batch][n_out]`, `w`: `[n_in][n_out]`).
+    fn spmm(
+        &self,
+        out: MatMut<Self::Vector>,
+        x: &Self::SparseBatch,
+        w: Mat<Self::Vector>,
+        beta: f32,
+    ) -> Result<()>;
+
+    /// Transposed sparse weight gradient `dw = alpha·Xᵀ·delta + beta·dw`, summed in 64-bit
+    /// fixed point.
+    fn sparse_weight_gradient(
+        &self,
+        dw: MatMut<Self::Vector>,
+        x: &Self::SparseBatch,
+        delta: Mat<Self::Vector>,
+        alpha: f32,
+        beta: f32,
+    ) -> Result<()>;
+
+    /// Sets every row of `out` to `bias`.
+    fn set_rows_to_bias(&self, out: MatMut<Self::Vector>, bias: &Self::Vector) -> Result<()>;
+    /// `out[b, j] += bias[j]`.
+    fn add_bias(&self, out: MatMut<Self::Vector>, bias: &Self::Vector) -> Result<()>;
+    /// `db = alpha·Σ_b delta[b, :] + beta·db`, in fixed point.
+    fn bias_gradient(
+        &self,
+        db: &mut Self::Vector,
+        delta: Mat<Self::Vector>,
+        alpha: f32,
+        beta: f32,
+    ) -> Result<()>;
+    /// `dst += src` element-wise over the first `len` elements.
+    fn add_assign(&self, dst: &mut Self::Vector, src: &Self::Vector, len: usize) -> Result<()>;
+    /// Copies the first `len` elements of `src` into `dst`.
+    fn copy(&self, dst: &mut Self::Vector, src: &Self::Vector, len: usize) -> Result<()>;
+
+    /// `x ← f(x)` (element-wise, or row-wise SoftMax).
+    fn activation_forward(
+        &self,
+        x: MatMut<Self::Vector>,
+        act: Activation,
+        p: &ActivationParams,
+    ) -> Result<()>;
+    /// `delta ← delta ⊙ f'(a)` (or the SoftMax Jacobian-vector product).
+    fn activation_backward(
+        &self,
+        delta: MatMut<Self::Vector>,
+        a: Mat<Self::Vector>,
+        act: Activation,
+        p: &ActivationParams,
+    ) -> Result<()>;
+    /// Inverted dropout, training only: each element is dropped when
+    /// `uniform(seed, stream, index) < p` and set to `dropped_value`; kept elements are scaled
+    /// by `1/(1−p)`. The mask is reproduced from `(seed, stream)` in [`Backend::dropout_backward`].
+    fn dropout_forward(
+        &self,
+        x: MatMut<Self::Vector>,
+        p: f32,
+        dropped_value: f32,
+        seed: u64,
+        stream: u64,
+    ) -> Result<()>;
+    /// The gradient through [`Backend::dropout_forward`]: dropped elements get 0, kept ones
+    /// are scaled by `1/(1−p)`.
+    fn dropout_backward(
+        &self,
+        delta: MatMut<Self::Vector>,
+        p: f32,
+        seed: u64,
+        stream: u64,
+    ) -> Result<()>;
+
+    /// Output delta `∂L/∂z` for sparse targets (two-pass scheme).
+    fn sparse_output_delta(
+        &self,
+        delta: MatMut<Self::Vector>,
+        a: Mat<Self::Vector>,
+        targets: &Self::SparseBatch,
+        spec: &LossSpec,
+        ignore_zero: bool,
+    ) -> Result<()>;
+    /// Loss for sparse targets, in fixed point.
+    fn sparse_output_loss(
+        &self,
+        a: Mat<Self::Vector>,
+        targets: &Self::SparseBatch,
+        spec: &LossSpec,
+        ignore_zero: bool,
+    ) -> Result<FixedSum>;
+    /// Output delta for dense targets.
+    fn dense_output_delta(
+        &self,
+        delta: MatMut<Self::Vector>,
+        a: Mat<Self::Vector>,
+        t: Mat<Self::Vector>,
+        spec: &LossSpec,
+    ) -> Result<()>;
+    /// Loss for dense targets, in fixed point.
+    fn dense_output_loss(
+        &self,
+        a: Mat<Self::Vector>,
+        t: Mat<Self::Vector>,
+        spec: &LossSpec,
+    ) -> Result<FixedSum>;
+    /// Scales each row `b` of `x` by `weights[b]` (per-example data weights).
+    fn scale_rows(&self, x: MatMut<Self::Vector>, weights: &[f32]) -> Result<()>;
+
+    /// One optimizer update of the first `len` elements of `w` with gradient `g`
+    /// (the negative mean gradient) and state `s0`, `s1`; `t` is the 1-based update count.
+    #[allow(clippy::too_many_arguments)]
+    fn optimizer_step(
+        &self,
+        w: &mut Self::Vector,
+        g: &Self::Vector,
+        s0: &mut Self::Vector,
+        s1: &mut Self::Vector,
+        len: usize,
+        opt: Optimizer,
+        h: &Hyper,
+        t: u64,
+    ) -> Result<()>;
+}

@@ -1,0 +1,463 @@
+//! [`Network`]: a compiled [`Graph`] with its weights and buffers on a [`Backend`].
+//!
+//! Buffers are allocated once for a maximum batch size. Every layer that is not a sparse
+//! input has a unit buffer `[batch][units]` (its activations `a`); every non-input layer a
+//! delta buffer of the same shape. Each weight `W` of an edge `source → target` is stored
+//! `[source units][target units]` row-major (DSSTNE's layout), with a bias of `target units`.
+//!
+//! The math of one training step (the composite logic, written once for every backend):
+//! - forward, in topological order: `z_L = Σ_e (a_src(e)·W_e + b_e) + Σ_skip a_s`,
+//!   `a_L = f_L(z_L)`, then inverted dropout on hidden layers while training;
+//! - output delta `δ = ∂L/∂z` from the error function (two-pass for sparse targets), scaled
+//!   per example by the data weights when the target dataset has them;
+//! - backward, in reverse order: a hidden layer's `∂L/∂a` (summed over its outgoing edges
+//!   `δ_t·W_eᵀ` and skip targets) goes back through dropout and `f'` to `δ_L`; for each
+//!   incoming edge `g_W = −(1/(B·s))·a_srcᵀ·δ_L` and `g_b = −(1/B)·Σ_b δ_L` (the negative mean
+//!   gradient, `s` the sharing count), sparse sources through the fixed-point kernel;
+//! - update of every weight and bias with the chosen optimizer (biases unregularised).
+
+mod model;
+mod pass;
+
+use crate::backend::traits::{Backend, Mat};
+use crate::dense::Matrix;
+use crate::error::{Error, Result};
+use crate::graph::{Graph, LayerId};
+use crate::ops::activation::ActivationParams;
+use crate::ops::init::{init_bias, init_weights};
+use crate::ops::loss::{DeltaBoost, LossSpec, SmceParams};
+use crate::ops::optimizer::state_len;
+use crate::ops::{Activation, Optimizer};
+use crate::sparse::Csr;
+
+pub use pass::StepStats;
+
+/// The rows of one layer for one minibatch, on the host.
+#[derive(Clone, Debug)]
+pub enum HostRows {
+    /// Sparse rows (`rows` of them), columns = the layer's units.
+    Sparse(Csr),
+    /// Dense rows, row-major `[rows][units]`.
+    Dense(Vec<f32>),
+}
+
+/// One minibatch on the host: the rows of every data-bound layer (inputs and targets).
+#[derive(Clone, Debug)]
+pub struct MiniBatch {
+    /// Number of examples.
+    pub rows: usize,
+    /// The rows of each data-bound layer.
+    pub layers: Vec<(LayerId, HostRows)>,
+    /// Per-example weights of each output layer's target dataset, when it has them.
+    pub example_weights: Vec<(LayerId, Vec<f32>)>,
+}
+
+/// The parameters of one weight: values, gradient and optimizer state, for `W` and its bias.
+pub(crate) struct Param<V> {
+    pub w: V,
+    pub b: V,
+    pub dw: V,
+    pub db: V,
+    pub w_state: [V; 2],
+    pub b_state: [V; 2],
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// Where a layer's minibatch rows live on the device.
+pub(crate) enum Loaded<B: Backend> {
+    None,
+    Sparse(B::SparseBatch),
+    /// Dense rows uploaded into the layer's unit buffer (inputs) or target buffer (outputs).
+    Dense,
+}
+
+/// A network ready to train or predict on backend `B`. See the [module documentation](self).
+pub struct Network<B: Backend> {
+    backend: B,
+    graph: Graph,
+    capacity: usize,
+    optimizer: Optimizer,
+    /// Activations per layer (`None` for sparse input layers).
+    units: Vec<Option<B::Vector>>,
+    /// `∂L/∂a` then `∂L/∂z` per non-input layer.
+    deltas: Vec<Option<B::Vector>>,
+    /// Dense targets per output layer.
+    targets: Vec<Option<B::Vector>>,
+    /// The current minibatch of each data-bound layer.
+    loaded: Vec<Loaded<B>>,
+    example_weights: Vec<Option<Vec<f32>>>,
+    rows: usize,
+    params: Vec<Param<B::Vector>>,
+    losses: Vec<Option<LossSpec>>,
+    /// Number of updates applied (Adam's `t`).
+    step: u64,
+}
+
+/// The activation parameters of a compiled layer.
+pub(crate) fn act_params(layer: &crate::graph::Layer) -> ActivationParams {
+    ActivationParams {
+        slope: layer.relu_slope,
+        alpha: layer.elu_alpha,
+        lambda: layer.selu_lambda,
+    }
+}
+
+impl<B: Backend> Network<B> {
+    /// Allocates a network for `graph` on `backend` for minibatches of up to `capacity`
+    /// examples, with weights initialised from `seed` (weight `i` draws from RNG stream `i`)
+    /// and optimizer state for `optimizer`.
+    ///
+    /// Errors: shared weights (not supported yet), an output layer whose error function has
+    /// no kernel for its activation, a zero capacity.
+    pub fn build(
+        backend: B,
+        graph: Graph,
+        capacity: usize,
+        optimizer: Optimizer,
+        seed: u64,
+    ) -> Result<Self> {
+        if capacity == 0 {
+            return Err(Error::invalid_argument("batch", "must be at least 1"));
+        }
+        for edge in graph.edges() {
+            if edge.is_shared(&graph) {
+                return Err(Error::Unsupported(format!(
+                    "shared weights (layer `{}`)",
+                    graph.layer(edge.target).name
+                )));
+            }
+        }
+        let n = graph.layers().len();
+        let mut units = Vec::with_capacity(n);
+        let mut deltas = Vec::with_capacity(n);
+        let mut targets = Vec::with_capacity(n);
+        let mut losses = Vec::with_capacity(n);
+        let d = graph.descriptor();
+        for layer in graph.layers() {
+            let len = capacity * layer.units;
+            let is_input = layer.kind == crate::descriptor::LayerKind::Input;
+            units.push(if is_input && layer.sparse {
+                None
+            } else {
+                Some(backend.zeros(len)?)
+            });
+            deltas.push(if is_input {
+                None
+            } else {
+                Some(backend.zeros(len)?)
+            });
+            let is_output = layer.kind == crate::descriptor::LayerKind::Output;
+            targets.push(None);
+            losses.push(if is_output {
+                let spec = LossSpec {
+                    error: d.error_function,
+                    activation: layer.activation,
+                    act_params: act_params(layer),
+                    smce: SmceParams {
+                        one_target: d.smce.one_target,
+                        zero_target: d.smce.zero_target,
+                        one_scale: d.smce.one_scale,
+                        zero_scale: d.smce.zero_scale,
+                    },
+                    delta_boost: DeltaBoost {
+                        one: d.delta_boost.one,
+                        zero: d.delta_boost.zero,
+                    },
+                };
+                spec.check().map_err(|e| Error::Graph {
+                    network: graph.name().to_owned(),
+                    layer: layer.name.clone(),
+                    message: e.to_string(),
+                })?;
+                Some(spec)
+            } else {
+                None
+            });
+        }
+        let state = state_len(optimizer);
+        let mut params = Vec::with_capacity(graph.weights().len());
+        for (i, weight) in graph.weights().iter().enumerate() {
+            let (rows, cols) = (weight.input_units, weight.output_units);
+            let mut w = vec![0.0f32; rows * cols];
+            init_weights(
+                &mut w,
+                0,
+                weight.init.scheme,
+                weight.init.scale,
+                rows as u64,
+                cols as u64,
+                seed,
+                i as u64,
+            )?;
+            let mut b = vec![0.0f32; cols];
+            init_bias(&mut b, weight.init.bias);
+            let state_buf = |k: usize, len: usize| backend.zeros(if state > k { len } else { 0 });
+            let mut wv = backend.zeros(rows * cols)?;
+            backend.upload(&mut wv, &w)?;
+            let mut bv = backend.zeros(cols)?;
+            backend.upload(&mut bv, &b)?;
+            params.push(Param {
+                w: wv,
+                b: bv,
+                dw: backend.zeros(rows * cols)?,
+                db: backend.zeros(cols)?,
+                w_state: [state_buf(0, rows * cols)?, state_buf(1, rows * cols)?],
+                b_state: [state_buf(0, cols)?, state_buf(1, cols)?],
+                rows,
+                cols,
+            });
+        }
+        let loaded = (0..n).map(|_| Loaded::None).collect();
+        Ok(Network {
+            backend,
+            graph,
+            capacity,
+            optimizer,
+            units,
+            deltas,
+            targets,
+            loaded,
+            example_weights: vec![None; n],
+            rows: 0,
+            params,
+            losses,
+            step: 0,
+        })
+    }
+
+    /// The compiled graph.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The largest minibatch the buffers hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The optimizer the state was allocated for.
+    pub fn optimizer(&self) -> Optimizer {
+        self.optimizer
+    }
+
+    /// Number of optimizer updates applied so far.
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    /// Sets the update count (when resuming).
+    pub fn set_step_count(&mut self, step: u64) {
+        self.step = step;
+    }
+
+    /// Bytes held by the network's device buffers (weights, gradients, optimizer state,
+    /// activations, deltas) for its capacity, not counting the current minibatch.
+    pub fn buffer_bytes(&self) -> u64 {
+        let per_param: u64 = self
+            .params
+            .iter()
+            .map(|p| {
+                let n = (p.rows * p.cols + p.cols) as u64;
+                n * (2 + state_len(self.optimizer) as u64)
+            })
+            .sum();
+        let per_layer: u64 = self
+            .graph
+            .layers()
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let len = (self.capacity * l.units) as u64;
+                len * (self.units[i].is_some() as u64 + self.deltas[i].is_some() as u64)
+            })
+            .sum();
+        4 * (per_param + per_layer)
+    }
+
+    /// Uploads a minibatch: the rows of every data-bound layer. Input layers must all be
+    /// given; output layers must be given for training and loss, not for prediction.
+    pub fn load_batch(&mut self, batch: MiniBatch) -> Result<()> {
+        if batch.rows == 0 || batch.rows > self.capacity {
+            return Err(Error::invalid_argument(
+                "batch",
+                format!(
+                    "{} rows; this network holds 1 to {}",
+                    batch.rows, self.capacity
+                ),
+            ));
+        }
+        self.rows = batch.rows;
+        for slot in &mut self.loaded {
+            *slot = Loaded::None;
+        }
+        self.example_weights.iter_mut().for_each(|w| *w = None);
+        for (id, rows) in batch.layers {
+            let layer = self.graph.layer(id);
+            let is_output = layer.kind == crate::descriptor::LayerKind::Output;
+            let units = layer.units;
+            match rows {
+                HostRows::Sparse(csr) => {
+                    if csr.n_rows() != batch.rows || csr.n_cols() as usize != units {
+                        return Err(shape_error(
+                            &layer.name,
+                            csr.n_rows(),
+                            csr.n_cols() as usize,
+                            batch.rows,
+                            units,
+                        ));
+                    }
+                    let for_gradient = !is_output;
+                    self.loaded[id.0] =
+                        Loaded::Sparse(self.backend.upload_sparse(csr, for_gradient)?);
+                }
+                HostRows::Dense(values) => {
+                    if values.len() != batch.rows * units {
+                        return Err(shape_error(
+                            &layer.name,
+                            values.len() / units.max(1),
+                            units,
+                            batch.rows,
+                            units,
+                        ));
+                    }
+                    let slot = if is_output {
+                        let capacity = self.capacity * units;
+                        let backend = &self.backend;
+                        if self.targets[id.0].is_none() {
+                            self.targets[id.0] = Some(backend.zeros(capacity)?);
+                        }
+                        self.targets[id.0].as_mut()
+                    } else {
+                        self.units[id.0].as_mut()
+                    };
+                    let slot = slot.ok_or_else(|| {
+                        Error::invalid_argument(
+                            "batch",
+                            format!("layer `{}` is sparse; dense rows were given", layer.name),
+                        )
+                    })?;
+                    self.backend.upload(slot, &values)?;
+                    self.loaded[id.0] = Loaded::Dense;
+                }
+            }
+        }
+        for (id, w) in batch.example_weights {
+            if w.len() != batch.rows {
+                return Err(Error::invalid_argument(
+                    "example weights",
+                    format!("{} weights for {} rows", w.len(), batch.rows),
+                ));
+            }
+            self.example_weights[id.0] = Some(w);
+        }
+        Ok(())
+    }
+
+    /// Downloads the activations of layer `id` for the current minibatch, row-major
+    /// `[rows][units]`. Errors for a sparse input layer (it has no unit buffer).
+    pub fn layer_output(&self, id: LayerId) -> Result<Matrix> {
+        let layer = self.graph.layer(id);
+        let buf = self.units[id.0].as_ref().ok_or_else(|| {
+            Error::invalid_argument("layer", format!("`{}` is a sparse input", layer.name))
+        })?;
+        let mut out = vec![0.0; self.rows * layer.units];
+        self.backend.download(buf, &mut out)?;
+        Matrix::from_vec(self.rows, layer.units, out)
+    }
+
+    /// The weights and biases of every graph weight, downloaded: `(W [rows][cols], bias)`.
+    pub fn download_params(&self) -> Result<Vec<(Matrix, Vec<f32>)>> {
+        self.params
+            .iter()
+            .map(|p| {
+                let mut w = vec![0.0; p.rows * p.cols];
+                self.backend.download(&p.w, &mut w)?;
+                let mut b = vec![0.0; p.cols];
+                self.backend.download(&p.b, &mut b)?;
+                Ok((Matrix::from_vec(p.rows, p.cols, w)?, b))
+            })
+            .collect()
+    }
+
+    /// The gradients of the last [`Network::backward`], downloaded in the order of
+    /// [`Network::download_params`]: `(g_W, g_b)`, the *negative mean* gradient of the loss
+    /// over the minibatch (`−(1/B)·∂L/∂W`, DSSTNE's convention).
+    pub fn download_gradients(&self) -> Result<Vec<(Matrix, Vec<f32>)>> {
+        self.params
+            .iter()
+            .map(|p| {
+                let mut w = vec![0.0; p.rows * p.cols];
+                self.backend.download(&p.dw, &mut w)?;
+                let mut b = vec![0.0; p.cols];
+                self.backend.download(&p.db, &mut b)?;
+                Ok((Matrix::from_vec(p.rows, p.cols, w)?, b))
+            })
+            .collect()
+    }
+
+    /// Replaces the weights and biases (same order and shapes as [`Network::download_params`]).
+    pub fn upload_params(&mut self, values: &[(Matrix, Vec<f32>)]) -> Result<()> {
+        if values.len() != self.params.len() {
+            return Err(Error::invalid_argument(
+                "weights",
+                format!(
+                    "{} given, the network has {}",
+                    values.len(),
+                    self.params.len()
+                ),
+            ));
+        }
+        for (i, (p, (w, b))) in self.params.iter_mut().zip(values).enumerate() {
+            if w.rows() != p.rows || w.cols() != p.cols || b.len() != p.cols {
+                let weight = &self.graph.weights()[i];
+                return Err(Error::invalid_argument(
+                    "weights",
+                    format!(
+                        "weight `{}` → `{}` is {}x{} (bias {}); {}x{} (bias {}) was given",
+                        self.graph.layer(weight.input).name,
+                        self.graph.layer(weight.output).name,
+                        p.rows,
+                        p.cols,
+                        p.cols,
+                        w.rows(),
+                        w.cols(),
+                        b.len()
+                    ),
+                ));
+            }
+            self.backend.upload(&mut p.w, w.data())?;
+            self.backend.upload(&mut p.b, b)?;
+        }
+        Ok(())
+    }
+
+    /// Read access to a layer's unit buffer as a matrix of the current rows.
+    pub(crate) fn units_mat(&self, id: LayerId) -> Option<Mat<'_, B::Vector>> {
+        let units = self.graph.layer(id).units;
+        self.units[id.0]
+            .as_ref()
+            .map(|buf| Mat::new(buf, self.rows, units))
+    }
+
+    /// Whether `activation` drops units to 0.5 (DSSTNE: Sigmoid) or 0.
+    pub(crate) fn dropped_value(activation: Activation) -> f32 {
+        if activation == Activation::Sigmoid {
+            0.5
+        } else {
+            0.0
+        }
+    }
+}
+
+fn shape_error(layer: &str, rows: usize, cols: usize, want_rows: usize, want_cols: usize) -> Error {
+    Error::invalid_argument(
+        "batch",
+        format!("layer `{layer}` was given {rows}x{cols} rows; expected {want_rows}x{want_cols}"),
+    )
+}

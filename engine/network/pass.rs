@@ -1,0 +1,353 @@
+//! Forward, backward and update passes of a [`Network`] (the math is in the module
+//! documentation of [`crate::network`]).
+
+use super::{act_params, Loaded, Network};
+use crate::backend::cpu::FixedSum;
+use crate::backend::traits::{Backend, Mat, MatMut, Trans};
+use crate::descriptor::LayerKind;
+use crate::error::{Error, Result};
+use crate::graph::LayerId;
+use crate::ops::optimizer::Hyper;
+
+/// What one training step measured.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepStats {
+    /// Loss summed over the minibatch's examples and output units (fixed point).
+    pub loss: FixedSum,
+    /// Examples in the minibatch.
+    pub rows: usize,
+}
+
+/// RNG streams: dropout of layer `l` in update `t` uses stream `DROPOUT_STREAM + t·2¹⁶ + l`.
+const DROPOUT_STREAM: u64 = 1 << 40;
+
+fn dropout_stream(step: u64, layer: LayerId) -> u64 {
+    DROPOUT_STREAM + (step << 16) + layer.0 as u64
+}
+
+/// `(&mut v[i], &v[j])` for `i < j`.
+fn split_pair_mut_first<T>(v: &mut [T], i: usize, j: usize) -> (&mut T, &T) {
+    debug_assert!(i < j);
+    let (head, tail) = v.split_at_mut(j);
+    (&mut head[i], &tail[0])
+}
+
+/// `(&v[i], &mut v[j])` for `i < j`.
+fn split_pair<T>(v: &mut [T], i: usize, j: usize) -> (&T, &mut T) {
+    debug_assert!(i < j);
+    let (head, tail) = v.split_at_mut(j);
+    (&head[i], &mut tail[0])
+}
+
+impl<B: Backend> Network<B> {
+    /// Forward pass over the loaded minibatch. With `training`, hidden layers apply dropout
+    /// drawn from `seed` and the current update count.
+    pub fn forward(&mut self, training: bool, seed: u64) -> Result<()> {
+        let rows = self.rows;
+        if rows == 0 {
+            return Err(Error::invalid_argument("batch", "no minibatch is loaded"));
+        }
+        for li in 0..self.graph.layers().len() {
+            let layer = &self.graph.layers()[li];
+            if layer.kind == LayerKind::Input {
+                if !matches!(self.loaded[li], Loaded::Sparse(_) | Loaded::Dense) {
+                    return Err(Error::invalid_argument(
+                        "batch",
+                        format!("input layer `{}` has no rows loaded", layer.name),
+                    ));
+                }
+                continue;
+            }
+            let units = layer.units;
+            for (k, &eid) in layer.incoming.iter().enumerate() {
+                let edge = self.graph.edge(eid);
+                let src = edge.source.0;
+                let p = &self.params[edge.weight.0];
+                let w = Mat::new(&p.w, p.rows, p.cols);
+                let (src_units, dst) = split_pair(&mut self.units, src, li);
+                let dst = dst.as_mut().expect("non-input layers have unit buffers");
+                if k == 0 {
+                    self.backend
+                        .set_rows_to_bias(MatMut::new(dst, rows, units), &p.b)?;
+                } else {
+                    self.backend.add_bias(MatMut::new(dst, rows, units), &p.b)?;
+                }
+                match (&self.loaded[src], src_units) {
+                    (Loaded::Sparse(x), _) => {
+                        self.backend
+                            .spmm(MatMut::new(dst, rows, units), x, w, 1.0)?;
+                    }
+                    (_, Some(a)) => {
+                        let a = Mat::new(a, rows, p.rows);
+                        self.backend.gemm(
+                            MatMut::new(dst, rows, units),
+                            1.0,
+                            a,
+                            Trans::No,
+                            w,
+                            Trans::No,
+                            1.0,
+                        )?;
+                    }
+                    (_, None) => {
+                        return Err(Error::invalid_argument(
+                            "batch",
+                            format!(
+                                "layer `{}` has no rows loaded",
+                                self.graph.layer(edge.source).name
+                            ),
+                        ))
+                    }
+                }
+            }
+            for &skip in &layer.skips {
+                let (src, dst) = split_pair(&mut self.units, skip.0, li);
+                let (src, dst) = (
+                    src.as_ref().expect("skip sources are dense layers"),
+                    dst.as_mut().expect("non-input layers have unit buffers"),
+                );
+                self.backend.add_assign(dst, src, rows * units)?;
+            }
+            let dst = self.units[li]
+                .as_mut()
+                .expect("non-input layers have unit buffers");
+            let params = act_params(layer);
+            self.backend.activation_forward(
+                MatMut::new(dst, rows, units),
+                layer.activation,
+                &params,
+            )?;
+            if training && layer.kind == LayerKind::Hidden && layer.p_dropout > 0.0 {
+                self.backend.dropout_forward(
+                    MatMut::new(dst, rows, units),
+                    layer.p_dropout,
+                    Self::dropped_value(layer.activation),
+                    seed,
+                    dropout_stream(self.step, layer.id),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Loss of the loaded minibatch after [`Network::forward`], summed over examples and
+    /// output layers (per-example data weights applied).
+    pub fn loss(&self) -> Result<FixedSum> {
+        let mut total = FixedSum::default();
+        for layer in self.graph.outputs() {
+            let spec = self.losses[layer.id.0]
+                .as_ref()
+                .expect("outputs have a loss");
+            let a = self.units_mat(layer.id).expect("outputs are dense");
+            let ignore_zero = false;
+            let loss = match (&self.loaded[layer.id.0], &self.targets[layer.id.0]) {
+                (Loaded::Sparse(t), _) => {
+                    self.backend.sparse_output_loss(a, t, spec, ignore_zero)?
+                }
+                (Loaded::Dense, Some(t)) => {
+                    let t = Mat::new(t, self.rows, layer.units);
+                    self.backend.dense_output_loss(a, t, spec)?
+                }
+                _ => {
+                    return Err(Error::invalid_argument(
+                        "batch",
+                        format!("output layer `{}` has no targets loaded", layer.name),
+                    ))
+                }
+            };
+            total = total + loss;
+        }
+        Ok(total)
+    }
+
+    /// Backward pass: output deltas from the loaded targets, then every layer's delta and
+    /// every weight's negative mean gradient.
+    pub fn backward(&mut self, seed: u64) -> Result<()> {
+        let rows = self.rows;
+        let n = self.graph.layers().len();
+        let mut written = vec![false; n];
+        for li in (0..n).rev() {
+            let layer = self.graph.layers()[li].clone();
+            if layer.kind == LayerKind::Input {
+                continue;
+            }
+            let units = layer.units;
+            if layer.kind == LayerKind::Output {
+                self.output_delta(layer.id)?;
+            } else {
+                let delta = self.deltas[li]
+                    .as_mut()
+                    .expect("non-input layers have deltas");
+                if !written[li] {
+                    self.backend.upload(delta, &vec![0.0; rows * units])?;
+                }
+                if layer.p_dropout > 0.0 {
+                    self.backend.dropout_backward(
+                        MatMut::new(delta, rows, units),
+                        layer.p_dropout,
+                        seed,
+                        dropout_stream(self.step, layer.id),
+                    )?;
+                }
+                let a = self.units[li].as_ref().expect("hidden layers are dense");
+                self.backend.activation_backward(
+                    MatMut::new(delta, rows, units),
+                    Mat::new(a, rows, units),
+                    layer.activation,
+                    &act_params(&layer),
+                )?;
+            }
+            let alpha = -1.0 / rows as f32;
+            for &eid in &layer.incoming {
+                let edge = self.graph.edge(eid).clone();
+                let src = edge.source.0;
+                let sharing = self.graph.weight(edge.weight).sharing_count.max(1) as f32;
+                let delta = self.deltas[li]
+                    .as_ref()
+                    .expect("non-input layers have deltas");
+                let delta = Mat::new(delta, rows, units);
+                let p = &mut self.params[edge.weight.0];
+                let (prow, pcol) = (p.rows, p.cols);
+                match (&self.loaded[src], &self.units[src]) {
+                    (Loaded::Sparse(x), _) => self.backend.sparse_weight_gradient(
+                        MatMut::new(&mut p.dw, prow, pcol),
+                        x,
+                        delta,
+                        alpha / sharing,
+                        0.0,
+                    )?,
+                    (_, Some(a)) => self.backend.gemm(
+                        MatMut::new(&mut p.dw, prow, pcol),
+                        alpha / sharing,
+                        Mat::new(a, rows, prow),
+                        Trans::Yes,
+                        delta,
+                        Trans::No,
+                        0.0,
+                    )?,
+                    (_, None) => unreachable!("forward checked every source"),
+                }
+                self.backend.bias_gradient(&mut p.db, delta, alpha, 0.0)?;
+                if self.graph.layer(edge.source).kind != LayerKind::Input {
+                    let beta = if written[src] { 1.0 } else { 0.0 };
+                    self.propagate_delta(li, src, edge.weight.0, beta)?;
+                    written[src] = true;
+                }
+            }
+            for &skip in &layer.skips {
+                if self.graph.layer(skip).kind == LayerKind::Input {
+                    continue;
+                }
+                let (dst, src) = split_pair_mut_first(&mut self.deltas, skip.0, li);
+                let (dst, src) = (
+                    dst.as_mut().expect("skip sources are hidden layers"),
+                    src.as_ref().expect("non-input layers have deltas"),
+                );
+                if written[skip.0] {
+                    self.backend.add_assign(dst, src, rows * units)?;
+                } else {
+                    self.backend.copy(dst, src, rows * units)?;
+                }
+                written[skip.0] = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// `∂L/∂a_src (+)= δ_dst · Wᵀ` for the edge `src → dst` with weight `weight`.
+    fn propagate_delta(&mut self, dst: usize, src: usize, weight: usize, beta: f32) -> Result<()> {
+        let rows = self.rows;
+        let p = &self.params[weight];
+        let (src_delta, dst_delta) = split_pair_mut_first(&mut self.deltas, src, dst);
+        let src_delta = src_delta.as_mut().expect("hidden layers have deltas");
+        let dst_delta = dst_delta.as_ref().expect("non-input layers have deltas");
+        self.backend.gemm(
+            MatMut::new(src_delta, rows, p.rows),
+            1.0,
+            Mat::new(dst_delta, rows, p.cols),
+            Trans::No,
+            Mat::new(&p.w, p.rows, p.cols),
+            Trans::Yes,
+            beta,
+        )
+    }
+
+    /// The output layer's `δ = ∂L/∂z`, scaled per example by the data weights.
+    fn output_delta(&mut self, id: LayerId) -> Result<()> {
+        let rows = self.rows;
+        let layer = self.graph.layer(id);
+        let units = layer.units;
+        let spec = self.losses[id.0].expect("outputs have a loss");
+        let a = self.units[id.0].as_ref().expect("outputs are dense");
+        let delta = self.deltas[id.0].as_mut().expect("outputs have deltas");
+        match (&self.loaded[id.0], &self.targets[id.0]) {
+            (Loaded::Sparse(t), _) => self.backend.sparse_output_delta(
+                MatMut::new(delta, rows, units),
+                Mat::new(a, rows, units),
+                t,
+                &spec,
+                false,
+            )?,
+            (Loaded::Dense, Some(t)) => self.backend.dense_output_delta(
+                MatMut::new(delta, rows, units),
+                Mat::new(a, rows, units),
+                Mat::new(t, rows, units),
+                &spec,
+            )?,
+            _ => {
+                return Err(Error::invalid_argument(
+                    "batch",
+                    format!("output layer `{}` has no targets loaded", layer.name),
+                ))
+            }
+        }
+        if let Some(w) = &self.example_weights[id.0] {
+            self.backend
+                .scale_rows(MatMut::new(delta, rows, units), w)?;
+        }
+        Ok(())
+    }
+
+    /// Applies one optimizer update with hyperparameters `h` to every weight and bias
+    /// (biases without L1/L2), then counts the update.
+    pub fn update(&mut self, h: &Hyper) -> Result<()> {
+        self.step += 1;
+        let t = self.step;
+        let bias_h = Hyper {
+            lambda: 0.0,
+            lambda1: 0.0,
+            ..*h
+        };
+        for p in &mut self.params {
+            let [s0, s1] = &mut p.w_state;
+            let len = p.rows * p.cols;
+            self.backend
+                .optimizer_step(&mut p.w, &p.dw, s0, s1, len, self.optimizer, h, t)?;
+            let [s0, s1] = &mut p.b_state;
+            self.backend.optimizer_step(
+                &mut p.b,
+                &p.db,
+                s0,
+                s1,
+                p.cols,
+                self.optimizer,
+                &bias_h,
+                t,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// One training step on the loaded minibatch: forward (with dropout), loss, backward,
+    /// update.
+    pub fn train_step(&mut self, h: &Hyper, seed: u64) -> Result<StepStats> {
+        self.forward(true, seed)?;
+        let loss = self.loss()?;
+        self.backward(seed)?;
+        self.update(h)?;
+        Ok(StepStats {
+            loss,
+            rows: self.rows,
+        })
+    }
+}
