@@ -102,6 +102,39 @@ pub fn state_len(opt: Optimizer) -> usize {
 /// (Adam only; `t = 0` is treated as 1).
 #[inline]
 pub fn update(opt: Optimizer, h: &Hyper, t: u64, w: f32, g: f32, s: [f32; 2]) -> (f32, [f32; 2]) {
+    update_step(opt, h, &StepConsts::new(h, t), w, g, s)
+}
+
+/// The per-update constants of a rule, computed once per step rather than per element.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepConsts {
+    /// Adam's bias correction of the first moment, `1 − μ^t`.
+    pub adam_m: f32,
+    /// Adam's bias correction of the second moment, `1 − μ1^t`.
+    pub adam_v: f32,
+}
+
+impl StepConsts {
+    /// The constants of update number `t` (1-based; `t = 0` is treated as 1).
+    pub fn new(h: &Hyper, t: u64) -> Self {
+        let t = t.max(1);
+        StepConsts {
+            adam_m: 1.0 - pow_u64(h.mu, t),
+            adam_v: 1.0 - pow_u64(h.mu1, t),
+        }
+    }
+}
+
+/// [`update`] with the per-step constants precomputed: the form batch kernels inline.
+#[inline(always)]
+pub fn update_step(
+    opt: Optimizer,
+    h: &Hyper,
+    c: &StepConsts,
+    w: f32,
+    g: f32,
+    s: [f32; 2],
+) -> (f32, [f32; 2]) {
     let g = regularized(g, w, h);
     let [s0, s1] = s;
     match opt {
@@ -129,11 +162,10 @@ pub fn update(opt: Optimizer, h: &Hyper, t: u64, w: f32, g: f32, s: [f32; 2]) ->
             (w + dw, [v, sg])
         }
         Optimizer::Adam => {
-            let t = t.max(1);
             let m = h.mu * s0 + (1.0 - h.mu) * g;
             let v = h.mu1 * s1 + (1.0 - h.mu1) * g * g;
-            let m_hat = m / (1.0 - pow_u64(h.mu, t));
-            let v_hat = v / (1.0 - pow_u64(h.mu1, t));
+            let m_hat = m / c.adam_m;
+            let v_hat = v / c.adam_v;
             (w + h.alpha * m_hat / (v_hat.sqrt() + ADAM_EPS), [m, v])
         }
     }

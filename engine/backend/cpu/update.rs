@@ -2,12 +2,49 @@
 
 use super::{check_dim, Par};
 use crate::error::Result;
-use crate::ops::optimizer::{state_len, update};
+use crate::ops::optimizer::{state_len, update_step, StepConsts};
 use crate::ops::{Hyper, Optimizer};
 use rayon::prelude::*;
 
 /// Elements per parallel task.
 const STEP_CHUNK: usize = 4096;
+
+/// `w[i], s[i] ← f(w[i], g[i], s[i])` over a chunk, with `K` state arrays in use.
+#[inline(always)]
+fn apply<const K: usize>(
+    w: &mut [f32],
+    g: &[f32],
+    s0: &mut [f32],
+    s1: &mut [f32],
+    f: impl Fn(f32, f32, [f32; 2]) -> (f32, [f32; 2]),
+) {
+    let n = w.len();
+    let g = &g[..n];
+    match K {
+        0 => {
+            for i in 0..n {
+                w[i] = f(w[i], g[i], [0.0; 2]).0;
+            }
+        }
+        1 => {
+            let s0 = &mut s0[..n];
+            for i in 0..n {
+                let (nw, ns) = f(w[i], g[i], [s0[i], 0.0]);
+                w[i] = nw;
+                s0[i] = ns[0];
+            }
+        }
+        _ => {
+            let (s0, s1) = (&mut s0[..n], &mut s1[..n]);
+            for i in 0..n {
+                let (nw, ns) = f(w[i], g[i], [s0[i], s1[i]]);
+                w[i] = nw;
+                s0[i] = ns[0];
+                s1[i] = ns[1];
+            }
+        }
+    }
+}
 
 /// Applies one update of `opt` to every element: `w[i], s0[i], s1[i] ← update(w[i], g[i], …)`.
 /// `g` is the negative mean gradient (regularisation is applied inside with `h.lambda`,
@@ -38,20 +75,23 @@ pub fn optimizer_step(
         s1.len(),
         if k >= 2 { n } else { s1.len() },
     )?;
+    let c = StepConsts::new(h, t);
+    // One monomorphised loop per rule, so the per-element code has no branches on `opt` and
+    // vectorises.
     let step = |w: &mut [f32], g: &[f32], s0: &mut [f32], s1: &mut [f32]| {
-        for i in 0..w.len() {
-            let s = [
-                if k >= 1 { s0[i] } else { 0.0 },
-                if k >= 2 { s1[i] } else { 0.0 },
-            ];
-            let (nw, ns) = update(opt, h, t, w[i], g[i], s);
-            w[i] = nw;
-            if k >= 1 {
-                s0[i] = ns[0];
-            }
-            if k >= 2 {
-                s1[i] = ns[1];
-            }
+        macro_rules! rule {
+            ($opt:expr, $k:literal) => {
+                apply::<$k>(w, g, s0, s1, |w, g, s| update_step($opt, h, &c, w, g, s))
+            };
+        }
+        match opt {
+            Optimizer::Sgd => rule!(Optimizer::Sgd, 0),
+            Optimizer::Momentum => rule!(Optimizer::Momentum, 1),
+            Optimizer::Nesterov => rule!(Optimizer::Nesterov, 1),
+            Optimizer::AdaGrad => rule!(Optimizer::AdaGrad, 1),
+            Optimizer::RmsProp => rule!(Optimizer::RmsProp, 1),
+            Optimizer::AdaDelta => rule!(Optimizer::AdaDelta, 2),
+            Optimizer::Adam => rule!(Optimizer::Adam, 2),
         }
     };
     // Empty state arrays are split into empty chunks alongside `w`.
