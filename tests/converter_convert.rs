@@ -44,6 +44,7 @@ impl Dir {
             value_type: ValueType::Indicator,
             format: InputFormat::Text,
             exact_width: false,
+            l2_normalize: false,
         }
     }
 }

@@ -29,6 +29,7 @@ fn options(dir: &tempfile::TempDir, input: &str, format: InputFormat) -> Convert
         value_type: ValueType::Analog,
         format,
         exact_width: false,
+        l2_normalize: false,
     }
 }
 

@@ -88,6 +88,9 @@ pub struct ConvertOptions {
     pub format: InputFormat,
     /// Use the number of features as the width instead of rounding it up to 128.
     pub exact_width: bool,
+    /// Scale each row to unit L2 norm (the values become analog; indicator rows get
+    /// `1/√nnz`), the input normalisation of Mult-DAE/Mult-VAE.
+    pub l2_normalize: bool,
 }
 
 /// What a conversion did.
@@ -165,6 +168,11 @@ pub fn convert(options: &ConvertOptions, progress: &mut dyn FnMut(u64)) -> Resul
     let n_features = rows.features_len();
     let width = width_for(n_features, options.exact_width)?;
     let (csr, stats) = rows.finish(width)?;
+    let csr = if options.l2_normalize {
+        csr.l2_normalized()
+    } else {
+        csr
+    };
     if csr.nnz() == 0 {
         return Err(Error::InvalidData(format!(
             "{}: no entries to write ({} lines read, {} entries of unknown features dropped)",

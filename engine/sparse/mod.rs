@@ -177,6 +177,32 @@ impl Csr {
         Ok(())
     }
 
+    /// The matrix with each row scaled to unit L2 norm: `v / ‖row‖₂` (indicator rows: every
+    /// entry `1/√nnz`). Empty rows and rows of zeros stay as they are. Norms are taken in `f64`.
+    pub fn l2_normalized(&self) -> Csr {
+        let mut values = Vec::with_capacity(self.nnz());
+        for r in 0..self.n_rows() {
+            let (cols, vals) = self.row(r);
+            match vals {
+                Some(v) => {
+                    let norm = v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+                    let scale = if norm > 0.0 { 1.0 / norm } else { 1.0 };
+                    values.extend(v.iter().map(|&x| (x as f64 * scale) as f32));
+                }
+                None => {
+                    let value = (1.0 / (cols.len() as f64).sqrt()) as f32;
+                    values.extend(std::iter::repeat_n(value, cols.len()));
+                }
+            }
+        }
+        Csr {
+            n_cols: self.n_cols,
+            row_offsets: self.row_offsets.clone(),
+            col_indices: self.col_indices.clone(),
+            values: Some(values),
+        }
+    }
+
     /// Consumes the matrix into its parts `(n_cols, row_offsets, col_indices, values)`.
     pub fn into_parts(self) -> (u32, Vec<u64>, Vec<u32>, Option<Vec<f32>>) {
         (self.n_cols, self.row_offsets, self.col_indices, self.values)
@@ -287,6 +313,22 @@ mod tests {
                 .to_string();
             assert!(err.contains(expected), "{err} should mention {expected}");
         }
+    }
+
+    #[test]
+    fn l2_normalized_rows_have_unit_norm() {
+        let m = Csr::try_new(
+            4,
+            vec![0, 2, 2, 4],
+            vec![0, 3, 1, 2],
+            Some(vec![3.0, 4.0, 0.0, 0.0]),
+        )
+        .unwrap();
+        let n = m.l2_normalized();
+        assert_eq!(n.values().unwrap(), &[0.6, 0.8, 0.0, 0.0]);
+        let ind = Csr::try_new(4, vec![0, 4], vec![0, 1, 2, 3], None).unwrap();
+        assert_eq!(ind.l2_normalized().values().unwrap(), &[0.5; 4]);
+        assert_eq!(ind.l2_normalized().col_indices(), ind.col_indices());
     }
 
     #[test]

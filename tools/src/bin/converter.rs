@@ -95,6 +95,10 @@ struct Args {
     /// Width = number of features (default: rounded up to a multiple of 128, like DSSTNE)
     #[arg(long)]
     exact_width: bool,
+    /// Scale each row to unit L2 norm (values become analog; indicator rows get 1/sqrt(nnz)):
+    /// the input normalisation of Mult-DAE-style recommenders
+    #[arg(long)]
+    l2_normalize: bool,
     /// Print a summary even when stderr is not a terminal
     #[arg(short = 'v', long)]
     verbose: bool,
@@ -153,6 +157,7 @@ fn options(args: &Args) -> Result<ConvertOptions> {
         },
         format,
         exact_width: args.exact_width,
+        l2_normalize: args.l2_normalize,
     })
 }
 
