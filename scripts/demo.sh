@@ -29,9 +29,10 @@ else
 fi
 
 echo "== convert (DSSTNE NetCDF datasets + feature/sample indices)"
-# The directory's files are read in order and a user's lines are joined: input = train + valid.
+# The directory's files are read in order and a user's lines are joined: input = train + valid,
+# each row scaled to unit L2 norm (Mult-DAE's input normalisation).
 "$bin/converter" --format lists -d input -i "$out/input" -o "$out/input.nc" \
-  -f "$out/features" -s "$out/samples" -c -v
+  -f "$out/features" -s "$out/samples" -c --l2-normalize -v
 # The autoencoder's target is its input: a second dataset named `output`, same indices.
 "$bin/converter" --format lists -d output -i "$out/input" -o "$out/output.nc" \
   -f "$out/features" -s "$out/samples" -v
@@ -45,7 +46,7 @@ echo "== check $net against the data"
 
 echo "== train $epochs epochs, evaluating Recall@20 / NDCG@20 on the held-out items"
 "$bin/trainer" "$net" -i "$out/input.nc" -o "$out/output.nc" -n "$out/model.nc" \
-  -b 500 -e "$epochs" --optimizer adam --alpha 0.001 --lambda 0.0001 --mu 0.9 \
+  -b 500 -e "$epochs" --optimizer adam --alpha 0.003 --lambda 0.0001 --mu 0.9 \
   --threads 2 --validation "$out/test.nc" --validation-k 10,20,50 --validate-every 5
 
 echo "== done: model $out/model.nc (DSSTNE NetCDF schema), per-epoch metrics $out/model.metrics.jsonl"

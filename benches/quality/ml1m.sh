@@ -18,11 +18,11 @@ rm -rf "$out"
 mkdir -p "$out/input"
 cp "$data/train.txt" "$out/input/1-train.txt"
 cp "$data/valid.txt" "$out/input/2-valid.txt"
-"$bin/converter" --format lists -d input -i "$out/input" -o "$out/input.nc" -f "$out/features" -s "$out/samples" -c
+"$bin/converter" --format lists -d input -i "$out/input" -o "$out/input.nc" -f "$out/features" -s "$out/samples" -c --l2-normalize
 "$bin/converter" --format lists -d output -i "$out/input" -o "$out/output.nc" -f "$out/features" -s "$out/samples"
 "$bin/converter" --format lists -d test -i "$data/test.txt" -o "$out/test.nc" -f "$out/features" -s "$out/samples"
 /usr/bin/env time -f "peak RSS %M KiB, wall %e s" "$bin/trainer" "$net" -i "$out/input.nc" -o "$out/output.nc" \
-  -n "$out/model.nc" -b 500 -e "$epochs" --optimizer adam --alpha 0.001 --lambda 0.0003 --mu 0.9 \
+  -n "$out/model.nc" -b 500 -e "$epochs" --optimizer adam --alpha 0.003 --lambda 0.0001 --mu 0.9 \
   --threads 2 --validation "$out/test.nc" --validation-k 20 --validate-every 5
 python3 - "$out/model.metrics.jsonl" <<'PY'
 import json, sys

@@ -29,7 +29,7 @@
 //!   Jacobian were the identity (exact for cross-entropy with targets summing to 1, see
 //!   `ops::loss`). The true Jacobian-vector product is [`softmax_backward`].
 
-use super::Activation;
+use super::{math, Activation};
 
 /// Parameters of the parametrised activations, with DSSTNE's names and network defaults
 /// (`RELUSlope` 1.0, `ELUAlpha` 1.0, `SELULambda` 1.050701).
@@ -65,7 +65,7 @@ impl Activation {
 #[inline]
 pub fn forward(act: Activation, z: f32, p: &ActivationParams) -> f32 {
     match act {
-        Activation::Sigmoid => 1.0 / (1.0 + (-z).exp()),
+        Activation::Sigmoid => 1.0 / (1.0 + math::exp(-z)),
         Activation::Tanh => z.tanh(),
         Activation::RectifiedLinear => z.max(0.0),
         Activation::LeakyRectifiedLinear | Activation::ParametricRectifiedLinear => {
@@ -172,7 +172,7 @@ pub fn softmax_row_in_place(row: &mut [f32]) {
     let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0f64;
     for x in row.iter_mut() {
-        *x = (*x - m).exp();
+        *x = math::exp(*x - m);
         sum += *x as f64;
     }
     let inv = 1.0 / sum;

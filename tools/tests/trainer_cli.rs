@@ -480,9 +480,6 @@ fn input_and_output_with_different_example_counts_are_refused() {
 }
 
 #[test]
-#[ignore = "bug: Error::Io displays its source and also returns it from source(), so the \
-            binaries' `{e:#}` prints the OS message twice: `error: …/output.nc: No such file \
-            or directory (os error 2): No such file or directory (os error 2)`"]
 fn a_missing_data_file_is_reported_once() {
     let f = Fixture::new();
     std::fs::remove_file(f.path("output.nc")).unwrap();

@@ -53,7 +53,7 @@ Skipped with a warning (file:line; the first 10 of each kind are shown, then a c
 
 /// Converts text data into a DSSTNE NetCDF dataset (DSSTNE's generateNetCDF).
 #[derive(Parser, Debug)]
-#[command(version, about, after_long_help = AFTER_HELP)]
+#[command(version, after_long_help = AFTER_HELP)]
 struct Args {
     /// Dataset name stored in the file (matched against a layer's DataSet)
     #[arg(short = 'd', long = "dataset", value_name = "NAME")]

@@ -48,7 +48,7 @@ impl From<OptimizerArg> for Optimizer {
 /// the double-dash forms. Without -i/-o, each layer's `DataSet` NAME is read from NAME.nc
 /// beside the descriptor.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Args {
     /// The network descriptor (JSON, DSSTNE dialect).
     #[arg(value_name = "NET.json")]
