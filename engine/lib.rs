@@ -11,6 +11,7 @@ pub mod dense;
 pub mod descriptor;
 pub mod error;
 pub mod graph;
+pub mod netcdf_lock;
 pub mod network;
 pub mod ops;
 pub mod predict;

@@ -188,6 +188,7 @@ fn rewrite(
     att: impl Fn(&str, AttributeValue) -> Option<AttributeValue>,
     var: impl Fn(&str, Vec<f32>) -> Option<Vec<f32>>,
 ) {
+    let _lock = moira::netcdf_lock::hold();
     let s = netcdf::open(src).unwrap();
     let mut d = netcdf::create(dst).unwrap();
     for a in s.attributes() {

@@ -155,6 +155,7 @@ pub struct Model {
 /// on failure no file is left behind ([`Error::Io`] or [`Error::NetCdf`]).
 pub fn save_model(path: &Path, model: &Model) -> Result<()> {
     check_model(model).map_err(|p| Error::InvalidData(p.describe(model)))?;
+    let _lock = crate::netcdf_lock::hold();
     write::save_atomically(path, model)
 }
 
@@ -167,7 +168,10 @@ pub fn save_model(path: &Path, model: &Model) -> Result<()> {
 /// layers. The descriptor is not compiled: [`Graph::compile`] it with the shapes of the data
 /// at hand, then [`check_against_graph`].
 pub fn load_model(path: &Path) -> Result<Model> {
-    let model = read::load(path)?;
+    let model = {
+        let _lock = crate::netcdf_lock::hold();
+        read::load(path)?
+    };
     check_model(&model).map_err(|p| {
         let item = match p.weight {
             Some(i) => format!("weight{i}_{}", p.item),

@@ -34,6 +34,7 @@ use crate::sparse::Csr;
 
 /// Reads every dataset of a DSSTNE NetCDF file, in file order.
 pub fn read(path: &Path) -> Result<Vec<Dataset>> {
+    let _lock = crate::netcdf_lock::hold();
     let file = open(path)?;
     let n = attr_u32(&file, path, "datasets")?;
     (0..n).map(|i| read_one(&file, path, i)).collect()
@@ -41,6 +42,7 @@ pub fn read(path: &Path) -> Result<Vec<Dataset>> {
 
 /// Reads dataset number `n` of a DSSTNE NetCDF file.
 pub fn read_dataset(path: &Path, n: u32) -> Result<Dataset> {
+    let _lock = crate::netcdf_lock::hold();
     let file = open(path)?;
     let count = attr_u32(&file, path, "datasets")?;
     if n >= count {
@@ -64,6 +66,7 @@ pub fn write(path: &Path, datasets: &[&Dataset]) -> Result<()> {
 /// the caller renames it over `path` with `persist`.
 pub(crate) fn write_temp(path: &Path, datasets: &[&Dataset]) -> Result<tempfile::NamedTempFile> {
     let tmp = crate::dataset::index::temp_beside(path)?;
+    let _lock = crate::netcdf_lock::hold();
     let nc = |item: &str| {
         let item = item.to_owned();
         move |e: netcdf::Error| Error::netcdf(path, Some(&item), e.to_string())
