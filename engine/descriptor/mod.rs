@@ -115,47 +115,9 @@ pub struct SparsenessPenalty {
     pub beta: f32,
 }
 
-/// Scale factors of the output deltas for non-zero (`one`) and zero (`zero`) targets.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct DeltaBoost {
-    pub one: f32,
-    pub zero: f32,
-}
-
-impl Default for DeltaBoost {
-    /// DSSTNE's defaults: 1, 1.
-    fn default() -> Self {
-        DeltaBoost {
-            one: 1.0,
-            zero: 1.0,
-        }
-    }
-}
-
-/// Parameters of the (data-)scaled marginal cross-entropy error functions.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Smce {
-    /// A positive target's output stops contributing above this, in [0, 1].
-    pub one_target: f32,
-    /// A zero target's output stops contributing below this, in [0, 1].
-    pub zero_target: f32,
-    /// Scale of the positive terms, ≥ 0.
-    pub one_scale: f32,
-    /// Scale of the zero terms, ≥ 0.
-    pub zero_scale: f32,
-}
-
-impl Default for Smce {
-    /// DSSTNE's defaults: 0.9, 0.1, 1, 1.
-    fn default() -> Self {
-        Smce {
-            one_target: 0.9,
-            zero_target: 0.1,
-            one_scale: 1.0,
-            zero_scale: 1.0,
-        }
-    }
-}
+/// DeltaBoost and the (data-)scaled marginal cross-entropy parameters are the loss's own
+/// types: the descriptor holds exactly what [`crate::ops::loss::LossSpec`] uses.
+pub use crate::ops::loss::{DeltaBoost, SmceParams as Smce};
 
 /// A whole network descriptor: network-level settings and the layers in the order written.
 #[derive(Clone, Debug, PartialEq)]

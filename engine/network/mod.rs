@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::graph::{Graph, LayerId};
 use crate::ops::activation::ActivationParams;
 use crate::ops::init::{init_bias, init_weights};
-use crate::ops::loss::{DeltaBoost, LossSpec, SmceParams};
+use crate::ops::loss::LossSpec;
 use crate::ops::optimizer::state_len;
 use crate::ops::{Activation, Optimizer};
 use crate::sparse::Csr;
@@ -154,16 +154,8 @@ impl<B: Backend> Network<B> {
                     error: d.error_function,
                     activation: layer.activation,
                     act_params: act_params(layer),
-                    smce: SmceParams {
-                        one_target: d.smce.one_target,
-                        zero_target: d.smce.zero_target,
-                        one_scale: d.smce.one_scale,
-                        zero_scale: d.smce.zero_scale,
-                    },
-                    delta_boost: DeltaBoost {
-                        one: d.delta_boost.one,
-                        zero: d.delta_boost.zero,
-                    },
+                    smce: d.smce,
+                    delta_boost: d.delta_boost,
                 };
                 spec.check().map_err(|e| Error::Graph {
                     network: graph.name().to_owned(),
@@ -375,13 +367,7 @@ impl<B: Backend> Network<B> {
     pub fn download_params(&self) -> Result<Vec<(Matrix, Vec<f32>)>> {
         self.params
             .iter()
-            .map(|p| {
-                let mut w = vec![0.0; p.rows * p.cols];
-                self.backend.download(&p.w, &mut w)?;
-                let mut b = vec![0.0; p.cols];
-                self.backend.download(&p.b, &mut b)?;
-                Ok((Matrix::from_vec(p.rows, p.cols, w)?, b))
-            })
+            .map(|p| self.download_pair(&p.w, &p.b, p.rows, p.cols))
             .collect()
     }
 
@@ -391,14 +377,23 @@ impl<B: Backend> Network<B> {
     pub fn download_gradients(&self) -> Result<Vec<(Matrix, Vec<f32>)>> {
         self.params
             .iter()
-            .map(|p| {
-                let mut w = vec![0.0; p.rows * p.cols];
-                self.backend.download(&p.dw, &mut w)?;
-                let mut b = vec![0.0; p.cols];
-                self.backend.download(&p.db, &mut b)?;
-                Ok((Matrix::from_vec(p.rows, p.cols, w)?, b))
-            })
+            .map(|p| self.download_pair(&p.dw, &p.db, p.rows, p.cols))
             .collect()
+    }
+
+    /// A `[rows][cols]` matrix and a `cols` vector, downloaded.
+    fn download_pair(
+        &self,
+        w: &B::Vector,
+        b: &B::Vector,
+        rows: usize,
+        cols: usize,
+    ) -> Result<(Matrix, Vec<f32>)> {
+        let mut wh = vec![0.0; rows * cols];
+        self.backend.download(w, &mut wh)?;
+        let mut bh = vec![0.0; cols];
+        self.backend.download(b, &mut bh)?;
+        Ok((Matrix::from_vec(rows, cols, wh)?, bh))
     }
 
     /// Replaces the weights and biases (same order and shapes as [`Network::download_params`]).

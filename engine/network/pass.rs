@@ -225,7 +225,12 @@ impl<B: Backend> Network<B> {
                         Trans::No,
                         0.0,
                     )?,
-                    (_, None) => unreachable!("forward checked every source"),
+                    (_, None) => {
+                        return Err(Error::invalid_argument(
+                            "batch",
+                            "backward needs a forward pass over a loaded minibatch first",
+                        ))
+                    }
                 }
                 self.backend.bias_gradient(&mut p.db, delta, alpha, 0.0)?;
                 if self.graph.layer(edge.source).kind != LayerKind::Input {

@@ -59,7 +59,6 @@ pub fn evaluate<B: Backend>(
         .filter_map(|l| data.dataset(l.id))
         .find(|d| d.stride() as usize == width)
         .and_then(|d| d.sparse_data().map(|csr| (d, csr)));
-    let input_ids: Vec<_> = graph.inputs().map(|l| l.id).collect();
     let mut metrics = RankingMetrics::new(&validation.ks)?;
     let k = metrics.max_k().min(width);
     let n = data.examples().min(validation.held_out.n_rows());
@@ -92,7 +91,6 @@ pub fn evaluate<B: Backend>(
         let held = rows_of(&validation.held_out, chunk.iter().map(|&e| e as usize));
         metrics.add_batch(&ranked, k, held.view())?;
     }
-    let _ = input_ids;
     Ok(metrics)
 }
 
