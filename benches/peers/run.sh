@@ -5,7 +5,7 @@
 #   benches/peers/run.sh [--quick]     (from any directory)
 #
 # --quick: ML-1M only, 2 timed epochs. Otherwise ML-1M with 5 and Gowalla with 2 timed
-# epochs (a Gowalla run takes about 3-4 minutes per Python peer on 2 cores).
+# epochs (a Gowalla run takes 1-2 minutes per Python peer on a quiet 2-core machine, 4-5 loaded).
 # Env: MOIRA_SHARED_DATA (default <repo>/../shared/data), THREADS (default 2),
 #      PEERS (default "tf jax moira"), REPEAT (runs of each implementation per dataset,
 #      interleaved; default 1; the table shows the median).
@@ -26,7 +26,7 @@ quick=0
 for arg in "$@"; do
     case "$arg" in
         --quick) quick=1 ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument '$arg' (usage: run.sh [--quick])" >&2; exit 2 ;;
     esac
 done
