@@ -60,12 +60,18 @@ impl Activation {
     }
 }
 
+/// The logistic function `1/(1 + e^−z)`, with the portable [`math::exp`].
+#[inline(always)]
+pub fn sigmoid(z: f32) -> f32 {
+    1.0 / (1.0 + math::exp(-z))
+}
+
 /// `f(z)` for an element-wise activation. SoftMax is row-wise (use [`softmax_row`]); for it
 /// this returns `z` unchanged.
 #[inline]
 pub fn forward(act: Activation, z: f32, p: &ActivationParams) -> f32 {
     match act {
-        Activation::Sigmoid => 1.0 / (1.0 + math::exp(-z)),
+        Activation::Sigmoid => sigmoid(z),
         Activation::Tanh => z.tanh(),
         Activation::RectifiedLinear => z.max(0.0),
         Activation::LeakyRectifiedLinear | Activation::ParametricRectifiedLinear => {
@@ -168,13 +174,13 @@ pub fn softmax_row(out: &mut [f32], z: &[f32]) {
 }
 
 /// [`softmax_row`] overwriting its input.
+#[inline]
 pub fn softmax_row_in_place(row: &mut [f32]) {
     let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f64;
     for x in row.iter_mut() {
         *x = math::exp(*x - m);
-        sum += *x as f64;
     }
+    let sum: f64 = row.iter().map(|&x| x as f64).sum();
     let inv = 1.0 / sum;
     for x in row.iter_mut() {
         *x = (*x as f64 * inv) as f32;

@@ -1,10 +1,12 @@
 //! Activation forward (in place) and backward (Hadamard product with `f'`, or the SoftMax
 //! Jacobian-vector product) over a batch, from the formulas of [`crate::ops::activation`].
 
-use super::{check_dim, for_each_row, Par};
+use super::{check_dim, for_each_row, multiversion, Isa, Par};
 use crate::dense::{MatrixMut, MatrixRef};
 use crate::error::Result;
-use crate::ops::activation::{derivative, forward, softmax_backward, softmax_row_in_place};
+use crate::ops::activation::{
+    derivative, forward, sigmoid, softmax_backward, softmax_row_in_place,
+};
 use crate::ops::{Activation, ActivationParams};
 
 /// `x ← f(x)` element-wise, or row-wise SoftMax. Parallel over rows.
@@ -13,14 +15,23 @@ pub fn activation_forward(mut x: MatrixMut, act: Activation, p: &ActivationParam
     if act == Activation::Linear {
         return;
     }
+    let isa = Isa::detect();
     for_each_row(par, x.data_mut(), n, |_, row| {
-        if act == Activation::SoftMax {
-            softmax_row_in_place(row);
-        } else {
-            row.iter_mut().for_each(|z| *z = forward(act, *z, p));
-        }
+        forward_row_mv(isa, act, p, row)
     });
 }
+
+/// One row of [`activation_forward`]; the common output activations get their own loop so
+/// that it vectorises (the same formula as every other element, so the same bits).
+#[inline(always)]
+fn forward_row(act: Activation, p: &ActivationParams, row: &mut [f32]) {
+    match act {
+        Activation::Sigmoid => row.iter_mut().for_each(|z| *z = sigmoid(*z)),
+        Activation::SoftMax => softmax_row_in_place(row),
+        _ => row.iter_mut().for_each(|z| *z = forward(act, *z, p)),
+    }
+}
+multiversion!(fn forward_row_mv = forward_row(act: Activation, p: &ActivationParams, row: &mut [f32]));
 
 /// Backward through the activation of a hidden layer, in place: with `delta = ∂L/∂a` on entry,
 /// leaves `∂L/∂z`: `delta ⊙ f'(a)` element-wise, or the SoftMax Jacobian-vector product

@@ -83,9 +83,10 @@ struct Args {
     /// L1 penalty.
     #[arg(long, default_value_t = 0.0)]
     lambda1: f32,
-    /// Momentum / decay rate (Adam's beta1).
-    #[arg(long, default_value_t = 0.5)]
-    mu: f32,
+    /// Momentum / running-average decay (Adam's beta1). Default: 0.9 for Adam, RMSProp and
+    /// AdaDelta; DSSTNE's 0.5 otherwise.
+    #[arg(long)]
+    mu: Option<f32>,
     /// Adam's beta2 (0 means 0.999 for Adam).
     #[arg(long, default_value_t = 0.0)]
     mu1: f32,
@@ -184,7 +185,10 @@ fn run(args: Args) -> Result<()> {
         alpha: args.alpha,
         lambda: args.lambda,
         lambda1: args.lambda1,
-        mu: args.mu,
+        mu: args.mu.unwrap_or(match optimizer {
+            Optimizer::Adam | Optimizer::RmsProp | Optimizer::AdaDelta => 0.9,
+            _ => 0.5,
+        }),
         mu1: args.mu1,
     };
     if optimizer == Optimizer::Adam && hyper.mu1 == 0.0 {
