@@ -16,7 +16,7 @@ out=work-out/demo
 rm -rf "$out"
 mkdir -p "$out/input"
 
-shared=../shared/data/ml-1m-lightgcnpp
+shared="${MOIRA_DEMO_DATA:-../shared/data/ml-1m-lightgcnpp}"
 if [ -f "$shared/train.txt" ]; then
   echo "== data: MovieLens-1M from $shared"
   cp "$shared/train.txt" "$out/input/1-train.txt"
