@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # The test suite: installs system packages if missing, then runs every test of the workspace
 # (optimised build with debug assertions; the shared data is read from ../shared/data).
+# The last line sums the results of every test binary: `tests: N passed, M failed`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
-cargo test --workspace --profile ci "$@"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --profile ci "$@" 2>&1 | tee "$log" || status=$?
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

@@ -248,9 +248,7 @@ fn globals(r: &Reader<'_>) -> Result<Descriptor> {
     let d = Descriptor {
         version: r.opt_f32("moira_descriptorVersion")?.unwrap_or(version),
         name: r.string("name")?,
-        kind: r.enumerated("kind", "network kind", |v| {
-            NetworkKind::ALL.iter().copied().find(|k| *k as u32 == v)
-        })?,
+        kind: r.enumerated("kind", "network kind", NetworkKind::from_u32)?,
         weights_data: r.opt_string("moira_weightsData")?,
         error_function: r.enumerated("errorFunction", "error function", ErrorFunction::from_u32)?,
         shuffle_indices: r.bool("ShuffleIndices")?,
@@ -347,27 +345,17 @@ fn layer(r: &Reader<'_>, i: u32, network: &Descriptor) -> Result<LayerDescriptor
     let pooling = r.u32(&at("poolingfunction"))?;
     let pooling_function = match pooling {
         0 => None,
-        v => Some(
-            PoolingFunction::ALL
-                .iter()
-                .copied()
-                .find(|f| *f as u32 == v)
-                .ok_or_else(|| {
-                    r.error(
-                        &at("poolingfunction"),
-                        format!("{v} is not a known pooling function number"),
-                    )
-                })?,
-        ),
+        v => Some(PoolingFunction::from_u32(v).ok_or_else(|| {
+            r.error(
+                &at("poolingfunction"),
+                format!("{v} is not a known pooling function number"),
+            )
+        })?),
     };
     let dataset = r.string(&at("dataSet"))?;
     Ok(LayerDescriptor {
-        kind: r.enumerated(&at("kind"), "layer kind", |v| {
-            LayerKind::ALL.iter().copied().find(|k| *k as u32 == v)
-        })?,
-        layer_type: r.enumerated(&at("type"), "layer type", |v| {
-            LayerType::ALL.iter().copied().find(|t| *t as u32 == v)
-        })?,
+        kind: r.enumerated(&at("kind"), "layer kind", LayerKind::from_u32)?,
+        layer_type: r.enumerated(&at("type"), "layer type", LayerType::from_u32)?,
         pooling_function,
         dataset: (!dataset.is_empty()).then_some(dataset),
         sources: names("sources", "source")?,

@@ -1,6 +1,6 @@
 //! The description of one layer, as written in the `Layers` list.
 
-use crate::ops::{Activation, WeightInitScheme};
+use crate::ops::{named_enum, Activation, WeightInitScheme};
 
 use super::SparsenessPenalty;
 
@@ -18,33 +18,14 @@ pub enum LayerKind {
     Target = 3,
 }
 
+named_enum!(LayerKind {
+    Input = ["Input"],
+    Hidden = ["Hidden"],
+    Output = ["Output"],
+    Target = ["Target"],
+});
+
 impl LayerKind {
-    /// Every variant.
-    pub const ALL: &'static [LayerKind] = &[
-        LayerKind::Input,
-        LayerKind::Hidden,
-        LayerKind::Output,
-        LayerKind::Target,
-    ];
-
-    /// The DSSTNE name.
-    pub fn name(self) -> &'static str {
-        match self {
-            LayerKind::Input => "Input",
-            LayerKind::Hidden => "Hidden",
-            LayerKind::Output => "Output",
-            LayerKind::Target => "Target",
-        }
-    }
-
-    /// Parses a name case-insensitively.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL
-            .iter()
-            .copied()
-            .find(|k| k.name().eq_ignore_ascii_case(name))
-    }
-
     /// The kind DSSTNE gives a layer whose `Kind` is omitted: the first layer of the list is
     /// Input, the last is Output, the others are Hidden.
     pub fn by_position(index: usize, count: usize) -> Self {
@@ -58,12 +39,6 @@ impl LayerKind {
     }
 }
 
-impl std::fmt::Display for LayerKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 /// How a layer computes its units from its sources (DSSTNE `NNLayer::Type`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[repr(u32)]
@@ -74,37 +49,11 @@ pub enum LayerType {
     Pooling = 2,
 }
 
-impl LayerType {
-    /// Every variant.
-    pub const ALL: &'static [LayerType] = &[
-        LayerType::FullyConnected,
-        LayerType::Convolutional,
-        LayerType::Pooling,
-    ];
-
-    /// The DSSTNE name.
-    pub fn name(self) -> &'static str {
-        match self {
-            LayerType::FullyConnected => "FullyConnected",
-            LayerType::Convolutional => "Convolutional",
-            LayerType::Pooling => "Pooling",
-        }
-    }
-
-    /// Parses a name case-insensitively.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL
-            .iter()
-            .copied()
-            .find(|t| t.name().eq_ignore_ascii_case(name))
-    }
-}
-
-impl std::fmt::Display for LayerType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+named_enum!(LayerType {
+    FullyConnected = ["FullyConnected"],
+    Convolutional = ["Convolutional"],
+    Pooling = ["Pooling"],
+});
 
 /// The function of a `Pooling` layer (DSSTNE `PoolingFunction`; numeric values are DSSTNE's,
 /// whose `None` is `Option::None` here and whose never-parsed Stochastic, LCN and
@@ -124,51 +73,14 @@ pub enum PoolingFunction {
     Cosine = 6,
 }
 
-impl PoolingFunction {
-    /// Every variant.
-    pub const ALL: &'static [PoolingFunction] = &[
-        PoolingFunction::Max,
-        PoolingFunction::Average,
-        PoolingFunction::Lrn,
-        PoolingFunction::Maxout,
-        PoolingFunction::DotProduct,
-        PoolingFunction::Cosine,
-    ];
-
-    /// Every accepted spelling (for error messages).
-    pub const NAMES: &'static [&'static str] = &[
-        "Max",
-        "Average",
-        "LRN",
-        "LocalResponseNormalization",
-        "Maxout",
-        "DotProduct",
-        "Cosine",
-    ];
-
-    /// The canonical DSSTNE name.
-    pub fn name(self) -> &'static str {
-        match self {
-            PoolingFunction::Max => "Max",
-            PoolingFunction::Average => "Average",
-            PoolingFunction::Lrn => "LRN",
-            PoolingFunction::Maxout => "Maxout",
-            PoolingFunction::DotProduct => "DotProduct",
-            PoolingFunction::Cosine => "Cosine",
-        }
-    }
-
-    /// Parses a name case-insensitively (`LRN` or `LocalResponseNormalization` for LRN).
-    pub fn from_name(name: &str) -> Option<Self> {
-        if name.eq_ignore_ascii_case("LocalResponseNormalization") {
-            return Some(PoolingFunction::Lrn);
-        }
-        Self::ALL
-            .iter()
-            .copied()
-            .find(|p| p.name().eq_ignore_ascii_case(name))
-    }
-}
+named_enum!(PoolingFunction {
+    Max = ["Max"],
+    Average = ["Average"],
+    Lrn = ["LRN", "LocalResponseNormalization"],
+    Maxout = ["Maxout"],
+    DotProduct = ["DotProduct"],
+    Cosine = ["Cosine"],
+});
 
 /// The activation names DSSTNE's parser accepts (`ParametricRectifiedLinear` is in the enum
 /// but has no parser string, so it is not accepted from JSON).

@@ -63,26 +63,10 @@ pub enum NetworkKind {
     AutoEncoder = 1,
 }
 
-impl NetworkKind {
-    /// Every variant.
-    pub const ALL: &'static [NetworkKind] = &[NetworkKind::FeedForward, NetworkKind::AutoEncoder];
-
-    /// The DSSTNE name.
-    pub fn name(self) -> &'static str {
-        match self {
-            NetworkKind::FeedForward => "FeedForward",
-            NetworkKind::AutoEncoder => "AutoEncoder",
-        }
-    }
-
-    /// Parses a name case-insensitively.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL
-            .iter()
-            .copied()
-            .find(|k| k.name().eq_ignore_ascii_case(name))
-    }
-}
+crate::ops::named_enum!(NetworkKind {
+    FeedForward = ["FeedForward"],
+    AutoEncoder = ["AutoEncoder"],
+});
 
 /// Local response normalisation parameters, used by `Pooling` layers with `Function: LRN`.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -242,7 +242,7 @@ pub(super) fn parse_layer(
                     &p,
                     "pooling function",
                     PoolingFunction::from_name,
-                    PoolingFunction::NAMES,
+                    PoolingFunction::accepted_names(),
                 )?);
             }
             12 => layer.skips = parse_layer_names(r, v, &p, "Skip")?,

@@ -61,6 +61,8 @@ macro_rules! named_enum {
     };
 }
 
+pub(crate) use named_enum;
+
 /// A unit's activation function (DSSTNE `enum Activation`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
