@@ -102,8 +102,11 @@ fn check(
     si: bool,
     so: bool,
 ) -> (f64, usize, usize) {
-    let d = descriptor(error, hidden, output);
-    let data = datasets(si, so, error);
+    check_network(descriptor(error, hidden, output), datasets(si, so, error))
+}
+
+/// Checks every weight and bias of `d` on `data` (see [`check`]).
+fn check_network(d: Descriptor, data: Vec<Dataset>) -> (f64, usize, usize) {
     let graph = Graph::compile(&d, &shapes(&data)).unwrap();
     let binding = DataBinding::new(&graph, &data, false).unwrap();
     let mut net = Network::build(
@@ -230,5 +233,35 @@ fn every_hidden_activation_backpropagates_correctly() {
                 "hidden {h} sparse {si}/{so}: {bad} of {checked} off, worst {worst:.3e}"
             );
         }
+    }
+}
+
+#[test]
+fn several_sources_and_skip_connections_backpropagate_correctly() {
+    let json = format!(
+        r#"{{ "Version": 0.9, "Name": "graph", "ErrorFunction": "L2",
+            "Layers": [
+              {{ "Name": "in", "Kind": "Input", "N": "auto", "DataSet": "input" }},
+              {{ "Name": "h1", "Kind": "Hidden", "N": {N_HIDDEN}, "Activation": "Tanh", "Source": "in",
+                 "WeightInit": {{ "Scheme": "Gaussian", "Scale": 0.5 }} }},
+              {{ "Name": "h2", "Kind": "Hidden", "N": {N_HIDDEN}, "Activation": "Sigmoid", "Source": ["h1", "in"],
+                 "WeightInit": {{ "Scheme": "Gaussian", "Scale": 0.5 }} }},
+              {{ "Name": "h3", "Kind": "Hidden", "N": {N_HIDDEN}, "Activation": "Tanh", "Source": "h2", "Skip": "h1",
+                 "WeightInit": {{ "Scheme": "Gaussian", "Scale": 0.5 }} }},
+              {{ "Name": "out", "Kind": "Output", "N": "auto", "DataSet": "output", "Activation": "Sigmoid",
+                 "Source": ["h3", "h1"], "WeightInit": {{ "Scheme": "Gaussian", "Scale": 0.5 }} }}
+            ] }}"#
+    );
+    let d = Descriptor::from_str(&json, "graph.json").unwrap();
+    let (i, h, o) = (N_IN as usize, N_HIDDEN as usize, N_OUT as usize);
+    // Weights in→h1, h1→h2, in→h2, h2→h3, h3→out, h1→out, each with a bias.
+    let parameters = 2 * i * h + 2 * h * h + 2 * h * o + 4 * h + 2 * o;
+    for (si, so) in [(false, false), (true, true)] {
+        let (worst, bad, checked) = check_network(d.clone(), datasets(si, so, ErrorFunction::L2));
+        assert_eq!(checked, parameters);
+        assert_eq!(
+            bad, 0,
+            "sparse {si}/{so}: {bad} of {checked} off, worst {worst:.3e}"
+        );
     }
 }

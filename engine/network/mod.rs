@@ -108,8 +108,8 @@ impl<B: Backend> Network<B> {
     /// examples, with weights initialised from `seed` (weight `i` draws from RNG stream `i`)
     /// and optimizer state for `optimizer`.
     ///
-    /// Errors: shared weights (not supported yet), an output layer whose error function has
-    /// no kernel for its activation, a zero capacity.
+    /// Errors: shared weights and skips from a sparse input (not supported yet), an output
+    /// layer whose error function has no kernel for its activation, a zero capacity.
     pub fn build(
         backend: B,
         graph: Graph,
@@ -125,6 +125,18 @@ impl<B: Backend> Network<B> {
                 return Err(Error::Unsupported(format!(
                     "shared weights (layer `{}`)",
                     graph.layer(edge.target).name
+                )));
+            }
+        }
+        for layer in graph.layers() {
+            if let Some(&skip) = layer.skips.iter().find(|&&s| {
+                let source = graph.layer(s);
+                source.kind == crate::descriptor::LayerKind::Input && source.sparse
+            }) {
+                return Err(Error::Unsupported(format!(
+                    "layer `{}`: a Skip from the sparse input layer `{}`",
+                    layer.name,
+                    graph.layer(skip).name
                 )));
             }
         }

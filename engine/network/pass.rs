@@ -102,10 +102,14 @@ impl<B: Backend> Network<B> {
             }
             for &skip in &layer.skips {
                 let (src, dst) = split_pair(&mut self.units, skip.0, li);
-                let (src, dst) = (
-                    src.as_ref().expect("skip sources are dense layers"),
-                    dst.as_mut().expect("non-input layers have unit buffers"),
-                );
+                let src = src.as_ref().ok_or_else(|| {
+                    Error::Unsupported(format!(
+                        "layer `{}`: a Skip from the sparse input layer `{}`",
+                        layer.name,
+                        self.graph.layer(skip).name
+                    ))
+                })?;
+                let dst = dst.as_mut().expect("non-input layers have unit buffers");
                 self.backend.add_assign(dst, src, rows * units)?;
             }
             let dst = self.units[li]
@@ -131,7 +135,7 @@ impl<B: Backend> Network<B> {
     }
 
     /// Loss of the loaded minibatch after [`Network::forward`], summed over examples and
-    /// output layers (per-example data weights applied).
+    /// output layers. Per-example data weights scale the deltas, not this reported loss.
     pub fn loss(&self) -> Result<FixedSum> {
         let mut total = FixedSum::default();
         for layer in self.graph.outputs() {
