@@ -392,6 +392,28 @@ fn errors_name_the_problem() {
     assert!(err.starts_with("error: ") && err.contains("1000"), "{err}");
     assert!(err.contains("`Output`"), "{err}");
     assert!(!f.path("r.txt").exists());
+    // With an output index, the candidates are its items (not the padding units): K up to
+    // their number works, one more is refused.
+    let known = f.read("features.idx").lines().count();
+    let (ok, over) = (known.to_string(), (known + 1).to_string());
+    f.predict(
+        &[
+            &BASE[..],
+            &["-k", &ok, "-s", "all.txt", "--no-exclude-input"],
+        ]
+        .concat(),
+    );
+    for line in f.read("all.txt").lines() {
+        let recs = line.split_once('\t').unwrap().1;
+        assert_eq!(recs.matches(':').count(), known, "{line}");
+        assert!(recs
+            .split(':')
+            .filter(|p| !p.is_empty())
+            .all(|p| p.starts_with('i')));
+    }
+    let out = f.predictor(&[&BASE[..], &["-k", &over, "-s", "r.txt"]].concat());
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("output index"), "{}", stderr(&out));
 
     // An input converted with another features index: another width.
     f.write("other.txt", "u0 a b c\nu1 d\n");

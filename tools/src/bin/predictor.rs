@@ -277,16 +277,27 @@ fn run(args: Args) -> Result<()> {
         .next()
         .context("the network has no output layer")?;
     let (output_id, width, output_name) = (output.id, output.units, output.name.clone());
-    if args.k == 0 || args.k > width {
+    // With an output index, only its items are candidates: the units past it are the
+    // padding of the rounded-up width.
+    let (labels, items) = match &args.output_index {
+        Some(p) => {
+            let labels = load_index(p)?;
+            let items = labels.len();
+            (names(Some(labels), width, &p.display().to_string())?, items)
+        }
+        None => (names(None, width, "")?, width),
+    };
+    if args.k == 0 || args.k > items {
         bail!(
-            "-k {} is outside 1..={width}: output layer `{output_name}` has {width} units",
-            args.k
+            "-k {} is outside 1..={items}: output layer `{output_name}` has {width} units{}",
+            args.k,
+            if items < width {
+                format!(", {items} of them in the output index")
+            } else {
+                String::new()
+            }
         );
     }
-    let labels = match &args.output_index {
-        Some(p) => names(Some(load_index(p)?), width, &p.display().to_string())?,
-        None => names(None, width, "")?,
-    };
     let filter = match &args.filter {
         Some(p) => {
             let csr = single_sparse(p, "filter")?;
@@ -320,9 +331,10 @@ fn run(args: Args) -> Result<()> {
     let mut metrics = match &held_out {
         Some(_) => {
             let m = RankingMetrics::new(&args.evaluate_k)?;
-            if m.max_k() > width {
+            if m.max_k() > items {
                 bail!(
-                    "--evaluate-k {} exceeds the {width} units of output layer `{output_name}`",
+                    "--evaluate-k {} exceeds the {items} candidate items of output layer \
+                     `{output_name}`",
                     m.max_k()
                 );
             }
@@ -364,6 +376,7 @@ fn run(args: Args) -> Result<()> {
         .transpose()?;
     let started = Instant::now();
     let (mut ranked, mut scores, mut text) = (Vec::new(), Vec::new(), String::new());
+    let mut compact: Vec<f32> = Vec::new();
     let all: Vec<u32> = (0..n as u32).collect();
     for chunk in all.chunks(batch) {
         let mut mb = binding.batch(network.graph(), chunk, None)?;
@@ -371,12 +384,21 @@ fn run(args: Args) -> Result<()> {
         network.load_batch(mb)?;
         network.forward(false, 0)?;
         let scores_in = network.layer_output(output_id)?;
-        let seen = exclusions(chunk, exclude, filter.as_ref(), width);
+        let row_scores = if items < width {
+            compact.clear();
+            for row in scores_in.data().chunks(width) {
+                compact.extend_from_slice(&row[..items]);
+            }
+            &compact[..]
+        } else {
+            scores_in.data()
+        };
+        let seen = exclusions(chunk, exclude, filter.as_ref(), items);
         ranked.resize(chunk.len() * kk, 0);
         scores.resize(chunk.len() * kk, 0.0);
         top_k_batch(
-            scores_in.data(),
-            width,
+            row_scores,
+            items,
             kk,
             seen.as_ref().map(Csr::view),
             0,
@@ -431,7 +453,7 @@ fn run(args: Args) -> Result<()> {
 }
 
 /// The excluded items of each example of `chunk`: its input row (if `input`) and its
-/// `filter` row (if any), sorted; `None` when nothing is excluded.
+/// `filter` row (if any), sorted, those below `width`; `None` when nothing is excluded.
 fn exclusions(
     chunk: &[u32],
     input: Option<(&Dataset, &Csr)>,
@@ -454,7 +476,7 @@ fn exclusions(
         cols[start..].sort_unstable();
         let mut w = start;
         for r in start..cols.len() {
-            if r == start || cols[r] != cols[w - 1] {
+            if (cols[r] as usize) < width && (w == start || cols[r] != cols[w - 1]) {
                 cols[w] = cols[r];
                 w += 1;
             }
