@@ -6,11 +6,15 @@
 //!   ([`merge_top_k`], [`merge_top_k_batch`]).
 //! - [`metrics`]: P@K, Recall@K and NDCG@K over many users and several K at once
 //!   ([`RankingMetrics`]), as defined in the project's evaluation protocol.
+//! - [`recs`]: one user's recommendations as a line of DSSTNE's recs format, TSV or JSON
+//!   lines ([`format_user`]).
 
 pub mod merge;
 pub mod metrics;
+pub mod recs;
 pub mod topk;
 
 pub use merge::{merge_top_k, merge_top_k_batch, ShardTopK, ShardTopKBatch};
 pub use metrics::{AtK, RankingMetrics};
+pub use recs::{format_user, RecsFormat};
 pub use topk::{top_k_batch, TopK, NO_ITEM};

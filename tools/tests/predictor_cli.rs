@@ -1,0 +1,468 @@
+//! Integration tests of the `predictor` binary: a small clustered dataset converted by
+//! `converter`, a network trained by `trainer`, then recommendations in every format,
+//! evaluation equal to the trainer's validation, and error messages.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const PREDICTOR: &str = env!("CARGO_BIN_EXE_predictor");
+const TRAINER: &str = env!("CARGO_BIN_EXE_trainer");
+const CONVERTER: &str = env!("CARGO_BIN_EXE_converter");
+
+const USERS: u64 = 120;
+const ITEMS: u64 = 200;
+const CLUSTERS: u64 = 4;
+const TRAIN: usize = 12;
+const HELD: usize = 4;
+
+const NET: &str = r#"{
+  "Version": 0.9, "Name": "predict-test", "Kind": "FeedForward", "ShuffleIndices": true,
+  "Layers": [
+    { "Name": "Input", "Kind": "Input", "N": "auto", "DataSet": "input", "Sparse": true },
+    { "Name": "Hidden", "Kind": "Hidden", "N": 16, "Activation": "Sigmoid" },
+    { "Name": "Output", "Kind": "Output", "N": "auto", "DataSet": "output",
+      "Activation": "Sigmoid", "Sparse": true }
+  ],
+  "ErrorFunction": "CrossEntropy"
+}"#;
+
+fn hash(a: u64, b: u64) -> u64 {
+    let mut x = a
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(b)
+        .wrapping_add(0x632B_E59B_D9B4_E019);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+fn user_items(u: u64) -> Vec<u64> {
+    let per = ITEMS / CLUSTERS;
+    let base = (u % CLUSTERS) * per;
+    let mut items = Vec::new();
+    let mut k = 0;
+    while items.len() < TRAIN + HELD {
+        let item = base + hash(u, k) % per;
+        k += 1;
+        if !items.contains(&item) {
+            items.push(item);
+        }
+    }
+    items
+}
+
+fn lists(users: u64, range: std::ops::Range<usize>) -> String {
+    let mut text = String::new();
+    for u in 0..users {
+        text.push_str(&format!("u{u}"));
+        for item in &user_items(u)[range.clone()] {
+            text.push_str(&format!(" i{item}"));
+        }
+        text.push('\n');
+    }
+    text
+}
+
+/// A directory with input.nc/output.nc (train rows), held.nc, features.idx, samples.idx and
+/// a network `net.nc` trained 5 epochs with validation on held.nc @5,10.
+struct Fixture(tempfile::TempDir);
+
+impl Fixture {
+    fn new() -> Self {
+        let f = Fixture(tempfile::tempdir().unwrap());
+        f.write("train.txt", &lists(USERS, 0..TRAIN));
+        f.write("held.txt", &lists(USERS, TRAIN..TRAIN + HELD));
+        f.convert("input", "train.txt", "input.nc", true);
+        f.convert("output", "train.txt", "output.nc", false);
+        f.convert("held", "held.txt", "held.nc", false);
+        f.write("net.json", NET);
+        let out = Command::new(TRAINER)
+            .current_dir(f.0.path())
+            .env_remove("RUST_LOG")
+            .args([
+                "net.json",
+                "-i",
+                "input.nc",
+                "-o",
+                "output.nc",
+                "-n",
+                "net.nc",
+            ])
+            .args([
+                "-e",
+                "5",
+                "-b",
+                "32",
+                "--optimizer",
+                "nesterov",
+                "--alpha",
+                "0.2",
+            ])
+            .args(["--validation", "held.nc", "--validation-k", "5,10"])
+            .args(["--validate-every", "0", "--threads", "2"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "trainer: {}", stderr(&out));
+        f
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).unwrap()
+    }
+
+    fn convert(&self, dataset: &str, input: &str, output: &str, create: bool) {
+        let mut cmd = Command::new(CONVERTER);
+        cmd.current_dir(self.0.path())
+            .args([
+                "--format", "lists", "-d", dataset, "-i", input, "-o", output,
+            ])
+            .args(["-f", "features.idx", "-s", "samples.idx"]);
+        if create {
+            cmd.arg("-c");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "converter: {}", stderr(&out));
+    }
+
+    fn predictor(&self, args: &[&str]) -> Output {
+        Command::new(PREDICTOR)
+            .current_dir(self.0.path())
+            .env_remove("RUST_LOG")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn predict(&self, args: &[&str]) -> Output {
+        let out = self.predictor(args);
+        assert!(out.status.success(), "predictor {args:?}: {}", stderr(&out));
+        out
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const BASE: [&str; 8] = [
+    "-n",
+    "net.nc",
+    "-i",
+    "input.nc",
+    "-o",
+    "features.idx",
+    "--samples",
+    "samples.idx",
+];
+
+/// Each user's training items, as labels.
+fn inputs() -> HashMap<String, Vec<String>> {
+    (0..USERS)
+        .map(|u| {
+            let items = user_items(u)[..TRAIN]
+                .iter()
+                .map(|i| format!("i{i}"))
+                .collect();
+            (format!("u{u}"), items)
+        })
+        .collect()
+}
+
+#[test]
+fn recs_file_is_dsstnes_format_without_input_items_and_sorted() {
+    let f = Fixture::new();
+    let k = 7;
+    f.predict(&[&BASE[..], &["-k", "7", "-s", "recs.txt", "-b", "50"]].concat());
+    let text = f.read("recs.txt");
+    let inputs = inputs();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), USERS as usize);
+    let mut seen_users = Vec::new();
+    for line in &lines {
+        let (user, recs) = line.split_once('\t').expect(line);
+        assert!(recs.ends_with(':'), "{line}");
+        let items: Vec<(&str, f64)> = recs
+            .trim_end_matches(':')
+            .split(':')
+            .map(|p| {
+                let (label, score) = p.split_once(',').expect(p);
+                assert_eq!(score.split('.').nth(1).map(str::len), Some(3), "{p}");
+                (label, score.parse().unwrap())
+            })
+            .collect();
+        assert_eq!(items.len(), k, "{line}");
+        let own = &inputs[user];
+        for (label, _) in &items {
+            assert!(label.starts_with('i'), "{line}");
+            assert!(
+                !own.iter().any(|o| o == label),
+                "{user} got own item {label}"
+            );
+        }
+        assert!(items.windows(2).all(|w| w[0].1 >= w[1].1), "{line}");
+        seen_users.push(user.to_owned());
+    }
+    seen_users.sort();
+    seen_users.dedup();
+    assert_eq!(seen_users.len(), USERS as usize);
+    // No temporary file is left beside the output.
+    let names: Vec<_> = std::fs::read_dir(f.0.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+    // --no-exclude-input lets own items back; -p changes the decimals.
+    f.predict(
+        &[
+            &BASE[..],
+            &["-k", "7", "-s", "all.txt", "--no-exclude-input", "-p", "5"],
+        ]
+        .concat(),
+    );
+    let all = f.read("all.txt");
+    let own_hits = all
+        .lines()
+        .filter(|l| {
+            let (u, r) = l.split_once('\t').unwrap();
+            inputs[u].iter().any(|o| r.contains(&format!("{o},")))
+        })
+        .count();
+    assert!(
+        own_hits > 0,
+        "own items never recommended without exclusion"
+    );
+    assert!(all.lines().next().unwrap().contains(&format!(",{}", "0.")));
+}
+
+#[test]
+fn evaluate_matches_the_trainers_validation() {
+    let f = Fixture::new();
+    let log = f.read("net.metrics.jsonl");
+    let last: Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    let expected = &last["validation"];
+    let out = f.predict(&[
+        "-n",
+        "net.nc",
+        "-i",
+        "input.nc",
+        "--evaluate",
+        "held.nc",
+        "--evaluate-k",
+        "5,10",
+        "-b",
+        "32",
+        "--threads",
+        "2",
+    ]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("Recall@K") && text.contains("NDCG@K"),
+        "{text}"
+    );
+    let json: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(json["users"], expected["users"], "{json} vs {expected}");
+    let (a, b) = (
+        json["metrics"].as_array().unwrap(),
+        expected["metrics"].as_array().unwrap(),
+    );
+    assert_eq!(a.len(), 2);
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x["k"], y["k"]);
+        for key in ["precision", "recall", "ndcg"] {
+            let (x, y) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
+            assert!((x - y).abs() <= 1e-9, "{key}: {x} vs {y}");
+        }
+    }
+    // With recs at the same time: the same metrics.
+    let out2 = f.predict(
+        &[
+            &BASE[..],
+            &["-k", "3", "-s", "r.txt", "--evaluate", "held.nc"],
+            &["--evaluate-k", "5,10", "-b", "32", "--threads", "2"],
+        ]
+        .concat(),
+    );
+    assert_eq!(stdout(&out2), text);
+    assert_eq!(f.read("r.txt").lines().count(), USERS as usize);
+}
+
+#[test]
+fn tsv_and_jsonl_formats_parse() {
+    let f = Fixture::new();
+    f.predict(&[&BASE[..], &["-k", "4", "-s", "r.tsv", "--format", "tsv"]].concat());
+    let tsv = f.read("r.tsv");
+    assert_eq!(tsv.lines().count(), USERS as usize * 4);
+    for (n, line) in tsv.lines().enumerate() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        assert_eq!(fields.len(), 4, "{line}");
+        assert!(
+            fields[0].starts_with('u') && fields[2].starts_with('i'),
+            "{line}"
+        );
+        assert_eq!(fields[1].parse::<usize>().unwrap(), n % 4 + 1, "{line}");
+        fields[3].parse::<f64>().unwrap();
+    }
+    f.predict(
+        &[
+            &BASE[..],
+            &["-k", "4", "-s", "r.jsonl", "--format", "jsonl"],
+        ]
+        .concat(),
+    );
+    let jsonl = f.read("r.jsonl");
+    assert_eq!(jsonl.lines().count(), USERS as usize);
+    for line in jsonl.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert!(v["sample"].as_str().unwrap().starts_with('u'));
+        let items = v["items"].as_array().unwrap();
+        assert_eq!(items.len(), 4);
+        for it in items {
+            assert!(it["label"].as_str().unwrap().starts_with('i'));
+            assert!(it["score"].as_f64().is_some());
+        }
+    }
+}
+
+#[test]
+fn filter_excludes_its_items_and_numeric_labels_without_indexes() {
+    let f = Fixture::new();
+    // Filter = the held-out rows: none of them may be recommended.
+    f.predict(&[
+        "-n", "net.nc", "-i", "input.nc", "-k", "10", "-s", "r.txt", "--filter", "held.nc",
+    ]);
+    let text = f.read("r.txt");
+    let features: HashMap<String, String> = f
+        .read("features.idx")
+        .lines()
+        .map(|l| {
+            let (a, b) = l.split_once('\t').unwrap();
+            (b.to_owned(), a.to_owned())
+        })
+        .collect();
+    let samples: HashMap<String, String> = f
+        .read("samples.idx")
+        .lines()
+        .map(|l| {
+            let (a, b) = l.split_once('\t').unwrap();
+            (b.to_owned(), a.to_owned())
+        })
+        .collect();
+    assert_eq!(text.lines().count(), USERS as usize);
+    for line in text.lines() {
+        let (row, recs) = line.split_once('\t').unwrap();
+        let user: u64 = samples[row][1..].parse().unwrap();
+        let items = user_items(user);
+        for pair in recs.trim_end_matches(':').split(':') {
+            let (idx, _) = pair.split_once(',').unwrap();
+            let label = &features[idx];
+            let item: u64 = label[1..].parse().unwrap();
+            assert!(
+                !items.contains(&item),
+                "{line}: {label} is input or filtered"
+            );
+        }
+    }
+}
+
+#[test]
+fn errors_name_the_problem() {
+    let f = Fixture::new();
+    let out = f.predictor(&[&BASE[..], &["-k", "1000", "-s", "r.txt"]].concat());
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.starts_with("error: ") && err.contains("1000"), "{err}");
+    assert!(err.contains("`Output`"), "{err}");
+    assert!(!f.path("r.txt").exists());
+    // With an output index, the candidates are its items (not the padding units): K up to
+    // their number works, one more is refused.
+    let known = f.read("features.idx").lines().count();
+    let (ok, over) = (known.to_string(), (known + 1).to_string());
+    f.predict(
+        &[
+            &BASE[..],
+            &["-k", &ok, "-s", "all.txt", "--no-exclude-input"],
+        ]
+        .concat(),
+    );
+    for line in f.read("all.txt").lines() {
+        let recs = line.split_once('\t').unwrap().1;
+        assert_eq!(recs.matches(':').count(), known, "{line}");
+        assert!(recs
+            .split(':')
+            .filter(|p| !p.is_empty())
+            .all(|p| p.starts_with('i')));
+    }
+    let out = f.predictor(&[&BASE[..], &["-k", &over, "-s", "r.txt"]].concat());
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("output index"), "{}", stderr(&out));
+
+    // An input converted with another features index: another width.
+    f.write("other.txt", "u0 a b c\nu1 d\n");
+    let out = Command::new(CONVERTER)
+        .current_dir(f.0.path())
+        .args([
+            "--format",
+            "lists",
+            "-d",
+            "input",
+            "-i",
+            "other.txt",
+            "-o",
+            "other.nc",
+        ])
+        .args(["-f", "other.idx", "-s", "other_s.idx", "-c"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = f.predictor(&["-n", "net.nc", "-i", "other.nc", "-k", "3", "-s", "r.txt"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("other.nc") && err.contains("`Input`"), "{err}");
+    assert!(err.contains("wide"), "{err}");
+
+    // A missing or corrupt network file.
+    let out = f.predictor(&["-n", "nope.nc", "-i", "input.nc", "-k", "3", "-s", "r.txt"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("nope.nc"), "{}", stderr(&out));
+    f.write("bad.nc", "not a network");
+    let out = f.predictor(&["-n", "bad.nc", "-i", "input.nc", "-k", "3", "-s", "r.txt"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("bad.nc"), "{}", stderr(&out));
+
+    // A broken index file is named with its line.
+    f.write("broken.idx", "i0\t0\ni1 1\n");
+    let out = f.predictor(&[
+        "-n",
+        "net.nc",
+        "-i",
+        "input.nc",
+        "-k",
+        "3",
+        "-s",
+        "r.txt",
+        "-o",
+        "broken.idx",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("broken.idx:2"), "{}", stderr(&out));
+    assert!(!f.path("r.txt").exists());
+}
