@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job, end to end, on a sample set: convert → check → train → evaluate.
+# The main job, end to end, on a sample set: convert → check → train → predict → metrics.
 #
 # Data: MovieLens-1M (implicit, LightGCN split) from ../shared/data when it is there; otherwise
 # a synthetic set of the same shape made by the generator. Input = train + valid of each user,
@@ -49,5 +49,9 @@ echo "== train $epochs epochs, evaluating Recall@20 / NDCG@20 on the held-out it
   -b 500 -e "$epochs" --optimizer adam --alpha 0.003 --lambda 0.0001 --mu 0.9 \
   --threads 2 --validation "$out/test.nc" --validation-k 10,20,50 --validate-every 5
 
-echo "== done: model $out/model.nc (DSSTNE NetCDF schema), per-epoch metrics $out/model.metrics.jsonl"
-tail -n 1 "$out/model.metrics.jsonl"
+echo "== predict: top-10 recommendations per user (own items excluded), and metrics on the held-out items"
+"$bin/predictor" -n "$out/model.nc" -i "$out/input.nc" -o "$out/features" --samples "$out/samples" \
+  -k 10 -s "$out/recs" --threads 2 --evaluate "$out/test.nc" --evaluate-k 10,20,50
+echo "== first recommendations ($out/recs, DSSTNE's format: user<TAB>item,score:…):"
+head -n 3 "$out/recs" | cut -c1-160
+echo "== done: model $out/model.nc (DSSTNE NetCDF schema), recs $out/recs, per-epoch metrics $out/model.metrics.jsonl"
