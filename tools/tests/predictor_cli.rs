@@ -2,10 +2,13 @@
 //! `converter`, a network trained by `trainer`, then recommendations in every format,
 //! evaluation equal to the trainer's validation, and error messages.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use common::Clusters;
 use serde_json::Value;
 
 const PREDICTOR: &str = env!("CARGO_BIN_EXE_predictor");
@@ -29,42 +32,11 @@ const NET: &str = r#"{
   "ErrorFunction": "CrossEntropy"
 }"#;
 
-fn hash(a: u64, b: u64) -> u64 {
-    let mut x = a
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        .wrapping_add(b)
-        .wrapping_add(0x632B_E59B_D9B4_E019);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-fn user_items(u: u64) -> Vec<u64> {
-    let per = ITEMS / CLUSTERS;
-    let base = (u % CLUSTERS) * per;
-    let mut items = Vec::new();
-    let mut k = 0;
-    while items.len() < TRAIN + HELD {
-        let item = base + hash(u, k) % per;
-        k += 1;
-        if !items.contains(&item) {
-            items.push(item);
-        }
-    }
-    items
-}
-
-fn lists(users: u64, range: std::ops::Range<usize>) -> String {
-    let mut text = String::new();
-    for u in 0..users {
-        text.push_str(&format!("u{u}"));
-        for item in &user_items(u)[range.clone()] {
-            text.push_str(&format!(" i{item}"));
-        }
-        text.push('\n');
-    }
-    text
-}
+const DATA: Clusters = Clusters {
+    items: ITEMS,
+    clusters: CLUSTERS,
+    per_user: TRAIN + HELD,
+};
 
 /// A directory with input.nc/output.nc (train rows), held.nc, features.idx, samples.idx and
 /// a network `net.nc` trained 5 epochs with validation on held.nc @5,10.
@@ -73,8 +45,8 @@ struct Fixture(tempfile::TempDir);
 impl Fixture {
     fn new() -> Self {
         let f = Fixture(tempfile::tempdir().unwrap());
-        f.write("train.txt", &lists(USERS, 0..TRAIN));
-        f.write("held.txt", &lists(USERS, TRAIN..TRAIN + HELD));
+        f.write("train.txt", &DATA.lists(USERS, 0..TRAIN));
+        f.write("held.txt", &DATA.lists(USERS, TRAIN..TRAIN + HELD));
         f.convert("input", "train.txt", "input.nc", true);
         f.convert("output", "train.txt", "output.nc", false);
         f.convert("held", "held.txt", "held.nc", false);
@@ -176,7 +148,7 @@ const BASE: [&str; 8] = [
 fn inputs() -> HashMap<String, Vec<String>> {
     (0..USERS)
         .map(|u| {
-            let items = user_items(u)[..TRAIN]
+            let items = DATA.user_items(u)[..TRAIN]
                 .iter()
                 .map(|i| format!("i{i}"))
                 .collect();
@@ -370,7 +342,7 @@ fn filter_excludes_its_items_and_numeric_labels_without_indexes() {
     for line in text.lines() {
         let (row, recs) = line.split_once('\t').unwrap();
         let user: u64 = samples[row][1..].parse().unwrap();
-        let items = user_items(user);
+        let items = DATA.user_items(user);
         for pair in recs.trim_end_matches(':').split(':') {
             let (idx, _) = pair.split_once(',').unwrap();
             let label = &features[idx];

@@ -7,9 +7,12 @@
 //! the training rows, the other `HELD` the held-out rows. A model that learns the clusters
 //! ranks held-out items far above random; one that does not cannot.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::Clusters;
 use moira::checkpoint::load_model;
 use serde_json::Value;
 
@@ -36,45 +39,11 @@ const NET: &str = r#"{
   "ErrorFunction": "CrossEntropy"
 }"#;
 
-/// SplitMix64 of `(a, b)`: the test data's only source of randomness.
-fn hash(a: u64, b: u64) -> u64 {
-    let mut x = a
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        .wrapping_add(b)
-        .wrapping_add(0x632B_E59B_D9B4_E019);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-/// User `u`'s `TRAIN + HELD` distinct items, all from its cluster.
-fn user_items(u: u64) -> Vec<u64> {
-    let per = ITEMS / CLUSTERS;
-    let base = (u % CLUSTERS) * per;
-    let mut items = Vec::new();
-    let mut k = 0;
-    while items.len() < TRAIN + HELD {
-        let item = base + hash(u, k) % per;
-        k += 1;
-        if !items.contains(&item) {
-            items.push(item);
-        }
-    }
-    items
-}
-
-/// Lists-format lines (`user item item …`) of users `0..users`, items `range` of each.
-fn lists(users: u64, range: std::ops::Range<usize>) -> String {
-    let mut text = String::new();
-    for u in 0..users {
-        text.push_str(&format!("u{u}"));
-        for item in &user_items(u)[range.clone()] {
-            text.push_str(&format!(" i{item}"));
-        }
-        text.push('\n');
-    }
-    text
-}
+const DATA: Clusters = Clusters {
+    items: ITEMS,
+    clusters: CLUSTERS,
+    per_user: TRAIN + HELD,
+};
 
 /// A temporary directory with `train.txt`, `held.txt`, their conversions `input.nc`
 /// (dataset `input`), `output.nc` (dataset `output`, the same rows) and `held.nc` (dataset
@@ -84,8 +53,8 @@ struct Fixture(tempfile::TempDir);
 impl Fixture {
     fn new() -> Self {
         let f = Fixture(tempfile::tempdir().unwrap());
-        f.write("train.txt", &lists(USERS, 0..TRAIN));
-        f.write("held.txt", &lists(USERS, TRAIN..TRAIN + HELD));
+        f.write("train.txt", &DATA.lists(USERS, 0..TRAIN));
+        f.write("held.txt", &DATA.lists(USERS, TRAIN..TRAIN + HELD));
         f.convert("input", "train.txt", "input.nc", "samples.idx", true);
         f.convert("output", "train.txt", "output.nc", "samples.idx", false);
         f.convert("held", "held.txt", "held.nc", "samples.idx", false);
@@ -469,7 +438,7 @@ fn a_dataset_missing_from_the_data_files_names_the_layer_and_the_dataset() {
 #[test]
 fn input_and_output_with_different_example_counts_are_refused() {
     let f = Fixture::new();
-    f.write("fewer.txt", &lists(USERS - 50, 0..TRAIN));
+    f.write("fewer.txt", &DATA.lists(USERS - 50, 0..TRAIN));
     f.convert("output", "fewer.txt", "fewer.nc", "fewer.idx", false);
     let out = f.trainer(&["net.json", "-i", "input.nc", "-o", "fewer.nc", "-n", "r.nc"]);
     assert!(!out.status.success());

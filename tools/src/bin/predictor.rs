@@ -1,7 +1,7 @@
 //! `predictor`: top-K recommendations and ranking metrics from a trained network (DSSTNE's
 //! `predict`).
 
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -104,19 +104,8 @@ struct Args {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .without_time()
-        .init();
-    if let Err(e) = run(Args::parse()) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
+    moira_tools::init_logging();
+    moira_tools::exit_on_error(run(Args::parse()));
 }
 
 /// One sparse dataset of a file that must hold exactly one.

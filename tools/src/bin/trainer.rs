@@ -137,19 +137,8 @@ fn dsstne_args() -> Vec<String> {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .without_time()
-        .init();
-    if let Err(e) = run(Args::parse_from(dsstne_args())) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
+    moira_tools::init_logging();
+    moira_tools::exit_on_error(run(Args::parse_from(dsstne_args())));
 }
 
 fn run(args: Args) -> Result<()> {

@@ -1,0 +1,25 @@
+//! What the binaries share: logging set-up and the exit convention.
+
+use std::io::IsTerminal;
+
+/// Logs to stderr through `tracing` (level from `RUST_LOG`, `info` by default), coloured only
+/// on a terminal.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .without_time()
+        .init();
+}
+
+/// Ends the process after `run`: on error prints `error: <message with causes>` and exits 1.
+pub fn exit_on_error(result: anyhow::Result<()>) {
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
