@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ML-1M quality protocol (EVALUATION.md): input = train + valid of each user, held out = test;
 # train the shipped recommender, rank every item (the user's own items excluded), and report
-# Recall@20 / NDCG@20. Last line: `recall@20=<r> ndcg@20=<n>`.
+# Recall@20 / NDCG@20 with `predictor --evaluate` on the saved model. Last line:
+# `recall@20=<r> ndcg@20=<n>`.
 #
 # Usage: benches/quality/ml1m.sh [NET.json] [EPOCHS]
 set -euo pipefail
@@ -24,9 +25,12 @@ cp "$data/valid.txt" "$out/input/2-valid.txt"
 /usr/bin/env time -f "peak RSS %M KiB, wall %e s" "$bin/trainer" "$net" -i "$out/input.nc" -o "$out/output.nc" \
   -n "$out/model.nc" -b 500 -e "$epochs" --optimizer adam --alpha 0.003 --lambda 0.0001 --mu 0.9 \
   --threads 2 --validation "$out/test.nc" --validation-k 20 --validate-every 5
-python3 - "$out/model.metrics.jsonl" <<'PY'
+# converter → trainer → predictor --evaluate: the metrics of the saved model, as a user gets them.
+"$bin/predictor" -n "$out/model.nc" -i "$out/input.nc" -k 20 -s "$out/recs" --threads 2 \
+  --evaluate "$out/test.nc" --evaluate-k 10,20,50 | tee "$out/evaluate.txt"
+python3 - "$out/evaluate.txt" <<'PY'
 import json, sys
-last = [json.loads(l) for l in open(sys.argv[1]) if l.strip()][-1]
-at20 = [m for m in last["validation"]["metrics"] if m["k"] == 20][0]
+last = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")][-1]
+at20 = [m for m in last["metrics"] if m["k"] == 20][0]
 print(f"recall@20={at20['recall']:.4f} ndcg@20={at20['ndcg']:.4f}")
 PY
