@@ -75,6 +75,11 @@ pub enum Error {
     /// A feature that DSSTNE has and Moira does not support yet.
     #[error("not supported yet: {0}")]
     Unsupported(String),
+
+    /// A compute device (CUDA driver, NVRTC, cuBLAS) failed or is absent; the message says
+    /// which call and why.
+    #[error("device: {0}")]
+    Device(String),
 }
 
 impl Error {

@@ -2,7 +2,11 @@
 //! trait that bundles them (and the CUDA backend) comes on top.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod traits;
 
 pub use cpu::Cpu;
+#[cfg(feature = "cuda")]
+pub use cuda::Cuda;
 pub use traits::Backend;

@@ -66,6 +66,11 @@ pub trait Backend: Send + Sync {
     /// A short name for logs ("cpu", "cuda").
     fn name(&self) -> &'static str;
 
+    /// A one-line description for logs (the device, its threads or model).
+    fn description(&self) -> String {
+        self.name().to_string()
+    }
+
     /// A buffer of `len` zeros.
     fn zeros(&self, len: usize) -> Result<Self::Vector>;
     /// Copies `src` into the start of `dst` (which must be at least as long).

@@ -1,4 +1,6 @@
-//! What the binaries share: logging set-up and the exit convention.
+//! What the binaries share: logging set-up, the exit convention and the choice of device.
+
+pub mod device;
 
 use std::io::IsTerminal;
 

@@ -133,6 +133,10 @@ impl Backend for Cpu {
         "cpu"
     }
 
+    fn description(&self) -> String {
+        format!("cpu on {} threads", self.threads)
+    }
+
     fn zeros(&self, len: usize) -> Result<Vec<f32>> {
         Ok(vec![0.0; len])
     }

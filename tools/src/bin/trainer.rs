@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use moira::backend::{Backend, Cpu};
+use moira::backend::Backend;
 use moira::checkpoint::{save_model, Extras};
 use moira::dataset::{io::netcdf, Dataset};
 use moira::descriptor::Descriptor;
@@ -16,6 +16,7 @@ use moira::network::Network;
 use moira::ops::optimizer::{Hyper, LrSchedule};
 use moira::ops::Optimizer;
 use moira::train::{self, DataBinding, EpochReport, Observer, TrainConfig, Validation};
+use moira_tools::device::{choose, DeviceArg};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum OptimizerArg {
@@ -105,6 +106,13 @@ struct Args {
     /// CPU threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Compute device: cpu, cuda, or auto (CUDA when a GPU is present, else the CPU).
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceArg,
+    /// Allow TF32 tensor-core products in dense layers on CUDA (faster, ~3 decimal digits
+    /// in the products' inputs); FP32 by default.
+    #[arg(long)]
+    tf32: bool,
     /// Only check the descriptor (and, given data, compile it and print the layer table).
     #[arg(long)]
     check: bool,
@@ -205,19 +213,37 @@ fn run(args: Args) -> Result<()> {
         shuffle: descriptor.shuffle_indices,
         first_epoch: 0,
     };
-    let backend = Cpu::new(args.threads)?;
-    let threads = backend.threads();
+    let chosen = choose(args.device, args.threads, args.tf32)?;
+    moira_tools::with_backend!(chosen, |backend| train_on(
+        backend, &args, graph, &datasets, &config, &out
+    ))
+}
+
+/// Builds the network on `backend`, trains it and saves it to `out`.
+fn train_on<B: Backend>(
+    backend: B,
+    args: &Args,
+    graph: Graph,
+    datasets: &[Dataset],
+    config: &TrainConfig,
+    out: &Path,
+) -> Result<()> {
+    let threads = if args.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        args.threads
+    };
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()
         .ok();
-    let binding = DataBinding::new(&graph, &datasets, false)?;
-    let mut network = Network::build(backend, graph, args.batch, optimizer, args.seed)?;
+    let binding = DataBinding::new(&graph, datasets, false)?;
+    let mut network = Network::build(backend, graph, args.batch, config.optimizer, args.seed)?;
     let data_bytes: u64 = datasets.iter().map(dataset_bytes).sum();
     tracing::info!(
-        "{} examples; {} on {} threads; memory estimate {:.1} MiB (data {:.1}, network {:.1})",
+        "{} examples; {} ({} host threads); memory estimate {:.1} MiB (data {:.1}, network {:.1})",
         binding.examples(),
-        network.backend().name(),
+        network.backend().description(),
         threads,
         (data_bytes + network.buffer_bytes()) as f64 / 1048576.0,
         data_bytes as f64 / 1048576.0,
@@ -226,7 +252,7 @@ fn run(args: Args) -> Result<()> {
     let validation = args
         .validation
         .as_ref()
-        .map(|p| load_validation(p, &args))
+        .map(|p| load_validation(p, args))
         .transpose()?;
     let log_path = args
         .metrics_log
@@ -237,13 +263,13 @@ fn run(args: Args) -> Result<()> {
     train::train(
         &mut network,
         &binding,
-        &config,
+        config,
         validation.as_ref(),
         &mut observer,
     )?;
     observer.finish();
     let model = network.to_model(Extras::default())?;
-    save_model(&out, &model)?;
+    save_model(out, &model)?;
     tracing::info!(
         "trained {} epochs in {:.1} s; saved {}; metrics in {}",
         args.epochs,

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Builds everything the GPU machine runs (it has no Rust toolchain) and packs it into
+# .gpu/bundle.tar.xz (git-ignored), with the shared libraries the binaries need beyond glibc:
+#   - release binaries with CUDA: trainer, predictor, converter, generate-data;
+#   - the CUDA test executables (tests/cuda_parity.rs, tests/cuda_training.rs, the library's
+#     unit tests with the NVRTC compile check), built with the `ci` profile;
+# then `benches/gpu/run.sh` runs there (carry `.gpu` with the device tool).
+#
+#   benches/gpu/pack.sh
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$root"
+out="$root/.gpu"
+stage="$(mktemp -d)"
+trap 'rm -rf "$stage"' EXIT
+mkdir -p "$out" "$stage/bin" "$stage/tests" "$stage/lib"
+
+cargo build --release --features cuda -p moira-tools -p moira-datagen --bins --quiet
+for b in trainer predictor converter generate-data; do
+    cp "target/release/$b" "$stage/bin/"
+done
+
+# Test executables: their paths from cargo's JSON messages.
+cargo test --profile ci --features cuda --no-run --message-format=json \
+    --lib --test cuda_parity --test cuda_training 2>/dev/null |
+    python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        print(m["target"]["name"], m["executable"])
+' | while read -r name exe; do cp "$exe" "$stage/tests/$name"; done
+
+strip "$stage"/bin/* "$stage"/tests/*
+# Shared libraries beyond the C runtime (NetCDF, HDF5 and theirs).
+ldd "$stage/bin/trainer" | awk '/=> \// {print $3}' |
+    grep -vE '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*|libgcc_s)\.so' |
+    xargs -I{} cp -L {} "$stage/lib/"
+tar -C "$stage" -cJf "$out/bundle.tar.xz.tmp" bin tests lib
+mv "$out/bundle.tar.xz.tmp" "$out/bundle.tar.xz"
+ls -la "$out/bundle.tar.xz"

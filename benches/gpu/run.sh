@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine, from the repository root, after benches/gpu/pack.sh here:
+#   device run (carry .gpu):  bash benches/gpu/run.sh [tests|bench|sanitizer|all]
+# tests: the CUDA parity and training tests.
+# sanitizer: compute-sanitizer memcheck and racecheck on the primitive parity tests (last in
+#        `all`, each bounded by SANITIZER_TIMEOUT seconds).
+# bench: DSSTNE's MovieLens-20M benchmark network (networks/deep-recommender.json: 27K -> 3 x
+#        1024 sigmoid, dropout 0.5 -> 27K, SMCE, batch 256) on a generated ML-20M-shaped
+#        dataset, Moira (--device cuda, FP32 and TF32) against PyTorch (torch.sparse input,
+#        FP32 and TF32) on the same GPU; median epoch time after a warm-up epoch.
+# Logs and JSON lines go to $OUT (or ./gpu-out). Last line: moira_vs_pytorch=<ratio>.
+set -uo pipefail
+mode="${1:-all}"
+root="$(pwd)"
+out="${OUT:-$root/gpu-out}"
+mkdir -p "$out"
+work="$(mktemp -d)"
+tar -C "$work" -xJf "$root/.gpu/bundle.tar.xz"
+# CUDA libraries (NVRTC, cuBLAS): the toolkit's, or PyTorch's wheels.
+cudalibs=""
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
+         $(python3 -c 'import nvidia, os; print(" ".join(os.path.join(p, "cu13", "lib") for p in nvidia.__path__))' 2>/dev/null); do
+    [[ -d "$d" ]] && cudalibs="$cudalibs:$d"
+done
+export MOIRA_LD="$work/lib$cudalibs"
+run() { env LD_LIBRARY_PATH="$MOIRA_LD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$@"; }
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+
+status=0
+if [[ "$mode" == tests || "$mode" == all ]]; then
+    for t in moira cuda_parity cuda_training; do
+        echo "== $t"
+        run "$work/tests/$t" --test-threads 1 2>&1 | tee "$out/test-$t.log" | grep -E "^test |test result|panicked|relative error|skipped" || true
+        [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+    done
+fi
+
+if [[ "$mode" == bench || "$mode" == all ]]; then
+    d="$work/data"
+    mkdir -p "$d"
+    epochs="${EPOCHS:-4}"
+    run "$work/bin/generate-data" --preset ml20m --format text --output "$d/ml20m.txt" 2>&1 | tail -1
+    run "$work/bin/converter" -d input -i "$d/ml20m.txt" -o "$d/input.nc" -f "$d/features" -s "$d/samples" -c 2>&1 | tail -1
+    run "$work/bin/converter" -d output -i "$d/ml20m.txt" -o "$d/output.nc" -f "$d/features" -s "$d/samples" 2>&1 | tail -1
+    echo "== moira"
+    for prec in fp32 tf32; do
+        flag=""; [[ $prec == tf32 ]] && flag="--tf32"
+        run "$work/bin/trainer" networks/deep-recommender.json -i "$d/input.nc" -o "$d/output.nc" \
+            -n "$d/moira-$prec.nc" --force -b 256 -e "$epochs" --device cuda $flag \
+            --metrics-log "$out/moira-$prec.jsonl" 2>&1 | tail -4
+    done
+    echo "== pytorch"
+    for prec in fp32 tf32; do
+        flag=""; [[ $prec == tf32 ]] && flag="--tf32"
+        python3 "$root/benches/gpu/torch_ref.py" --data "$d/input.nc" --epochs "$epochs" $flag \
+            --name "pytorch-$prec" | tee "$out/pytorch-$prec.jsonl"
+    done
+    python3 - "$out" <<'PY'
+import json, statistics, sys, glob, os
+out = sys.argv[1]
+rows = {}
+for f in sorted(glob.glob(os.path.join(out, "*.jsonl"))):
+    name = os.path.basename(f)[:-6]
+    eps = [json.loads(l) for l in open(f) if l.strip().startswith("{")]
+    eps = [e for e in eps if "seconds" in e]
+    if len(eps) < 2:
+        continue
+    secs = [e["seconds"] for e in eps[1:]]
+    rows[name] = (statistics.median(secs), eps[-1].get("loss"), eps[0].get("loss"))
+print(f"{'impl':<16}{'median epoch s':>16}{'loss ep1':>12}{'loss last':>12}")
+for k, (s, last, first) in rows.items():
+    print(f"{k:<16}{s:>16.3f}{first:>12.3f}{last:>12.3f}")
+m, t = rows.get("moira-fp32"), rows.get("pytorch-fp32")
+print(f"moira_vs_pytorch={t[0] / m[0]:.2f}" if m and t else "moira_vs_pytorch=n/a")
+PY
+fi
+if [[ "$mode" == sanitizer || "$mode" == all ]]; then
+    if command -v compute-sanitizer >/dev/null; then
+        for tool in memcheck racecheck; do
+            echo "== compute-sanitizer --tool $tool cuda_parity"
+            run timeout "${SANITIZER_TIMEOUT:-150}" compute-sanitizer --tool "$tool" --error-exitcode 9 "$work/tests/cuda_parity" --test-threads 1 \
+                >"$out/sanitizer-$tool.log" 2>&1
+            rc=$?
+            tail -3 "$out/sanitizer-$tool.log"
+            echo "$tool exit $rc"
+            [[ $rc -eq 0 ]] || status=1
+        done
+    fi
+fi
+exit $status

@@ -1,0 +1,140 @@
+//! Whole training epochs on the CUDA backend against the CPU backend (same seed, data and
+//! descriptor: weights within 1e-5 relative), and two GPU runs bit for bit. Prints
+//! "skipped: no CUDA device" and passes where there is no device.
+#![cfg(feature = "cuda")]
+
+use moira::backend::cuda::Cuda;
+use moira::backend::{Backend, Cpu};
+use moira::dataset::Dataset;
+use moira::descriptor::Descriptor;
+use moira::graph::Graph;
+use moira::network::Network;
+use moira::ops::optimizer::{Hyper, LrSchedule};
+use moira::ops::Optimizer;
+use moira::rng::u64_at;
+use moira::sparse::Csr;
+use moira::train::{self, shapes, DataBinding, Quiet, TrainConfig};
+
+const USERS: usize = 1000;
+const ITEMS: u32 = 700;
+const BATCH: usize = 64;
+
+/// Sigmoid autoencoder with dropout, denoising, two hidden layers and SMCE (DSSTNE's
+/// benchmark network, small).
+const SIGMOID_NET: &str = r#"{
+  "Version": 0.9, "Name": "gpu-sigmoid", "Kind": "FeedForward", "Denoising": { "p": 0.1 },
+  "Layers": [
+    { "Name": "Input", "Kind": "Input", "N": "auto", "DataSet": "input", "Sparse": true },
+    { "Name": "H1", "Kind": "Hidden", "N": 96, "Activation": "Sigmoid", "pDropout": 0.3 },
+    { "Name": "H2", "Kind": "Hidden", "N": 48, "Activation": "Tanh" },
+    { "Name": "Output", "Kind": "Output", "N": "auto", "DataSet": "output",
+      "Activation": "Sigmoid", "Sparse": true }
+  ],
+  "ErrorFunction": "ScaledMarginalCrossEntropy"
+}"#;
+
+/// Multinomial (SoftMax + CrossEntropy) autoencoder, as in networks/ml1m-multdae.json.
+const SOFTMAX_NET: &str = r#"{
+  "Version": 0.9, "Name": "gpu-softmax", "Kind": "FeedForward", "Denoising": { "p": 0.5 },
+  "Layers": [
+    { "Name": "Input", "Kind": "Input", "N": "auto", "DataSet": "input", "Sparse": true },
+    { "Name": "H", "Kind": "Hidden", "N": 64, "Activation": "Tanh", "pDropout": 0.5 },
+    { "Name": "Output", "Kind": "Output", "N": "auto", "DataSet": "output",
+      "Activation": "SoftMax", "Sparse": true }
+  ],
+  "ErrorFunction": "CrossEntropy"
+}"#;
+
+fn rows() -> Csr {
+    let mut offsets = vec![0u64];
+    let mut cols = Vec::new();
+    for u in 0..USERS as u64 {
+        let n = 3 + u64_at(8, 0, u) % 60;
+        let base = (u % 5) as u32 * (ITEMS / 5);
+        let mut row: Vec<u32> = (0..n)
+            .map(|k| base + (u64_at(8, 1, u * 64 + k) % (ITEMS as u64 / 5)) as u32)
+            .collect();
+        row.sort_unstable();
+        row.dedup();
+        cols.extend_from_slice(&row);
+        offsets.push(cols.len() as u64);
+    }
+    Csr::try_new(ITEMS, offsets, cols, None).unwrap()
+}
+
+/// Trains `json` for `epochs` on `backend`; returns the losses and every weight and bias.
+fn train_on<B: Backend>(backend: B, json: &str, epochs: u32) -> (Vec<f64>, Vec<Vec<f32>>) {
+    let descriptor = Descriptor::from_str(json, "net.json").unwrap();
+    let datasets = vec![
+        Dataset::sparse("input", vec![ITEMS], rows()).unwrap(),
+        Dataset::sparse("output", vec![ITEMS], rows()).unwrap(),
+    ];
+    let graph = Graph::compile(&descriptor, &shapes(&datasets)).unwrap();
+    let data = DataBinding::new(&graph, &datasets, false).unwrap();
+    let mut network = Network::build(backend, graph, BATCH, Optimizer::Adam, 21).unwrap();
+    let config = TrainConfig {
+        epochs,
+        batch: BATCH,
+        optimizer: Optimizer::Adam,
+        hyper: Hyper {
+            alpha: 0.002,
+            mu: 0.9,
+            mu1: 0.999,
+            ..Hyper::default()
+        },
+        schedule: LrSchedule::Constant,
+        seed: 21,
+        shuffle: true,
+        first_epoch: 0,
+    };
+    let reports = train::train(&mut network, &data, &config, None, &mut Quiet).unwrap();
+    let losses = reports.iter().map(|r| r.loss).collect();
+    let params = network
+        .download_params()
+        .unwrap()
+        .into_iter()
+        .flat_map(|(w, b)| [w.data().to_vec(), b])
+        .collect();
+    (losses, params)
+}
+
+fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        num += (x as f64 - y as f64).powi(2);
+        den += (y as f64).powi(2);
+    }
+    (num / den.max(1e-30)).sqrt()
+}
+
+fn compare(json: &str) {
+    if !Cuda::available() {
+        eprintln!("skipped: no CUDA device");
+        return;
+    }
+    let (cpu_loss, cpu_w) = train_on(Cpu::new(2).unwrap(), json, 1);
+    let (gpu_loss, gpu_w) = train_on(Cuda::new(0, false).unwrap(), json, 1);
+    let (gpu_loss2, gpu_w2) = train_on(Cuda::new(0, false).unwrap(), json, 1);
+    for (i, (g, c)) in gpu_w.iter().zip(&cpu_w).enumerate() {
+        let e = rel_err(g, c);
+        eprintln!("parameter array {i}: relative error {e:e} over {} values", c.len());
+        assert!(e < 1e-5, "parameter array {i}: relative error {e:e}");
+    }
+    let (g, c) = (gpu_loss[0], cpu_loss[0]);
+    assert!((g - c).abs() <= 1e-5 * c.abs(), "loss {g} vs {c}");
+    assert_eq!(gpu_loss, gpu_loss2, "GPU losses run to run");
+    for (i, (a, b)) in gpu_w.iter().zip(&gpu_w2).enumerate() {
+        let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "parameter array {i} differs between two GPU runs");
+    }
+}
+
+#[test]
+fn sigmoid_smce_epoch_matches_the_cpu_and_repeats_bit_for_bit() {
+    compare(SIGMOID_NET);
+}
+
+#[test]
+fn softmax_cross_entropy_epoch_matches_the_cpu_and_repeats_bit_for_bit() {
+    compare(SOFTMAX_NET);
+}
