@@ -6,7 +6,7 @@
 #define LOSS_BLOCK 256
 #define LOSS_PER_THREAD 8
 
-// Target value of the k-th non-zero of a row with nnz non-zeros.
+// Target value of non-zero `k` (its index in the batch's arrays) of a row with `nnz` non-zeros.
 __device__ __forceinline__ float target_value(const LossParams& s, const float* vals, int has_vals,
                                               u64 k, u64 nnz) {
     if (has_vals) return vals[k];
@@ -30,7 +30,7 @@ extern "C" __global__ void sparse_target_delta(float* d, const float* a, const u
     if (b >= rows) return;
     u64 start = offsets[b], end = offsets[b + 1], nnz = end - start;
     for (u64 k = start; k < end; ++k) {
-        float t = target_value(s, vals, has_vals, k - start, nnz);
+        float t = target_value(s, vals, has_vals, k, nnz);
         u64 idx = b * n + cols[k];
         d[idx] = mode == 0 ? unit_delta(s, a[idx], t) : (mode == 1 ? t : softmax_grad_a(s, a[idx], t));
     }
@@ -92,7 +92,7 @@ extern "C" __global__ void sparse_loss_rows(i64* out, const float* a, const u64*
     u64 start = offsets[b], end = offsets[b + 1], nnz = end - start;
     i64 acc = 0;
     for (u64 k = start; k < end; ++k) {
-        float t = target_value(s, vals, has_vals, k - start, nnz);
+        float t = target_value(s, vals, has_vals, k, nnz);
         float av = a[b * n + cols[k]];
         acc = (i64)((u64)acc + (u64)to_fixed(unit_loss(s, av, t)));
         if (!ignore_zero) acc = (i64)((u64)acc - (u64)to_fixed(unit_loss(s, av, 0.0f)));

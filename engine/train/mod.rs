@@ -8,6 +8,7 @@
 
 mod batcher;
 mod validate;
+mod prefetch;
 
 pub use batcher::{epoch_order, shapes, DataBinding};
 pub use validate::{evaluate, Validation};
@@ -120,6 +121,8 @@ pub fn train<B: Backend>(
         ));
     }
     let denoising_p = network.graph().descriptor().denoising_p;
+    // The batches are built on another thread from this copy while the network trains.
+    let graph = network.graph().clone();
     let mut reports = Vec::with_capacity(config.epochs as usize);
     for epoch in config.first_epoch..config.first_epoch + config.epochs {
         let start = Instant::now();
@@ -127,17 +130,22 @@ pub fn train<B: Backend>(
         let mut loss = crate::backend::cpu::FixedSum::default();
         let mut done = 0usize;
         let mut h = config.hyper;
-        for chunk in order.chunks(config.batch) {
-            let denoise = (denoising_p > 0.0).then_some((denoising_p, config.seed, epoch));
-            let batch = data.batch(network.graph(), chunk, denoise)?;
+        let denoise = (denoising_p > 0.0).then_some((denoising_p, config.seed, epoch));
+        let mut timing = prefetch::Timing::default();
+        prefetch::for_each_batch(data, &graph, &order, config.batch, denoise, |batch, t| {
+            timing.wait += t;
+            let t0 = Instant::now();
             network.load_batch(batch)?;
+            timing.load += t0.elapsed();
             h.alpha = learning_rate(
                 config.hyper.alpha,
                 config.schedule,
                 epoch,
                 network.step_count(),
             );
+            let t0 = Instant::now();
             let stats = network.train_step(&h, config.seed)?;
+            timing.step += t0.elapsed();
             loss = loss + stats.loss;
             done += stats.rows;
             let mean = loss.to_f64() / done as f64;
@@ -148,8 +156,15 @@ pub fn train<B: Backend>(
                 )));
             }
             observer.on_batch(epoch, done, n, mean);
-        }
+            Ok(())
+        })?;
         let seconds = start.elapsed().as_secs_f64();
+        tracing::debug!(
+            "epoch {epoch}: {:.3} s waiting for batches, {:.3} s loading them, {:.3} s in steps",
+            timing.wait.as_secs_f64(),
+            timing.load.as_secs_f64(),
+            timing.step.as_secs_f64()
+        );
         let validation = match validation {
             Some(v) if v.due(epoch - config.first_epoch + 1, config.epochs) => {
                 Some(evaluate(network, data, v)?)
