@@ -1,4 +1,7 @@
-//! What the binaries share: logging set-up and the exit convention.
+//! What the binaries share: logging set-up and the exit convention; the predictor's work
+//! ([`predict`]).
+
+pub mod predict;
 
 use std::io::IsTerminal;
 
