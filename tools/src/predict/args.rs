@@ -26,8 +26,9 @@ Input layer (-d NAME):
 
 Filter (-f / --filter FILTER, --filter-mode):
   FILTER is a NetCDF dataset row-aligned with the input (as wide as the output layer), or
-  text in any input format, its features looked up in the output index -o and its samples
-  in the input's samples (text input, or --samples).
+  text in any input format (detected as by --input-format auto), its features looked up in
+  the output index -o and its samples in the input's samples (text input, or --samples);
+  filter samples absent from the input are warned about and ignored.
   exclude (default): every item of the sample's filter row is excluded, whatever its value.
   multiply (DSSTNE's semantics): each item's score is multiplied by its filter value before
   ranking; an entry without a value (a text entry without `,value`, any entry of a boolean
@@ -136,7 +137,7 @@ pub struct Args {
     /// Dataset name of the input layer (DSSTNE's -d: `NAME` or `NAME_input`).
     #[arg(short = 'd', long = "dataset", value_name = "NAME")]
     pub dataset: Option<String>,
-    /// How to read -r and a text filter.
+    /// How to read -r (a filter's format is always detected as by `auto`).
     #[arg(long, value_enum, default_value = "auto")]
     pub input_format: InputFormatArg,
     /// Text input: indicator (boolean) or analog values, as the training data was converted.
