@@ -75,7 +75,15 @@ pub fn load(
                 ),
             };
             let analog = args.filter_mode == FilterMode::Multiply;
-            let (csr, stats) = read_rows(path, format, &mut samples, &mut features, analog, width)?;
+            let (csr, stats) = read_rows(
+                path,
+                format,
+                &mut samples,
+                &mut features,
+                analog,
+                width,
+                &mut |_| {},
+            )?;
             report(path, index, &stats, "filter");
             let extra = (n..csr.n_rows())
                 .filter(|&r| !csr.row(r).0.is_empty())

@@ -309,15 +309,38 @@ fn text_input(
         None => Index::new(),
     };
     let analog = args.kind == TypeArg::Analog;
-    let (csr, stats) = read_rows(path, format, &mut samples, &mut features_ix, analog, units)?;
+    let bar = super::bar(
+        moira::dataset::io::input_size(path).unwrap_or(0),
+        "read {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        args.quiet,
+    );
+    let (csr, stats) = read_rows(
+        path,
+        format,
+        &mut samples,
+        &mut features_ix,
+        analog,
+        units,
+        &mut |n| bar.inc(n),
+    )?;
+    bar.finish_and_clear();
     report(path, features, &stats, "input");
     if csr.n_rows() == 0 {
         bail!("{}: no samples in the input", path.display());
     }
-    if csr.nnz() == 0 {
+    let empty = (0..csr.n_rows())
+        .filter(|&r| csr.row(r).0.is_empty())
+        .count();
+    if empty > 0 {
         tracing::warn!(
-            "{}: no known features in the input: every row is empty",
-            path.display()
+            "{}: {empty} of {} rows are empty (samples without known features{})",
+            path.display(),
+            csr.n_rows(),
+            if args.samples.is_some() {
+                ", or of --samples and not in the input"
+            } else {
+                ""
+            }
         );
     }
     let csr = if args.l2_normalize {
@@ -330,7 +353,8 @@ fn text_input(
 }
 
 /// Parses text `path` in `format` into `width`-column rows keyed by `samples` (extended with
-/// new samples) and `features` (fixed: unknown features are dropped and counted).
+/// new samples) and `features` (fixed: unknown features are dropped and counted);
+/// `progress` receives the bytes read.
 pub fn read_rows(
     path: &Path,
     format: InputFormat,
@@ -338,9 +362,10 @@ pub fn read_rows(
     features: &mut Index,
     analog: bool,
     width: usize,
+    progress: &mut dyn FnMut(u64),
 ) -> Result<(Csr, Stats)> {
     let mut rows = Rows::new(samples, features, false, analog, repeat_for(&format));
-    read_input(path, &format, &mut rows, &mut |_| {})?;
+    read_input(path, &format, &mut rows, progress)?;
     let width = u32::try_from(width).context("layer too wide")?;
     Ok(rows.finish(width)?)
 }

@@ -15,3 +15,20 @@ pub mod run;
 
 pub use args::Args;
 pub use run::run;
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A progress bar of length `len` drawn with `template` on a terminal; hidden when stderr is
+/// not a terminal or `quiet`.
+pub fn bar(len: u64, template: &str, quiet: bool) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}

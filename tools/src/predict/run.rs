@@ -1,11 +1,9 @@
 //! The prediction loop: forward pass batch by batch, then top-K (with exclusions and the
 //! filter), metrics, recommendations or layer activations, each written as the batch ends.
 
-use std::io::IsTerminal;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use moira::backend::Cpu;
 use moira::checkpoint::{load_model, Model};
 use moira::dataset::index::Index;
@@ -43,20 +41,6 @@ fn shapes(model: &Model, datasets: &[Dataset]) -> Vec<DataShape> {
         }
     }
     shapes
-}
-
-/// A progress bar over `n` samples on a terminal (hidden otherwise or with --quiet).
-fn progress(n: usize, quiet: bool) -> ProgressBar {
-    if quiet || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(n as u64);
-    if let Ok(style) =
-        ProgressStyle::with_template("predict [{bar:30}] {pos}/{len} samples {per_sec} eta {eta}")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar
 }
 
 /// Where the recommendations or the layer go.
@@ -212,7 +196,11 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     let precision = args.precision.unwrap_or(3);
-    let bar = progress(n, args.quiet);
+    let bar = super::bar(
+        n as u64,
+        "predict [{bar:30}] {pos}/{len} samples {per_sec} eta {eta}",
+        args.quiet,
+    );
     let started = Instant::now();
     let (mut ranked, mut scores, mut text) = (Vec::new(), Vec::new(), String::new());
     let mut work: Vec<f32> = Vec::new();
