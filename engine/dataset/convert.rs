@@ -149,10 +149,7 @@ pub fn convert(options: &ConvertOptions, progress: &mut dyn FnMut(u64)) -> Resul
                 ..
             })
         );
-    let repeat = match options.format {
-        InputFormat::Text => Repeat::Replace,
-        _ => Repeat::Append,
-    };
+    let repeat = repeat_for(&options.format);
     let extend = options.feature_mode != FeatureIndexMode::Existing;
     let mut bytes = 0u64;
     let mut count = |n: u64| {
@@ -160,11 +157,7 @@ pub fn convert(options: &ConvertOptions, progress: &mut dyn FnMut(u64)) -> Resul
         progress(n);
     };
     let mut rows = Rows::new(&mut samples, &mut features, extend, analog, repeat);
-    match &options.format {
-        InputFormat::Text => io::text::read(&options.input, &mut rows, &mut count)?,
-        InputFormat::Csv(o) => io::csv::read(&options.input, &mut rows, o, &mut count)?,
-        InputFormat::Lists => io::lists::read(&options.input, &mut rows, &mut count)?,
-    }
+    read_input(&options.input, &options.format, &mut rows, &mut count)?;
     let n_features = rows.features_len();
     let width = width_for(n_features, options.exact_width)?;
     let (csr, stats) = rows.finish(width)?;
@@ -184,9 +177,10 @@ pub fn convert(options: &ConvertOptions, progress: &mut dyn FnMut(u64)) -> Resul
     if stats.unknown_features > 0 {
         tracing::warn!(
             "{} entries dropped: their features are not in the features index {} \
-             (use -m to add them)",
+             (use -m to add them), e.g. {}",
             stats.unknown_features,
-            options.features_index.display()
+            options.features_index.display(),
+            quoted(&stats.unknown_feature_examples)
         );
     }
     let empty_rows = (0..csr.n_rows())
@@ -234,6 +228,40 @@ pub fn convert(options: &ConvertOptions, progress: &mut dyn FnMut(u64)) -> Resul
         }
     }
     Ok(report)
+}
+
+/// Parses `input` (a file, or every file of a directory in sorted order) in `format` into
+/// `rows`; `progress` receives the bytes consumed. [`Repeat::Replace`] suits the text format,
+/// [`Repeat::Append`] the others (see [`repeat_for`]).
+pub fn read_input(
+    input: &Path,
+    format: &InputFormat,
+    rows: &mut Rows<'_>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<()> {
+    match format {
+        InputFormat::Text => io::text::read(input, rows, progress),
+        InputFormat::Csv(o) => io::csv::read(input, rows, o, progress),
+        InputFormat::Lists => io::lists::read(input, rows, progress),
+    }
+}
+
+/// What a repeated sample does in `format`: the text format replaces its row (DSSTNE), CSV
+/// and lists append to it.
+pub fn repeat_for(format: &InputFormat) -> Repeat {
+    match format {
+        InputFormat::Text => Repeat::Replace,
+        _ => Repeat::Append,
+    }
+}
+
+/// `labels` as a message fragment: `` `a`, `b` `` (backquoted, comma-separated).
+pub fn quoted(labels: &[String]) -> String {
+    labels
+        .iter()
+        .map(|l| format!("`{l}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The width for `n` features: DSSTNE's rounding up to 128, or `n` itself.

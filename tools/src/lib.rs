@@ -1,6 +1,8 @@
-//! What the binaries share: logging set-up, the exit convention and the choice of device.
+//! What the binaries share: logging set-up, the exit convention, the choice of device
+//! ([`device`]) and the predictor's work ([`predict`]).
 
 pub mod device;
+pub mod predict;
 
 use std::io::IsTerminal;
 

@@ -2,6 +2,7 @@
 //! the converter ([`text`], [`csv`], [`lists`]), which all feed a [`Rows`] collector.
 
 pub mod csv;
+pub mod dense_writer;
 mod lines;
 pub mod lists;
 pub mod netcdf;
@@ -9,4 +10,4 @@ mod rows;
 pub mod text;
 
 pub use lines::{input_files, input_size};
-pub use rows::{Repeat, Rows, Stats};
+pub use rows::{Repeat, Rows, Stats, UNKNOWN_EXAMPLES};

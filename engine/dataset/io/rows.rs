@@ -12,6 +12,9 @@ use crate::sparse::Csr;
 
 const NONE: u32 = u32::MAX;
 
+/// How many distinct unknown features [`Stats::unknown_feature_examples`] keeps.
+pub const UNKNOWN_EXAMPLES: usize = 5;
+
 /// What a sample that appears again does to its earlier data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Repeat {
@@ -36,6 +39,8 @@ pub struct Stats {
     pub extra_values: u64,
     /// Entries dropped because their feature is not in a fixed features index.
     pub unknown_features: u64,
+    /// The first few distinct unknown features (at most [`UNKNOWN_EXAMPLES`]), for messages.
+    pub unknown_feature_examples: Vec<String>,
     /// Entries dropped by a minimum-rating filter.
     pub below_min_rating: u64,
 }
@@ -150,6 +155,13 @@ impl<'ix> Rows<'ix> {
             None if self.extend_features => self.features.get_or_insert(feature)?.0,
             None => {
                 self.stats.unknown_features += 1;
+                let examples = &mut self.stats.unknown_feature_examples;
+                if examples.len() < UNKNOWN_EXAMPLES {
+                    let label = String::from_utf8_lossy(feature);
+                    if !examples.iter().any(|e| *e == label) {
+                        examples.push(label.into_owned());
+                    }
+                }
                 return Ok(false);
             }
         };
@@ -300,6 +312,7 @@ mod tests {
         let (csr, stats) = rows.finish(1).unwrap();
         assert_eq!(rows_of(&csr), vec![vec![(0, 1.0), (0, 2.0)], vec![]]);
         assert_eq!((stats.unknown_features, stats.entries), (1, 2));
+        assert_eq!(stats.unknown_feature_examples, ["zz"]);
     }
 
     #[test]
