@@ -64,7 +64,7 @@ impl CheckpointPlan {
 
     /// Whether a checkpoint is written after `epochs_done` epochs.
     pub fn due(&self, epochs_done: u32) -> bool {
-        self.every > 0 && epochs_done > 0 && epochs_done % self.every == 0
+        self.every > 0 && epochs_done > 0 && epochs_done.is_multiple_of(self.every)
     }
 
     /// The checkpoints a run of `config` writes (epochs `config.first_epoch + 1 ..=
