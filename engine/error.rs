@@ -72,6 +72,20 @@ pub enum Error {
     #[error("invalid argument `{name}`: {message}")]
     InvalidArgument { name: String, message: String },
 
+    /// Training stopped because the network diverged: a NaN or infinite loss or output
+    /// activation in minibatch `batch` (0-based, within the 0-based `epoch`), or non-finite
+    /// weights at the end of `epoch` (`batch` is `None`). `message` says what was found and
+    /// which checkpoint, if any, is the last good one.
+    #[error(
+        "training diverged in epoch {epoch}{}: {message}",
+        batch.map(|b| format!(", batch {b}")).unwrap_or_default()
+    )]
+    Diverged {
+        epoch: u32,
+        batch: Option<u64>,
+        message: String,
+    },
+
     /// A feature that DSSTNE has and Moira does not support yet.
     #[error("not supported yet: {0}")]
     Unsupported(String),

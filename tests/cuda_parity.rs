@@ -58,7 +58,10 @@ fn rel_err(gpu: &[f32], cpu: &[f32]) -> f64 {
     assert_eq!(gpu.len(), cpu.len());
     let (mut num, mut den) = (0.0f64, 0.0f64);
     for (&g, &c) in gpu.iter().zip(cpu) {
-        assert!(!g.is_nan() || c.is_nan(), "NaN from the GPU where the CPU has {c}");
+        assert!(
+            !g.is_nan() || c.is_nan(),
+            "NaN from the GPU where the CPU has {c}"
+        );
         num += (g as f64 - c as f64).powi(2);
         den += (c as f64).powi(2);
     }
@@ -161,20 +164,38 @@ fn dense_primitives_match_the_cpu() {
     let (rows, cols) = (33, 517);
     let bias = Pair::new(&cuda, &random(cols, 4, -1.0, 1.0));
     let mut x = Pair::new(&cuda, &random(rows * cols, 5, -2.0, 2.0));
-    cpu.add_bias(MatMut::new(&mut x.cpu, rows, cols), &bias.cpu[..cols].to_vec())
-        .unwrap();
+    cpu.add_bias(
+        MatMut::new(&mut x.cpu, rows, cols),
+        &bias.cpu[..cols].to_vec(),
+    )
+    .unwrap();
     cuda.add_bias(MatMut::new(&mut x.gpu, rows, cols), &bias.gpu)
         .unwrap();
-    same_bits("add_bias", &x.gpu_values(&cuda, rows * cols), &x.cpu[..rows * cols]);
+    same_bits(
+        "add_bias",
+        &x.gpu_values(&cuda, rows * cols),
+        &x.cpu[..rows * cols],
+    );
     let mut y = Pair::new(&cuda, &random(rows * cols, 6, -2.0, 2.0));
-    cpu.set_rows_to_bias(MatMut::new(&mut y.cpu, rows, cols), &bias.cpu[..cols].to_vec())
-        .unwrap();
+    cpu.set_rows_to_bias(
+        MatMut::new(&mut y.cpu, rows, cols),
+        &bias.cpu[..cols].to_vec(),
+    )
+    .unwrap();
     cuda.set_rows_to_bias(MatMut::new(&mut y.gpu, rows, cols), &bias.gpu)
         .unwrap();
-    same_bits("set_rows_to_bias", &y.gpu_values(&cuda, rows * cols), &y.cpu[..rows * cols]);
+    same_bits(
+        "set_rows_to_bias",
+        &y.gpu_values(&cuda, rows * cols),
+        &y.cpu[..rows * cols],
+    );
     cpu.add_assign(&mut y.cpu, &x.cpu, rows * cols).unwrap();
     cuda.add_assign(&mut y.gpu, &x.gpu, rows * cols).unwrap();
-    same_bits("add_assign", &y.gpu_values(&cuda, rows * cols), &y.cpu[..rows * cols]);
+    same_bits(
+        "add_assign",
+        &y.gpu_values(&cuda, rows * cols),
+        &y.cpu[..rows * cols],
+    );
     for beta in [0.0f32, 0.9] {
         let mut db = Pair::new(&cuda, &random(cols, 7, -1.0, 1.0));
         let mut dbc = db.cpu[..cols].to_vec();
@@ -185,12 +206,22 @@ fn dense_primitives_match_the_cpu() {
         same_bits("bias_gradient", &db.gpu_values(&cuda, cols), &dbc);
     }
     let weights = random(rows, 8, 0.5, 3.0);
-    cpu.scale_rows(MatMut::new(&mut y.cpu, rows, cols), &weights).unwrap();
-    cuda.scale_rows(MatMut::new(&mut y.gpu, rows, cols), &weights).unwrap();
-    same_bits("scale_rows", &y.gpu_values(&cuda, rows * cols), &y.cpu[..rows * cols]);
+    cpu.scale_rows(MatMut::new(&mut y.cpu, rows, cols), &weights)
+        .unwrap();
+    cuda.scale_rows(MatMut::new(&mut y.gpu, rows, cols), &weights)
+        .unwrap();
+    same_bits(
+        "scale_rows",
+        &y.gpu_values(&cuda, rows * cols),
+        &y.cpu[..rows * cols],
+    );
     cpu.copy(&mut x.cpu, &y.cpu, rows * cols).unwrap();
     cuda.copy(&mut x.gpu, &y.gpu, rows * cols).unwrap();
-    same_bits("copy", &x.gpu_values(&cuda, rows * cols), &x.cpu[..rows * cols]);
+    same_bits(
+        "copy",
+        &x.gpu_values(&cuda, rows * cols),
+        &x.cpu[..rows * cols],
+    );
 }
 
 #[test]
@@ -310,7 +341,11 @@ fn activations_and_dropout_match_the_cpu() {
             &p,
         )
         .unwrap();
-        close(&format!("{act} backward"), &d.gpu_values(&cuda, len), &d.cpu[..len]);
+        close(
+            &format!("{act} backward"),
+            &d.gpu_values(&cuda, len),
+            &d.cpu[..len],
+        );
     }
     let mut x = Pair::new(&cuda, &random(len, 60, -1.0, 1.0));
     cpu.dropout_forward(MatMut::new(&mut x.cpu, rows, cols), 0.3, 0.0, 1234, 17)
@@ -388,7 +423,10 @@ fn output_losses_and_deltas_match_the_cpu() {
                     assert_eq!(lg, lc, "sparse loss {what}");
                 } else {
                     let (g, c) = (lg.to_f64(), lc.to_f64());
-                    assert!((g - c).abs() <= 1e-5 * c.abs().max(1.0), "{what}: {g} vs {c}");
+                    assert!(
+                        (g - c).abs() <= 1e-5 * c.abs().max(1.0),
+                        "{what}: {g} vs {c}"
+                    );
                 }
             }
             // Dense targets.
@@ -414,10 +452,18 @@ fn output_losses_and_deltas_match_the_cpu() {
                 &d.cpu[..len],
             );
             let lc = cpu
-                .dense_output_loss(Mat::new(&a.cpu, rows, cols), Mat::new(&t.cpu, rows, cols), &spec)
+                .dense_output_loss(
+                    Mat::new(&a.cpu, rows, cols),
+                    Mat::new(&t.cpu, rows, cols),
+                    &spec,
+                )
                 .unwrap();
             let lg = cuda
-                .dense_output_loss(Mat::new(&a.gpu, rows, cols), Mat::new(&t.gpu, rows, cols), &spec)
+                .dense_output_loss(
+                    Mat::new(&a.gpu, rows, cols),
+                    Mat::new(&t.gpu, rows, cols),
+                    &spec,
+                )
                 .unwrap();
             let (g, c) = (lg.to_f64(), lc.to_f64());
             assert!(
@@ -446,13 +492,43 @@ fn optimizer_steps_match_the_cpu_bit_for_bit() {
         let mut s0 = Pair::new(&cuda, &random(len, 102, 0.0, 0.01));
         let mut s1 = Pair::new(&cuda, &random(len, 103, 0.0, 0.01));
         for t in 1..=3 {
-            cpu.optimizer_step(&mut w.cpu, &g.cpu, &mut s0.cpu, &mut s1.cpu, len, opt, &h, t)
-                .unwrap();
-            cuda.optimizer_step(&mut w.gpu, &g.gpu, &mut s0.gpu, &mut s1.gpu, len, opt, &h, t)
-                .unwrap();
+            cpu.optimizer_step(
+                &mut w.cpu,
+                &g.cpu,
+                &mut s0.cpu,
+                &mut s1.cpu,
+                len,
+                opt,
+                &h,
+                t,
+            )
+            .unwrap();
+            cuda.optimizer_step(
+                &mut w.gpu,
+                &g.gpu,
+                &mut s0.gpu,
+                &mut s1.gpu,
+                len,
+                opt,
+                &h,
+                t,
+            )
+            .unwrap();
         }
-        same_bits(&format!("{opt} weights"), &w.gpu_values(&cuda, len), &w.cpu[..len]);
-        same_bits(&format!("{opt} state 0"), &s0.gpu_values(&cuda, len), &s0.cpu[..len]);
-        same_bits(&format!("{opt} state 1"), &s1.gpu_values(&cuda, len), &s1.cpu[..len]);
+        same_bits(
+            &format!("{opt} weights"),
+            &w.gpu_values(&cuda, len),
+            &w.cpu[..len],
+        );
+        same_bits(
+            &format!("{opt} state 0"),
+            &s0.gpu_values(&cuda, len),
+            &s0.cpu[..len],
+        );
+        same_bits(
+            &format!("{opt} state 1"),
+            &s1.gpu_values(&cuda, len),
+            &s1.cpu[..len],
+        );
     }
 }

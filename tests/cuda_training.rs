@@ -86,6 +86,7 @@ fn train_on<B: Backend>(backend: B, json: &str, epochs: u32) -> (Vec<f64>, Vec<V
         seed: 21,
         shuffle: true,
         first_epoch: 0,
+        brake: true,
     };
     let reports = train::train(&mut network, &data, &config, None, &mut Quiet).unwrap();
     let losses = reports.iter().map(|r| r.loss).collect();
@@ -117,7 +118,10 @@ fn compare(json: &str) {
     let (gpu_loss2, gpu_w2) = train_on(Cuda::new(0, false).unwrap(), json, 1);
     for (i, (g, c)) in gpu_w.iter().zip(&cpu_w).enumerate() {
         let e = rel_err(g, c);
-        eprintln!("parameter array {i}: relative error {e:e} over {} values", c.len());
+        eprintln!(
+            "parameter array {i}: relative error {e:e} over {} values",
+            c.len()
+        );
         assert!(e < 1e-5, "parameter array {i}: relative error {e:e}");
     }
     let (g, c) = (gpu_loss[0], cpu_loss[0]);

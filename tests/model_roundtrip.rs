@@ -107,6 +107,7 @@ fn roundtrip(json: &str, optimizer: Optimizer) {
         seed: 5,
         shuffle: true,
         first_epoch: 0,
+        brake: true,
     };
     let reports = train::train(&mut trained, &data, &config, None, &mut Quiet).unwrap();
     assert_eq!(reports.len(), 2);

@@ -91,6 +91,7 @@ fn ml1m_recommender_reaches_the_mult_dae_level() {
         seed: 12134,
         shuffle: descriptor.shuffle_indices,
         first_epoch: 0,
+        brake: true,
     };
     let mut network = Network::build(
         Cpu::new(2).unwrap(),

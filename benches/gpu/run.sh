@@ -45,9 +45,9 @@ if [[ "$mode" == bench || "$mode" == all ]]; then
     echo "== moira"
     for prec in fp32 tf32; do
         flag=""; [[ $prec == tf32 ]] && flag="--tf32"
-        run "$work/bin/trainer" networks/deep-recommender.json -i "$d/input.nc" -o "$d/output.nc" \
+        RUST_LOG=${RUST_LOG:-debug} run "$work/bin/trainer" networks/deep-recommender.json -i "$d/input.nc" -o "$d/output.nc" \
             -n "$d/moira-$prec.nc" --force -b 256 -e "$epochs" --device cuda $flag \
-            --metrics-log "$out/moira-$prec.jsonl" 2>&1 | tail -4
+            --metrics-log "$out/moira-$prec.jsonl" 2>&1 | grep -E "epoch|trained|examples;" | tail -8
     done
     echo "== pytorch"
     for prec in fp32 tf32; do

@@ -33,6 +33,9 @@
 //!   `moira_tensors`/`moira_scalars`/`moira_strings` (uint counts), `moira_tensor<k>_name` with
 //!   dimension `moira_tensor<k>Dim` and float variable `moira_tensor<k>`, `moira_scalar<k>_name`
 //!   with uint64 `moira_scalar<k>`, `moira_string<k>_name` with `moira_string<k>`.
+//! - `moira_checksum` (uint64): [`checksum`] of the weights and extras, checked on load when
+//!   present, so that corrupted bytes inside the data (NetCDF-4 keeps no checksums of its
+//!   own) are an error rather than a silently different model.
 //!
 //! `checkpoint_name` is written as DSSTNE's default `"checkpoint"`, `checkpoint_interval` as 0
 //! and `checkpoint_epochs` as the extras scalar `epoch` when there is one (else 0); the loader
@@ -180,6 +183,54 @@ pub fn load_model(path: &Path) -> Result<Model> {
         Error::netcdf(path, Some(&item), p.message)
     })?;
     Ok(model)
+}
+
+/// A 64-bit checksum of a model's data: each weight's layer names, matrix and bias, in order,
+/// then every extra (names, tensors, scalars, strings). Floats count by their bits (so
+/// `-0.0 ≠ 0.0`), and each array's length is mixed in. The descriptor's attributes are not
+/// covered. Not cryptographic: it catches corruption, not tampering.
+pub fn checksum(model: &Model) -> u64 {
+    // A multiply–xorshift mix per 64-bit word (after SplitMix64's finaliser).
+    fn mix(h: u64, word: u64) -> u64 {
+        let mut x = (h ^ word).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        x ^= x >> 29;
+        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x ^ (x >> 32)
+    }
+    fn floats(h: u64, a: &[f32]) -> u64 {
+        let mut h = mix(h, a.len() as u64);
+        for pair in a.chunks(2) {
+            let lo = u64::from(pair[0].to_bits());
+            let hi = pair.get(1).map_or(0, |x| u64::from(x.to_bits()));
+            h = mix(h, lo | hi << 32);
+        }
+        h
+    }
+    fn text(h: u64, s: &str) -> u64 {
+        let mut h = mix(h, s.len() as u64);
+        for chunk in s.as_bytes().chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            h = mix(h, u64::from_le_bytes(word));
+        }
+        h
+    }
+    let mut h = 0x6D6F_6972_615F_636Bu64;
+    for w in &model.weights {
+        h = text(text(h, &w.input_layer), &w.output_layer);
+        h = floats(floats(h, &w.data), &w.bias);
+    }
+    let x = &model.extras;
+    for (name, t) in &x.tensors {
+        h = floats(text(h, name), t);
+    }
+    for (name, v) in &x.scalars {
+        h = mix(text(h, name), *v);
+    }
+    for (name, v) in &x.strings {
+        h = text(text(h, name), v);
+    }
+    h
 }
 
 /// The descriptor `graph` was compiled from, with every `Size::Auto` replaced by the compiled

@@ -233,11 +233,24 @@ pub(super) fn load(path: &Path) -> Result<Model> {
         }
     }
     let extras = extras(&r)?;
-    Ok(Model {
+    let model = Model {
         descriptor,
         weights,
         extras,
-    })
+    };
+    if let Some(stored) = r.opt_int::<u64>("moira_checksum", "an unsigned 64-bit integer")? {
+        let actual = super::checksum(&model);
+        if stored != actual {
+            return Err(r.error(
+                "moira_checksum",
+                format!(
+                    "the weights, biases and extra tensors do not match the checksum saved with \
+                     them ({stored:#018x} saved, {actual:#018x} read): the file is corrupted"
+                ),
+            ));
+        }
+    }
+    Ok(model)
 }
 
 fn globals(r: &Reader<'_>) -> Result<Descriptor> {

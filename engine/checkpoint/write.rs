@@ -300,5 +300,6 @@ fn write_moira(w: &mut Writer<'_>, model: &Model) -> Result<()> {
         w.att(&format!("moira_string{k}_name"), name.as_str())?;
         w.att(&format!("moira_string{k}"), value.as_str())?;
     }
+    w.att("moira_checksum", super::checksum(model))?;
     Ok(())
 }

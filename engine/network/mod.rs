@@ -16,6 +16,7 @@
 //!   gradient, `s` the sharing count), sparse sources through the fixed-point kernel;
 //! - update of every weight and bias with the chosen optimizer (biases unregularised).
 
+mod check;
 mod model;
 mod pass;
 
@@ -30,6 +31,7 @@ use crate::ops::optimizer::state_len;
 use crate::ops::{Activation, Optimizer};
 use crate::sparse::Csr;
 
+pub use model::SlotState;
 pub use pass::StepStats;
 
 /// The rows of one layer for one minibatch, on the host.
@@ -92,6 +94,9 @@ pub struct Network<B: Backend> {
     losses: Vec<Option<LossSpec>>,
     /// Number of updates applied (Adam's `t`).
     step: u64,
+    /// Scratch of [`Network::non_finite_output`]: ones (the widest output layer's units) and
+    /// one sum per example.
+    finite_check: (B::Vector, B::Vector),
 }
 
 /// The activation parameters of a compiled layer.
@@ -213,6 +218,10 @@ impl<B: Backend> Network<B> {
             });
         }
         let loaded = (0..n).map(|_| Loaded::None).collect();
+        let widest = graph.outputs().map(|l| l.units).max().unwrap_or(0);
+        let mut ones = backend.zeros(widest)?;
+        backend.upload(&mut ones, &vec![1.0; widest])?;
+        let finite_check = (ones, backend.zeros(capacity)?);
         Ok(Network {
             backend,
             graph,
@@ -227,6 +236,7 @@ impl<B: Backend> Network<B> {
             params,
             losses,
             step: 0,
+            finite_check,
         })
     }
 

@@ -1,5 +1,6 @@
 //! Training: the epoch loop over shuffled minibatches, with learning-rate schedules,
-//! progress reporting and per-epoch validation.
+//! DSSTNE's divergence brake, a stop on NaN or infinite losses, progress reporting,
+//! per-epoch validation and checkpoints to resume from.
 //!
 //! Reproducibility: the weights after training depend only on the seed, the data, the
 //! configuration and the machine/build — not on the number of threads. Every source of
@@ -7,12 +8,17 @@
 //! the seed, and every sum whose order could vary is taken in fixed point.
 
 mod batcher;
-mod validate;
+mod brake;
 mod prefetch;
+mod resume;
+mod validate;
 
 pub use batcher::{epoch_order, shapes, DataBinding};
+pub use brake::{Brake, BrakeStep};
+pub use resume::{checkpoint_model, non_finite_weight, resume, CheckpointPlan, Resumed, FORMAT};
 pub use validate::{evaluate, Validation};
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::backend::traits::Backend;
@@ -41,6 +47,16 @@ pub struct TrainConfig {
     pub shuffle: bool,
     /// First epoch number (0 for a fresh run; resumed runs continue the count).
     pub first_epoch: u32,
+    /// DSSTNE's divergence brake ([`Brake`]); on by default, as in DSSTNE.
+    pub brake: bool,
+}
+
+/// The state of the training loop that is not in the network (which holds the weights, the
+/// optimizer state and the update count): what a checkpoint adds to resume exactly.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrainState {
+    /// The divergence brake.
+    pub brake: Brake,
 }
 
 impl Default for TrainConfig {
@@ -56,6 +72,7 @@ impl Default for TrainConfig {
             seed: 12134,
             shuffle: true,
             first_epoch: 0,
+            brake: true,
         }
     }
 }
@@ -91,18 +108,46 @@ pub trait Observer {
 pub struct Quiet;
 impl Observer for Quiet {}
 
-/// Trains `network` on the bound data for `config.epochs` epochs.
-///
-/// Each epoch visits every example once, in the order [`epoch_order`] gives, in minibatches
-/// of `config.batch` (the last one smaller). Input denoising (`Denoising.p` of the
-/// descriptor) applies to sparse input layers; dropout to hidden layers. After every epoch,
-/// `validation` (if any) is evaluated when its schedule says so.
+/// Trains `network` on the bound data for `config.epochs` epochs, from a fresh
+/// [`TrainState`] and without checkpoints: [`train_with`].
 pub fn train<B: Backend>(
     network: &mut Network<B>,
     data: &DataBinding,
     config: &TrainConfig,
     validation: Option<&Validation>,
     observer: &mut dyn Observer,
+) -> Result<Vec<EpochReport>> {
+    let mut state = TrainState::default();
+    train_with(
+        network, data, config, validation, observer, &mut state, None,
+    )
+}
+
+/// Trains `network` on the bound data for `config.epochs` epochs, numbered from
+/// `config.first_epoch`, continuing from `state` (updated as training goes).
+///
+/// Each epoch visits every example once, in the order [`epoch_order`] gives, in minibatches
+/// of `config.batch` (the last one smaller). Input denoising (`Denoising.p` of the
+/// descriptor) applies to sparse input layers; dropout to hidden layers. Per minibatch:
+/// forward pass and loss; then, if the loss or any output activation is NaN or infinite,
+/// training stops with [`Error::Diverged`] naming the epoch and the minibatch (before that
+/// minibatch changes anything); otherwise the [`Brake`] (when `config.brake`) decides the
+/// learning-rate factor and whether to update, then backward pass and update.
+///
+/// After every epoch, `validation` (if any) is evaluated when its schedule says so, the
+/// observer hears of it, and, when `checkpoints` says so, a checkpoint
+/// ([`checkpoint_model`]) is saved atomically. A checkpoint whose weights are not all finite
+/// is not written: training stops with [`Error::Diverged`], and the checkpoints already
+/// written (the last good one is named in the message) stay as they are. Existing files at
+/// the checkpoint paths are replaced; refusing to overwrite is the caller's choice.
+pub fn train_with<B: Backend>(
+    network: &mut Network<B>,
+    data: &DataBinding,
+    config: &TrainConfig,
+    validation: Option<&Validation>,
+    observer: &mut dyn Observer,
+    state: &mut TrainState,
+    checkpoints: Option<&CheckpointPlan>,
 ) -> Result<Vec<EpochReport>> {
     if config.batch == 0 || config.batch > network.capacity() {
         return Err(Error::invalid_argument(
@@ -124,6 +169,18 @@ pub fn train<B: Backend>(
     // The batches are built on another thread from this copy while the network trains.
     let graph = network.graph().clone();
     let mut reports = Vec::with_capacity(config.epochs as usize);
+    let mut last_good: Option<PathBuf> = None;
+    let diverged = |epoch: u32, batch: Option<u64>, what: String, last: &Option<PathBuf>| {
+        let saved = match last {
+            Some(p) => format!("the last good checkpoint is {}", p.display()),
+            None => "no checkpoint was written in this run".to_owned(),
+        };
+        Error::Diverged {
+            epoch,
+            batch,
+            message: format!("{what}; training stopped ({saved}); try a smaller learning rate"),
+        }
+    };
     for epoch in config.first_epoch..config.first_epoch + config.epochs {
         let start = Instant::now();
         let order = epoch_order(n, config.shuffle, config.seed, epoch);
@@ -132,8 +189,10 @@ pub fn train<B: Backend>(
         let mut h = config.hyper;
         let denoise = (denoising_p > 0.0).then_some((denoising_p, config.seed, epoch));
         let mut timing = prefetch::Timing::default();
+        let mut b = 0usize;
         prefetch::for_each_batch(data, &graph, &order, config.batch, denoise, |batch, t| {
             timing.wait += t;
+            let rows = batch.rows;
             let t0 = Instant::now();
             network.load_batch(batch)?;
             timing.load += t0.elapsed();
@@ -144,18 +203,45 @@ pub fn train<B: Backend>(
                 network.step_count(),
             );
             let t0 = Instant::now();
-            let stats = network.train_step(&h, config.seed)?;
-            timing.step += t0.elapsed();
-            loss = loss + stats.loss;
-            done += stats.rows;
-            let mean = loss.to_f64() / done as f64;
-            if !mean.is_finite() {
-                return Err(Error::InvalidData(format!(
-                    "training diverged: the loss is {mean} in epoch {epoch} after {done} examples; \
-                     try a smaller learning rate"
-                )));
+            network.forward(true, config.seed)?;
+            let batch_loss = network.loss()?;
+            let batch_mean = batch_loss.to_f64() / rows as f64;
+            if !batch_mean.is_finite() {
+                let what = format!("the loss is {batch_mean}");
+                return Err(diverged(epoch, Some(b as u64), what, &last_good));
             }
-            observer.on_batch(epoch, done, n, mean);
+            if let Some(layer) = network.non_finite_output()? {
+                let what = format!("output layer `{layer}` has NaN or infinite activations");
+                return Err(diverged(epoch, Some(b as u64), what, &last_good));
+            }
+            let step = if config.brake {
+                state.brake.observe(batch_mean)
+            } else {
+                BrakeStep {
+                    alpha_scale: 1.0,
+                    update: true,
+                    detected: false,
+                }
+            };
+            if step.detected {
+                tracing::warn!(
+                    "epoch {epoch}, batch {b}: divergence detected (error {batch_mean:.6} > 2 x moving \
+                     average {:.6}); learning rate x {} for {} batches",
+                    state.brake.moving_average,
+                    Brake::FACTOR,
+                    Brake::BATCHES
+                );
+            }
+            h.alpha *= step.alpha_scale;
+            if step.update {
+                network.backward(config.seed)?;
+                network.update(&h)?;
+            }
+            timing.step += t0.elapsed();
+            loss = loss + batch_loss;
+            done += rows;
+            b += 1;
+            observer.on_batch(epoch, done, n, loss.to_f64() / done as f64);
             Ok(())
         })?;
         let seconds = start.elapsed().as_secs_f64();
@@ -181,6 +267,21 @@ pub fn train<B: Backend>(
         };
         observer.on_epoch(&report)?;
         reports.push(report);
+        let epochs_done = epoch + 1;
+        if let Some(plan) = checkpoints.filter(|p| p.due(epochs_done)) {
+            let model = checkpoint_model(network, config, state, epochs_done)?;
+            if let Some(weight) = non_finite_weight(&model) {
+                let what = format!(
+                    "weight {weight} has NaN or infinite values at the end of the epoch, \
+                     so it was not saved as a checkpoint"
+                );
+                return Err(diverged(epoch, None, what, &last_good));
+            }
+            let path = plan.path(epochs_done);
+            crate::checkpoint::save_model(&path, &model)?;
+            tracing::info!("checkpoint after {epochs_done} epochs: {}", path.display());
+            last_good = Some(path);
+        }
     }
     Ok(reports)
 }

@@ -35,9 +35,7 @@ pub(crate) fn for_each_batch(
     let mut chunks = order.chunks(batch_size.max(1));
     std::thread::scope(|scope| {
         let build = |chunk: &'_ [u32]| data.batch(graph, chunk, denoise);
-        let mut pending = chunks
-            .next()
-            .map(|c| scope.spawn(move || build(c)));
+        let mut pending = chunks.next().map(|c| scope.spawn(move || build(c)));
         while let Some(handle) = pending.take() {
             let t0 = Instant::now();
             let batch = handle

@@ -28,10 +28,14 @@ pub enum Chosen {
 /// the node); alone, GPU 0.
 #[cfg(feature = "cuda")]
 fn local_ordinal(count: usize) -> usize {
-    let rank = ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok())
-        .unwrap_or(0);
+    let rank = [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+        "SLURM_LOCALID",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok())
+    .unwrap_or(0);
     rank % count.max(1)
 }
 

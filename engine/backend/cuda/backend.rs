@@ -153,7 +153,6 @@ fn check_fits(len: usize, buf: usize) -> Result<()> {
     }
 }
 
-
 impl Cuda {
     /// Whether a CUDA driver and at least one device are present (no error printed when not).
     pub fn available() -> bool {
@@ -255,7 +254,9 @@ impl Cuda {
 
     /// A grid-stride launch over `n` elements.
     fn cfg_elems(&self, n: usize) -> LaunchConfig {
-        let blocks = n.div_ceil(BLOCK as usize).clamp(1, self.sm_count as usize * 16);
+        let blocks = n
+            .div_ceil(BLOCK as usize)
+            .clamp(1, self.sm_count as usize * 16);
         LaunchConfig {
             grid_dim: (blocks as u32, 1, 1),
             block_dim: (BLOCK, 1, 1),
@@ -402,8 +403,9 @@ impl Backend for Cuda {
         let vals = rows
             .values()
             .map(|v| {
-                v.get(lo..hi)
-                    .ok_or_else(|| Error::InvalidData("sparse batch: offsets beyond the values".into()))
+                v.get(lo..hi).ok_or_else(|| {
+                    Error::InvalidData("sparse batch: offsets beyond the values".into())
+                })
             })
             .transpose()?;
         let transposed = if for_gradient {

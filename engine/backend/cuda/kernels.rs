@@ -12,7 +12,10 @@ use crate::error::{Error, Result};
 /// The source files, in the order they are concatenated into one compilation unit.
 pub const SOURCES: &[(&str, &str)] = &[
     ("cuda/common.cuh", include_str!("../../../cuda/common.cuh")),
-    ("cuda/elementwise.cu", include_str!("../../../cuda/elementwise.cu")),
+    (
+        "cuda/elementwise.cu",
+        include_str!("../../../cuda/elementwise.cu"),
+    ),
     ("cuda/sparse.cu", include_str!("../../../cuda/sparse.cu")),
     ("cuda/loss.cu", include_str!("../../../cuda/loss.cu")),
 ];
@@ -136,7 +139,10 @@ mod tests {
             assert!(defined.iter().any(|d| d == k), "kernel `{k}` not in cuda/");
         }
         for d in &defined {
-            assert!(KERNELS.contains(&d.as_str()), "kernel `{d}` is never loaded");
+            assert!(
+                KERNELS.contains(&d.as_str()),
+                "kernel `{d}` is never loaded"
+            );
         }
     }
 

@@ -15,7 +15,9 @@ use moira::graph::Graph;
 use moira::network::Network;
 use moira::ops::optimizer::{Hyper, LrSchedule};
 use moira::ops::Optimizer;
-use moira::train::{self, DataBinding, EpochReport, Observer, TrainConfig, Validation};
+use moira::train::{
+    self, CheckpointPlan, DataBinding, EpochReport, Observer, TrainConfig, TrainState, Validation,
+};
 use moira_tools::device::{choose, DeviceArg};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -48,6 +50,15 @@ impl From<OptimizerArg> for Optimizer {
 /// DSSTNE's single-dash flags (-alpha, -lambda, -lambda1, -mu, -mu1) are accepted as well as
 /// the double-dash forms. Without -i/-o, each layer's `DataSet` NAME is read from NAME.nc
 /// beside the descriptor.
+///
+/// Checkpoints and resume: with --checkpoint-every N, the state after every N epochs
+/// (weights, optimizer moments, update count, epoch, brake) goes to NETWORK_OUT's name with
+/// `.epoch<E>.nc` (E = epochs done; `model.nc` -> `model.epoch4.nc`), written atomically.
+/// `--resume model.epoch4.nc` with the same descriptor, data and flags (and -e the total
+/// epoch count) continues from there and ends with the same bits as an uninterrupted run,
+/// whatever --threads. Existing checkpoint files and NETWORK_OUT are only overwritten with
+/// --force. Training stops with an error naming the epoch and batch when the loss or an
+/// output turns NaN or infinite; a diverged state is never saved.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -125,9 +136,21 @@ struct Args {
     /// Validate every N epochs (and after the last; 0: only after the last).
     #[arg(long, default_value_t = 1)]
     validate_every: u32,
-    /// Metrics log (JSON lines); default: NETWORK_OUT with `.metrics.jsonl`.
+    /// Metrics log (JSON lines); default: NETWORK_OUT with `.metrics.jsonl`. On --resume,
+    /// its lines of epochs after the checkpoint are dropped and new lines appended.
     #[arg(long)]
     metrics_log: Option<PathBuf>,
+    /// Save a checkpoint every N epochs as NETWORK_OUT's name + `.epoch<E>.nc` (0: never).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    checkpoint_every: u32,
+    /// Continue training from a checkpoint written by --checkpoint-every (same descriptor,
+    /// data and flags; -e is the total number of epochs, counting those already done).
+    #[arg(long, value_name = "CHECKPOINT.nc")]
+    resume: Option<PathBuf>,
+    /// Turn off DSSTNE's divergence brake (learning rate x0.1 for 25 batches when a batch's
+    /// loss jumps above twice its moving average).
+    #[arg(long)]
+    no_brake: bool,
 }
 
 /// Maps DSSTNE's single-dash long flags to clap's double-dash form.
@@ -177,6 +200,12 @@ fn run(args: Args) -> Result<()> {
     if out.exists() && !args.force {
         bail!("{} exists; pass --force to overwrite it", out.display());
     }
+    if args.resume.as_deref() == Some(out.as_path()) {
+        bail!(
+            "--resume and -n name the same file {}; write the result to another file",
+            out.display()
+        );
+    }
     let optimizer: Optimizer = args.optimizer.into();
     let mut hyper = Hyper {
         alpha: args.alpha,
@@ -212,6 +241,7 @@ fn run(args: Args) -> Result<()> {
         seed: args.seed,
         shuffle: descriptor.shuffle_indices,
         first_epoch: 0,
+        brake: !args.no_brake,
     };
     let chosen = choose(args.device, args.threads, args.tf32)?;
     moira_tools::with_backend!(chosen, |backend| train_on(
@@ -239,6 +269,47 @@ fn train_on<B: Backend>(
         .ok();
     let binding = DataBinding::new(&graph, datasets, false)?;
     let mut network = Network::build(backend, graph, args.batch, config.optimizer, args.seed)?;
+    let mut config = config.clone();
+    let mut state = TrainState::default();
+    if let Some(path) = &args.resume {
+        let resumed = train::resume(path, &mut network, &config)?;
+        if resumed.epochs_done >= args.epochs {
+            bail!(
+                "{} has already done {} epochs and -e asks for {} in all: nothing to train \
+                 (-e is the total epoch count, counting those already done)",
+                path.display(),
+                resumed.epochs_done,
+                args.epochs
+            );
+        }
+        for d in &resumed.differences {
+            tracing::warn!(
+                "{}: {d}; the result will differ from that of an uninterrupted run",
+                path.display()
+            );
+        }
+        config.first_epoch = resumed.epochs_done;
+        config.epochs = args.epochs - resumed.epochs_done;
+        state = resumed.state;
+        tracing::info!(
+            "resuming from {} after {} epochs ({} updates)",
+            path.display(),
+            resumed.epochs_done,
+            network.step_count()
+        );
+    }
+    let plan =
+        (args.checkpoint_every > 0).then(|| CheckpointPlan::beside(out, args.checkpoint_every));
+    if let Some(plan) = &plan {
+        if !args.force {
+            if let Some(existing) = plan.planned(&config).into_iter().find(|p| p.exists()) {
+                bail!(
+                    "checkpoint {} exists; pass --force to overwrite it",
+                    existing.display()
+                );
+            }
+        }
+    }
     let data_bytes: u64 = datasets.iter().map(dataset_bytes).sum();
     tracing::info!(
         "{} examples; {} ({} host threads); memory estimate {:.1} MiB (data {:.1}, network {:.1})",
@@ -258,21 +329,31 @@ fn train_on<B: Backend>(
         .metrics_log
         .clone()
         .unwrap_or_else(|| out.with_extension("metrics.jsonl"));
-    let mut observer = Progress::new(&log_path, binding.examples())?;
+    let keep_epochs = args.resume.is_some().then_some(config.first_epoch);
+    let mut observer = Progress::new(&log_path, binding.examples(), keep_epochs)?;
     let started = Instant::now();
-    train::train(
+    train::train_with(
         &mut network,
         &binding,
-        config,
+        &config,
         validation.as_ref(),
         &mut observer,
+        &mut state,
+        plan.as_ref(),
     )?;
     observer.finish();
     let model = network.to_model(Extras::default())?;
+    if let Some(weight) = train::non_finite_weight(&model) {
+        bail!(
+            "training diverged: weight {weight} has NaN or infinite values after the last epoch; \
+             {} was not written",
+            out.display()
+        );
+    }
     save_model(out, &model)?;
     tracing::info!(
         "trained {} epochs in {:.1} s; saved {}; metrics in {}",
-        args.epochs,
+        config.epochs,
         started.elapsed().as_secs_f64(),
         out.display(),
         log_path.display()
@@ -347,9 +428,27 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(log_path: &Path, examples: usize) -> Result<Self> {
-        let log = std::fs::File::create(log_path)
+    /// Creates the metrics log, or with `keep_epochs = Some(e)` (a resumed run) keeps the
+    /// lines of epochs before `e` of an existing one and appends to it.
+    fn new(log_path: &Path, examples: usize, keep_epochs: Option<u32>) -> Result<Self> {
+        let kept = match keep_epochs {
+            Some(e) if log_path.exists() => std::fs::read_to_string(log_path)
+                .with_context(|| format!("cannot read {}", log_path.display()))?
+                .lines()
+                .filter(|l| {
+                    serde_json::from_str::<serde_json::Value>(l)
+                        .ok()
+                        .and_then(|v| v["epoch"].as_u64())
+                        .is_some_and(|x| x < u64::from(e))
+                })
+                .map(|l| format!("{l}\n"))
+                .collect(),
+            _ => String::new(),
+        };
+        let mut log = std::fs::File::create(log_path)
             .with_context(|| format!("cannot create {}", log_path.display()))?;
+        log.write_all(kept.as_bytes())
+            .with_context(|| format!("cannot write {}", log_path.display()))?;
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(examples as u64);
             bar.set_style(

@@ -204,4 +204,10 @@ pub struct Args {
     /// CPU threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Compute device: cpu, cuda, or auto (CUDA when a GPU is present, else the CPU).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: crate::device::DeviceArg,
+    /// Allow TF32 tensor-core products in dense layers on CUDA (FP32 by default).
+    #[arg(long)]
+    pub tf32: bool,
 }

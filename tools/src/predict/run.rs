@@ -3,8 +3,9 @@
 
 use std::time::Instant;
 
+use crate::device::choose;
 use anyhow::{bail, Context, Result};
-use moira::backend::Cpu;
+use moira::backend::Backend;
 use moira::checkpoint::{load_model, Model};
 use moira::dataset::index::Index;
 use moira::dataset::Dataset;
@@ -130,9 +131,14 @@ pub fn run(args: Args) -> Result<()> {
         }
         None => None,
     };
-    let backend = Cpu::new(args.threads)?;
+    let chosen = choose(args.device, args.threads, args.tf32)?;
+    let threads = if args.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        args.threads
+    };
     rayon::ThreadPoolBuilder::new()
-        .num_threads(backend.threads())
+        .num_threads(threads)
         .build_global()
         .ok();
     let binding = DataBinding::new(&graph, datasets, true)?;
@@ -181,9 +187,6 @@ pub fn run(args: Args) -> Result<()> {
         None => None,
     };
     let batch = args.batch.max(1);
-    let mut network = Network::build(backend, graph, batch, Optimizer::Sgd, 0)?;
-    network.load_weights(&model)?;
-    drop(model);
     let rank = recs || metrics.is_some();
     let kk = if recs { args.k } else { 0 }.max(metrics.as_ref().map_or(0, RankingMetrics::max_k));
     let mut sink = match (&args.recs_out, &layer) {
@@ -205,68 +208,75 @@ pub fn run(args: Args) -> Result<()> {
     let (mut ranked, mut scores, mut text) = (Vec::new(), Vec::new(), String::new());
     let mut work: Vec<f32> = Vec::new();
     let mut chunk: Vec<u32> = Vec::with_capacity(batch);
-    for start in (0..n).step_by(batch) {
-        chunk.clear();
-        chunk.extend((start..n.min(start + batch)).map(|e| e as u32));
-        let mut mb = binding.batch(network.graph(), &chunk, None)?;
-        mb.example_weights.clear();
-        network.load_batch(mb)?;
-        network.forward(false, 0)?;
-        if let Sink::Layer(w, id) = &mut sink {
-            let values = network.layer_output(*id)?;
-            let names: Vec<&str> = chunk
-                .iter()
-                .map(|&e| samples[e as usize].as_str())
-                .collect();
-            w.write(&names, values.data())?;
-        }
-        if rank {
-            let out = network.layer_output(output_id)?;
-            work.clear();
-            for row in out.data().chunks(width) {
-                work.extend_from_slice(&row[..items]);
+    crate::with_backend!(chosen, |backend| {
+        tracing::info!("predicting on {}", backend.description());
+        let mut network = Network::build(backend, graph, batch, Optimizer::Sgd, 0)?;
+        network.load_weights(&model)?;
+        for start in (0..n).step_by(batch) {
+            chunk.clear();
+            chunk.extend((start..n.min(start + batch)).map(|e| e as u32));
+            let mut mb = binding.batch(network.graph(), &chunk, None)?;
+            mb.example_weights.clear();
+            network.load_batch(mb)?;
+            network.forward(false, 0)?;
+            if let Sink::Layer(w, id) = &mut sink {
+                let values = network.layer_output(*id)?;
+                let names: Vec<&str> = chunk
+                    .iter()
+                    .map(|&e| samples[e as usize].as_str())
+                    .collect();
+                w.write(&names, values.data())?;
             }
-            let mode = args.filter_mode;
-            if let (Some(f), FilterMode::Multiply) = (&filter, mode) {
-                filter::multiply(&mut work, items, &chunk, f);
+            if rank {
+                let out = network.layer_output(output_id)?;
+                work.clear();
+                for row in out.data().chunks(width) {
+                    work.extend_from_slice(&row[..items]);
+                }
+                let mode = args.filter_mode;
+                if let (Some(f), FilterMode::Multiply) = (&filter, mode) {
+                    filter::multiply(&mut work, items, &chunk, f);
+                }
+                let seen =
+                    filter::exclusions(&chunk, exclude, filter.as_ref().map(|f| (f, mode)), items);
+                ranked.resize(chunk.len() * kk, 0);
+                scores.resize(chunk.len() * kk, 0.0);
+                top_k_batch(
+                    &work,
+                    items,
+                    kk,
+                    seen.as_ref().map(Csr::view),
+                    0,
+                    &mut ranked,
+                    &mut scores,
+                )?;
             }
-            let seen =
-                filter::exclusions(&chunk, exclude, filter.as_ref().map(|f| (f, mode)), items);
-            ranked.resize(chunk.len() * kk, 0);
-            scores.resize(chunk.len() * kk, 0.0);
-            top_k_batch(
-                &work,
-                items,
-                kk,
-                seen.as_ref().map(Csr::view),
-                0,
-                &mut ranked,
-                &mut scores,
-            )?;
-        }
-        if let (Some(m), Some(held)) = (metrics.as_mut(), held_out.as_ref()) {
-            for (i, &e) in chunk.iter().enumerate() {
-                let e = e as usize;
-                if e < held.n_rows() && !held.row(e).0.is_empty() {
-                    m.add_user(&ranked[i * kk..(i + 1) * kk], held.row(e).0)?;
+            if let (Some(m), Some(held)) = (metrics.as_mut(), held_out.as_ref()) {
+                for (i, &e) in chunk.iter().enumerate() {
+                    let e = e as usize;
+                    if e < held.n_rows() && !held.row(e).0.is_empty() {
+                        m.add_user(&ranked[i * kk..(i + 1) * kk], held.row(e).0)?;
+                    }
                 }
             }
-        }
-        if let Sink::Recs(out, format) = &mut sink {
-            text.clear();
-            for (i, &e) in chunk.iter().enumerate() {
-                let row = i * kk..i * kk + args.k;
-                let items = ranked[row.clone()]
-                    .iter()
-                    .zip(&scores[row])
-                    .filter(|(&item, _)| item != NO_ITEM)
-                    .map(|(&item, &s)| (labels[item as usize].as_str(), s));
-                format_user(&mut text, *format, &samples[e as usize], items, precision);
+            if let Sink::Recs(out, format) = &mut sink {
+                text.clear();
+                for (i, &e) in chunk.iter().enumerate() {
+                    let row = i * kk..i * kk + args.k;
+                    let items = ranked[row.clone()]
+                        .iter()
+                        .zip(&scores[row])
+                        .filter(|(&item, _)| item != NO_ITEM)
+                        .map(|(&item, &s)| (labels[item as usize].as_str(), s));
+                    format_user(&mut text, *format, &samples[e as usize], items, precision);
+                }
+                out.write(&text)?;
             }
-            out.write(&text)?;
+            bar.inc(chunk.len() as u64);
         }
-        bar.inc(chunk.len() as u64);
-    }
+        anyhow::Ok(())
+    })?;
+    drop(model);
     bar.finish_and_clear();
     match sink {
         Sink::None => {}

@@ -1,0 +1,48 @@
+//! Detecting a diverged forward pass.
+//!
+//! The loss is summed in fixed point, where a NaN term counts as 0 and an infinite one
+//! saturates (see [`crate::ops::fixed`]), so the loss alone cannot show that a network has
+//! diverged. Instead the activations of every output layer are summed per example with one
+//! matrix–vector product on the device (`a · 1`): the sum is NaN or infinite when any
+//! activation is, and only one number per example is downloaded.
+
+use super::Network;
+use crate::backend::traits::{Backend, Mat, MatMut, Trans};
+use crate::error::{Error, Result};
+
+impl<B: Backend> Network<B> {
+    /// After [`Network::forward`]: the name of the first output layer (in graph order) with a
+    /// NaN or infinite activation in the loaded minibatch, or `None` when all are finite.
+    ///
+    /// The test is `Σ_j a[b][j]` per example `b`, so finite activations whose sum overflows
+    /// `f32` (beyond ~3.4e38, which only a diverged network reaches) count as infinite too.
+    /// Costs one `[rows × units] · [units]` product per output layer and a download of `rows`
+    /// floats. Errors when no minibatch is loaded.
+    pub fn non_finite_output(&mut self) -> Result<Option<String>> {
+        let rows = self.rows;
+        if rows == 0 {
+            return Err(Error::invalid_argument("batch", "no minibatch is loaded"));
+        }
+        let mut sums = vec![0.0f32; rows];
+        for layer in self.graph.outputs() {
+            let a = self.units[layer.id.0]
+                .as_ref()
+                .expect("output layers have a unit buffer");
+            let (ones, out) = &mut self.finite_check;
+            self.backend.gemm(
+                MatMut::new(out, rows, 1),
+                1.0,
+                Mat::new(a, rows, layer.units),
+                Trans::No,
+                Mat::new(ones, layer.units, 1),
+                Trans::No,
+                0.0,
+            )?;
+            self.backend.download(out, &mut sums)?;
+            if !sums.iter().all(|s| s.is_finite()) {
+                return Ok(Some(layer.name.clone()));
+            }
+        }
+        Ok(None)
+    }
+}
