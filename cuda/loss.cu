@@ -20,19 +20,33 @@ extern "C" __global__ void zero_target_delta(float* d, const float* a, u64 n, Lo
     }
 }
 
-// Pass 2: one thread per row overwrites the row's non-zeros in storage order (a column listed
-// twice keeps the last value, as on the CPU). `mode`: 0 unit_delta, 1 the target itself
-// (SoftMax + CrossEntropy), 2 softmax_grad_a.
+// Pass 2: one block per row overwrites the row's non-zeros. `mode`: 0 unit_delta, 1 the target
+// itself (SoftMax + CrossEntropy), 2 softmax_grad_a. The non-zeros are taken a block-width at a
+// time, in storage order; within such a chunk only the last of equal columns writes, so a
+// column listed twice keeps its last value, as on the CPU.
 extern "C" __global__ void sparse_target_delta(float* d, const float* a, const u64* offsets, const u32* cols,
                                                const float* vals, int has_vals, u64 rows, u64 n,
                                                LossParams s, int mode) {
-    u64 b = blockIdx.x * (u64)blockDim.x + threadIdx.x;
-    if (b >= rows) return;
+    __shared__ u32 sc[ROW_THREADS];
+    u64 b = blockIdx.x;
     u64 start = offsets[b], end = offsets[b + 1], nnz = end - start;
-    for (u64 k = start; k < end; ++k) {
-        float t = target_value(s, vals, has_vals, k, nnz);
-        u64 idx = b * n + cols[k];
-        d[idx] = mode == 0 ? unit_delta(s, a[idx], t) : (mode == 1 ? t : softmax_grad_a(s, a[idx], t));
+    for (u64 k0 = start; k0 < end; k0 += blockDim.x) {
+        u64 k = k0 + threadIdx.x;
+        int m = (int)min((u64)blockDim.x, end - k0);
+        if (k < end) sc[threadIdx.x] = cols[k];
+        __syncthreads();
+        if (k < end) {
+            u32 c = sc[threadIdx.x];
+            bool last = true;
+            for (int i = threadIdx.x + 1; i < m; ++i) last = last && sc[i] != c;
+            if (last) {
+                float t = target_value(s, vals, has_vals, k, nnz);
+                u64 idx = b * n + c;
+                d[idx] = mode == 0 ? unit_delta(s, a[idx], t)
+                                   : (mode == 1 ? t : softmax_grad_a(s, a[idx], t));
+            }
+        }
+        __syncthreads();
     }
 }
 
@@ -82,20 +96,21 @@ extern "C" __global__ void loss_partials(i64* partials, const float* a, const fl
     if (threadIdx.x == 0) partials[blockIdx.x] = acc;
 }
 
-// Per row: Σ over its non-zeros of fixed(L(a, t)) − fixed(L(a, 0)) (or fixed(L(a, t)) alone
-// with ignore_zero).
+// Per row (one block each): Σ over its non-zeros of fixed(L(a, t)) − fixed(L(a, 0)) (or
+// fixed(L(a, t)) alone with ignore_zero), an exact integer sum in any order.
 extern "C" __global__ void sparse_loss_rows(i64* out, const float* a, const u64* offsets, const u32* cols,
                                             const float* vals, int has_vals, u64 rows, u64 n,
                                             LossParams s, int ignore_zero) {
-    u64 b = blockIdx.x * (u64)blockDim.x + threadIdx.x;
-    if (b >= rows) return;
+    __shared__ i64 sh[ROW_THREADS];
+    u64 b = blockIdx.x;
     u64 start = offsets[b], end = offsets[b + 1], nnz = end - start;
     i64 acc = 0;
-    for (u64 k = start; k < end; ++k) {
+    for (u64 k = start + threadIdx.x; k < end; k += blockDim.x) {
         float t = target_value(s, vals, has_vals, k, nnz);
         float av = a[b * n + cols[k]];
         acc = (i64)((u64)acc + (u64)to_fixed(unit_loss(s, av, t)));
         if (!ignore_zero) acc = (i64)((u64)acc - (u64)to_fixed(unit_loss(s, av, 0.0f)));
     }
-    out[b] = acc;
+    acc = block_reduce(acc, sh, AddI());
+    if (threadIdx.x == 0) out[b] = acc;
 }

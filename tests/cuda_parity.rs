@@ -54,6 +54,22 @@ fn random_csr(rows: usize, cols: u32, max_nnz: u64, seed: u64, values: bool) -> 
     Csr::try_new(cols, offsets, idx, vals).unwrap()
 }
 
+/// Rows listing some columns twice (and one row longer than a block), values differing
+/// between the copies: the last copy's value counts, on both backends.
+fn with_duplicates(rows: usize, cols: u32) -> Csr {
+    let mut offsets = vec![0u64];
+    let mut idx = Vec::new();
+    for r in 0..rows as u32 {
+        let len = if r == 3 { 700 } else { 12 };
+        for k in 0..len {
+            idx.push((r * 31 + (k % 9) * 17 + k / 9) % cols);
+        }
+        offsets.push(idx.len() as u64);
+    }
+    let vals = random(idx.len(), 97, 0.1, 2.0);
+    Csr::try_new(cols, offsets, idx, Some(vals)).unwrap()
+}
+
 fn rel_err(gpu: &[f32], cpu: &[f32]) -> f64 {
     assert_eq!(gpu.len(), cpu.len());
     let (mut num, mut den) = (0.0f64, 0.0f64);
@@ -386,9 +402,20 @@ fn output_losses_and_deltas_match_the_cpu() {
             )
             .unwrap();
             cuda.upload(&mut a.gpu, &a.cpu[..len]).unwrap();
-            for (values, ignore_zero) in [(false, false), (true, false), (false, true)] {
-                let what = format!("{error} {act} values={values} ignore_zero={ignore_zero}");
-                let t = random_csr(rows, cols as u32, 30, 90, values);
+            for (values, ignore_zero, dup) in [
+                (false, false, false),
+                (true, false, false),
+                (false, true, false),
+                (true, false, true),
+            ] {
+                let what = format!(
+                    "{error} {act} values={values} ignore_zero={ignore_zero} duplicates={dup}"
+                );
+                let t = if dup {
+                    with_duplicates(rows, cols as u32)
+                } else {
+                    random_csr(rows, cols as u32, 30, 90, values)
+                };
                 let tc = cpu.upload_sparse(t.clone(), false).unwrap();
                 let tg = cuda.upload_sparse(t.clone(), false).unwrap();
                 let mut d = Pair::new(&cuda, &random(len, 91, -1.0, 1.0));

@@ -2,7 +2,7 @@
 
 Reads a DSSTNE NetCDF dataset (sparseStart0/sparseEnd0/sparseIndex0, width0) with h5py, keeps
 it on the GPU as CSR, and trains `layers` x `hidden` sigmoid hidden layers (dropout) and a
-sigmoid output over the catalogue with ScaledMarginalCrossEntropy {1, 0, 1, 1} (for a sigmoid
+sigmoid output over the catalogue (dropout with DSSTNE's sigmoid rule, as Moira does) with ScaledMarginalCrossEntropy {1, 0, 1, 1} (for a sigmoid
 output that is binary cross-entropy on the logits: the same gradient a − t), SGD with L2 on
 weights, batches in file order (the benchmark network has ShuffleIndices false). Sparse input
 through torch.sparse (CSR batch × dense weight); dense targets built on the GPU per batch.
@@ -10,6 +10,7 @@ through torch.sparse (CSR batch × dense weight); dense targets built on the GPU
 Prints one JSON line per epoch: {"impl", "epoch", "seconds", "loss"} (loss: mean per example).
 """
 import argparse
+import warnings
 import json
 import time
 
@@ -25,6 +26,9 @@ def load(path):
         index = f["sparseIndex0"][:].astype(np.int64)
         width = int(np.asarray(f.attrs["width0"]).reshape(-1)[0])
     return start, end, index, width
+
+
+warnings.filterwarnings("ignore", category=UserWarning)
 
 
 def main():
@@ -65,9 +69,15 @@ def main():
         lr=a.alpha,
     )
 
+    def dropout(h):
+        # DSSTNE's rule for sigmoid layers (as Moira): a dropped unit is set to 0.5, a kept one
+        # scaled by 1/(1 - p).
+        drop = torch.rand_like(h) < a.dropout
+        return torch.where(drop, 0.5, h * (1.0 / (1.0 - a.dropout)))
+
     def dense_part(h, targets):
         for w, b in zip(weights[1:-1], biases[1:-1]):
-            h = torch.nn.functional.dropout(torch.sigmoid(h @ w + b), a.dropout, training=True)
+            h = dropout(torch.sigmoid(h @ w + b))
         z = h @ weights[-1] + biases[-1]
         return torch.nn.functional.binary_cross_entropy_with_logits(z, targets, reduction="sum")
 
@@ -85,9 +95,7 @@ def main():
             t = torch.zeros(e - s, width, device=dev)
             rows = torch.repeat_interleave(torch.arange(e - s, device=dev), c[1:] - c[:-1])
             t[rows, col[lo:hi]] = 1.0
-            h0 = torch.nn.functional.dropout(
-                torch.sigmoid(torch.sparse.mm(x, weights[0]) + biases[0]), a.dropout, training=True
-            )
+            h0 = dropout(torch.sigmoid(torch.sparse.mm(x, weights[0]) + biases[0]))
             loss = dense(h0, t)
             opt.zero_grad(set_to_none=True)
             (loss / (e - s)).backward()

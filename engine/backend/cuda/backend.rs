@@ -835,7 +835,7 @@ impl Backend for Cuda {
             .arg(&cols)
             .arg(&p)
             .arg(&mode);
-        let cfg = Self::cfg_grid(a.rows.div_ceil(BLOCK as usize), 1)?;
+        let cfg = Self::cfg_grid(a.rows, 1)?;
         // SAFETY: target columns are below `cols` (checked shapes, CSR invariant).
         unsafe { l.launch(cfg) }.map_err(Self::launch_err("sparse_target_delta"))?;
         if softmax {
@@ -880,7 +880,7 @@ impl Backend for Cuda {
                 .arg(&cols)
                 .arg(&p)
                 .arg(&iz);
-            let cfg = Self::cfg_grid(a.rows.div_ceil(BLOCK as usize), 1)?;
+            let cfg = Self::cfg_grid(a.rows, 1)?;
             // SAFETY: `per_row` has `rows` elements; target columns are below `cols`.
             unsafe { l.launch(cfg) }.map_err(Self::launch_err("sparse_loss_rows"))?;
             total = total.wrapping_add(self.sum_partials(&per_row, a.rows)?);
