@@ -87,9 +87,10 @@ fn datasets(sparse_in: bool, sparse_out: bool, error: ErrorFunction) -> Vec<Data
     vec![input, output]
 }
 
-/// Loss of the whole (single) minibatch at the current weights.
-fn loss(net: &mut Network<Cpu>) -> f64 {
-    net.forward(false, 0).unwrap();
+/// Loss of the whole (single) minibatch at the current weights; with `training`, through
+/// dropout (the same mask every time: it depends on the seed and the update count only).
+fn loss(net: &mut Network<Cpu>, training: bool) -> f64 {
+    net.forward(training, 0).unwrap();
     net.loss().unwrap().to_f64()
 }
 
@@ -107,6 +108,11 @@ fn check(
 
 /// Checks every weight and bias of `d` on `data` (see [`check`]).
 fn check_network(d: Descriptor, data: Vec<Dataset>) -> (f64, usize, usize) {
+    check_network_mode(d, data, false)
+}
+
+/// [`check_network`], through dropout when `training`.
+fn check_network_mode(d: Descriptor, data: Vec<Dataset>, training: bool) -> (f64, usize, usize) {
     let graph = Graph::compile(&d, &shapes(&data)).unwrap();
     let binding = DataBinding::new(&graph, &data, false).unwrap();
     let mut net = Network::build(
@@ -120,7 +126,7 @@ fn check_network(d: Descriptor, data: Vec<Dataset>) -> (f64, usize, usize) {
     let order: Vec<u32> = (0..EXAMPLES as u32).collect();
     net.load_batch(binding.batch(&graph, &order, None).unwrap())
         .unwrap();
-    net.forward(false, 0).unwrap();
+    net.forward(training, 0).unwrap();
     net.backward(0).unwrap();
     let grads = net.download_gradients().unwrap();
     let params = net.download_params().unwrap();
@@ -142,7 +148,7 @@ fn check_network(d: Descriptor, data: Vec<Dataset>) -> (f64, usize, usize) {
                     p[wi].1[k - n_w] += delta;
                 }
                 net.upload_params(&p).unwrap();
-                loss(&mut net)
+                loss(&mut net, training)
             };
             let numeric = (at(eps) - at(-eps)) / (2.0 * eps as f64);
             let err = (numeric - analytic).abs() / (1.0f64).max(numeric.abs()).max(analytic.abs());
@@ -262,6 +268,33 @@ fn several_sources_and_skip_connections_backpropagate_correctly() {
         assert_eq!(
             bad, 0,
             "sparse {si}/{so}: {bad} of {checked} off, worst {worst:.3e}"
+        );
+    }
+}
+
+/// Through dropout (DSSTNE's rule: a dropped sigmoid unit is 0.5, a kept one is scaled by
+/// 1/(1−p)), the gradient takes f' from the activation before dropout.
+#[test]
+fn dropout_gradients_match_finite_differences() {
+    for hidden in [Activation::Sigmoid, Activation::Tanh, Activation::ExponentialLinear] {
+        let json = format!(
+            r#"{{ "Version": 0.9, "Name": "check-dropout", "ErrorFunction": "CrossEntropy",
+                "Layers": [
+                  {{ "Name": "in", "Kind": "Input", "N": "auto", "DataSet": "input", "Sparse": true }},
+                  {{ "Name": "h", "Kind": "Hidden", "N": {N_HIDDEN}, "Activation": "{}",
+                     "pDropout": 0.3, "WeightInit": {{ "Scheme": "Gaussian", "Scale": 0.8 }} }},
+                  {{ "Name": "out", "Kind": "Output", "N": "auto", "DataSet": "output",
+                     "Activation": "Sigmoid", "Sparse": true,
+                     "WeightInit": {{ "Scheme": "Gaussian", "Scale": 0.8 }} }}
+                ] }}"#,
+            hidden.name()
+        );
+        let d = Descriptor::from_str(&json, "check.json").unwrap();
+        let data = datasets(true, true, ErrorFunction::CrossEntropy);
+        let (worst, bad, checked) = check_network_mode(d, data, true);
+        assert!(
+            bad == 0,
+            "{hidden} with dropout: {bad} of {checked} parameters off (worst {worst:.3e})"
         );
     }
 }

@@ -84,6 +84,9 @@ pub struct Network<B: Backend> {
     units: Vec<Option<B::Vector>>,
     /// `∂L/∂a` then `∂L/∂z` per non-input layer.
     deltas: Vec<Option<B::Vector>>,
+    /// The activations before dropout, per hidden layer with dropout: the backward pass takes
+    /// `f'` from them (after dropout the unit buffer holds `a/(1−p)` or the dropped value).
+    pre_dropout: Vec<Option<B::Vector>>,
     /// Dense targets per output layer.
     targets: Vec<Option<B::Vector>>,
     /// The current minibatch of each data-bound layer.
@@ -148,6 +151,7 @@ impl<B: Backend> Network<B> {
         let n = graph.layers().len();
         let mut units = Vec::with_capacity(n);
         let mut deltas = Vec::with_capacity(n);
+        let mut pre_dropout = Vec::with_capacity(n);
         let mut targets = Vec::with_capacity(n);
         let mut losses = Vec::with_capacity(n);
         let d = graph.descriptor();
@@ -163,6 +167,12 @@ impl<B: Backend> Network<B> {
                 None
             } else {
                 Some(backend.zeros(len)?)
+            });
+            let hidden = layer.kind == crate::descriptor::LayerKind::Hidden;
+            pre_dropout.push(if hidden && layer.p_dropout > 0.0 {
+                Some(backend.zeros(len)?)
+            } else {
+                None
             });
             let is_output = layer.kind == crate::descriptor::LayerKind::Output;
             targets.push(None);
@@ -229,6 +239,7 @@ impl<B: Backend> Network<B> {
             optimizer,
             units,
             deltas,
+            pre_dropout,
             targets,
             loaded,
             example_weights: vec![None; n],
@@ -288,7 +299,9 @@ impl<B: Backend> Network<B> {
             .enumerate()
             .map(|(i, l)| {
                 let len = (self.capacity * l.units) as u64;
-                len * (self.units[i].is_some() as u64 + self.deltas[i].is_some() as u64)
+                len * (self.units[i].is_some() as u64
+                    + self.deltas[i].is_some() as u64
+                    + self.pre_dropout[i].is_some() as u64)
             })
             .sum();
         4 * (per_param + per_layer)

@@ -122,6 +122,9 @@ impl<B: Backend> Network<B> {
                 &params,
             )?;
             if training && layer.kind == LayerKind::Hidden && layer.p_dropout > 0.0 {
+                if let Some(pre) = self.pre_dropout[li].as_mut() {
+                    self.backend.copy(pre, dst, rows * units)?;
+                }
                 self.backend.dropout_forward(
                     MatMut::new(dst, rows, units),
                     layer.p_dropout,
@@ -193,7 +196,12 @@ impl<B: Backend> Network<B> {
                         dropout_stream(self.step, layer.id),
                     )?;
                 }
-                let a = self.units[li].as_ref().expect("hidden layers are dense");
+                // f' from the activations before dropout (the unit buffer holds a/(1−p) or
+                // the dropped value; dropped units already have a zero delta).
+                let a = match (&self.pre_dropout[li], layer.p_dropout > 0.0) {
+                    (Some(pre), true) => pre,
+                    _ => self.units[li].as_ref().expect("hidden layers are dense"),
+                };
                 self.backend.activation_backward(
                     MatMut::new(delta, rows, units),
                     Mat::new(a, rows, units),
