@@ -38,19 +38,65 @@ extern "C" __global__ void spmm(float* out, const u64* offsets, const u32* cols,
     *o = beta == 0.0f ? acc : beta * *o + acc;
 }
 
-// For every feature present in the batch (grid.x), every output column j (grid.y blocks):
-// dw[f, j] = (beta == 0 ? 0 : dw[f, j]) + alpha·Σ fixed(v·delta[b, j]) over the batch rows b
-// holding f. Rows of absent features are scaled (or zeroed) beforehand by the host side, and
-// so are present rows when beta != 0, so here `beta` only says whether to read dw. The
-// feature's rows are staged through shared memory as in `spmm`.
-extern "C" __global__ void sparse_weight_gradient(float* dw, const u32* features, const u64* starts,
-                                                  const u32* rows, const float* vals, int has_vals,
-                                                  const float* delta, u64 n, float alpha, float beta) {
+// ---- The transposed (per-feature) structure of a batch, built on the device ----------------
+// counts[c] = number of non-zeros in column c (atomics; counts must start at 0).
+extern "C" __global__ void csc_count(const u32* cols, u64 nnz, u32* counts) {
+    for (u64 k = blockIdx.x * (u64)blockDim.x + threadIdx.x; k < nnz; k += (u64)gridDim.x * blockDim.x)
+        atomicAdd(&counts[cols[k]], 1u);
+}
+
+// starts[c] = Σ_{c' < c} counts[c'] for c in 0..=n (exclusive scan; one block of 1024 threads,
+// each scanning a contiguous segment: a fixed order, though integer sums need none). Also
+// copies starts into cursor (the fill positions).
+extern "C" __global__ void csc_scan(const u32* counts, u64 n, u64* starts, u64* cursor) {
+    __shared__ u64 part[1024];
+    u64 per = (n + blockDim.x - 1) / blockDim.x;
+    u64 lo = min(n, threadIdx.x * per), hi = min(n, lo + per);
+    u64 sum = 0;
+    for (u64 c = lo; c < hi; ++c) sum += counts[c];
+    part[threadIdx.x] = sum;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        u64 run = 0;
+        for (int t = 0; t < (int)blockDim.x; ++t) { u64 v = part[t]; part[t] = run; run += v; }
+    }
+    __syncthreads();
+    u64 run = part[threadIdx.x];
+    for (u64 c = lo; c < hi; ++c) { starts[c] = run; cursor[c] = run; run += counts[c]; }
+    if (hi == n && lo < hi) { starts[n] = run; }
+    if (n == 0 && threadIdx.x == 0) starts[0] = 0;
+}
+
+// Scatters each non-zero (row b, value v) to its column's list; one block per row. The order
+// within a column varies from run to run (atomics), which the fixed-point gradient does not see.
+extern "C" __global__ void csc_fill(const u64* offsets, const u32* cols, const float* vals, int has_vals,
+                                    u64* cursor, u32* trows, float* tvals) {
+    u64 b = blockIdx.x;
+    for (u64 k = offsets[b] + threadIdx.x; k < offsets[b + 1]; k += blockDim.x) {
+        u64 pos = atomicAdd(&cursor[cols[k]], 1ull);
+        trows[pos] = (u32)b;
+        if (has_vals) tvals[pos] = vals[k];
+    }
+}
+
+// For every input feature f (grid.x = n_in) and output column j (grid.y blocks):
+// dw[f, j] = beta·dw[f, j] + alpha·Σ fixed(v·delta[b, j]) over the batch rows b holding f
+// (beta = 0: dw is not read; a feature absent from the batch gets beta·dw, or 0). The
+// feature's rows are staged through shared memory as in `spmm`. The sum is an integer, so the
+// order of a feature's rows does not matter.
+extern "C" __global__ void sparse_weight_gradient(float* dw, const u64* starts, const u32* rows,
+                                                  const float* vals, int has_vals, const float* delta,
+                                                  u64 n, float alpha, float beta) {
     __shared__ u32 sr[256];
     __shared__ float sv[256];
     u64 f = blockIdx.x;
     u64 j = blockIdx.y * (u64)blockDim.x + threadIdx.x;
     u64 s = starts[f], e = starts[f + 1];
+    float* o = dw + f * n + j;
+    if (s == e) {
+        if (j < n && beta != 1.0f) *o = beta == 0.0f ? 0.0f : *o * beta;
+        return;
+    }
     i64 acc = 0;
     for (u64 k0 = s; k0 < e; k0 += blockDim.x) {
         u64 k = k0 + threadIdx.x;
@@ -75,6 +121,5 @@ extern "C" __global__ void sparse_weight_gradient(float* dw, const u32* features
     }
     if (j >= n) return;
     float g = scaled_from_fixed(alpha, acc);
-    float* o = dw + (u64)features[f] * n + j;
-    *o = beta == 0.0f ? g : *o + g;
+    *o = beta == 0.0f ? g : beta * *o + g;
 }

@@ -245,17 +245,6 @@ impl SparseTranspose {
         self.n_rows
     }
 
-    /// The raw arrays: `(features, starts, rows, values)`; feature `features[i]` has the
-    /// entries `starts[i]..starts[i + 1]` of `rows`/`values` (for device backends).
-    pub fn raw(&self) -> (&[u32], &[usize], &[u32], Option<&[f32]>) {
-        (
-            &self.features,
-            &self.starts,
-            &self.rows,
-            self.values.as_deref(),
-        )
-    }
-
     /// The distinct features present in the batch, ascending.
     pub fn features(&self) -> &[u32] {
         &self.features

@@ -11,7 +11,7 @@ use cudarc::driver::{
 };
 
 use super::kernels;
-use crate::backend::cpu::{check_dim, FixedSum, SparseTranspose, Trans};
+use crate::backend::cpu::{check_dim, FixedSum, Trans};
 use crate::backend::traits::{Backend, Mat, MatMut};
 use crate::error::{Error, Result};
 use crate::ops::activation::ActivationParams;
@@ -57,10 +57,10 @@ pub struct CudaSparseBatch {
     transposed: Option<DeviceTranspose>,
 }
 
+/// The batch by feature (CSC), built on the device: feature `f`'s entries are
+/// `starts[f]..starts[f + 1]` of `rows`/`vals`, in an order that may vary from run to run
+/// (the fixed-point gradient does not depend on it).
 struct DeviceTranspose {
-    /// Number of distinct features present.
-    present: usize,
-    features: CudaSlice<u32>,
     starts: CudaSlice<u64>,
     rows: CudaSlice<u32>,
     vals: Option<CudaSlice<f32>>,
@@ -408,26 +408,21 @@ impl Backend for Cuda {
                 })
             })
             .transpose()?;
+        let n_cols = view.n_cols() as usize;
+        let offsets_d = self.upload_vec(&rebased)?;
+        let cols_d = self.upload_vec(cols)?;
+        let vals_d = vals.map(|v| self.upload_vec(v)).transpose()?;
         let transposed = if for_gradient {
-            let t = SparseTranspose::new(view)?;
-            let (features, starts, trows, tvals) = t.raw();
-            let starts: Vec<u64> = starts.iter().map(|&s| s as u64).collect();
-            Some(DeviceTranspose {
-                present: features.len(),
-                features: self.upload_vec(features)?,
-                starts: self.upload_vec(&starts)?,
-                rows: self.upload_vec(trows)?,
-                vals: tvals.map(|v| self.upload_vec(v)).transpose()?,
-            })
+            Some(self.transpose(&offsets_d, &cols_d, &vals_d, view.n_rows(), n_cols, hi - lo)?)
         } else {
             None
         };
         Ok(CudaSparseBatch {
             n_rows: view.n_rows(),
-            n_cols: view.n_cols() as usize,
-            offsets: self.upload_vec(&rebased)?,
-            cols: self.upload_vec(cols)?,
-            vals: vals.map(|v| self.upload_vec(v)).transpose()?,
+            n_cols,
+            offsets: offsets_d,
+            cols: cols_d,
+            vals: vals_d,
             transposed,
         })
     }
@@ -554,29 +549,11 @@ impl Backend for Cuda {
         if len == 0 {
             return Ok(());
         }
-        // Absent features get beta·dw; present rows start from beta·dw too (beta != 0).
-        if beta == 0.0 {
-            let mut view = dw.buf.slice_mut(..len);
-            self.stream
-                .memset_zeros(&mut view)
-                .map_err(dev("clearing a gradient"))?;
-        } else if beta != 1.0 {
-            let n = len as u64;
-            let f = self.func("scale")?;
-            let mut l = self.stream.launch_builder(f);
-            l.arg(&mut *dw.buf).arg(&beta).arg(&n);
-            // SAFETY: `dw` holds `len` elements.
-            unsafe { l.launch(self.cfg_elems(len)) }.map_err(Self::launch_err("scale"))?;
-        }
-        if t.present == 0 {
-            return Ok(());
-        }
         let n = dw.cols as u64;
         let (vals, has_vals) = self.vals_arg(&t.vals);
         let f = self.func("sparse_weight_gradient")?;
         let mut l = self.stream.launch_builder(f);
         l.arg(&mut *dw.buf)
-            .arg(&t.features)
             .arg(&t.starts)
             .arg(&t.rows)
             .arg(vals)
@@ -585,8 +562,8 @@ impl Backend for Cuda {
             .arg(&n)
             .arg(&alpha)
             .arg(&beta);
-        let cfg = Self::cfg_grid(t.present, dw.cols.div_ceil(BLOCK as usize))?;
-        // SAFETY: shapes checked; feature and row indices are in range by construction.
+        let cfg = Self::cfg_grid(dw.rows, dw.cols.div_ceil(BLOCK as usize))?;
+        // SAFETY: shapes checked; every row index of the transpose is below the batch size.
         unsafe { l.launch(cfg) }
             .map(|_| ())
             .map_err(Self::launch_err("sparse_weight_gradient"))
@@ -1008,6 +985,75 @@ impl Backend for Cuda {
 }
 
 impl Cuda {
+    /// Builds the per-feature (CSC) structure of a CSR batch on the device: column counts,
+    /// their exclusive scan, then a scatter of every non-zero.
+    fn transpose(
+        &self,
+        offsets: &CudaSlice<u64>,
+        cols: &CudaSlice<u32>,
+        vals: &Option<CudaSlice<f32>>,
+        n_rows: usize,
+        n_cols: usize,
+        nnz: usize,
+    ) -> Result<DeviceTranspose> {
+        let alloc = dev("allocating a transpose");
+        let mut counts = self.stream.alloc_zeros::<u32>(n_cols.max(1)).map_err(&alloc)?;
+        let mut starts = self.stream.alloc_zeros::<u64>(n_cols + 1).map_err(&alloc)?;
+        let mut cursor = self.stream.alloc_zeros::<u64>(n_cols.max(1)).map_err(&alloc)?;
+        let mut rows = self.stream.alloc_zeros::<u32>(nnz.max(1)).map_err(&alloc)?;
+        let mut tvals = match vals {
+            Some(_) => Some(self.stream.alloc_zeros::<f32>(nnz.max(1)).map_err(&alloc)?),
+            None => None,
+        };
+        let (nnz64, n64) = (nnz as u64, n_cols as u64);
+        if nnz > 0 {
+            let f = self.func("csc_count")?;
+            let mut l = self.stream.launch_builder(f);
+            l.arg(cols).arg(&nnz64).arg(&mut counts);
+            // SAFETY: `cols` holds `nnz` indices below `n_cols`, the length of `counts`.
+            unsafe { l.launch(self.cfg_elems(nnz)) }.map_err(Self::launch_err("csc_count"))?;
+        }
+        let f = self.func("csc_scan")?;
+        let mut l = self.stream.launch_builder(f);
+        l.arg(&counts).arg(&n64).arg(&mut starts).arg(&mut cursor);
+        let cfg = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (1024, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: `starts` has `n_cols + 1` elements, `counts` and `cursor` `n_cols`.
+        unsafe { l.launch(cfg) }.map_err(Self::launch_err("csc_scan"))?;
+        if nnz > 0 && n_rows > 0 {
+            let (vin, has_vals) = self.vals_arg(vals);
+            let tv = match tvals.as_mut() {
+                Some(v) => v,
+                None => &mut self.dummy_out()?,
+            };
+            let f = self.func("csc_fill")?;
+            let mut l = self.stream.launch_builder(f);
+            l.arg(offsets)
+                .arg(cols)
+                .arg(vin)
+                .arg(&has_vals)
+                .arg(&mut cursor)
+                .arg(&mut rows)
+                .arg(tv);
+            // SAFETY: one block per row; positions come from the scan of the same columns.
+            unsafe { l.launch(Self::cfg_grid(n_rows, 1)?) }
+                .map_err(Self::launch_err("csc_fill"))?;
+        }
+        Ok(DeviceTranspose {
+            starts,
+            rows,
+            vals: tvals,
+        })
+    }
+
+    /// A one-element scratch output for kernels whose optional output is absent.
+    fn dummy_out(&self) -> Result<CudaSlice<f32>> {
+        self.stream.alloc_zeros(1).map_err(dev("allocating"))
+    }
+
     fn bias_op(
         &self,
         name: &'static str,
