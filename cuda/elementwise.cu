@@ -37,14 +37,25 @@ extern "C" __global__ void scale(float* x, float beta, u64 n) {
 }
 
 // db[j] = beta·db[j] + alpha·Σ_b fixed(delta[b, j]) (engine/backend/cpu/dense.rs bias_gradient).
+// Block: 32 columns × 8 row groups; each thread sums every 8th row of its column, and the 8
+// partial integer sums are added in shared memory (integers: the split does not change the
+// result).
 extern "C" __global__ void bias_gradient(float* db, const float* delta, u64 rows, u64 cols,
                                          float alpha, float beta) {
-    u64 j = blockIdx.x * (u64)blockDim.x + threadIdx.x;
-    if (j >= cols) return;
+    __shared__ i64 part[8][32];
+    u64 j = blockIdx.x * 32ull + threadIdx.x;
     i64 acc = 0;
-    for (u64 b = 0; b < rows; ++b) acc = (i64)((u64)acc + (u64)to_fixed(delta[b * cols + j]));
-    float g = scaled_from_fixed(alpha, acc);
-    db[j] = beta == 0.0f ? g : beta * db[j] + g;
+    if (j < cols) {
+        for (u64 b = threadIdx.y; b < rows; b += 8)
+            acc = (i64)((u64)acc + (u64)to_fixed(delta[b * cols + j]));
+    }
+    part[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y == 0 && j < cols) {
+        for (int g = 1; g < 8; ++g) acc = (i64)((u64)acc + (u64)part[g][threadIdx.x]);
+        float grad = scaled_from_fixed(alpha, acc);
+        db[j] = beta == 0.0f ? grad : beta * db[j] + grad;
+    }
 }
 
 extern "C" __global__ void activation_forward(float* x, u64 n, int act, ActParams p) {

@@ -21,32 +21,38 @@ extern "C" __global__ void zero_target_delta(float* d, const float* a, u64 n, Lo
 }
 
 // Pass 2: one block per row overwrites the row's non-zeros. `mode`: 0 unit_delta, 1 the target
-// itself (SoftMax + CrossEntropy), 2 softmax_grad_a. The non-zeros are taken a block-width at a
-// time, in storage order; within such a chunk only the last of equal columns writes, so a
-// column listed twice keeps its last value, as on the CPU.
+// itself (SoftMax + CrossEntropy), 2 softmax_grad_a. A row whose columns strictly increase has
+// no repeated column and is written in parallel; otherwise its non-zeros are taken a
+// block-width at a time in storage order, and within such a chunk only the last of equal
+// columns writes, so a column listed twice keeps its last value, as on the CPU.
 extern "C" __global__ void sparse_target_delta(float* d, const float* a, const u64* offsets, const u32* cols,
                                                const float* vals, int has_vals, u64 rows, u64 n,
                                                LossParams s, int mode) {
     __shared__ u32 sc[ROW_THREADS];
     u64 b = blockIdx.x;
     u64 start = offsets[b], end = offsets[b + 1], nnz = end - start;
+    int ordered = 1;
+    for (u64 k = start + 1 + threadIdx.x; k < end; k += blockDim.x) ordered &= cols[k - 1] < cols[k];
+    ordered = __syncthreads_and(ordered);
     for (u64 k0 = start; k0 < end; k0 += blockDim.x) {
         u64 k = k0 + threadIdx.x;
         int m = (int)min((u64)blockDim.x, end - k0);
-        if (k < end) sc[threadIdx.x] = cols[k];
-        __syncthreads();
-        if (k < end) {
-            u32 c = sc[threadIdx.x];
-            bool last = true;
-            for (int i = threadIdx.x + 1; i < m; ++i) last = last && sc[i] != c;
-            if (last) {
-                float t = target_value(s, vals, has_vals, k, nnz);
-                u64 idx = b * n + c;
-                d[idx] = mode == 0 ? unit_delta(s, a[idx], t)
-                                   : (mode == 1 ? t : softmax_grad_a(s, a[idx], t));
+        bool last = true;
+        if (!ordered) {
+            if (k < end) sc[threadIdx.x] = cols[k];
+            __syncthreads();
+            if (k < end) {
+                u32 c = sc[threadIdx.x];
+                for (int i = threadIdx.x + 1; i < m; ++i) last = last && sc[i] != c;
             }
         }
-        __syncthreads();
+        if (k < end && last) {
+            float t = target_value(s, vals, has_vals, k, nnz);
+            u64 idx = b * n + cols[k];
+            d[idx] = mode == 0 ? unit_delta(s, a[idx], t)
+                               : (mode == 1 ? t : softmax_grad_a(s, a[idx], t));
+        }
+        if (!ordered) __syncthreads();
     }
 }
 

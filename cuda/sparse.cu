@@ -45,26 +45,38 @@ extern "C" __global__ void csc_count(const u32* cols, u64 nnz, u32* counts) {
         atomicAdd(&counts[cols[k]], 1u);
 }
 
-// starts[c] = Σ_{c' < c} counts[c'] for c in 0..=n (exclusive scan; one block of 1024 threads,
-// each scanning a contiguous segment: a fixed order, though integer sums need none). Also
-// copies starts into cursor (the fill positions).
+// starts[c] = Σ_{c' < c} counts[c'] for c in 0..=n (exclusive scan), and cursor = starts (the
+// fill positions). One block of 1024 threads: each sums a contiguous segment, the segment
+// sums are scanned with warp shuffles, then each thread writes its segment.
 extern "C" __global__ void csc_scan(const u32* counts, u64 n, u64* starts, u64* cursor) {
-    __shared__ u64 part[1024];
+    __shared__ u64 warp_sums[32];
     u64 per = (n + blockDim.x - 1) / blockDim.x;
     u64 lo = min(n, threadIdx.x * per), hi = min(n, lo + per);
     u64 sum = 0;
     for (u64 c = lo; c < hi; ++c) sum += counts[c];
-    part[threadIdx.x] = sum;
+    // Inclusive scan of the segment sums within the warp, then across warps.
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    u64 incl = sum;
+    #pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        u64 v = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += v;
+    }
+    if (lane == 31) warp_sums[warp] = incl;
     __syncthreads();
-    if (threadIdx.x == 0) {
-        u64 run = 0;
-        for (int t = 0; t < (int)blockDim.x; ++t) { u64 v = part[t]; part[t] = run; run += v; }
+    if (warp == 0) {
+        u64 w = lane < (int)(blockDim.x >> 5) ? warp_sums[lane] : 0;
+        #pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            u64 v = __shfl_up_sync(0xffffffffu, w, o);
+            if (lane >= o) w += v;
+        }
+        warp_sums[lane] = w;
     }
     __syncthreads();
-    u64 run = part[threadIdx.x];
+    u64 run = incl - sum + (warp > 0 ? warp_sums[warp - 1] : 0);
     for (u64 c = lo; c < hi; ++c) { starts[c] = run; cursor[c] = run; run += counts[c]; }
-    if (hi == n && lo < hi) { starts[n] = run; }
-    if (n == 0 && threadIdx.x == 0) starts[0] = 0;
+    if (threadIdx.x == blockDim.x - 1) starts[n] = run;  // the last thread ends at the total
 }
 
 // Scatters each non-zero (row b, value v) to its column's list; one block per row. The order

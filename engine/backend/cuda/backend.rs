@@ -598,7 +598,10 @@ impl Backend for Cuda {
             .arg(&cols)
             .arg(&alpha)
             .arg(&beta);
-        let cfg = Self::cfg_grid(delta.cols.div_ceil(BLOCK as usize), 1)?;
+        let cfg = LaunchConfig {
+            block_dim: (32, 8, 1),
+            ..Self::cfg_grid(delta.cols.div_ceil(32), 1)?
+        };
         // SAFETY: `db` has `cols` elements, `delta` `rows·cols`.
         unsafe { l.launch(cfg) }
             .map(|_| ())
