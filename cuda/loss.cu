@@ -27,13 +27,15 @@ extern "C" __global__ void zero_target_delta(float* d, const float* a, u64 n, Lo
 // columns writes, so a column listed twice keeps its last value, as on the CPU.
 extern "C" __global__ void sparse_target_delta(float* d, const float* a, const u64* offsets, const u32* cols,
                                                const float* vals, int has_vals, u64 rows, u64 n,
-                                               LossParams s, int mode) {
+                                               LossParams s, int mode, int unique) {
     __shared__ u32 sc[ROW_THREADS];
     u64 b = blockIdx.x;
     u64 start = offsets[b], end = offsets[b + 1], nnz = end - start;
     int ordered = 1;
-    for (u64 k = start + 1 + threadIdx.x; k < end; k += blockDim.x) ordered &= cols[k - 1] < cols[k];
-    ordered = __syncthreads_and(ordered);
+    if (!unique) {
+        for (u64 k = start + 1 + threadIdx.x; k < end; k += blockDim.x) ordered &= cols[k - 1] < cols[k];
+        ordered = __syncthreads_and(ordered);
+    }
     for (u64 k0 = start; k0 < end; k0 += blockDim.x) {
         u64 k = k0 + threadIdx.x;
         int m = (int)min((u64)blockDim.x, end - k0);

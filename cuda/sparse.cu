@@ -45,22 +45,19 @@ extern "C" __global__ void csc_count(const u32* cols, u64 nnz, u32* counts) {
         atomicAdd(&counts[cols[k]], 1u);
 }
 
-// starts[c] = Σ_{c' < c} counts[c'] for c in 0..=n (exclusive scan), and cursor = starts (the
-// fill positions). One block of 1024 threads: each sums a contiguous segment, the segment
-// sums are scanned with warp shuffles, then each thread writes its segment.
-extern "C" __global__ void csc_scan(const u32* counts, u64 n, u64* starts, u64* cursor) {
+// The exclusive scan starts[c] = Σ_{c' < c} counts[c'] (c in 0..=n), cursor = starts, in three
+// launches: csc_scan_blocks scans each tile of 1024 counts and writes the tile totals;
+// csc_scan_totals scans the totals (one block); csc_scan_finish adds each tile's offset.
+
+// Exclusive scan of 1024 values across a block (warp shuffles), and the block's total.
+__device__ __forceinline__ u64 block_exclusive_scan(u64 v, u64* total) {
     __shared__ u64 warp_sums[32];
-    u64 per = (n + blockDim.x - 1) / blockDim.x;
-    u64 lo = min(n, threadIdx.x * per), hi = min(n, lo + per);
-    u64 sum = 0;
-    for (u64 c = lo; c < hi; ++c) sum += counts[c];
-    // Inclusive scan of the segment sums within the warp, then across warps.
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    u64 incl = sum;
+    u64 incl = v;
     #pragma unroll
     for (int o = 1; o < 32; o <<= 1) {
-        u64 v = __shfl_up_sync(0xffffffffu, incl, o);
-        if (lane >= o) incl += v;
+        u64 t = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += t;
     }
     if (lane == 31) warp_sums[warp] = incl;
     __syncthreads();
@@ -68,15 +65,48 @@ extern "C" __global__ void csc_scan(const u32* counts, u64 n, u64* starts, u64* 
         u64 w = lane < (int)(blockDim.x >> 5) ? warp_sums[lane] : 0;
         #pragma unroll
         for (int o = 1; o < 32; o <<= 1) {
-            u64 v = __shfl_up_sync(0xffffffffu, w, o);
-            if (lane >= o) w += v;
+            u64 t = __shfl_up_sync(0xffffffffu, w, o);
+            if (lane >= o) w += t;
         }
         warp_sums[lane] = w;
     }
     __syncthreads();
-    u64 run = incl - sum + (warp > 0 ? warp_sums[warp - 1] : 0);
-    for (u64 c = lo; c < hi; ++c) { starts[c] = run; cursor[c] = run; run += counts[c]; }
-    if (threadIdx.x == blockDim.x - 1) starts[n] = run;  // the last thread ends at the total
+    u64 excl = incl - v + (warp > 0 ? warp_sums[warp - 1] : 0);
+    *total = warp_sums[(blockDim.x >> 5) - 1];
+    __syncthreads();
+    return excl;
+}
+
+extern "C" __global__ void csc_scan_blocks(const u32* counts, u64 n, u64* starts, u64* tile_totals) {
+    u64 c = blockIdx.x * (u64)blockDim.x + threadIdx.x;
+    u64 v = c < n ? counts[c] : 0;
+    u64 total;
+    u64 excl = block_exclusive_scan(v, &total);
+    if (c < n) starts[c] = excl;
+    if (threadIdx.x == 0) tile_totals[blockIdx.x] = total;
+}
+
+// One block of 1024 threads: exclusive scan of `tiles` totals in place (each thread takes a
+// contiguous segment), and the grand total in totals[tiles].
+extern "C" __global__ void csc_scan_totals(u64* totals, u64 tiles) {
+    u64 per = (tiles + blockDim.x - 1) / blockDim.x;
+    u64 lo = min(tiles, threadIdx.x * per), hi = min(tiles, lo + per);
+    u64 sum = 0;
+    for (u64 i = lo; i < hi; ++i) sum += totals[i];
+    u64 grand;
+    u64 run = block_exclusive_scan(sum, &grand);
+    for (u64 i = lo; i < hi; ++i) { u64 v = totals[i]; totals[i] = run; run += v; }
+    if (threadIdx.x == 0) totals[tiles] = grand;
+}
+
+extern "C" __global__ void csc_scan_finish(u64* starts, u64* cursor, const u64* tile_offsets, u64 n, u64 tiles) {
+    u64 c = blockIdx.x * (u64)blockDim.x + threadIdx.x;
+    if (c < n) {
+        u64 v = starts[c] + tile_offsets[blockIdx.x];
+        starts[c] = v;
+        cursor[c] = v;
+    }
+    if (c == 0) starts[n] = tile_offsets[tiles];
 }
 
 // Scatters each non-zero (row b, value v) to its column's list; one block per row. The order
@@ -134,4 +164,113 @@ extern "C" __global__ void sparse_weight_gradient(float* dw, const u64* starts, 
     if (j >= n) return;
     float g = scaled_from_fixed(alpha, acc);
     *o = beta == 0.0f ? g : beta * *o + g;
+}
+
+// ---- Exact top-K per row (engine/predict/topk.rs's contract) ------------------------------
+// Keys: order-preserving score bits (−0 as +0) above !index, so that a larger key is a better
+// entry and equal scores rank the lower index first; key 0 marks a non-candidate (NaN or
+// excluded). One block of 1024 threads per row: radix-select the K-th largest key over 8
+// digits of 8 bits, collect the keys at or above it, sort them (bitonic, shared memory), write
+// indices and scores; rows with fewer candidates are padded with NO_ITEM and −∞.
+
+#define TOPK_MAX 2048
+
+__device__ __forceinline__ u64 topk_key(float s, u32 i) {
+    if (isnan(s)) return 0;
+    u32 bits = __float_as_uint(s == 0.0f ? 0.0f : s);
+    u32 ord = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+    return ((u64)ord << 32) | (u64)(~i);
+}
+
+// keys[b·items + i] = topk_key(scores[b·ld + i], i), then 0 at the row's excluded columns.
+extern "C" __global__ void topk_keys(u64* keys, const float* scores, u64 ld, u64 items,
+                                     const u64* ex_offsets, const u32* ex_cols, int has_ex) {
+    u64 b = blockIdx.x;
+    for (u64 i = threadIdx.x; i < items; i += blockDim.x)
+        keys[b * items + i] = topk_key(scores[b * ld + i], (u32)i);
+    if (!has_ex) return;
+    __syncthreads();
+    for (u64 k = ex_offsets[b] + threadIdx.x; k < ex_offsets[b + 1]; k += blockDim.x) {
+        u32 c = ex_cols[k];
+        if (c < items) keys[b * items + c] = 0;
+    }
+}
+
+extern "C" __global__ void topk_select(const u64* keys, const float* scores, u64 ld, u64 items, int k,
+                                       u32* out_idx, float* out_score) {
+    __shared__ u32 hist[256];
+    __shared__ u64 sel[TOPK_MAX];
+    __shared__ u32 chosen, remaining, count, n_sel;
+    __shared__ i64 cnt_part[1024];
+    u64 b = blockIdx.x;
+    const u64* row = keys + b * items;
+    // Candidates in the row.
+    i64 c = 0;
+    for (u64 i = threadIdx.x; i < items; i += blockDim.x) c += row[i] != 0;
+    c = block_reduce(c, cnt_part, AddI());
+    u32 kk = (u32)min((i64)k, c);
+    u64 prefix = 0, mask = 0;
+    if (threadIdx.x == 0) { remaining = kk; n_sel = 0; }
+    __syncthreads();
+    if (kk > 0 && (i64)kk < c) {
+        for (int shift = 56; shift >= 0; shift -= 8) {
+            for (int d = threadIdx.x; d < 256; d += blockDim.x) hist[d] = 0;
+            __syncthreads();
+            for (u64 i = threadIdx.x; i < items; i += blockDim.x) {
+                u64 key = row[i];
+                if (key != 0 && (key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
+            }
+            __syncthreads();
+            if (threadIdx.x == 0) {
+                u32 cum = 0, need = remaining;
+                for (int d = 255; d >= 0; --d) {
+                    if (cum + hist[d] >= need) { chosen = (u32)d; remaining = need - cum; break; }
+                    cum += hist[d];
+                }
+            }
+            __syncthreads();
+            prefix |= (u64)chosen << shift;
+            mask |= 255ull << shift;
+            __syncthreads();
+        }
+    } else {
+        prefix = 1;  // every candidate (key ≥ 1) is selected
+    }
+    // Collect the kk keys ≥ the threshold (keys are unique, so exactly kk).
+    for (u64 i = threadIdx.x; i < items; i += blockDim.x) {
+        u64 key = row[i];
+        if (key != 0 && key >= prefix && kk > 0) {
+            u32 pos = atomicAdd(&n_sel, 1u);
+            if (pos < TOPK_MAX) sel[pos] = key;
+        }
+    }
+    __syncthreads();
+    u32 p = 1;
+    while (p < kk) p <<= 1;
+    for (u32 i = kk + threadIdx.x; i < p; i += blockDim.x) sel[i] = 0;
+    __syncthreads();
+    // Bitonic sort, descending.
+    for (u32 size = 2; size <= p; size <<= 1) {
+        for (u32 stride = size >> 1; stride > 0; stride >>= 1) {
+            for (u32 i = threadIdx.x; i < p; i += blockDim.x) {
+                u32 j = i ^ stride;
+                if (j > i) {
+                    bool desc = (i & size) == 0;
+                    u64 x = sel[i], y = sel[j];
+                    if (desc ? (x < y) : (x > y)) { sel[i] = y; sel[j] = x; }
+                }
+            }
+            __syncthreads();
+        }
+    }
+    for (u32 r = threadIdx.x; r < (u32)k; r += blockDim.x) {
+        if (r < kk) {
+            u32 idx = ~(u32)(sel[r] & 0xffffffffull);
+            out_idx[b * k + r] = idx;
+            out_score[b * k + r] = scores[b * ld + idx];
+        } else {
+            out_idx[b * k + r] = 0xffffffffu;
+            out_score[b * k + r] = -__int_as_float(0x7f800000);
+        }
+    }
 }

@@ -19,6 +19,8 @@ cargo build --release --features cuda -p moira-tools -p moira-datagen --bins --q
 for b in trainer predictor converter generate-data; do
     cp "target/release/$b" "$stage/bin/"
 done
+cargo build --release --features cuda --example gpu_topk --quiet
+cp target/release/examples/gpu_topk "$stage/bin/"
 
 # Test executables: their paths from cargo's JSON messages.
 cargo test --profile ci --features cuda --no-run --message-format=json \

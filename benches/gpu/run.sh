@@ -49,6 +49,16 @@ if [[ "$mode" == bench || "$mode" == all ]]; then
             -n "$d/moira-$prec.nc" --force -b 256 -e "$epochs" --device cuda $flag \
             --metrics-log "$out/moira-$prec.jsonl" 2>&1 | grep -E "epoch|trained|examples;" | tail -8
     done
+    echo "== predictor (ML-20M shape, the fp32 model, top-10 and top-100, own items excluded)"
+    for dev in cuda cpu; do
+        for k in 10 100; do
+            run "$work/bin/predictor" -n "$d/moira-fp32.nc" -r "$d/input.nc" -k $k -s "$d/recs-$dev-$k" \
+                -b 1024 --device $dev --quiet 2>&1 | grep -E "samples/s" | sed "s/^/$dev k=$k: /"
+        done
+    done
+    echo "== top-k (100,000 x 27,278, K=100, scores on the GPU)"
+    run "$work/bin/gpu_topk" | tee "$out/topk.json"
+    python3 "$root/benches/gpu/torch_topk.py" | tee -a "$out/topk.json"
     echo "== pytorch"
     for prec in fp32 tf32; do
         flag=""; [[ $prec == tf32 ]] && flag="--tf32"

@@ -15,7 +15,7 @@ use crate::ops::activation::ActivationParams;
 use crate::ops::loss::LossSpec;
 use crate::ops::optimizer::Hyper;
 use crate::ops::{Activation, Optimizer};
-use crate::sparse::Csr;
+use crate::sparse::{Csr, CsrView};
 
 pub use crate::backend::cpu::Trans;
 
@@ -217,4 +217,31 @@ pub trait Backend: Send + Sync {
         h: &Hyper,
         t: u64,
     ) -> Result<()>;
+
+    /// Exact top-K of each row of `scores` over its first `items` columns, with
+    /// [`crate::predict::top_k_batch`]'s contract (higher score first, ties to the lower index,
+    /// NaN and `exclude`d columns never selected, padding with [`crate::predict::NO_ITEM`] and
+    /// `−∞`): `indices` and `out_scores` receive `k` entries per row. The default downloads
+    /// the scores and selects on the host; device backends may select where the scores are.
+    #[allow(clippy::too_many_arguments)]
+    fn top_k(
+        &self,
+        scores: Mat<Self::Vector>,
+        items: usize,
+        k: usize,
+        exclude: Option<CsrView<'_>>,
+        indices: &mut [u32],
+        out_scores: &mut [f32],
+    ) -> Result<()> {
+        let mut all = vec![0.0; scores.rows * scores.cols];
+        self.download(scores.buf, &mut all)?;
+        let compact: Vec<f32> = if items < scores.cols {
+            all.chunks(scores.cols.max(1))
+                .flat_map(|r| r[..items].iter().copied())
+                .collect()
+        } else {
+            all
+        };
+        crate::predict::top_k_batch(&compact, items, k, exclude, 0, indices, out_scores)
+    }
 }

@@ -398,6 +398,31 @@ impl<B: Backend> Network<B> {
         Matrix::from_vec(self.rows, layer.units, out)
     }
 
+    /// Exact top-K of each row of layer `id`'s activations over its first `items` units, on
+    /// the device where the backend can ([`Backend::top_k`]'s contract).
+    pub fn top_k(
+        &self,
+        id: LayerId,
+        items: usize,
+        k: usize,
+        exclude: Option<crate::sparse::CsrView<'_>>,
+        indices: &mut [u32],
+        scores: &mut [f32],
+    ) -> Result<()> {
+        let layer = self.graph.layer(id);
+        let buf = self.units[id.0].as_ref().ok_or_else(|| {
+            Error::invalid_argument("layer", format!("`{}` is a sparse input", layer.name))
+        })?;
+        self.backend.top_k(
+            Mat::new(buf, self.rows, layer.units),
+            items,
+            k,
+            exclude,
+            indices,
+            scores,
+        )
+    }
+
     /// The weights and biases of every graph weight, downloaded: `(W [rows][cols], bias)`.
     pub fn download_params(&self) -> Result<Vec<(Matrix, Vec<f32>)>> {
         self.params

@@ -18,10 +18,13 @@ use crate::ops::activation::ActivationParams;
 use crate::ops::loss::LossSpec;
 use crate::ops::optimizer::{Hyper, StepConsts};
 use crate::ops::{Activation, ErrorFunction, Optimizer};
-use crate::sparse::Csr;
+use crate::sparse::{Csr, CsrView};
 
 /// Threads per block of every launch (the row kernels' reductions assume this power of two).
 const BLOCK: u32 = 256;
+/// The largest K the device top-K sorts in shared memory (`TOPK_MAX` in cuda/sparse.cu);
+/// larger K are selected on the host.
+const TOPK_MAX: usize = 2048;
 /// Elements per block of the loss partial sums (`LOSS_BLOCK · LOSS_PER_THREAD` in loss.cu).
 const LOSS_SPAN: usize = 256 * 8;
 
@@ -51,6 +54,8 @@ impl std::fmt::Debug for Cuda {
 pub struct CudaSparseBatch {
     n_rows: usize,
     n_cols: usize,
+    /// No row lists a column twice (checked on the host at upload).
+    unique: bool,
     offsets: CudaSlice<u64>,
     cols: CudaSlice<u32>,
     vals: Option<CudaSlice<f32>>,
@@ -345,6 +350,27 @@ impl Cuda {
     }
 }
 
+/// Whether no row of `x` lists a column twice (one bit per column, cleared after each row).
+fn rows_are_unique(x: &crate::sparse::CsrView) -> bool {
+    let mut seen = vec![0u64; (x.n_cols() as usize).div_ceil(64)];
+    for b in 0..x.n_rows() {
+        let cols = x.row(b).0;
+        let mut unique = true;
+        for &c in cols {
+            let (w, bit) = (c as usize / 64, 1u64 << (c % 64));
+            unique &= seen[w] & bit == 0;
+            seen[w] |= bit;
+        }
+        for &c in cols {
+            seen[c as usize / 64] = 0;
+        }
+        if !unique {
+            return false;
+        }
+    }
+    true
+}
+
 fn mat_len<V>(m: &Mat<V>) -> usize {
     m.rows * m.cols
 }
@@ -420,6 +446,7 @@ impl Backend for Cuda {
         Ok(CudaSparseBatch {
             n_rows: view.n_rows(),
             n_cols,
+            unique: rows_are_unique(&view),
             offsets: offsets_d,
             cols: cols_d,
             vals: vals_d,
@@ -803,6 +830,7 @@ impl Backend for Cuda {
         };
         let (rows, cols) = (a.rows as u64, a.cols as u64);
         let (vals, has_vals) = self.vals_arg(&targets.vals);
+        let unique = i32::from(targets.unique);
         let f = self.func("sparse_target_delta")?;
         let mut l = self.stream.launch_builder(f);
         l.arg(&mut *delta.buf)
@@ -814,7 +842,8 @@ impl Backend for Cuda {
             .arg(&rows)
             .arg(&cols)
             .arg(&p)
-            .arg(&mode);
+            .arg(&mode)
+            .arg(&unique);
         let cfg = Self::cfg_grid(a.rows, 1)?;
         // SAFETY: target columns are below `cols` (checked shapes, CSR invariant).
         unsafe { l.launch(cfg) }.map_err(Self::launch_err("sparse_target_delta"))?;
@@ -944,6 +973,110 @@ impl Backend for Cuda {
             .map_err(Self::launch_err("scale_rows"))
     }
 
+    fn top_k(
+        &self,
+        scores: Mat<CudaSlice<f32>>,
+        items: usize,
+        k: usize,
+        exclude: Option<CsrView<'_>>,
+        indices: &mut [u32],
+        out_scores: &mut [f32],
+    ) -> Result<()> {
+        let rows = scores.rows;
+        if items == 0 || items > scores.cols {
+            return Err(Error::invalid_argument(
+                "items",
+                format!("{items} candidate columns in rows of {}", scores.cols),
+            ));
+        }
+        if k == 0 || k > items {
+            return Err(Error::invalid_argument(
+                "k",
+                format!("{k}; between 1 and the {items} items"),
+            ));
+        }
+        check_fits(mat_len(&scores), scores.buf.len())?;
+        check_dim("top-k: indices", indices.len(), rows * k)?;
+        check_dim("top-k: scores", out_scores.len(), rows * k)?;
+        if let Some(ex) = &exclude {
+            check_dim("top-k: exclusion rows", ex.n_rows(), rows)?;
+        }
+        if k > TOPK_MAX || items > u32::MAX as usize - 1 {
+            // Beyond the kernel's shared-memory sort: select on the host.
+            let mut all = vec![0.0; rows * scores.cols];
+            self.download(scores.buf, &mut all)?;
+            let compact: Vec<f32> = all
+                .chunks(scores.cols.max(1))
+                .flat_map(|r| r[..items].iter().copied())
+                .collect();
+            return crate::predict::top_k_batch(&compact, items, k, exclude, 0, indices, out_scores);
+        }
+        if rows == 0 {
+            return Ok(());
+        }
+        let alloc = dev("allocating top-k scratch");
+        let mut keys = self.stream.alloc_zeros::<u64>(rows * items).map_err(&alloc)?;
+        let ex = exclude
+            .map(|v| -> Result<(CudaSlice<u64>, CudaSlice<u32>)> {
+                let offs = v.row_offsets();
+                let first = offs.first().copied().unwrap_or(0);
+                let rebased: Vec<u64> = offs.iter().map(|&o| o - first).collect();
+                let mut cols = Vec::with_capacity(v.nnz());
+                for b in 0..v.n_rows() {
+                    cols.extend_from_slice(v.row(b).0);
+                }
+                Ok((self.upload_vec(&rebased)?, self.upload_vec(&cols)?))
+            })
+            .transpose()?;
+        let (ld, items64, k32) = (scores.cols as u64, items as u64, k as i32);
+        let dummy_offsets;
+        let dummy_cols;
+        let (ex_offsets, ex_cols, has_ex) = match &ex {
+            Some((o, c)) => (o, c, 1i32),
+            None => {
+                dummy_offsets = self.stream.alloc_zeros::<u64>(1).map_err(&alloc)?;
+                dummy_cols = self.stream.alloc_zeros::<u32>(1).map_err(&alloc)?;
+                (&dummy_offsets, &dummy_cols, 0i32)
+            }
+        };
+        let block = LaunchConfig {
+            grid_dim: (rows as u32, 1, 1),
+            block_dim: (1024, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let f = self.func("topk_keys")?;
+        let mut l = self.stream.launch_builder(f);
+        l.arg(&mut keys)
+            .arg(scores.buf)
+            .arg(&ld)
+            .arg(&items64)
+            .arg(ex_offsets)
+            .arg(ex_cols)
+            .arg(&has_ex);
+        // SAFETY: `keys` holds rows·items, the scores rows·ld; excluded columns are checked.
+        unsafe { l.launch(block) }.map_err(Self::launch_err("topk_keys"))?;
+        let mut idx_d = self.stream.alloc_zeros::<u32>(rows * k).map_err(&alloc)?;
+        let mut score_d = self.stream.alloc_zeros::<f32>(rows * k).map_err(&alloc)?;
+        let f = self.func("topk_select")?;
+        let mut l = self.stream.launch_builder(f);
+        l.arg(&keys)
+            .arg(scores.buf)
+            .arg(&ld)
+            .arg(&items64)
+            .arg(&k32)
+            .arg(&mut idx_d)
+            .arg(&mut score_d);
+        // SAFETY: one block per row; outputs hold rows·k entries; k ≤ TOPK_MAX.
+        unsafe { l.launch(block) }.map_err(Self::launch_err("topk_select"))?;
+        self.stream
+            .memcpy_dtoh(&idx_d, indices)
+            .map_err(dev("downloading top-k"))?;
+        self.stream
+            .memcpy_dtoh(&score_d, out_scores)
+            .map_err(dev("downloading top-k"))?;
+        self.synchronize()
+    }
+
     fn optimizer_step(
         &self,
         w: &mut CudaSlice<f32>,
@@ -1016,16 +1149,33 @@ impl Cuda {
             // SAFETY: `cols` holds `nnz` indices below `n_cols`, the length of `counts`.
             unsafe { l.launch(self.cfg_elems(nnz)) }.map_err(Self::launch_err("csc_count"))?;
         }
-        let f = self.func("csc_scan")?;
-        let mut l = self.stream.launch_builder(f);
-        l.arg(&counts).arg(&n64).arg(&mut starts).arg(&mut cursor);
-        let cfg = LaunchConfig {
-            grid_dim: (1, 1, 1),
+        let tiles = n_cols.div_ceil(1024).max(1);
+        let mut totals = self.stream.alloc_zeros::<u64>(tiles + 1).map_err(&alloc)?;
+        let tiles64 = tiles as u64;
+        let block = |grid: usize| LaunchConfig {
+            grid_dim: (grid as u32, 1, 1),
             block_dim: (1024, 1, 1),
             shared_mem_bytes: 0,
         };
-        // SAFETY: `starts` has `n_cols + 1` elements, `counts` and `cursor` `n_cols`.
-        unsafe { l.launch(cfg) }.map_err(Self::launch_err("csc_scan"))?;
+        let f = self.func("csc_scan_blocks")?;
+        let mut l = self.stream.launch_builder(f);
+        l.arg(&counts).arg(&n64).arg(&mut starts).arg(&mut totals);
+        // SAFETY: `tiles` blocks of 1024 cover the `n_cols` counts; `totals` has `tiles + 1`.
+        unsafe { l.launch(block(tiles)) }.map_err(Self::launch_err("csc_scan_blocks"))?;
+        let f = self.func("csc_scan_totals")?;
+        let mut l = self.stream.launch_builder(f);
+        l.arg(&mut totals).arg(&tiles64);
+        // SAFETY: one block over the `tiles + 1` totals.
+        unsafe { l.launch(block(1)) }.map_err(Self::launch_err("csc_scan_totals"))?;
+        let f = self.func("csc_scan_finish")?;
+        let mut l = self.stream.launch_builder(f);
+        l.arg(&mut starts)
+            .arg(&mut cursor)
+            .arg(&totals)
+            .arg(&n64)
+            .arg(&tiles64);
+        // SAFETY: `starts` has `n_cols + 1` elements, `cursor` `n_cols`.
+        unsafe { l.launch(block(tiles)) }.map_err(Self::launch_err("csc_scan_finish"))?;
         if nnz > 0 && n_rows > 0 {
             let (vin, has_vals) = self.vals_arg(vals);
             let tv = match tvals.as_mut() {

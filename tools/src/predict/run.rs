@@ -228,28 +228,39 @@ pub fn run(args: Args) -> Result<()> {
                 w.write(&names, values.data())?;
             }
             if rank {
-                let out = network.layer_output(output_id)?;
-                work.clear();
-                for row in out.data().chunks(width) {
-                    work.extend_from_slice(&row[..items]);
-                }
                 let mode = args.filter_mode;
-                if let (Some(f), FilterMode::Multiply) = (&filter, mode) {
-                    filter::multiply(&mut work, items, &chunk, f);
-                }
                 let seen =
                     filter::exclusions(&chunk, exclude, filter.as_ref().map(|f| (f, mode)), items);
                 ranked.resize(chunk.len() * kk, 0);
                 scores.resize(chunk.len() * kk, 0.0);
-                top_k_batch(
-                    &work,
-                    items,
-                    kk,
-                    seen.as_ref().map(Csr::view),
-                    0,
-                    &mut ranked,
-                    &mut scores,
-                )?;
+                if let (Some(f), FilterMode::Multiply) = (&filter, mode) {
+                    // Scores change on the host first: select there.
+                    let out = network.layer_output(output_id)?;
+                    work.clear();
+                    for row in out.data().chunks(width) {
+                        work.extend_from_slice(&row[..items]);
+                    }
+                    filter::multiply(&mut work, items, &chunk, f);
+                    top_k_batch(
+                        &work,
+                        items,
+                        kk,
+                        seen.as_ref().map(Csr::view),
+                        0,
+                        &mut ranked,
+                        &mut scores,
+                    )?;
+                } else {
+                    // On the device where the scores are (the CPU backend selects in place).
+                    network.top_k(
+                        output_id,
+                        items,
+                        kk,
+                        seen.as_ref().map(Csr::view),
+                        &mut ranked,
+                        &mut scores,
+                    )?;
+                }
             }
             if let (Some(m), Some(held)) = (metrics.as_mut(), held_out.as_ref()) {
                 for (i, &e) in chunk.iter().enumerate() {
