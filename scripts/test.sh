@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
+# NVRTC from install-deps.sh: the CUDA kernels are compiled to PTX by a test.
+nvrtc_lib="${MOIRA_NVRTC_DIR:-$HOME/.cache/moira/cu13}/lib"
+[ -d "$nvrtc_lib" ] && export LD_LIBRARY_PATH="$nvrtc_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
