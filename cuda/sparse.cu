@@ -1,41 +1,60 @@
 // Sparse-input kernels (engine/backend/cpu/sparse.rs): the forward product X·W of a CSR batch
 // and the transposed weight gradient Xᵀ·Δ in 64-bit fixed point. No cap on a row's length.
 
-// out[b, j] = beta·out[b, j] + Σ_{(c, v) ∈ row b} v·w[c, j], the sum in storage order from 0.
-// Grid: (rows, column blocks); one thread per output column. The row's indices (and values)
-// are staged through shared memory a block-width at a time, so each thread's loads of w are
-// independent of one another and stay in flight together (long rows are not latency-bound).
-// `has_vals` = 0: indicator rows.
+// out[b, j] = beta·out[b, j] + Σ_{(c, v) ∈ row b} v·w[c, j], in the order of the CPU's spmm
+// (engine/backend/cpu/sparse.rs): the row's non-zeros in chunks of 256 in storage order, each
+// chunk summed from 0 in order, the chunk sums added in order from 0.
+// Grid: (rows, column blocks, chunks); block z sums chunk z of its row for 256 columns (the
+// chunk's indices and values staged through shared memory, so the loads of w are independent
+// and stay in flight together). A row of one chunk is written directly; the chunk sums of a
+// longer row go to `parts` ([row][chunk][n], `chunks` = grid.z) and `spmm_combine` adds them,
+// so a long row is spread over many blocks instead of one thread's long dependent sum.
+#define SPMM_CHUNK 256
 extern "C" __global__ void spmm(float* out, const u64* offsets, const u32* cols, const float* vals,
-                                int has_vals, const float* w, u64 n, float beta) {
-    __shared__ u32 sc[256];
-    __shared__ float sv[256];
+                                int has_vals, const float* w, u64 n, float beta, float* parts) {
+    __shared__ u32 sc[SPMM_CHUNK];
+    __shared__ float sv[SPMM_CHUNK];
+    u64 b = blockIdx.x, z = blockIdx.z;
+    u64 j = blockIdx.y * (u64)blockDim.x + threadIdx.x;
+    u64 row_start = offsets[b], end = offsets[b + 1];
+    u64 start = row_start + z * SPMM_CHUNK;
+    if (start >= end && z > 0) return;
+    u64 k = start + threadIdx.x;
+    if (k < end) {
+        sc[threadIdx.x] = cols[k];
+        sv[threadIdx.x] = has_vals ? vals[k] : 1.0f;
+    }
+    __syncthreads();
+    if (j >= n) return;
+    int m = (int)min((u64)SPMM_CHUNK, end > start ? end - start : 0);
+    float part = 0.0f;
+    if (has_vals) {
+        #pragma unroll 8
+        for (int i = 0; i < m; ++i) part += sv[i] * w[(u64)sc[i] * n + j];
+    } else {
+        #pragma unroll 8
+        for (int i = 0; i < m; ++i) part += w[(u64)sc[i] * n + j];
+    }
+    if (end - row_start <= SPMM_CHUNK) {
+        float* o = out + b * n + j;
+        *o = beta == 0.0f ? part : beta * *o + part;
+    } else {
+        parts[(b * gridDim.z + z) * n + j] = part;
+    }
+}
+
+// Adds the chunk sums of rows longer than one chunk, in chunk order from 0 (see `spmm`).
+extern "C" __global__ void spmm_combine(float* out, const u64* offsets, const float* parts, u64 n,
+                                        u64 chunks, float beta) {
     u64 b = blockIdx.x;
     u64 j = blockIdx.y * (u64)blockDim.x + threadIdx.x;
-    u64 start = offsets[b], end = offsets[b + 1];
-    float acc = 0.0f;
-    for (u64 k0 = start; k0 < end; k0 += blockDim.x) {
-        u64 k = k0 + threadIdx.x;
-        if (k < end) {
-            sc[threadIdx.x] = cols[k];
-            sv[threadIdx.x] = has_vals ? vals[k] : 1.0f;
-        }
-        __syncthreads();
-        int m = (int)min((u64)blockDim.x, end - k0);
-        if (j < n) {
-            if (has_vals) {
-                #pragma unroll 8
-                for (int i = 0; i < m; ++i) acc += sv[i] * w[(u64)sc[i] * n + j];
-            } else {
-                #pragma unroll 8
-                for (int i = 0; i < m; ++i) acc += w[(u64)sc[i] * n + j];
-            }
-        }
-        __syncthreads();
-    }
-    if (j >= n) return;
+    u64 nnz = offsets[b + 1] - offsets[b];
+    if (j >= n || nnz <= SPMM_CHUNK) return;
+    u64 used = (nnz + SPMM_CHUNK - 1) / SPMM_CHUNK;
+    float total = 0.0f;
+    for (u64 z = 0; z < used; ++z) total += parts[(b * chunks + z) * n + j];
     float* o = out + b * n + j;
-    *o = beta == 0.0f ? acc : beta * *o + acc;
+    *o = beta == 0.0f ? total : beta * *o + total;
 }
 
 // ---- The transposed (per-feature) structure of a batch, built on the device ----------------

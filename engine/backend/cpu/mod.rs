@@ -26,7 +26,7 @@ pub use dense::{add_bias, bias_gradient, dense_weight_gradient, gemm, set_rows_t
 pub use loss::{
     dense_output_delta, dense_output_loss, sparse_output_delta, sparse_output_loss, FixedSum,
 };
-pub use sparse::{sparse_weight_gradient, spmm, SparseTranspose};
+pub use sparse::{sparse_weight_gradient, spmm, SparseTranspose, SPMM_NNZ_CHUNK};
 pub use update::optimizer_step;
 
 use crate::error::{Error, Result};

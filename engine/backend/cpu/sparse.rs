@@ -11,11 +11,17 @@ use crate::sparse::CsrView;
 /// Output columns handled per pass over a row's non-zeros (accumulators stay in registers).
 const CHUNK: usize = 32;
 
+/// Non-zeros summed per partial sum in [`spmm`] (the CUDA kernel's block width).
+pub const SPMM_NNZ_CHUNK: usize = 256;
+
 /// Sparse forward product: for every row `b` of the batch `x`,
 /// `out[b, :] = beta·out[b, :] + Σ_{(c, v) ∈ row b} v·w[c, :]`
-/// (`v = 1` for an indicator `x`). The sum runs over the row's non-zeros in storage order,
-/// starting from 0, and is then added to `beta·out` (with `beta = 0`, `out` is overwritten
-/// and never read). `w` is `[n_in][n_out]` (DSSTNE's layout); `out` is `[batch][n_out]`.
+/// (`v = 1` for an indicator `x`). Order of the sum (the CUDA kernel uses the same, so both
+/// give the same bits): the row's non-zeros in storage order, in chunks of
+/// [`SPMM_NNZ_CHUNK`]; each chunk is summed from 0 in order, and the chunk sums are added in
+/// order to a total starting from 0 (a row of at most one chunk is a plain sum in storage
+/// order). The total is then added to `beta·out` (with `beta = 0`, `out` is overwritten and
+/// never read). `w` is `[n_in][n_out]` (DSSTNE's layout); `out` is `[batch][n_out]`.
 /// Parallel over rows.
 pub fn spmm(mut out: MatrixMut, x: CsrView, w: MatrixRef, beta: f32, par: Par) -> Result<()> {
     check_dim("spmm: out rows (batch)", out.rows(), x.n_rows())?;
@@ -33,7 +39,8 @@ pub fn spmm(mut out: MatrixMut, x: CsrView, w: MatrixRef, beta: f32, par: Par) -
 
 multiversion!(fn spmm_row_mv = spmm_row(out: &mut [f32], wd: &[f32], cols: &[u32], vals: Option<&[f32]>, beta: f32));
 
-/// One output row of [`spmm`]: `out = beta·out + Σ v·w[c, :]` (`n = out.len()`).
+/// One output row of [`spmm`]: `out = beta·out + Σ v·w[c, :]` (`n = out.len()`), summed in
+/// chunks of [`SPMM_NNZ_CHUNK`] non-zeros.
 #[inline(always)]
 fn spmm_row(out: &mut [f32], wd: &[f32], cols: &[u32], vals: Option<&[f32]>, beta: f32) {
     let n = out.len();
@@ -41,10 +48,17 @@ fn spmm_row(out: &mut [f32], wd: &[f32], cols: &[u32], vals: Option<&[f32]>, bet
     while j0 < n {
         let width = CHUNK.min(n - j0);
         let mut acc = [0.0f32; CHUNK];
-        if width == CHUNK {
-            spmm_chunk::<CHUNK>(&mut acc, wd, n, j0, cols, vals);
-        } else {
-            spmm_tail(&mut acc[..width], wd, n, j0, cols, vals);
+        for (i, part_cols) in cols.chunks(SPMM_NNZ_CHUNK).enumerate() {
+            let part_vals = vals.map(|v| &v[i * SPMM_NNZ_CHUNK..][..part_cols.len()]);
+            let mut part = [0.0f32; CHUNK];
+            if width == CHUNK {
+                spmm_chunk::<CHUNK>(&mut part, wd, n, j0, part_cols, part_vals);
+            } else {
+                spmm_tail(&mut part[..width], wd, n, j0, part_cols, part_vals);
+            }
+            for (a, &p) in acc.iter_mut().zip(&part) {
+                *a += p;
+            }
         }
         let dst = &mut out[j0..j0 + width];
         if beta == 0.0 {

@@ -11,7 +11,7 @@ use cudarc::driver::{
 };
 
 use super::kernels;
-use crate::backend::cpu::{check_dim, FixedSum, Trans};
+use crate::backend::cpu::{check_dim, FixedSum, Trans, SPMM_NNZ_CHUNK};
 use crate::backend::traits::{Backend, Mat, MatMut};
 use crate::error::{Error, Result};
 use crate::ops::activation::ActivationParams;
@@ -56,6 +56,8 @@ pub struct CudaSparseBatch {
     n_cols: usize,
     /// No row lists a column twice (checked on the host at upload).
     unique: bool,
+    /// The most non-zeros in a row.
+    max_row_nnz: usize,
     offsets: CudaSlice<u64>,
     cols: CudaSlice<u32>,
     vals: Option<CudaSlice<f32>>,
@@ -447,6 +449,10 @@ impl Backend for Cuda {
             n_rows: view.n_rows(),
             n_cols,
             unique: rows_are_unique(&view),
+            max_row_nnz: (0..view.n_rows())
+                .map(|b| view.row(b).0.len())
+                .max()
+                .unwrap_or(0),
             offsets: offsets_d,
             cols: cols_d,
             vals: vals_d,
@@ -536,6 +542,26 @@ impl Backend for Cuda {
         }
         let n = w.cols as u64;
         let (vals, has_vals) = self.vals_arg(&x.vals);
+        let chunks = x.max_row_nnz.div_ceil(SPMM_NNZ_CHUNK).max(1);
+        if chunks > 65535 {
+            return Err(Error::invalid_argument(
+                "spmm",
+                format!(
+                    "a row of {} non-zeros exceeds the kernel's limit",
+                    x.max_row_nnz
+                ),
+            ));
+        }
+        // Chunk sums of rows longer than one chunk (a one-element buffer when none is).
+        let mut parts = self
+            .stream
+            .alloc_zeros::<f32>(if chunks > 1 {
+                x.n_rows * chunks * w.cols
+            } else {
+                1
+            })
+            .map_err(dev("allocating spmm partial sums"))?;
+        let col_blocks = w.cols.div_ceil(BLOCK as usize);
         let f = self.func("spmm")?;
         let mut l = self.stream.launch_builder(f);
         l.arg(&mut *out.buf)
@@ -545,12 +571,30 @@ impl Backend for Cuda {
             .arg(&has_vals)
             .arg(w.buf)
             .arg(&n)
-            .arg(&beta);
-        let cfg = Self::cfg_grid(x.n_rows, w.cols.div_ceil(BLOCK as usize))?;
-        // SAFETY: shapes checked; column indices are below `n_in` by the CSR's invariant.
-        unsafe { l.launch(cfg) }
-            .map(|_| ())
-            .map_err(Self::launch_err("spmm"))
+            .arg(&beta)
+            .arg(&mut parts);
+        let cfg = LaunchConfig {
+            grid_dim: (x.n_rows as u32, col_blocks as u32, chunks as u32),
+            ..Self::cfg_grid(x.n_rows, col_blocks)?
+        };
+        // SAFETY: shapes checked; column indices are below `n_in` by the CSR's invariant;
+        // `parts` holds rows·chunks·n_out when any row spans several chunks.
+        unsafe { l.launch(cfg) }.map_err(Self::launch_err("spmm"))?;
+        if chunks > 1 {
+            let chunks64 = chunks as u64;
+            let f = self.func("spmm_combine")?;
+            let mut l = self.stream.launch_builder(f);
+            l.arg(&mut *out.buf)
+                .arg(&x.offsets)
+                .arg(&parts)
+                .arg(&n)
+                .arg(&chunks64)
+                .arg(&beta);
+            // SAFETY: as above.
+            unsafe { l.launch(Self::cfg_grid(x.n_rows, col_blocks)?) }
+                .map_err(Self::launch_err("spmm_combine"))?;
+        }
+        Ok(())
     }
 
     fn sparse_weight_gradient(

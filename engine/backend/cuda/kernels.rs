@@ -37,6 +37,7 @@ pub const KERNELS: &[&str] = &[
     "dropout_backward",
     "optimizer_step",
     "spmm",
+    "spmm_combine",
     "sparse_weight_gradient",
     "csc_count",
     "csc_scan_blocks",
