@@ -293,3 +293,143 @@ extern "C" __global__ void topk_select(const u64* keys, const float* scores, u64
         }
     }
 }
+
+// Top-K for rows of at most 65,536 items, reading the scores directly (no key array): the
+// exclusions of the row become a bitmap in shared memory; radix select over the 32
+// order-preserving bits of the scores in three digits (11, 11, 10 bits) finds the K-th largest
+// score T; among the entries equal to T, a radix select over the 16-bit indices keeps the
+// lowest ones. Then the same sort and output as topk_select. Five passes over 4-byte scores
+// instead of ten over 8-byte keys.
+#define TOPK_SMALL_ITEMS 65536
+
+__device__ __forceinline__ u32 topk_ord(float s) {
+    u32 bits = __float_as_uint(s == 0.0f ? 0.0f : s);
+    return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+}
+
+// In the histogram `hist` of `bins` (≤ 2048) bins, finds the bin holding the `need`-th largest
+// entry (counting from the top bin) and how many of that bin's entries are needed; thread t
+// looks at bins 2t and 2t+1 from the top. Results in *chosen and *left.
+__device__ __forceinline__ void topk_find_bin(const u32* hist, int bins, u32 need, u32* chosen, u32* left) {
+    int hi = bins - 1 - 2 * (int)threadIdx.x, lo = hi - 1;
+    u32 vh = hi >= 0 ? hist[hi] : 0, vl = lo >= 0 ? hist[lo] : 0;
+    u64 total;
+    u64 above = block_exclusive_scan((u64)vh + vl, &total);
+    if (above < need && above + vh >= need) { *chosen = (u32)hi; *left = need - (u32)above; }
+    else if (above + vh < need && above + vh + vl >= need) { *chosen = (u32)lo; *left = need - (u32)above - vh; }
+    __syncthreads();
+}
+
+extern "C" __global__ void topk_small(const float* scores, u64 ld, u64 items, const u64* ex_offsets,
+                                      const u32* ex_cols, int has_ex, int k, u32* out_idx, float* out_score) {
+    __shared__ u32 excluded[TOPK_SMALL_ITEMS / 32];
+    __shared__ u32 hist[2048];
+    __shared__ u64 sel[TOPK_MAX];
+    __shared__ i64 red[1024];
+    __shared__ u32 chosen, left, n_sel;
+    u64 b = blockIdx.x;
+    const float* row = scores + b * ld;
+    u32 words = (u32)((items + 31) / 32);
+    for (u32 i = threadIdx.x; i < words; i += blockDim.x) excluded[i] = 0;
+    __syncthreads();
+    if (has_ex)
+        for (u64 e = ex_offsets[b] + threadIdx.x; e < ex_offsets[b + 1]; e += blockDim.x) {
+            u32 c = ex_cols[e];
+            if (c < items) atomicOr(&excluded[c >> 5], 1u << (c & 31));
+        }
+    __syncthreads();
+#define TOPK_VALID(i, s) (!isnan(s) && !(excluded[(i) >> 5] & (1u << ((i) & 31))))
+    i64 c = 0;
+    for (u32 i = threadIdx.x; i < items; i += blockDim.x) c += TOPK_VALID(i, row[i]);
+    c = block_reduce(c, red, AddI());
+    u32 kk = (u32)min((i64)k, c);
+    // Threshold T on the score bits and how many entries equal to T are taken.
+    u32 t_ord = 0, t_take = 0, prefix = 0, mask = 0;
+    bool all = (i64)kk >= c;
+    if (!all && kk > 0) {
+        u32 need = kk;
+        const int shifts[3] = {21, 10, 0}, widths[3] = {11, 11, 10};
+        #pragma unroll
+        for (int p = 0; p < 3; ++p) {
+            int bins = 1 << widths[p];
+            for (int d = threadIdx.x; d < bins; d += blockDim.x) hist[d] = 0;
+            __syncthreads();
+            for (u32 i = threadIdx.x; i < items; i += blockDim.x) {
+                float s = row[i];
+                if (!TOPK_VALID(i, s)) continue;
+                u32 o = topk_ord(s);
+                if ((o & mask) == prefix) atomicAdd(&hist[(o >> shifts[p]) & (bins - 1)], 1u);
+            }
+            __syncthreads();
+            topk_find_bin(hist, bins, need, &chosen, &left);
+            prefix |= chosen << shifts[p];
+            mask |= (u32)(bins - 1) << shifts[p];
+            need = left;
+        }
+        t_ord = prefix;
+        t_take = need;  // entries equal to T to take, the lowest indices first
+    }
+    // Among the entries equal to T, the t_take lowest indices: radix select over the 16-bit
+    // index from the bottom (bins counted from index 0 upwards, so the "top" is index 0).
+    u32 idx_limit = 0xffffffffu;
+    if (!all && kk > 0) {
+        u32 need = t_take, iprefix = 0, imask = 0;
+        #pragma unroll
+        for (int p = 0; p < 2; ++p) {
+            int shift = p == 0 ? 8 : 0;
+            for (int d = threadIdx.x; d < 256; d += blockDim.x) hist[d] = 0;
+            __syncthreads();
+            for (u32 i = threadIdx.x; i < items; i += blockDim.x) {
+                float s = row[i];
+                if (!TOPK_VALID(i, s) || topk_ord(s) != t_ord || (i & imask) != iprefix) continue;
+                atomicAdd(&hist[255 - ((i >> shift) & 255u)], 1u);  // reversed: low index = top bin
+            }
+            __syncthreads();
+            topk_find_bin(hist, 256, need, &chosen, &left);
+            iprefix |= (255u - chosen) << shift;
+            imask |= 255u << shift;
+            need = left;
+        }
+        idx_limit = iprefix;  // entries equal to T with index ≤ idx_limit are taken
+    }
+    if (threadIdx.x == 0) n_sel = 0;
+    __syncthreads();
+    for (u32 i = threadIdx.x; i < items && kk > 0; i += blockDim.x) {
+        float s = row[i];
+        if (!TOPK_VALID(i, s)) continue;
+        u32 o = topk_ord(s);
+        if (all || o > t_ord || (o == t_ord && i <= idx_limit)) {
+            u32 pos = atomicAdd(&n_sel, 1u);
+            if (pos < TOPK_MAX) sel[pos] = ((u64)o << 32) | (u64)(~i);
+        }
+    }
+#undef TOPK_VALID
+    __syncthreads();
+    u32 p2 = 1;
+    while (p2 < kk) p2 <<= 1;
+    for (u32 i = kk + threadIdx.x; i < p2; i += blockDim.x) sel[i] = 0;
+    __syncthreads();
+    for (u32 size = 2; size <= p2; size <<= 1) {
+        for (u32 stride = size >> 1; stride > 0; stride >>= 1) {
+            for (u32 i = threadIdx.x; i < p2; i += blockDim.x) {
+                u32 j = i ^ stride;
+                if (j > i) {
+                    bool desc = (i & size) == 0;
+                    u64 x = sel[i], y = sel[j];
+                    if (desc ? (x < y) : (x > y)) { sel[i] = y; sel[j] = x; }
+                }
+            }
+            __syncthreads();
+        }
+    }
+    for (u32 r = threadIdx.x; r < (u32)k; r += blockDim.x) {
+        if (r < kk) {
+            u32 idx = ~(u32)(sel[r] & 0xffffffffull);
+            out_idx[b * k + r] = idx;
+            out_score[b * k + r] = row[idx];
+        } else {
+            out_idx[b * k + r] = 0xffffffffu;
+            out_score[b * k + r] = -__int_as_float(0x7f800000);
+        }
+    }
+}

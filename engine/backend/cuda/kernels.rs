@@ -46,6 +46,7 @@ pub const KERNELS: &[&str] = &[
     "csc_fill",
     "topk_keys",
     "topk_select",
+    "topk_small",
     "zero_target_delta",
     "sparse_target_delta",
     "softmax_zero_grad",

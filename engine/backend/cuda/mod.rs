@@ -12,6 +12,10 @@
 //! so every run gives the same bits.
 
 mod backend;
+mod dense;
 pub mod kernels;
+mod loss;
+mod sparse;
+mod topk;
 
 pub use backend::{Cuda, CudaSparseBatch};
