@@ -85,15 +85,16 @@ fn slot_name(k: usize, input: &str, output: &str, part: &str) -> String {
     format!("optimizer_s{k}:{input}->{output}:{part}")
 }
 
-/// `(input, output)` layer names of every graph weight, in graph order.
+/// `(input, output)` layer names of every graph edge, in edge order (the order of
+/// [`Network::download_optimizer_state`]).
 fn weight_names(graph: &Graph) -> Vec<(String, String)> {
     graph
-        .weights()
+        .edges()
         .iter()
-        .map(|w| {
+        .map(|e| {
             (
-                graph.layer(w.input).name.clone(),
-                graph.layer(w.output).name.clone(),
+                graph.layer(e.source).name.clone(),
+                graph.layer(e.target).name.clone(),
             )
         })
         .collect()
