@@ -7,9 +7,10 @@
 //! (`f = 1/(1 + calls)`). Prediction uses the running statistics. `γ` starts at 1, `β` at 0,
 //! and both train with the network's optimizer, unregularised.
 
-use super::Network;
+use super::{Network, SlotState};
 use crate::backend::traits::Backend;
 use crate::error::{Error, Result};
+use crate::ops::optimizer::state_len;
 
 /// The batch-normalisation state of one layer on the device.
 pub(crate) struct BatchNorm<V> {
@@ -165,6 +166,86 @@ impl<B: Backend> Network<B> {
             self.backend.upload(&mut bn.bias, &v.bias)?;
             self.backend.upload(&mut bn.running_mean, &v.running_mean)?;
             self.backend.upload(&mut bn.running_var, &v.running_var)?;
+        }
+        Ok(())
+    }
+}
+
+/// The training state of one batch-normalised layer beyond its values: the optimizer slots
+/// of `γ` (in [`SlotState::weights`]) and `β` (in [`SlotState::bias`]), and the number of
+/// training passes that set the running-average factor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchNormTrainState {
+    pub layer: String,
+    pub calls: u64,
+    pub slots: Vec<SlotState>,
+}
+
+impl<B: Backend> Network<B> {
+    /// The training state of every batch-normalised layer, in layer order.
+    pub fn download_batch_norm_state(&self) -> Result<Vec<BatchNormTrainState>> {
+        let slots = state_len(self.optimizer);
+        let mut out = Vec::new();
+        for (l, bn) in self.graph.layers().iter().zip(&self.batch_norm) {
+            let Some(bn) = bn else { continue };
+            let mut s = Vec::with_capacity(slots);
+            for k in 0..slots {
+                let (mut weights, mut bias) = (vec![0.0; bn.units], vec![0.0; bn.units]);
+                self.backend.download(&bn.scale_state[k], &mut weights)?;
+                self.backend.download(&bn.bias_state[k], &mut bias)?;
+                s.push(SlotState { weights, bias });
+            }
+            out.push(BatchNormTrainState {
+                layer: l.name.clone(),
+                calls: bn.calls,
+                slots: s,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Replaces the training state of the batch-normalised layers (the shape
+    /// [`Network::download_batch_norm_state`] returns). Errors (nothing uploaded) for an
+    /// unknown or unnormalised layer, a wrong number of slots or a wrong length.
+    pub fn upload_batch_norm_state(&mut self, state: &[BatchNormTrainState]) -> Result<()> {
+        let slots = state_len(self.optimizer);
+        let mut targets = Vec::with_capacity(state.len());
+        for s in state {
+            let bad = |m: String| {
+                Error::invalid_argument(
+                    "batch normalization state",
+                    format!("layer `{}`: {m}", s.layer),
+                )
+            };
+            let id = self
+                .graph
+                .layer_by_name(&s.layer)
+                .map(|l| l.id.0)
+                .ok_or_else(|| bad("not a layer of the network".into()))?;
+            let bn = self.batch_norm[id]
+                .as_ref()
+                .ok_or_else(|| bad("has no BatchNormalization".into()))?;
+            if s.slots.len() != slots {
+                return Err(bad(format!(
+                    "{} slots given; expected {slots}",
+                    s.slots.len()
+                )));
+            }
+            if s.slots
+                .iter()
+                .any(|x| x.weights.len() != bn.units || x.bias.len() != bn.units)
+            {
+                return Err(bad(format!("slots must hold {} values each", bn.units)));
+            }
+            targets.push(id);
+        }
+        for (s, id) in state.iter().zip(targets) {
+            let bn = self.batch_norm[id].as_mut().expect("checked above");
+            bn.calls = s.calls;
+            for (k, slot) in s.slots.iter().enumerate() {
+                self.backend.upload(&mut bn.scale_state[k], &slot.weights)?;
+                self.backend.upload(&mut bn.bias_state[k], &slot.bias)?;
+            }
         }
         Ok(())
     }

@@ -34,7 +34,7 @@ use crate::ops::{Activation, Optimizer};
 use crate::sparse::Csr;
 
 pub(crate) use batchnorm::BatchNorm;
-pub use batchnorm::BatchNormValues;
+pub use batchnorm::{BatchNormTrainState, BatchNormValues};
 pub use model::SlotState;
 pub use pass::StepStats;
 
