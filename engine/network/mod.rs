@@ -6,15 +6,25 @@
 //! `[source units][target units]` row-major (DSSTNE's layout), with a bias of `target units`.
 //!
 //! The math of one training step (the composite logic, written once for every backend):
-//! - forward, in topological order: `z_L = Σ_e (a_src(e)·W_e + b_e) + Σ_skip a_s`,
-//!   `a_L = f_L(z_L)`, then inverted dropout on hidden layers while training;
-//! - output delta `δ = ∂L/∂z` from the error function (two-pass for sparse targets), scaled
-//!   per example by the data weights when the target dataset has them;
+//! - forward, in topological order: `z_L = Σ_e (a_src(e)·op(W_e) + b_e) + Σ_skip a_s`
+//!   (`op(W) = Wᵀ` for an edge using a shared weight transposed), batch normalisation of `z_L`
+//!   on `BatchNormalization` layers, `a_L = f_L(z_L)`, then inverted dropout on hidden layers
+//!   while training;
+//! - output delta `δ = ∂L/∂z` from the error function (two-pass for sparse targets, zeros
+//!   ignored for `SparseIgnoreZero` targets), scaled per example by the data weights when the
+//!   target dataset has them, then `DeltaNorm`;
 //! - backward, in reverse order: a hidden layer's `∂L/∂a` (summed over its outgoing edges
-//!   `δ_t·W_eᵀ` and skip targets) goes back through dropout and `f'` to `δ_L`; for each
-//!   incoming edge `g_W = −(1/(B·s))·a_srcᵀ·δ_L` and `g_b = −(1/B)·Σ_b δ_L` (the negative mean
-//!   gradient, `s` the sharing count), sparse sources through the fixed-point kernel;
-//! - update of every weight and bias with the chosen optimizer (biases unregularised).
+//!   `δ_t·op(W_e)ᵀ` and skip targets) gets the sparseness penalty, goes back through dropout
+//!   and `f'`, `DeltaNorm` and batch normalisation to `δ_L`; for each incoming edge
+//!   `g_W (+)= −(1/(B·s))·a_srcᵀ·δ_L` (transposed: `δ_Lᵀ·a_src`) summed over the edges
+//!   sharing `W`, and `g_b = −(1/B)·Σ_b δ_L` per edge (the negative mean gradient, `s` the
+//!   sharing count), sparse sources through the fixed-point kernel;
+//! - update of every weight (then its `WeightNorm`), every edge's bias and every batch
+//!   normalisation scale and shift with the chosen optimizer (biases, scales and shifts
+//!   unregularised).
+//!
+//! Every edge has its own bias; weights are per graph weight, so an edge sharing another's
+//! weight has a bias but no matrix (see [`params`]).
 
 mod batchnorm;
 mod check;
@@ -136,8 +146,9 @@ impl<B: Backend> Network<B> {
     /// examples, with weights initialised from `seed` (weight `i` draws from RNG stream `i`)
     /// and optimizer state for `optimizer`.
     ///
-    /// Errors: shared weights and skips from a sparse input (not supported yet), an output
-    /// layer whose error function has no kernel for its activation, a zero capacity.
+    /// Errors: a skip from a sparse input and a transposed shared weight on an edge from a
+    /// sparse input ([`Error::Unsupported`]), `BatchNormalization` on a non-hidden layer, an
+    /// output layer whose error function has no kernel for its activation, a zero capacity.
     pub fn build(
         backend: B,
         graph: Graph,
