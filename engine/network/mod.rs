@@ -24,7 +24,7 @@
 //!   unregularised).
 //!
 //! Every edge has its own bias; weights are per graph weight, so an edge sharing another's
-//! weight has a bias but no matrix (see [`params`]).
+//! weight has a bias but no matrix (see `params.rs`).
 
 mod batchnorm;
 mod check;
