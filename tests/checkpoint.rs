@@ -110,6 +110,7 @@ fn model() -> Model {
     Model {
         descriptor: resolved_descriptor(&g),
         weights,
+        batch_norm: Vec::new(),
         extras: Extras {
             tensors: vec![
                 (

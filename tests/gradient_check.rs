@@ -8,6 +8,7 @@ use moira::dataset::Dataset;
 use moira::descriptor::Descriptor;
 use moira::graph::Graph;
 use moira::network::Network;
+use moira::ops::norm::sparseness_penalty_loss;
 use moira::ops::{Activation, ErrorFunction, Optimizer};
 use moira::sparse::Csr;
 use moira::train::{shapes, DataBinding};
@@ -88,10 +89,19 @@ fn datasets(sparse_in: bool, sparse_out: bool, error: ErrorFunction) -> Vec<Data
 }
 
 /// Loss of the whole (single) minibatch at the current weights; with `training`, through
-/// dropout (the same mask every time: it depends on the seed and the update count only).
+/// dropout (the same mask every time: it depends on the seed and the update count only) and
+/// with batch statistics. Includes the sparseness penalty of every layer that has one (the
+/// loss whose gradient the penalty's delta is).
 fn loss(net: &mut Network<Cpu>, training: bool) -> f64 {
     net.forward(training, 0).unwrap();
-    net.loss().unwrap().to_f64()
+    let mut total = net.loss().unwrap().to_f64();
+    for layer in net.graph().layers().to_vec() {
+        if let Some(sp) = layer.sparseness_penalty {
+            let a = net.layer_output(layer.id).unwrap();
+            total += sparseness_penalty_loss(a.data(), a.rows(), a.cols(), sp.p, sp.beta);
+        }
+    }
+    total
 }
 
 /// Checks every weight and bias of a network; returns the worst relative error and the
@@ -111,7 +121,14 @@ fn check_network(d: Descriptor, data: Vec<Dataset>) -> (f64, usize, usize) {
     check_network_mode(d, data, false)
 }
 
-/// [`check_network`], through dropout when `training`.
+/// Relative difference of a numeric and an analytic derivative.
+fn rel(numeric: f64, analytic: f64) -> f64 {
+    (numeric - analytic).abs() / (1.0f64).max(numeric.abs()).max(analytic.abs())
+}
+
+/// [`check_network`], through dropout and batch statistics when `training`. Checks every
+/// edge's weight (the true gradient of a shared weight is the reported one times its sharing
+/// count) and bias, and every batch normalisation scale and shift.
 fn check_network_mode(d: Descriptor, data: Vec<Dataset>, training: bool) -> (f64, usize, usize) {
     let graph = Graph::compile(&d, &shapes(&data)).unwrap();
     let binding = DataBinding::new(&graph, &data, false).unwrap();
@@ -129,16 +146,32 @@ fn check_network_mode(d: Descriptor, data: Vec<Dataset>, training: bool) -> (f64
     net.forward(training, 0).unwrap();
     net.backward(0).unwrap();
     let grads = net.download_gradients().unwrap();
+    let bn_grads = net.download_batch_norm_gradients().unwrap();
     let params = net.download_params().unwrap();
+    let bn = net.download_batch_norm().unwrap();
+    let sharing: Vec<f64> = graph
+        .edges()
+        .iter()
+        .map(|e| f64::from(graph.weight(e.weight).sharing_count.max(1)))
+        .collect();
     let eps = 1e-3f32;
+    let b = EXAMPLES as f64;
     let (mut worst, mut bad, mut checked) = (0.0f64, 0usize, 0usize);
-    for (wi, (w, b)) in params.iter().enumerate() {
+    let mut count = |numeric: f64, analytic: f64| {
+        let err = rel(numeric, analytic);
+        worst = worst.max(err);
+        checked += 1;
+        if err > 2e-2 {
+            bad += 1;
+        }
+    };
+    for (wi, (w, bias)) in params.iter().enumerate() {
         let n_w = w.rows() * w.cols();
-        for k in 0..n_w + b.len() {
+        for k in 0..n_w + bias.len() {
             let analytic = if k < n_w {
-                -(EXAMPLES as f64) * grads[wi].0.data()[k] as f64
+                -b * sharing[wi] * grads[wi].0.data()[k] as f64
             } else {
-                -(EXAMPLES as f64) * grads[wi].1[k - n_w] as f64
+                -b * grads[wi].1[k - n_w] as f64
             };
             let mut at = |delta: f32| {
                 let mut p = params.clone();
@@ -151,12 +184,30 @@ fn check_network_mode(d: Descriptor, data: Vec<Dataset>, training: bool) -> (f64
                 loss(&mut net, training)
             };
             let numeric = (at(eps) - at(-eps)) / (2.0 * eps as f64);
-            let err = (numeric - analytic).abs() / (1.0f64).max(numeric.abs()).max(analytic.abs());
-            worst = worst.max(err);
-            checked += 1;
-            if err > 2e-2 {
-                bad += 1;
-            }
+            count(numeric, analytic);
+        }
+    }
+    net.upload_params(&params).unwrap();
+    for (li, layer) in bn.iter().enumerate() {
+        for k in 0..2 * layer.scale.len() {
+            let units = layer.scale.len();
+            let analytic = if k < units {
+                -b * bn_grads[li].scale[k] as f64
+            } else {
+                -b * bn_grads[li].bias[k - units] as f64
+            };
+            let mut at = |delta: f32| {
+                let mut v = bn.clone();
+                if k < units {
+                    v[li].scale[k] += delta;
+                } else {
+                    v[li].bias[k - units] += delta;
+                }
+                net.upload_batch_norm(&v).unwrap();
+                loss(&mut net, training)
+            };
+            let numeric = (at(eps) - at(-eps)) / (2.0 * eps as f64);
+            count(numeric, analytic);
         }
     }
     (worst, bad, checked)
@@ -300,5 +351,138 @@ fn dropout_gradients_match_finite_differences() {
             bad == 0,
             "{hidden} with dropout: {bad} of {checked} parameters off (worst {worst:.3e})"
         );
+    }
+}
+
+/// A tied autoencoder: `in → h` owns its weight, `h → out` uses it transposed (DSSTNE's
+/// `SharedWeights`); the shared weight's true gradient sums both uses, and DSSTNE's reported
+/// gradient divides that by the sharing count 2. Each edge keeps its own bias.
+#[test]
+fn tied_transposed_weights_match_finite_differences() {
+    let json = format!(
+        r#"{{ "Version": 0.9, "Name": "tied", "ErrorFunction": "L2",
+            "Layers": [
+              {{ "Name": "in", "Kind": "Input", "N": "auto", "DataSet": "input" }},
+              {{ "Name": "h", "Kind": "Hidden", "N": {N_HIDDEN}, "Activation": "Tanh",
+                 "WeightInit": {{ "Scheme": "Gaussian", "Scale": 0.5 }} }},
+              {{ "Name": "out", "Kind": "Output", "N": "auto", "DataSet": "output",
+                 "Activation": "Sigmoid", "WeightInit": {{ "Bias": 0.1 }},
+                 "SharedWeights": {{ "SourceInputLayer": "in", "SourceOutputLayer": "h",
+                                     "InputLayer": "h", "Transposed": true }} }}
+            ] }}"#
+    );
+    let d = Descriptor::from_str(&json, "tied.json").unwrap();
+    for sparse_in in [false, true] {
+        let input = if sparse_in {
+            Dataset::sparse("input", vec![N_IN], sparse_rows(N_IN, 1, true)).unwrap()
+        } else {
+            Dataset::dense("input", vec![N_IN], dense_rows(N_IN, 2)).unwrap()
+        };
+        let output = Dataset::dense("output", vec![N_IN], dense_rows(N_IN, 9)).unwrap();
+        let (worst, bad, checked) = check_network(d.clone(), vec![input, output]);
+        let (i, h) = (N_IN as usize, N_HIDDEN as usize);
+        assert_eq!(checked, i * h + h + i, "one shared matrix, two biases");
+        assert_eq!(
+            bad, 0,
+            "sparse in {sparse_in}: {bad} of {checked} off, worst {worst:.3e}"
+        );
+    }
+}
+
+/// An untransposed shared weight (two sources of one layer reusing one matrix).
+#[test]
+fn untransposed_shared_weights_match_finite_differences() {
+    let json = format!(
+        r#"{{ "Version": 0.9, "Name": "shared", "ErrorFunction": "L2",
+            "Layers": [
+              {{ "Name": "in", "Kind": "Input", "N": "auto", "DataSet": "input" }},
+              {{ "Name": "h1", "Kind": "Hidden", "N": {N_HIDDEN}, "Activation": "Tanh", "Source": "in",
+                 "WeightInit": {{ "Scheme": "Gaussian", "Scale": 0.5 }} }},
+              {{ "Name": "h2", "Kind": "Hidden", "N": {N_HIDDEN}, "Activation": "Sigmoid", "Source": "h1",
+                 "WeightInit": {{ "Scheme": "Gaussian", "Scale": 0.5 }} }},
+              {{ "Name": "h3", "Kind": "Hidden", "N": {N_HIDDEN}, "Activation": "Tanh", "Source": "h2",
+                 "SharedWeights": {{ "SourceInputLayer": "h1", "SourceOutputLayer": "h2", "InputLayer": "h2" }} }},
+              {{ "Name": "out", "Kind": "Output", "N": "auto", "DataSet": "output", "Activation": "Sigmoid",
+                 "WeightInit": {{ "Scheme": "Gaussian", "Scale": 0.5 }} }}
+            ] }}"#
+    );
+    let d = Descriptor::from_str(&json, "shared.json").unwrap();
+    for sparse in [false, true] {
+        let (worst, bad, checked) =
+            check_network(d.clone(), datasets(sparse, sparse, ErrorFunction::L2));
+        assert_eq!(
+            bad, 0,
+            "sparse {sparse}: {bad} of {checked} off, worst {worst:.3e}"
+        );
+    }
+}
+
+/// DSSTNE's KL sparseness penalty on a `Sparse` hidden layer (network-level p/β, and a
+/// per-layer β overriding it), with and without dropout: the penalty's delta is the gradient
+/// of `B·β·Σ_j KL(p‖ρ̂_j)` over the activations the next layer sees.
+#[test]
+fn sparseness_penalty_matches_finite_differences() {
+    for (own, dropout) in [
+        ("", 0.0),
+        (r#", "SparsenessPenalty": { "beta": 0.7 }"#, 0.3),
+    ] {
+        let json = format!(
+            r#"{{ "Version": 0.9, "Name": "penalty", "ErrorFunction": "CrossEntropy",
+                "SparsenessPenalty": {{ "p": 0.1, "beta": 0.4 }},
+                "Layers": [
+                  {{ "Name": "in", "Kind": "Input", "N": "auto", "DataSet": "input" }},
+                  {{ "Name": "h", "Kind": "Hidden", "N": {N_HIDDEN}, "Activation": "Sigmoid",
+                     "Sparse": true, "pDropout": {dropout}{own},
+                     "WeightInit": {{ "Scheme": "Gaussian", "Scale": 0.8 }} }},
+                  {{ "Name": "out", "Kind": "Output", "N": "auto", "DataSet": "output",
+                     "Activation": "Sigmoid", "WeightInit": {{ "Scheme": "Gaussian", "Scale": 0.5 }} }}
+                ] }}"#
+        );
+        let d = Descriptor::from_str(&json, "penalty.json").unwrap();
+        let data = datasets(true, true, ErrorFunction::CrossEntropy);
+        let graph = Graph::compile(&d, &shapes(&data)).unwrap();
+        let sp = graph
+            .layer_by_name("h")
+            .unwrap()
+            .sparseness_penalty
+            .unwrap();
+        assert_eq!(
+            (sp.p, sp.beta),
+            (0.1, if own.is_empty() { 0.4 } else { 0.7 })
+        );
+        let (worst, bad, checked) = check_network_mode(d, data, dropout > 0.0);
+        assert_eq!(bad, 0, "{own}: {bad} of {checked} off, worst {worst:.3e}");
+    }
+}
+
+/// Batch normalisation of hidden layers in training mode (batch statistics): the weights,
+/// biases, and the BN scale and shift all match central differences.
+#[test]
+fn batch_normalization_matches_finite_differences() {
+    for hidden in [Activation::Tanh, Activation::Sigmoid] {
+        let json = format!(
+            r#"{{ "Version": 0.9, "Name": "bn", "ErrorFunction": "L2",
+                "Layers": [
+                  {{ "Name": "in", "Kind": "Input", "N": "auto", "DataSet": "input" }},
+                  {{ "Name": "h1", "Kind": "Hidden", "N": {N_HIDDEN}, "Activation": "{0}",
+                     "BatchNormalization": true, "WeightInit": {{ "Scheme": "Gaussian", "Scale": 0.8 }} }},
+                  {{ "Name": "h2", "Kind": "Hidden", "N": {N_HIDDEN}, "Activation": "{0}",
+                     "BatchNormalization": true, "WeightInit": {{ "Scheme": "Gaussian", "Scale": 0.8 }} }},
+                  {{ "Name": "out", "Kind": "Output", "N": "auto", "DataSet": "output",
+                     "Activation": "Sigmoid", "WeightInit": {{ "Scheme": "Gaussian", "Scale": 0.5 }} }}
+                ] }}"#,
+            hidden.name()
+        );
+        let d = Descriptor::from_str(&json, "bn.json").unwrap();
+        for sparse in [false, true] {
+            let data = datasets(sparse, sparse, ErrorFunction::L2);
+            let (worst, bad, checked) = check_network_mode(d.clone(), data, true);
+            let (i, h, o) = (N_IN as usize, N_HIDDEN as usize, N_OUT as usize);
+            assert_eq!(checked, i * h + h * h + h * o + 2 * h + o + 4 * h);
+            assert_eq!(
+                bad, 0,
+                "{hidden} sparse {sparse}: {bad} of {checked} off, worst {worst:.3e}"
+            );
+        }
     }
 }

@@ -218,6 +218,122 @@ pub trait Backend: Send + Sync {
         t: u64,
     ) -> Result<()>;
 
+    /// The sparseness penalty ([`crate::ops::norm::sparseness_penalty_delta`]'s contract):
+    /// `delta[b, j] += β·(−p/ρ̂_j + (1−p)/(1−ρ̂_j))`, `ρ̂_j` the clamped column mean of `a`.
+    /// The default runs the host formula on downloaded buffers.
+    fn sparseness_penalty(
+        &self,
+        delta: MatMut<Self::Vector>,
+        a: Mat<Self::Vector>,
+        p: f32,
+        beta: f32,
+    ) -> Result<()> {
+        let (rows, cols) = (delta.rows, delta.cols);
+        let ah = download_mat(self, a)?;
+        let mut dh = vec![0.0; rows * cols];
+        self.download(delta.buf, &mut dh)?;
+        crate::ops::norm::sparseness_penalty_delta(&mut dh, &ah, rows, cols, p, beta);
+        self.upload(delta.buf, &dh)
+    }
+
+    /// `WeightNorm` ([`crate::ops::norm::clip_column_norms`]): every column of `w` whose L2
+    /// norm exceeds `max_norm` is scaled down to it. The default runs on the host.
+    fn clip_column_norms(&self, w: MatMut<Self::Vector>, max_norm: f32) -> Result<()> {
+        let (rows, cols) = (w.rows, w.cols);
+        let mut h = vec![0.0; rows * cols];
+        self.download(w.buf, &mut h)?;
+        crate::ops::norm::clip_column_norms(&mut h, rows, cols, max_norm);
+        self.upload(w.buf, &h)
+    }
+
+    /// `DeltaNorm` ([`crate::ops::norm::clip_row_norms`]): every row of `x` whose L2 norm
+    /// exceeds `max_norm` is scaled down to it. The default runs on the host.
+    fn clip_row_norms(&self, x: MatMut<Self::Vector>, max_norm: f32) -> Result<()> {
+        let (rows, cols) = (x.rows, x.cols);
+        let mut h = vec![0.0; rows * cols];
+        self.download(x.buf, &mut h)?;
+        crate::ops::norm::clip_row_norms(&mut h, rows, cols, max_norm);
+        self.upload(x.buf, &h)
+    }
+
+    /// Batch normalisation of `z` in place ([`crate::ops::norm::batch_norm_forward`]'s
+    /// contract): `xhat` (at least `rows × cols`) receives the normalised values; `factor`
+    /// `Some(f)` trains (batch statistics, running ones updated by `f`, `s.inv_std` saved),
+    /// `None` infers with the running statistics. The default runs on the host.
+    fn batch_norm_forward(
+        &self,
+        z: MatMut<Self::Vector>,
+        xhat: &mut Self::Vector,
+        s: BatchNormState<'_, Self::Vector>,
+        factor: Option<f64>,
+    ) -> Result<()> {
+        let (rows, cols) = (z.rows, z.cols);
+        let mut zh = vec![0.0; rows * cols];
+        self.download(z.buf, &mut zh)?;
+        let mut xh = vec![0.0; rows * cols];
+        let get = |v: &Self::Vector| -> Result<Vec<f32>> {
+            let mut h = vec![0.0; cols];
+            self.download(v, &mut h)?;
+            Ok(h)
+        };
+        let (scale, bias) = (get(s.scale)?, get(s.bias)?);
+        let (mut rm, mut rv, mut inv) =
+            (get(s.running_mean)?, get(s.running_var)?, get(s.inv_std)?);
+        crate::ops::norm::batch_norm_forward(
+            &mut zh,
+            &mut xh,
+            rows,
+            cols,
+            crate::ops::norm::BatchNormBuffers {
+                scale: &scale,
+                bias: &bias,
+                running_mean: &mut rm,
+                running_var: &mut rv,
+                inv_std: &mut inv,
+            },
+            factor,
+        );
+        self.upload(z.buf, &zh)?;
+        self.upload(xhat, &xh)?;
+        if factor.is_some() {
+            self.upload(s.running_mean, &rm)?;
+            self.upload(s.running_var, &rv)?;
+            self.upload(s.inv_std, &inv)?;
+        }
+        Ok(())
+    }
+
+    /// The gradient through a training [`Backend::batch_norm_forward`]
+    /// ([`crate::ops::norm::batch_norm_backward`]'s contract): `delta` becomes `∂L/∂z`;
+    /// `dscale`, `dbias` receive the negative mean gradients of `γ`, `β`. The default runs on
+    /// the host.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_backward(
+        &self,
+        delta: MatMut<Self::Vector>,
+        xhat: &Self::Vector,
+        scale: &Self::Vector,
+        inv_std: &Self::Vector,
+        dscale: &mut Self::Vector,
+        dbias: &mut Self::Vector,
+    ) -> Result<()> {
+        let (rows, cols) = (delta.rows, delta.cols);
+        let mut dh = vec![0.0; rows * cols];
+        self.download(delta.buf, &mut dh)?;
+        let mut xh = vec![0.0; rows * cols];
+        self.download(xhat, &mut xh)?;
+        let (mut sc, mut inv) = (vec![0.0; cols], vec![0.0; cols]);
+        self.download(scale, &mut sc)?;
+        self.download(inv_std, &mut inv)?;
+        let (mut ds, mut db) = (vec![0.0; cols], vec![0.0; cols]);
+        crate::ops::norm::batch_norm_backward(
+            &mut dh, &xh, rows, cols, &sc, &inv, &mut ds, &mut db,
+        );
+        self.upload(delta.buf, &dh)?;
+        self.upload(dscale, &ds)?;
+        self.upload(dbias, &db)
+    }
+
     /// Exact top-K of each row of `scores` over its first `items` columns, with
     /// [`crate::predict::top_k_batch`]'s contract (higher score first, ties to the lower index,
     /// NaN and `exclude`d columns never selected, padding with [`crate::predict::NO_ITEM`] and
@@ -244,4 +360,22 @@ pub trait Backend: Send + Sync {
         };
         crate::predict::top_k_batch(&compact, items, k, exclude, 0, indices, out_scores)
     }
+}
+
+/// The per-unit buffers of a batch-normalised layer on the device (each `units` long; see
+/// [`crate::ops::norm::BatchNormBuffers`]).
+#[derive(Debug)]
+pub struct BatchNormState<'a, V> {
+    pub scale: &'a V,
+    pub bias: &'a V,
+    pub running_mean: &'a mut V,
+    pub running_var: &'a mut V,
+    pub inv_std: &'a mut V,
+}
+
+/// The `rows × cols` values of `m`, downloaded.
+fn download_mat<B: Backend + ?Sized>(b: &B, m: Mat<B::Vector>) -> Result<Vec<f32>> {
+    let mut h = vec![0.0; m.rows * m.cols];
+    b.download(m.buf, &mut h)?;
+    Ok(h)
 }

@@ -20,7 +20,10 @@
 //!   `weightInit` (uint), `weightInitScale`, `biasInit`, `weightNorm`, `deltaNorm`,
 //!   `activation` (uint), `sparsenessPenalty_p`, `sparsenessPenalty_beta`, `RELUSlope`,
 //!   `ELUAlpha`, `SELULambda`, `attributes` (uint: Sparse 0x1, Denoising 0x2,
-//!   BatchNormalization 0x4), `sources` (uint), `source<j>`, `skips` (uint), `skip<j>`.
+//!   BatchNormalization 0x4), `sources` (uint), `source<j>`, `skips` (uint), `skip<j>`; a
+//!   BatchNormalization layer also has dimension `layer<i>_bnDim` (its units) and float
+//!   variables `layer<i>_scaleBN`, `layer<i>_biasBN`, `layer<i>_runningMeanBN`,
+//!   `layer<i>_runningVarianceBN` (optional on load: absent means fresh values).
 //! - Per weight `i`, attributes `weight<i>_*`: `inputLayer`, `outputLayer`, `width` (output
 //!   units), `height` (input units), `length`, `depth`, `breadth` (uint64, 1 for fully
 //!   connected), `bShared`, `bLocked` (uint), `norm` (float); dimension `weight<i>_biasDim`
@@ -145,7 +148,26 @@ pub struct Model {
     pub descriptor: Descriptor,
     /// One tensor per edge, in the order written to the file (DSSTNE's weight order).
     pub weights: Vec<WeightTensor>,
+    /// The values of the `BatchNormalization` layers (in layer order; may be empty, e.g. for
+    /// a DSSTNE file without them).
+    pub batch_norm: Vec<BatchNormTensors>,
     pub extras: Extras,
+}
+
+/// The batch-normalisation values of one layer as stored in a model file
+/// (`layer<i>_scaleBN`, `layer<i>_biasBN`, `layer<i>_runningMeanBN`,
+/// `layer<i>_runningVarianceBN` over the dimension `layer<i>_bnDim`), each as long as the
+/// layer has units.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchNormTensors {
+    /// The layer's name.
+    pub layer: String,
+    /// `γ`.
+    pub scale: Vec<f32>,
+    /// `β`.
+    pub bias: Vec<f32>,
+    pub running_mean: Vec<f32>,
+    pub running_variance: Vec<f32>,
 }
 
 /// Writes `model` to `path` in DSSTNE's schema (see the [module documentation](self)).
@@ -219,6 +241,12 @@ pub fn checksum(model: &Model) -> u64 {
     for w in &model.weights {
         h = text(text(h, &w.input_layer), &w.output_layer);
         h = floats(floats(h, &w.data), &w.bias);
+    }
+    for b in &model.batch_norm {
+        h = text(h, &b.layer);
+        for v in [&b.scale, &b.bias, &b.running_mean, &b.running_variance] {
+            h = floats(h, v);
+        }
     }
     let x = &model.extras;
     for (name, t) in &x.tensors {
@@ -471,6 +499,38 @@ fn check_model(model: &Model) -> std::result::Result<(), Problem> {
                         shared, w.output_layer, declared
                     ),
                 );
+            }
+        }
+    }
+    for (k, b) in model.batch_norm.iter().enumerate() {
+        let problem = |message: String| Problem {
+            weight: None,
+            item: "batch normalization",
+            message,
+        };
+        let Some(i) = find(&b.layer) else {
+            return Err(problem(format!(
+                "batch normalization values for `{}`, which is not a layer",
+                b.layer
+            )));
+        };
+        if !d.layers[i].batch_normalization
+            || model.batch_norm[..k].iter().any(|o| o.layer == b.layer)
+        {
+            return Err(problem(format!(
+                "batch normalization values for layer `{}`, which has no BatchNormalization \
+                 or has them twice",
+                b.layer
+            )));
+        }
+        for v in [&b.scale, &b.bias, &b.running_mean, &b.running_variance] {
+            if v.len() != units[i] {
+                return Err(problem(format!(
+                    "layer `{}`: {} batch normalization values; the layer has {} units",
+                    b.layer,
+                    v.len(),
+                    units[i]
+                )));
             }
         }
     }

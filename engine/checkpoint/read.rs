@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::ops::{Activation, ErrorFunction, WeightInitScheme};
 
 use super::write::{ATTRIBUTE_BATCH_NORMALIZATION, ATTRIBUTE_DENOISING, ATTRIBUTE_SPARSE};
-use super::{Extras, Model, SharedRef, WeightTensor};
+use super::{BatchNormTensors, Extras, Model, SharedRef, WeightTensor};
 
 /// A numeric attribute value.
 #[derive(Clone, Copy, Debug)]
@@ -232,10 +232,27 @@ pub(super) fn load(path: &Path) -> Result<Model> {
             }
         }
     }
+    let mut batch_norm = Vec::new();
+    for (i, l) in descriptor.layers.iter().enumerate() {
+        let at = |s: &str| format!("layer{i}_{s}");
+        if !l.batch_normalization || r.file.variable(&at("scaleBN")).is_none() {
+            continue;
+        }
+        let units = units_of(&r, &at("scaleBN"), &l.name, &descriptor)?;
+        let why = "the layer's units";
+        batch_norm.push(BatchNormTensors {
+            layer: l.name.clone(),
+            scale: r.floats(&at("scaleBN"), Some((units, why)))?,
+            bias: r.floats(&at("biasBN"), Some((units, why)))?,
+            running_mean: r.floats(&at("runningMeanBN"), Some((units, why)))?,
+            running_variance: r.floats(&at("runningVarianceBN"), Some((units, why)))?,
+        });
+    }
     let extras = extras(&r)?;
     let model = Model {
         descriptor,
         weights,
+        batch_norm,
         extras,
     };
     if let Some(stored) = r.opt_int::<u64>("moira_checksum", "an unsigned 64-bit integer")? {

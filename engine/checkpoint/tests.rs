@@ -52,6 +52,7 @@ fn model() -> Model {
             tensor("In", "Hid", 4, 3, false),
             tensor("Hid", "Out", 3, 4, true),
         ],
+        batch_norm: Vec::new(),
         extras: Extras::default(),
     }
 }

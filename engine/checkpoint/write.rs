@@ -100,6 +100,32 @@ impl Writer<'_> {
     }
 }
 
+impl Writer<'_> {
+    /// Float variables `<prefix of dim>NAME` sharing one new dimension `dim` of `len` values
+    /// (`dim` is `layer<i>_bnDim`; each variable is `layer<i>_NAME`).
+    fn floats_on(&mut self, dim: &str, len: usize, vars: &[(&str, &Vec<f32>)]) -> Result<()> {
+        if let Err(e) = self.file.add_dimension(dim, len) {
+            return Err(self.fail(dim, e));
+        }
+        let prefix = dim.trim_end_matches("bnDim");
+        for (name, data) in vars {
+            let var = format!("{prefix}{name}");
+            let written = self
+                .file
+                .add_variable::<f32>(&var, &[dim])
+                .and_then(|mut v| {
+                    if data.is_empty() {
+                        Ok(())
+                    } else {
+                        v.put_values(data, ..)
+                    }
+                });
+            written.map_err(|e| self.fail(&var, e))?;
+        }
+        Ok(())
+    }
+}
+
 fn write_file(temp: &Path, target: &Path, model: &Model) -> Result<()> {
     let file = netcdf::create(temp).map_err(|e| {
         Error::netcdf(
@@ -234,6 +260,16 @@ fn write_layer(w: &mut Writer<'_>, i: usize, l: &LayerDescriptor, model: &Model)
     w.att(&format!("{p}sources"), count(l.sources.len(), "sources")?)?;
     for (j, s) in l.sources.iter().enumerate() {
         w.att(&format!("{p}source{j}"), s.as_str())?;
+    }
+    if let Some(bn) = model.batch_norm.iter().find(|b| b.layer == l.name) {
+        let dim = format!("{p}bnDim");
+        let first = [
+            ("scaleBN", &bn.scale),
+            ("biasBN", &bn.bias),
+            ("runningMeanBN", &bn.running_mean),
+            ("runningVarianceBN", &bn.running_variance),
+        ];
+        w.floats_on(&dim, bn.scale.len(), &first)?;
     }
     w.att(&format!("{p}skips"), count(l.skips.len(), "skips")?)?;
     for (j, s) in l.skips.iter().enumerate() {

@@ -6,18 +6,30 @@
 //! `[source units][target units]` row-major (DSSTNE's layout), with a bias of `target units`.
 //!
 //! The math of one training step (the composite logic, written once for every backend):
-//! - forward, in topological order: `z_L = Σ_e (a_src(e)·W_e + b_e) + Σ_skip a_s`,
-//!   `a_L = f_L(z_L)`, then inverted dropout on hidden layers while training;
-//! - output delta `δ = ∂L/∂z` from the error function (two-pass for sparse targets), scaled
-//!   per example by the data weights when the target dataset has them;
+//! - forward, in topological order: `z_L = Σ_e (a_src(e)·op(W_e) + b_e) + Σ_skip a_s`
+//!   (`op(W) = Wᵀ` for an edge using a shared weight transposed), batch normalisation of `z_L`
+//!   on `BatchNormalization` layers, `a_L = f_L(z_L)`, then inverted dropout on hidden layers
+//!   while training;
+//! - output delta `δ = ∂L/∂z` from the error function (two-pass for sparse targets, zeros
+//!   ignored for `SparseIgnoreZero` targets), scaled per example by the data weights when the
+//!   target dataset has them, then `DeltaNorm`;
 //! - backward, in reverse order: a hidden layer's `∂L/∂a` (summed over its outgoing edges
-//!   `δ_t·W_eᵀ` and skip targets) goes back through dropout and `f'` to `δ_L`; for each
-//!   incoming edge `g_W = −(1/(B·s))·a_srcᵀ·δ_L` and `g_b = −(1/B)·Σ_b δ_L` (the negative mean
-//!   gradient, `s` the sharing count), sparse sources through the fixed-point kernel;
-//! - update of every weight and bias with the chosen optimizer (biases unregularised).
+//!   `δ_t·op(W_e)ᵀ` and skip targets) gets the sparseness penalty, goes back through dropout
+//!   and `f'`, `DeltaNorm` and batch normalisation to `δ_L`; for each incoming edge
+//!   `g_W (+)= −(1/(B·s))·a_srcᵀ·δ_L` (transposed: `δ_Lᵀ·a_src`) summed over the edges
+//!   sharing `W`, and `g_b = −(1/B)·Σ_b δ_L` per edge (the negative mean gradient, `s` the
+//!   sharing count), sparse sources through the fixed-point kernel;
+//! - update of every weight (then its `WeightNorm`), every edge's bias and every batch
+//!   normalisation scale and shift with the chosen optimizer (biases, scales and shifts
+//!   unregularised).
+//!
+//! Every edge has its own bias; weights are per graph weight, so an edge sharing another's
+//! weight has a bias but no matrix (see `params.rs`).
 
+mod batchnorm;
 mod check;
 mod model;
+mod params;
 mod pass;
 
 use crate::backend::traits::{Backend, Mat};
@@ -31,6 +43,8 @@ use crate::ops::optimizer::state_len;
 use crate::ops::{Activation, Optimizer};
 use crate::sparse::Csr;
 
+pub(crate) use batchnorm::BatchNorm;
+pub use batchnorm::{BatchNormTrainState, BatchNormValues};
 pub use model::SlotState;
 pub use pass::StepStats;
 
@@ -52,17 +66,26 @@ pub struct MiniBatch {
     pub layers: Vec<(LayerId, HostRows)>,
     /// Per-example weights of each output layer's target dataset, when it has them.
     pub example_weights: Vec<(LayerId, Vec<f32>)>,
+    /// Output layers whose target dataset has DSSTNE's `SparseIgnoreZero` attribute: their
+    /// sparse targets train (and count in the loss) on the non-zeros only.
+    pub ignore_zero: Vec<LayerId>,
 }
 
-/// The parameters of one weight: values, gradient and optimizer state, for `W` and its bias.
+/// One weight matrix with its gradient and optimizer state (shared by every edge using it).
 pub(crate) struct Param<V> {
     pub w: V,
-    pub b: V,
     pub dw: V,
-    pub db: V,
     pub w_state: [V; 2],
-    pub b_state: [V; 2],
     pub rows: usize,
+    pub cols: usize,
+}
+
+/// The bias of one edge (DSSTNE gives every edge its own bias, shared weight or not), with its
+/// gradient and optimizer state.
+pub(crate) struct EdgeBias<V> {
+    pub b: V,
+    pub db: V,
+    pub state: [V; 2],
     pub cols: usize,
 }
 
@@ -93,7 +116,14 @@ pub struct Network<B: Backend> {
     loaded: Vec<Loaded<B>>,
     example_weights: Vec<Option<Vec<f32>>>,
     rows: usize,
+    /// One per graph weight.
     params: Vec<Param<B::Vector>>,
+    /// One per graph edge.
+    biases: Vec<EdgeBias<B::Vector>>,
+    /// Per layer: the batch-normalisation state of a `BatchNormalization` hidden layer.
+    batch_norm: Vec<Option<BatchNorm<B::Vector>>>,
+    /// Per layer: its sparse targets are `SparseIgnoreZero` (set by [`Network::load_batch`]).
+    ignore_zero: Vec<bool>,
     losses: Vec<Option<LossSpec>>,
     /// Number of updates applied (Adam's `t`).
     step: u64,
@@ -116,8 +146,9 @@ impl<B: Backend> Network<B> {
     /// examples, with weights initialised from `seed` (weight `i` draws from RNG stream `i`)
     /// and optimizer state for `optimizer`.
     ///
-    /// Errors: shared weights and skips from a sparse input (not supported yet), an output
-    /// layer whose error function has no kernel for its activation, a zero capacity.
+    /// Errors: a skip from a sparse input and a transposed shared weight on an edge from a
+    /// sparse input ([`Error::Unsupported`]), `BatchNormalization` on a non-hidden layer, an
+    /// output layer whose error function has no kernel for its activation, a zero capacity.
     pub fn build(
         backend: B,
         graph: Graph,
@@ -129,10 +160,16 @@ impl<B: Backend> Network<B> {
             return Err(Error::invalid_argument("batch", "must be at least 1"));
         }
         for edge in graph.edges() {
-            if edge.is_shared(&graph) {
+            let source = graph.layer(edge.source);
+            if edge.transposed
+                && source.kind == crate::descriptor::LayerKind::Input
+                && source.sparse
+            {
                 return Err(Error::Unsupported(format!(
-                    "shared weights (layer `{}`)",
-                    graph.layer(edge.target).name
+                    "layer `{}`: a transposed shared weight from the sparse input layer `{}` \
+                     (share the weight untransposed, or make the input dense)",
+                    graph.layer(edge.target).name,
+                    source.name
                 )));
             }
         }
@@ -142,10 +179,21 @@ impl<B: Backend> Network<B> {
                 source.kind == crate::descriptor::LayerKind::Input && source.sparse
             }) {
                 return Err(Error::Unsupported(format!(
-                    "layer `{}`: a Skip from the sparse input layer `{}`",
+                    "layer `{}`: a Skip from the sparse input layer `{}` (a sparse input has no \
+                     dense unit buffer to add; make the input dense or drop the skip)",
                     layer.name,
                     graph.layer(skip).name
                 )));
+            }
+            if layer.batch_normalization && layer.kind != crate::descriptor::LayerKind::Hidden {
+                return Err(Error::Graph {
+                    network: graph.name().to_owned(),
+                    layer: layer.name.clone(),
+                    message: format!(
+                        "BatchNormalization applies to Hidden layers only; this is a {} layer",
+                        layer.kind
+                    ),
+                });
             }
         }
         let n = graph.layers().len();
@@ -195,6 +243,7 @@ impl<B: Backend> Network<B> {
             });
         }
         let state = state_len(optimizer);
+        let state_buf = |k: usize, len: usize| backend.zeros(if state > k { len } else { 0 });
         let mut params = Vec::with_capacity(graph.weights().len());
         for (i, weight) in graph.weights().iter().enumerate() {
             let (rows, cols) = (weight.input_units, weight.output_units);
@@ -209,22 +258,37 @@ impl<B: Backend> Network<B> {
                 seed,
                 i as u64,
             )?;
-            let mut b = vec![0.0f32; cols];
-            init_bias(&mut b, weight.init.bias);
-            let state_buf = |k: usize, len: usize| backend.zeros(if state > k { len } else { 0 });
             let mut wv = backend.zeros(rows * cols)?;
             backend.upload(&mut wv, &w)?;
-            let mut bv = backend.zeros(cols)?;
-            backend.upload(&mut bv, &b)?;
             params.push(Param {
                 w: wv,
-                b: bv,
                 dw: backend.zeros(rows * cols)?,
-                db: backend.zeros(cols)?,
                 w_state: [state_buf(0, rows * cols)?, state_buf(1, rows * cols)?],
-                b_state: [state_buf(0, cols)?, state_buf(1, cols)?],
                 rows,
                 cols,
+            });
+        }
+        let mut biases = Vec::with_capacity(graph.edges().len());
+        for edge in graph.edges() {
+            let cols = graph.layer(edge.target).units;
+            let init = d.layers[graph.layer(edge.target).descriptor_index].weight_init;
+            let mut b = vec![0.0f32; cols];
+            init_bias(&mut b, init.bias);
+            let mut bv = backend.zeros(cols)?;
+            backend.upload(&mut bv, &b)?;
+            biases.push(EdgeBias {
+                b: bv,
+                db: backend.zeros(cols)?,
+                state: [state_buf(0, cols)?, state_buf(1, cols)?],
+                cols,
+            });
+        }
+        let mut batch_norm = Vec::with_capacity(n);
+        for layer in graph.layers() {
+            batch_norm.push(if layer.batch_normalization {
+                Some(BatchNorm::new(&backend, layer.units, capacity, state)?)
+            } else {
+                None
             });
         }
         let loaded = (0..n).map(|_| Loaded::None).collect();
@@ -245,6 +309,9 @@ impl<B: Backend> Network<B> {
             example_weights: vec![None; n],
             rows: 0,
             params,
+            biases,
+            batch_norm,
+            ignore_zero: vec![false; n],
             losses,
             step: 0,
             finite_check,
@@ -284,14 +351,19 @@ impl<B: Backend> Network<B> {
     /// Bytes held by the network's device buffers (weights, gradients, optimizer state,
     /// activations, deltas) for its capacity, not counting the current minibatch.
     pub fn buffer_bytes(&self) -> u64 {
+        let slots = 2 + state_len(self.optimizer) as u64;
         let per_param: u64 = self
             .params
             .iter()
-            .map(|p| {
-                let n = (p.rows * p.cols + p.cols) as u64;
-                n * (2 + state_len(self.optimizer) as u64)
-            })
-            .sum();
+            .map(|p| (p.rows * p.cols) as u64 * slots)
+            .chain(self.biases.iter().map(|b| b.cols as u64 * slots))
+            .sum::<u64>()
+            + self
+                .batch_norm
+                .iter()
+                .flatten()
+                .map(|bn| bn.bytes(self.capacity) / 4)
+                .sum::<u64>();
         let per_layer: u64 = self
             .graph
             .layers()
@@ -324,6 +396,12 @@ impl<B: Backend> Network<B> {
             *slot = Loaded::None;
         }
         self.example_weights.iter_mut().for_each(|w| *w = None);
+        self.ignore_zero.iter_mut().for_each(|f| *f = false);
+        for id in &batch.ignore_zero {
+            if let Some(flag) = self.ignore_zero.get_mut(id.0) {
+                *flag = true;
+            }
+        }
         for (id, rows) in batch.layers {
             let layer = self.graph.layer(id);
             let is_output = layer.kind == crate::descriptor::LayerKind::Output;
@@ -421,75 +499,6 @@ impl<B: Backend> Network<B> {
             indices,
             scores,
         )
-    }
-
-    /// The weights and biases of every graph weight, downloaded: `(W [rows][cols], bias)`.
-    pub fn download_params(&self) -> Result<Vec<(Matrix, Vec<f32>)>> {
-        self.params
-            .iter()
-            .map(|p| self.download_pair(&p.w, &p.b, p.rows, p.cols))
-            .collect()
-    }
-
-    /// The gradients of the last [`Network::backward`], downloaded in the order of
-    /// [`Network::download_params`]: `(g_W, g_b)`, the *negative mean* gradient of the loss
-    /// over the minibatch (`−(1/B)·∂L/∂W`, DSSTNE's convention).
-    pub fn download_gradients(&self) -> Result<Vec<(Matrix, Vec<f32>)>> {
-        self.params
-            .iter()
-            .map(|p| self.download_pair(&p.dw, &p.db, p.rows, p.cols))
-            .collect()
-    }
-
-    /// A `[rows][cols]` matrix and a `cols` vector, downloaded.
-    fn download_pair(
-        &self,
-        w: &B::Vector,
-        b: &B::Vector,
-        rows: usize,
-        cols: usize,
-    ) -> Result<(Matrix, Vec<f32>)> {
-        let mut wh = vec![0.0; rows * cols];
-        self.backend.download(w, &mut wh)?;
-        let mut bh = vec![0.0; cols];
-        self.backend.download(b, &mut bh)?;
-        Ok((Matrix::from_vec(rows, cols, wh)?, bh))
-    }
-
-    /// Replaces the weights and biases (same order and shapes as [`Network::download_params`]).
-    pub fn upload_params(&mut self, values: &[(Matrix, Vec<f32>)]) -> Result<()> {
-        if values.len() != self.params.len() {
-            return Err(Error::invalid_argument(
-                "weights",
-                format!(
-                    "{} given, the network has {}",
-                    values.len(),
-                    self.params.len()
-                ),
-            ));
-        }
-        for (i, (p, (w, b))) in self.params.iter_mut().zip(values).enumerate() {
-            if w.rows() != p.rows || w.cols() != p.cols || b.len() != p.cols {
-                let weight = &self.graph.weights()[i];
-                return Err(Error::invalid_argument(
-                    "weights",
-                    format!(
-                        "weight `{}` → `{}` is {}x{} (bias {}); {}x{} (bias {}) was given",
-                        self.graph.layer(weight.input).name,
-                        self.graph.layer(weight.output).name,
-                        p.rows,
-                        p.cols,
-                        p.cols,
-                        w.rows(),
-                        w.cols(),
-                        b.len()
-                    ),
-                ));
-            }
-            self.backend.upload(&mut p.w, w.data())?;
-            self.backend.upload(&mut p.b, b)?;
-        }
-        Ok(())
     }
 
     /// Read access to a layer's unit buffer as a matrix of the current rows.

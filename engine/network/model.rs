@@ -1,50 +1,77 @@
 //! Conversion between a [`Network`]'s parameters and a saved [`Model`].
 
+use super::BatchNormValues;
 use super::Network;
 use crate::backend::traits::Backend;
-use crate::checkpoint::{resolved_descriptor, Extras, Model, WeightTensor};
+use crate::checkpoint::{
+    resolved_descriptor, BatchNormTensors, Extras, Model, SharedRef, WeightTensor,
+};
 use crate::dense::Matrix;
 use crate::error::{Error, Result};
 use crate::ops::optimizer::state_len;
 
 impl<B: Backend> Network<B> {
-    /// The network as a model file's content: the descriptor with resolved sizes, every
-    /// weight and bias, and `extras`.
+    /// The network as a model file's content: the descriptor with resolved sizes, one tensor
+    /// per edge (a shared edge with its own bias and a reference to the weight it uses), the
+    /// batch-normalisation values, and `extras`.
     pub fn to_model(&self, extras: Extras) -> Result<Model> {
         let graph = self.graph();
         let params = self.download_params()?;
         let weights = graph
-            .weights()
+            .edges()
             .iter()
             .zip(params)
-            .map(|(weight, (w, bias))| WeightTensor {
-                input_layer: graph.layer(weight.input).name.clone(),
-                output_layer: graph.layer(weight.output).name.clone(),
-                rows: w.rows(),
-                cols: w.cols(),
-                data: w.into_vec(),
-                bias,
-                shared: None,
-                norm: weight.norm,
-                locked: false,
+            .map(|(edge, (w, bias))| {
+                let weight = graph.weight(edge.weight);
+                let shared = edge.is_shared(graph).then(|| SharedRef {
+                    source_input_layer: graph.layer(weight.input).name.clone(),
+                    source_output_layer: graph.layer(weight.output).name.clone(),
+                    transposed: edge.transposed,
+                });
+                WeightTensor {
+                    input_layer: graph.layer(edge.source).name.clone(),
+                    output_layer: graph.layer(edge.target).name.clone(),
+                    rows: graph.layer(edge.source).units,
+                    cols: graph.layer(edge.target).units,
+                    data: w.into_vec(),
+                    bias,
+                    shared,
+                    norm: graph.layer(edge.target).weight_norm,
+                    locked: false,
+                }
+            })
+            .collect();
+        let batch_norm = self
+            .download_batch_norm()?
+            .into_iter()
+            .map(|v| BatchNormTensors {
+                layer: v.layer,
+                scale: v.scale,
+                bias: v.bias,
+                running_mean: v.running_mean,
+                running_variance: v.running_var,
             })
             .collect();
         Ok(Model {
             descriptor: resolved_descriptor(graph),
             weights,
+            batch_norm,
             extras,
         })
     }
 
-    /// Loads the weights and biases of `model` (matched to this network's weights by the
-    /// names of their input and output layers).
+    /// Loads the weights and biases of `model` (matched to this network's edges by the names
+    /// of their input and output layers) and the batch-normalisation values of its
+    /// batch-normalised layers (a model without them, e.g. DSSTNE's of a network without
+    /// BatchNormalization, leaves the fresh values: γ = 1, β = 0, running mean 0 and
+    /// variance 0).
     pub fn load_weights(&mut self, model: &Model) -> Result<()> {
         let graph = self.graph();
-        let mut values = Vec::with_capacity(graph.weights().len());
-        for weight in graph.weights() {
+        let mut values = Vec::with_capacity(graph.edges().len());
+        for edge in graph.edges() {
             let (input, output) = (
-                &graph.layer(weight.input).name,
-                &graph.layer(weight.output).name,
+                &graph.layer(edge.source).name,
+                &graph.layer(edge.target).name,
             );
             let t = model
                 .weights
@@ -55,12 +82,35 @@ impl<B: Backend> Network<B> {
                         "the model has no weight from layer `{input}` to layer `{output}`"
                     ))
                 })?;
-            values.push((
-                Matrix::from_vec(t.rows, t.cols, t.data.clone())?,
-                t.bias.clone(),
-            ));
+            let w = if edge.is_shared(graph) {
+                Matrix::zeros(0, 0)
+            } else if t.shared.is_some() {
+                return Err(Error::InvalidData(format!(
+                    "the model's weight `{input}` -> `{output}` is shared; the network's is not"
+                )));
+            } else {
+                Matrix::from_vec(t.rows, t.cols, t.data.clone())?
+            };
+            values.push((w, t.bias.clone()));
         }
-        self.upload_params(&values)
+        let bn: Vec<BatchNormValues> = model
+            .batch_norm
+            .iter()
+            .filter(|t| {
+                graph
+                    .layer_by_name(&t.layer)
+                    .is_some_and(|l| l.batch_normalization)
+            })
+            .map(|t| BatchNormValues {
+                layer: t.layer.clone(),
+                scale: t.scale.clone(),
+                bias: t.bias.clone(),
+                running_mean: t.running_mean.clone(),
+                running_var: t.running_variance.clone(),
+            })
+            .collect();
+        self.upload_params(&values)?;
+        self.upload_batch_norm(&bn)
     }
 }
 
@@ -77,21 +127,30 @@ pub struct SlotState {
 }
 
 impl<B: Backend> Network<B> {
-    /// The optimizer state, downloaded: per graph weight (in the order of
+    /// The optimizer state, downloaded: per graph edge (in the order of
     /// [`Network::download_params`]), one [`SlotState`] per slot the optimizer keeps
     /// ([`crate::ops::optimizer::state_len`]: none for SGD, one for Momentum, Nesterov,
-    /// AdaGrad and RMSProp, two for AdaDelta and Adam).
+    /// AdaGrad and RMSProp, two for AdaDelta and Adam). An edge using a shared weight has
+    /// empty `weights` (the weight's state is its owning edge's).
     pub fn download_optimizer_state(&self) -> Result<Vec<Vec<SlotState>>> {
         let slots = state_len(self.optimizer);
-        self.params
+        self.graph
+            .edges()
             .iter()
-            .map(|p| {
+            .map(|edge| {
+                let (shared, p, b) = (
+                    edge.is_shared(&self.graph),
+                    &self.params[edge.weight.0],
+                    &self.biases[edge.id.0],
+                );
                 (0..slots)
                     .map(|k| {
-                        let mut weights = vec![0.0; p.rows * p.cols];
-                        self.backend.download(&p.w_state[k], &mut weights)?;
-                        let mut bias = vec![0.0; p.cols];
-                        self.backend.download(&p.b_state[k], &mut bias)?;
+                        let mut weights = vec![0.0; if shared { 0 } else { p.rows * p.cols }];
+                        if !shared {
+                            self.backend.download(&p.w_state[k], &mut weights)?;
+                        }
+                        let mut bias = vec![0.0; b.cols];
+                        self.backend.download(&b.state[k], &mut bias)?;
                         Ok(SlotState { weights, bias })
                     })
                     .collect()
@@ -101,27 +160,27 @@ impl<B: Backend> Network<B> {
 
     /// Replaces the optimizer state (the shape [`Network::download_optimizer_state`] returns).
     ///
-    /// Errors ([`Error::InvalidArgument`], nothing uploaded): a different number of weights
+    /// Errors ([`Error::InvalidArgument`], nothing uploaded): a different number of edges
     /// or slots than this network's optimizer keeps, or a slot of the wrong length (naming
     /// the weight and both lengths).
     pub fn upload_optimizer_state(&mut self, state: &[Vec<SlotState>]) -> Result<()> {
         let slots = state_len(self.optimizer);
-        if state.len() != self.params.len() {
+        let edges = self.graph.edges();
+        if state.len() != edges.len() {
             return Err(Error::invalid_argument(
                 "optimizer state",
                 format!(
                     "{} weights given, the network has {}",
                     state.len(),
-                    self.params.len()
+                    edges.len()
                 ),
             ));
         }
-        for (i, (p, s)) in self.params.iter().zip(state).enumerate() {
-            let weight = &self.graph.weights()[i];
+        for (edge, s) in edges.iter().zip(state) {
             let name = format!(
                 "`{}` -> `{}`",
-                self.graph.layer(weight.input).name,
-                self.graph.layer(weight.output).name
+                self.graph.layer(edge.source).name,
+                self.graph.layer(edge.target).name
             );
             if s.len() != slots {
                 return Err(Error::invalid_argument(
@@ -133,26 +192,36 @@ impl<B: Backend> Network<B> {
                     ),
                 ));
             }
+            let p = &self.params[edge.weight.0];
+            let want_w = if edge.is_shared(&self.graph) {
+                0
+            } else {
+                p.rows * p.cols
+            };
+            let want_b = self.biases[edge.id.0].cols;
             for (k, slot) in s.iter().enumerate() {
-                if slot.weights.len() != p.rows * p.cols || slot.bias.len() != p.cols {
+                if slot.weights.len() != want_w || slot.bias.len() != want_b {
                     return Err(Error::invalid_argument(
                         "optimizer state",
                         format!(
                             "weight {name}, slot s{k}: {} values and {} biases given; \
-                             expected {} and {}",
+                             expected {want_w} and {want_b}",
                             slot.weights.len(),
                             slot.bias.len(),
-                            p.rows * p.cols,
-                            p.cols
                         ),
                     ));
                 }
             }
         }
-        for (p, s) in self.params.iter_mut().zip(state) {
+        for (edge, s) in edges.iter().zip(state) {
+            let shared = edge.is_shared(&self.graph);
             for (k, slot) in s.iter().enumerate() {
-                self.backend.upload(&mut p.w_state[k], &slot.weights)?;
-                self.backend.upload(&mut p.b_state[k], &slot.bias)?;
+                if !shared {
+                    self.backend
+                        .upload(&mut self.params[edge.weight.0].w_state[k], &slot.weights)?;
+                }
+                self.backend
+                    .upload(&mut self.biases[edge.id.0].state[k], &slot.bias)?;
             }
         }
         Ok(())

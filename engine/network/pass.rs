@@ -3,7 +3,7 @@
 
 use super::{act_params, Loaded, Network};
 use crate::backend::cpu::FixedSum;
-use crate::backend::traits::{Backend, Mat, MatMut, Trans};
+use crate::backend::traits::{Backend, BatchNormState, Mat, MatMut, Trans};
 use crate::descriptor::LayerKind;
 use crate::error::{Error, Result};
 use crate::graph::LayerId;
@@ -63,29 +63,37 @@ impl<B: Backend> Network<B> {
                 let edge = self.graph.edge(eid);
                 let src = edge.source.0;
                 let p = &self.params[edge.weight.0];
+                let bias = &self.biases[eid.0].b;
                 let w = Mat::new(&p.w, p.rows, p.cols);
+                let tw = if edge.transposed {
+                    Trans::Yes
+                } else {
+                    Trans::No
+                };
+                let src_cols = if edge.transposed { p.cols } else { p.rows };
                 let (src_units, dst) = split_pair(&mut self.units, src, li);
                 let dst = dst.as_mut().expect("non-input layers have unit buffers");
                 if k == 0 {
                     self.backend
-                        .set_rows_to_bias(MatMut::new(dst, rows, units), &p.b)?;
+                        .set_rows_to_bias(MatMut::new(dst, rows, units), bias)?;
                 } else {
-                    self.backend.add_bias(MatMut::new(dst, rows, units), &p.b)?;
+                    self.backend.add_bias(MatMut::new(dst, rows, units), bias)?;
                 }
                 match (&self.loaded[src], src_units) {
                     (Loaded::Sparse(x), _) => {
+                        // Network::build refuses transposed edges from sparse inputs.
                         self.backend
                             .spmm(MatMut::new(dst, rows, units), x, w, 1.0)?;
                     }
                     (_, Some(a)) => {
-                        let a = Mat::new(a, rows, p.rows);
+                        let a = Mat::new(a, rows, src_cols);
                         self.backend.gemm(
                             MatMut::new(dst, rows, units),
                             1.0,
                             a,
                             Trans::No,
                             w,
-                            Trans::No,
+                            tw,
                             1.0,
                         )?;
                     }
@@ -115,6 +123,27 @@ impl<B: Backend> Network<B> {
             let dst = self.units[li]
                 .as_mut()
                 .expect("non-input layers have unit buffers");
+            if let Some(bn) = self.batch_norm[li].as_mut() {
+                let factor = if training {
+                    let f = 1.0 / (1.0 + bn.calls as f64);
+                    bn.calls += 1;
+                    Some(f)
+                } else {
+                    None
+                };
+                self.backend.batch_norm_forward(
+                    MatMut::new(dst, rows, units),
+                    &mut bn.xhat,
+                    BatchNormState {
+                        scale: &bn.scale,
+                        bias: &bn.bias,
+                        running_mean: &mut bn.running_mean,
+                        running_var: &mut bn.running_var,
+                        inv_std: &mut bn.inv_std,
+                    },
+                    factor,
+                )?;
+            }
             let params = act_params(layer);
             self.backend.activation_forward(
                 MatMut::new(dst, rows, units),
@@ -146,7 +175,7 @@ impl<B: Backend> Network<B> {
                 .as_ref()
                 .expect("outputs have a loss");
             let a = self.units_mat(layer.id).expect("outputs are dense");
-            let ignore_zero = false;
+            let ignore_zero = self.ignore_zero[layer.id.0];
             let loss = match (&self.loaded[layer.id.0], &self.targets[layer.id.0]) {
                 (Loaded::Sparse(t), _) => {
                     self.backend.sparse_output_loss(a, t, spec, ignore_zero)?
@@ -169,10 +198,16 @@ impl<B: Backend> Network<B> {
 
     /// Backward pass: output deltas from the loaded targets, then every layer's delta and
     /// every weight's negative mean gradient.
+    ///
+    /// A hidden layer's `∂L/∂a` (from its outgoing edges and skip targets) gets, in DSSTNE's
+    /// order: the sparseness penalty (on the activations after dropout, what the next layers
+    /// see), the gradient through dropout, `f'`, `DeltaNorm`, and the gradient through batch
+    /// normalisation. An output layer's delta gets `DeltaNorm` after the data weights.
     pub fn backward(&mut self, seed: u64) -> Result<()> {
         let rows = self.rows;
         let n = self.graph.layers().len();
         let mut written = vec![false; n];
+        let mut grad_written = vec![false; self.params.len()];
         for li in (0..n).rev() {
             let layer = self.graph.layers()[li].clone();
             if layer.kind == LayerKind::Input {
@@ -182,60 +217,66 @@ impl<B: Backend> Network<B> {
             if layer.kind == LayerKind::Output {
                 self.output_delta(layer.id)?;
             } else {
+                self.hidden_delta(&layer, written[li], seed)?;
+            }
+            if layer.delta_norm > 0.0 {
                 let delta = self.deltas[li]
                     .as_mut()
                     .expect("non-input layers have deltas");
-                if !written[li] {
-                    self.backend.upload(delta, &vec![0.0; rows * units])?;
-                }
-                if layer.p_dropout > 0.0 {
-                    self.backend.dropout_backward(
-                        MatMut::new(delta, rows, units),
-                        layer.p_dropout,
-                        seed,
-                        dropout_stream(self.step, layer.id),
-                    )?;
-                }
-                // f' from the activations before dropout (the unit buffer holds a/(1−p) or
-                // the dropped value; dropped units already have a zero delta).
-                let a = match (&self.pre_dropout[li], layer.p_dropout > 0.0) {
-                    (Some(pre), true) => pre,
-                    _ => self.units[li].as_ref().expect("hidden layers are dense"),
-                };
-                self.backend.activation_backward(
+                self.backend
+                    .clip_row_norms(MatMut::new(delta, rows, units), layer.delta_norm)?;
+            }
+            if let Some(bn) = self.batch_norm[li].as_mut() {
+                let delta = self.deltas[li]
+                    .as_mut()
+                    .expect("non-input layers have deltas");
+                self.backend.batch_norm_backward(
                     MatMut::new(delta, rows, units),
-                    Mat::new(a, rows, units),
-                    layer.activation,
-                    &act_params(&layer),
+                    &bn.xhat,
+                    &bn.scale,
+                    &bn.inv_std,
+                    &mut bn.dscale,
+                    &mut bn.dbias,
                 )?;
             }
             let alpha = -1.0 / rows as f32;
             for &eid in &layer.incoming {
                 let edge = self.graph.edge(eid).clone();
                 let src = edge.source.0;
+                let wi = edge.weight.0;
                 let sharing = self.graph.weight(edge.weight).sharing_count.max(1) as f32;
+                let beta = if grad_written[wi] { 1.0 } else { 0.0 };
+                grad_written[wi] = true;
                 let delta = self.deltas[li]
                     .as_ref()
                     .expect("non-input layers have deltas");
                 let delta = Mat::new(delta, rows, units);
-                let p = &mut self.params[edge.weight.0];
+                let p = &mut self.params[wi];
                 let (prow, pcol) = (p.rows, p.cols);
+                let dw = MatMut::new(&mut p.dw, prow, pcol);
                 match (&self.loaded[src], &self.units[src]) {
-                    (Loaded::Sparse(x), _) => self.backend.sparse_weight_gradient(
-                        MatMut::new(&mut p.dw, prow, pcol),
-                        x,
-                        delta,
+                    (Loaded::Sparse(x), _) => {
+                        self.backend
+                            .sparse_weight_gradient(dw, x, delta, alpha / sharing, beta)?
+                    }
+                    // A transposed edge computes z = a·Wᵀ, so g_W = α·δᵀ·a.
+                    (_, Some(a)) if edge.transposed => self.backend.gemm(
+                        dw,
                         alpha / sharing,
-                        0.0,
+                        delta,
+                        Trans::Yes,
+                        Mat::new(a, rows, pcol),
+                        Trans::No,
+                        beta,
                     )?,
                     (_, Some(a)) => self.backend.gemm(
-                        MatMut::new(&mut p.dw, prow, pcol),
+                        dw,
                         alpha / sharing,
                         Mat::new(a, rows, prow),
                         Trans::Yes,
                         delta,
                         Trans::No,
-                        0.0,
+                        beta,
                     )?,
                     (_, None) => {
                         return Err(Error::invalid_argument(
@@ -244,10 +285,11 @@ impl<B: Backend> Network<B> {
                         ))
                     }
                 }
-                self.backend.bias_gradient(&mut p.db, delta, alpha, 0.0)?;
+                self.backend
+                    .bias_gradient(&mut self.biases[eid.0].db, delta, alpha, 0.0)?;
                 if self.graph.layer(edge.source).kind != LayerKind::Input {
                     let beta = if written[src] { 1.0 } else { 0.0 };
-                    self.propagate_delta(li, src, edge.weight.0, beta)?;
+                    self.propagate_delta(li, src, wi, edge.transposed, beta)?;
                     written[src] = true;
                 }
             }
@@ -271,20 +313,79 @@ impl<B: Backend> Network<B> {
         Ok(())
     }
 
-    /// `∂L/∂a_src (+)= δ_dst · Wᵀ` for the edge `src → dst` with weight `weight`.
-    fn propagate_delta(&mut self, dst: usize, src: usize, weight: usize, beta: f32) -> Result<()> {
+    /// A hidden layer's `∂L/∂a` (zero when nothing was `written` to it) to `∂L/∂z` before
+    /// `DeltaNorm` and batch normalisation: sparseness penalty, dropout, `f'`.
+    fn hidden_delta(
+        &mut self,
+        layer: &crate::graph::Layer,
+        written: bool,
+        seed: u64,
+    ) -> Result<()> {
+        let (rows, units, li) = (self.rows, layer.units, layer.id.0);
+        let delta = self.deltas[li]
+            .as_mut()
+            .expect("non-input layers have deltas");
+        if !written {
+            self.backend.upload(delta, &vec![0.0; rows * units])?;
+        }
+        if let Some(penalty) = layer.sparseness_penalty {
+            let a = self.units[li].as_ref().expect("hidden layers are dense");
+            self.backend.sparseness_penalty(
+                MatMut::new(delta, rows, units),
+                Mat::new(a, rows, units),
+                penalty.p,
+                penalty.beta,
+            )?;
+        }
+        if layer.p_dropout > 0.0 {
+            self.backend.dropout_backward(
+                MatMut::new(delta, rows, units),
+                layer.p_dropout,
+                seed,
+                dropout_stream(self.step, layer.id),
+            )?;
+        }
+        // f' from the activations before dropout (the unit buffer holds a/(1−p) or the
+        // dropped value; dropped units already have a zero delta).
+        let a = match (&self.pre_dropout[li], layer.p_dropout > 0.0) {
+            (Some(pre), true) => pre,
+            _ => self.units[li].as_ref().expect("hidden layers are dense"),
+        };
+        self.backend.activation_backward(
+            MatMut::new(delta, rows, units),
+            Mat::new(a, rows, units),
+            layer.activation,
+            &act_params(layer),
+        )
+    }
+
+    /// `∂L/∂a_src (+)= δ_dst · op(W)ᵀ` for the edge `src → dst` with weight `weight`
+    /// (`op(W) = Wᵀ` when the edge uses it `transposed`).
+    fn propagate_delta(
+        &mut self,
+        dst: usize,
+        src: usize,
+        weight: usize,
+        transposed: bool,
+        beta: f32,
+    ) -> Result<()> {
         let rows = self.rows;
         let p = &self.params[weight];
+        let (src_units, dst_units, tw) = if transposed {
+            (p.cols, p.rows, Trans::No)
+        } else {
+            (p.rows, p.cols, Trans::Yes)
+        };
         let (src_delta, dst_delta) = split_pair_mut_first(&mut self.deltas, src, dst);
         let src_delta = src_delta.as_mut().expect("hidden layers have deltas");
         let dst_delta = dst_delta.as_ref().expect("non-input layers have deltas");
         self.backend.gemm(
-            MatMut::new(src_delta, rows, p.rows),
+            MatMut::new(src_delta, rows, src_units),
             1.0,
-            Mat::new(dst_delta, rows, p.cols),
+            Mat::new(dst_delta, rows, dst_units),
             Trans::No,
             Mat::new(&p.w, p.rows, p.cols),
-            Trans::Yes,
+            tw,
             beta,
         )
     }
@@ -303,7 +404,7 @@ impl<B: Backend> Network<B> {
                 Mat::new(a, rows, units),
                 t,
                 &spec,
-                false,
+                self.ignore_zero[id.0],
             )?,
             (Loaded::Dense, Some(t)) => self.backend.dense_output_delta(
                 MatMut::new(delta, rows, units),
@@ -325,29 +426,53 @@ impl<B: Backend> Network<B> {
         Ok(())
     }
 
-    /// Applies one optimizer update with hyperparameters `h` to every weight and bias
-    /// (biases without L1/L2), then counts the update.
+    /// Applies one optimizer update with hyperparameters `h` to every weight (then its
+    /// `WeightNorm`, DSSTNE's `kNormalizeWeights`), every edge's bias and every batch
+    /// normalisation `γ`, `β` (biases and `γ`, `β` without L1/L2), then counts the update.
     pub fn update(&mut self, h: &Hyper) -> Result<()> {
         self.step += 1;
         let t = self.step;
+        let opt = self.optimizer;
         let bias_h = Hyper {
             lambda: 0.0,
             lambda1: 0.0,
             ..*h
         };
-        for p in &mut self.params {
+        for (p, weight) in self.params.iter_mut().zip(self.graph.weights()) {
             let [s0, s1] = &mut p.w_state;
             let len = p.rows * p.cols;
             self.backend
-                .optimizer_step(&mut p.w, &p.dw, s0, s1, len, self.optimizer, h, t)?;
-            let [s0, s1] = &mut p.b_state;
+                .optimizer_step(&mut p.w, &p.dw, s0, s1, len, opt, h, t)?;
+            if weight.norm > 0.0 {
+                self.backend
+                    .clip_column_norms(MatMut::new(&mut p.w, p.rows, p.cols), weight.norm)?;
+            }
+        }
+        for b in &mut self.biases {
+            let [s0, s1] = &mut b.state;
+            self.backend
+                .optimizer_step(&mut b.b, &b.db, s0, s1, b.cols, opt, &bias_h, t)?;
+        }
+        for bn in self.batch_norm.iter_mut().flatten() {
+            let [s0, s1] = &mut bn.scale_state;
             self.backend.optimizer_step(
-                &mut p.b,
-                &p.db,
+                &mut bn.scale,
+                &bn.dscale,
                 s0,
                 s1,
-                p.cols,
-                self.optimizer,
+                bn.units,
+                opt,
+                &bias_h,
+                t,
+            )?;
+            let [s0, s1] = &mut bn.bias_state;
+            self.backend.optimizer_step(
+                &mut bn.bias,
+                &bn.dbias,
+                s0,
+                s1,
+                bn.units,
+                opt,
                 &bias_h,
                 t,
             )?;

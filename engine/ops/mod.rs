@@ -10,6 +10,7 @@ pub mod fixed;
 pub mod init;
 pub mod loss;
 pub mod math;
+pub mod norm;
 pub mod optimizer;
 
 pub use activation::ActivationParams;

@@ -130,6 +130,7 @@ impl<'a> DataBinding<'a> {
     ) -> Result<MiniBatch> {
         let mut layers = Vec::with_capacity(self.bound.len());
         let mut example_weights = Vec::new();
+        let mut ignore_zero = Vec::new();
         for &(id, dataset) in &self.bound {
             let layer = graph.layer(id);
             let denoise = denoise.filter(|_| layer.kind == LayerKind::Input && layer.denoising);
@@ -149,6 +150,13 @@ impl<'a> DataBinding<'a> {
             };
             layers.push((id, rows));
             if layer.kind == LayerKind::Output {
+                if dataset.is_sparse()
+                    && dataset
+                        .attributes()
+                        .contains(crate::dataset::Attributes::SPARSE_IGNORE_ZERO)
+                {
+                    ignore_zero.push(id);
+                }
                 if let Some(w) = dataset.weights() {
                     example_weights.push((id, examples.iter().map(|&e| w[e as usize]).collect()));
                 }
@@ -158,6 +166,7 @@ impl<'a> DataBinding<'a> {
             rows: examples.len(),
             layers,
             example_weights,
+            ignore_zero,
         })
     }
 }

@@ -17,7 +17,9 @@
 //! | `brake_moving_average` | scalar | `f64::to_bits` of [`Brake::moving_average`] |
 //! | `brake_warmup_left`, `brake_braking_left` | scalars | the rest of [`Brake`] |
 //! | `optimizer`, `lr_schedule` | strings | the update rule's DSSTNE name; the schedule |
-//! | `optimizer_s<k>:<in>-><out>:weights`, `…:bias` | tensors | optimizer slot `k` of each weight and bias ([`crate::network::SlotState`]) |
+//! | `optimizer_s<k>:<in>-><out>:weights`, `…:bias` | tensors | optimizer slot `k` of each edge's weight and bias ([`crate::network::SlotState`]; an edge using a shared weight has an empty `weights` tensor) |
+//! | `optimizer_s<k>:<layer>:bn_scale`, `…:bn_bias` | tensors | optimizer slot `k` of a batch-normalised layer's `γ` and `β` |
+//! | `bn_calls:<layer>` | scalar | training passes of a batch-normalised layer (its running-average factor) |
 
 use std::path::{Path, PathBuf};
 
@@ -26,7 +28,7 @@ use crate::backend::traits::Backend;
 use crate::checkpoint::{check_against_graph, load_model, Extras, Model};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::network::{Network, SlotState};
+use crate::network::{BatchNormTrainState, Network, SlotState};
 use crate::ops::optimizer::{state_len, LrSchedule};
 use crate::ops::Optimizer;
 
@@ -85,15 +87,16 @@ fn slot_name(k: usize, input: &str, output: &str, part: &str) -> String {
     format!("optimizer_s{k}:{input}->{output}:{part}")
 }
 
-/// `(input, output)` layer names of every graph weight, in graph order.
+/// `(input, output)` layer names of every graph edge, in edge order (the order of
+/// [`Network::download_optimizer_state`]).
 fn weight_names(graph: &Graph) -> Vec<(String, String)> {
     graph
-        .weights()
+        .edges()
         .iter()
-        .map(|w| {
+        .map(|e| {
             (
-                graph.layer(w.input).name.clone(),
-                graph.layer(w.output).name.clone(),
+                graph.layer(e.source).name.clone(),
+                graph.layer(e.target).name.clone(),
             )
         })
         .collect()
@@ -169,7 +172,26 @@ pub fn checkpoint_model<B: Backend>(
                 .push((slot_name(k, input, output, "bias"), slot.bias));
         }
     }
+    for bn in network.download_batch_norm_state()? {
+        extras
+            .scalars
+            .push((format!("bn_calls:{}", bn.layer), bn.calls));
+        for (k, slot) in bn.slots.into_iter().enumerate() {
+            extras
+                .tensors
+                .push((bn_slot_name(k, &bn.layer, "scale"), slot.weights));
+            extras
+                .tensors
+                .push((bn_slot_name(k, &bn.layer, "bias"), slot.bias));
+        }
+    }
     network.to_model(extras)
+}
+
+/// The extras name of optimizer slot `k` of a batch-normalised layer's `part` (`scale` or
+/// `bias`).
+fn bn_slot_name(k: usize, layer: &str, part: &str) -> String {
+    format!("optimizer_s{k}:{layer}:bn_{part}")
 }
 
 /// The first weight of `model` (as `` `in` -> `out` ``) with a NaN or infinite value in its
@@ -293,10 +315,36 @@ pub fn resume<B: Backend>(
         }
         state.push(weight);
     }
+    let mut bn_state = Vec::new();
+    for bn in network.download_batch_norm_state()? {
+        let calls = scalar(&format!("bn_calls:{}", bn.layer))?;
+        let mut slots = Vec::with_capacity(bn.slots.len());
+        for k in 0..bn.slots.len() {
+            let tensor = |part: &str| {
+                let name = bn_slot_name(k, &bn.layer, part);
+                extras
+                    .tensor(&name)
+                    .map(<[f32]>::to_vec)
+                    .ok_or_else(|| bad(&name, "missing optimizer state (a moira_tensor)".into()))
+            };
+            slots.push(SlotState {
+                weights: tensor("scale")?,
+                bias: tensor("bias")?,
+            });
+        }
+        bn_state.push(BatchNormTrainState {
+            layer: bn.layer,
+            calls,
+            slots,
+        });
+    }
     network.load_weights(&model)?;
     network
         .upload_optimizer_state(&state)
         .map_err(|e| bad("optimizer state", e.to_string()))?;
+    network
+        .upload_batch_norm_state(&bn_state)
+        .map_err(|e| bad("batch normalization state", e.to_string()))?;
     network.set_step_count(step);
 
     let mut differences = Vec::new();
@@ -356,6 +404,14 @@ fn check_layers(model: &Model, graph: &Graph) -> std::result::Result<(), String>
             return Err(format!(
                 "layer `{}` is {:?} in the checkpoint but {:?} in the network",
                 l.name, s.kind, l.kind
+            ));
+        }
+        if s.batch_normalization != l.batch_normalization {
+            return Err(format!(
+                "layer `{}` is {}batch-normalised in the checkpoint but {}in the network",
+                l.name,
+                if s.batch_normalization { "" } else { "not " },
+                if l.batch_normalization { "" } else { "not " },
             ));
         }
         if s.activation != l.activation {

@@ -8,7 +8,7 @@ use super::{
     dense_output_loss, gemm, optimizer_step, set_rows_to_bias, sparse_output_delta,
     sparse_output_loss, sparse_weight_gradient, spmm, FixedSum, Par, SparseTranspose, Trans,
 };
-use crate::backend::traits::{Backend, Mat, MatMut};
+use crate::backend::traits::{Backend, BatchNormState, Mat, MatMut};
 use crate::dense::{MatrixMut, MatrixRef};
 use crate::error::{Error, Result};
 use crate::ops::activation::ActivationParams;
@@ -383,6 +383,108 @@ impl Backend for Cpu {
         Ok(())
     }
 
+    fn sparseness_penalty(
+        &self,
+        delta: MatMut<Vec<f32>>,
+        a: Mat<Vec<f32>>,
+        p: f32,
+        beta: f32,
+    ) -> Result<()> {
+        let (rows, cols) = (delta.rows, delta.cols);
+        let a = view(&a)?;
+        let mut delta = view_mut(delta)?;
+        if a.rows() != rows || a.cols() != cols {
+            return Err(Error::invalid_argument(
+                "activations",
+                format!("{}x{}; the delta is {rows}x{cols}", a.rows(), a.cols()),
+            ));
+        }
+        crate::ops::norm::sparseness_penalty_delta(delta.data_mut(), a.data(), rows, cols, p, beta);
+        Ok(())
+    }
+
+    fn clip_column_norms(&self, w: MatMut<Vec<f32>>, max_norm: f32) -> Result<()> {
+        let (rows, cols) = (w.rows, w.cols);
+        let mut w = view_mut(w)?;
+        self.run(|_| super::norm::clip_column_norms(w.data_mut(), rows, cols, max_norm));
+        Ok(())
+    }
+
+    fn clip_row_norms(&self, x: MatMut<Vec<f32>>, max_norm: f32) -> Result<()> {
+        let (rows, cols) = (x.rows, x.cols);
+        let mut x = view_mut(x)?;
+        self.run(|_| super::norm::clip_row_norms(x.data_mut(), rows, cols, max_norm));
+        Ok(())
+    }
+
+    fn batch_norm_forward(
+        &self,
+        z: MatMut<Vec<f32>>,
+        xhat: &mut Vec<f32>,
+        s: BatchNormState<'_, Vec<f32>>,
+        factor: Option<f64>,
+    ) -> Result<()> {
+        let (rows, cols) = (z.rows, z.cols);
+        let mut z = view_mut(z)?;
+        let have = xhat.len();
+        let xhat = xhat
+            .get_mut(..rows * cols)
+            .ok_or_else(|| too_small(rows * cols, have))?;
+        check_units(
+            cols,
+            &[
+                s.scale,
+                s.bias,
+                &*s.running_mean,
+                &*s.running_var,
+                &*s.inv_std,
+            ],
+        )?;
+        crate::ops::norm::batch_norm_forward(
+            z.data_mut(),
+            xhat,
+            rows,
+            cols,
+            crate::ops::norm::BatchNormBuffers {
+                scale: s.scale,
+                bias: s.bias,
+                running_mean: s.running_mean,
+                running_var: s.running_var,
+                inv_std: s.inv_std,
+            },
+            factor,
+        );
+        Ok(())
+    }
+
+    fn batch_norm_backward(
+        &self,
+        delta: MatMut<Vec<f32>>,
+        xhat: &Vec<f32>,
+        scale: &Vec<f32>,
+        inv_std: &Vec<f32>,
+        dscale: &mut Vec<f32>,
+        dbias: &mut Vec<f32>,
+    ) -> Result<()> {
+        let (rows, cols) = (delta.rows, delta.cols);
+        let mut delta = view_mut(delta)?;
+        let xhat = xhat
+            .get(..rows * cols)
+            .ok_or_else(|| too_small(rows * cols, xhat.len()))?;
+        check_units(cols, &[scale, inv_std, &*dscale, &*dbias])?;
+        crate::ops::norm::batch_norm_backward(
+            delta.data_mut(),
+            xhat,
+            rows,
+            cols,
+            scale,
+            inv_std,
+            dscale,
+            dbias,
+        );
+        Ok(())
+    }
+
     fn optimizer_step(
         &self,
         w: &mut Vec<f32>,
@@ -408,5 +510,13 @@ impl Backend for Cpu {
         let w = w.get_mut(..len).ok_or_else(|| too_small(len, 0))?;
         let g = g.get(..len).ok_or_else(|| too_small(len, 0))?;
         self.run(|par| optimizer_step(w, g, s0, s1, opt, h, t, par))
+    }
+}
+
+/// Errors unless every per-unit vector holds `units` values.
+fn check_units(units: usize, vectors: &[&Vec<f32>]) -> Result<()> {
+    match vectors.iter().find(|v| v.len() < units) {
+        Some(v) => Err(too_small(units, v.len())),
+        None => Ok(()),
     }
 }

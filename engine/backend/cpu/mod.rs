@@ -17,6 +17,7 @@ mod activation;
 mod backend;
 mod dense;
 mod loss;
+mod norm;
 mod sparse;
 mod update;
 
