@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod checkpoint;
+pub mod collective;
 pub mod dataset;
 pub mod dense;
 pub mod descriptor;

@@ -31,7 +31,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         while done < users {
             let rows = batch.min(users - done);
             let m = Mat::new(&scores, rows, items);
-            cuda.top_k(m, items, k, None, &mut idx[..rows * k], &mut out[..rows * k])?;
+            cuda.top_k(
+                m,
+                items,
+                k,
+                None,
+                &mut idx[..rows * k],
+                &mut out[..rows * k],
+            )?;
             done += rows;
         }
         Ok(t.elapsed().as_secs_f64())

@@ -587,10 +587,24 @@ fn top_k_matches_the_cpu_exactly() {
                 let what = format!("top-{k} of {items} exclusions={}", ex.is_some());
                 let (mut ic, mut sc) = (vec![0u32; rows * k], vec![0.0f32; rows * k]);
                 let (mut ig, mut sg) = (vec![0u32; rows * k], vec![0.0f32; rows * k]);
-                cpu.top_k(Mat::new(&scores.cpu, rows, cols), items, k, ex, &mut ic, &mut sc)
-                    .unwrap();
-                cuda.top_k(Mat::new(&scores.gpu, rows, cols), items, k, ex, &mut ig, &mut sg)
-                    .unwrap();
+                cpu.top_k(
+                    Mat::new(&scores.cpu, rows, cols),
+                    items,
+                    k,
+                    ex,
+                    &mut ic,
+                    &mut sc,
+                )
+                .unwrap();
+                cuda.top_k(
+                    Mat::new(&scores.gpu, rows, cols),
+                    items,
+                    k,
+                    ex,
+                    &mut ig,
+                    &mut sg,
+                )
+                .unwrap();
                 assert_eq!(ig, ic, "{what}: indices");
                 same_bits(&what, &sg, &sc);
             }

@@ -276,7 +276,11 @@ fn several_sources_and_skip_connections_backpropagate_correctly() {
 /// 1/(1−p)), the gradient takes f' from the activation before dropout.
 #[test]
 fn dropout_gradients_match_finite_differences() {
-    for hidden in [Activation::Sigmoid, Activation::Tanh, Activation::ExponentialLinear] {
+    for hidden in [
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::ExponentialLinear,
+    ] {
         let json = format!(
             r#"{{ "Version": 0.9, "Name": "check-dropout", "ErrorFunction": "CrossEntropy",
                 "Layers": [

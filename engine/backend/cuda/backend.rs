@@ -1009,13 +1009,18 @@ impl Backend for Cuda {
                 .chunks(scores.cols.max(1))
                 .flat_map(|r| r[..items].iter().copied())
                 .collect();
-            return crate::predict::top_k_batch(&compact, items, k, exclude, 0, indices, out_scores);
+            return crate::predict::top_k_batch(
+                &compact, items, k, exclude, 0, indices, out_scores,
+            );
         }
         if rows == 0 {
             return Ok(());
         }
         let alloc = dev("allocating top-k scratch");
-        let mut keys = self.stream.alloc_zeros::<u64>(rows * items).map_err(&alloc)?;
+        let mut keys = self
+            .stream
+            .alloc_zeros::<u64>(rows * items)
+            .map_err(&alloc)?;
         let ex = exclude
             .map(|v| -> Result<(CudaSlice<u64>, CudaSlice<u32>)> {
                 let offs = v.row_offsets();
@@ -1133,9 +1138,15 @@ impl Cuda {
         nnz: usize,
     ) -> Result<DeviceTranspose> {
         let alloc = dev("allocating a transpose");
-        let mut counts = self.stream.alloc_zeros::<u32>(n_cols.max(1)).map_err(&alloc)?;
+        let mut counts = self
+            .stream
+            .alloc_zeros::<u32>(n_cols.max(1))
+            .map_err(&alloc)?;
         let mut starts = self.stream.alloc_zeros::<u64>(n_cols + 1).map_err(&alloc)?;
-        let mut cursor = self.stream.alloc_zeros::<u64>(n_cols.max(1)).map_err(&alloc)?;
+        let mut cursor = self
+            .stream
+            .alloc_zeros::<u64>(n_cols.max(1))
+            .map_err(&alloc)?;
         let mut rows = self.stream.alloc_zeros::<u32>(nnz.max(1)).map_err(&alloc)?;
         let mut tvals = match vals {
             Some(_) => Some(self.stream.alloc_zeros::<f32>(nnz.max(1)).map_err(&alloc)?),
