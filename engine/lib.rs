@@ -15,6 +15,7 @@ pub mod graph;
 pub mod netcdf_lock;
 pub mod network;
 pub mod ops;
+pub mod parallel;
 pub mod predict;
 pub mod rng;
 pub mod sparse;
