@@ -55,6 +55,18 @@ impl Mpi {
         self.world.abort(code)
     }
 
+    /// Makes a panic anywhere in this process abort the whole job (`MPI_Abort` with code 101,
+    /// after the usual panic message), instead of unwinding into `MPI_Finalize` while the
+    /// other ranks wait in a collective. For binaries; replaces the panic hook, keeping the
+    /// previous one's output.
+    pub fn abort_on_panic(&self) {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            SimpleCommunicator::world().abort(101);
+        }));
+    }
+
     /// The name of this processor (host), as MPI reports it.
     pub fn processor_name(&self) -> String {
         mpi::environment::processor_name().unwrap_or_else(|_| "?".into())
