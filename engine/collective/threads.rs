@@ -195,17 +195,17 @@ impl Threads {
         Ok(done)
     }
 
-    /// Reduces the ranks' `send` (equal lengths) element-wise in rank order; this rank gets
+    /// Reduces the ranks' `send` (the bytes of equally long `[T]`s) element-wise in rank order; this rank gets
     /// the elements `offset..offset + recv.len()`.
     fn reduce<T: Element + Combine>(
         &self,
         tag: String,
-        send: &[T],
+        send: Vec<u8>,
         offset: usize,
         recv: &mut [T],
         op: ReduceOp,
     ) -> Result<()> {
-        let done = self.exchange(tag, T::as_bytes(send).to_vec())?;
+        let done = self.exchange(tag, send)?;
         let width = size_of::<T>();
         let bytes = offset * width..(offset + recv.len()) * width;
         let mut part = vec![T::default(); recv.len()];
@@ -261,6 +261,11 @@ impl Shared {
         }
         Ok(())
     }
+}
+
+/// A copy of the elements' bytes.
+fn bytes<T: Element>(s: &[T]) -> Vec<u8> {
+    T::as_bytes(s).to_vec()
 }
 
 /// Element-wise combination for the reductions.
@@ -337,11 +342,11 @@ impl Collective for Threads {
     fn all_reduce_wire(&self, buf: WireMut<'_>, op: ReduceOp) -> Result<()> {
         let tag = |t: &str, n: usize| format!("all_reduce {t} {op:?} {n}");
         match buf {
-            WireMut::F32(b) => self.reduce(tag("f32", b.len()), &b.to_vec(), 0, b, op),
-            WireMut::F64(b) => self.reduce(tag("f64", b.len()), &b.to_vec(), 0, b, op),
-            WireMut::I32(b) => self.reduce(tag("i32", b.len()), &b.to_vec(), 0, b, op),
-            WireMut::I64(b) => self.reduce(tag("i64", b.len()), &b.to_vec(), 0, b, op),
-            WireMut::U64(b) => self.reduce(tag("u64", b.len()), &b.to_vec(), 0, b, op),
+            WireMut::F32(b) => self.reduce(tag("f32", b.len()), bytes(b), 0, b, op),
+            WireMut::F64(b) => self.reduce(tag("f64", b.len()), bytes(b), 0, b, op),
+            WireMut::I32(b) => self.reduce(tag("i32", b.len()), bytes(b), 0, b, op),
+            WireMut::I64(b) => self.reduce(tag("i64", b.len()), bytes(b), 0, b, op),
+            WireMut::U64(b) => self.reduce(tag("u64", b.len()), bytes(b), 0, b, op),
         }
     }
 
@@ -356,11 +361,11 @@ impl Collective for Threads {
         let offset: usize = counts[..self.rank].iter().sum();
         let tag = |t: &str| format!("reduce_scatter {t} {op:?} {counts:?}");
         match (send, recv) {
-            (Wire::F32(s), WireMut::F32(r)) => self.reduce(tag("f32"), s, offset, r, op),
-            (Wire::F64(s), WireMut::F64(r)) => self.reduce(tag("f64"), s, offset, r, op),
-            (Wire::I32(s), WireMut::I32(r)) => self.reduce(tag("i32"), s, offset, r, op),
-            (Wire::I64(s), WireMut::I64(r)) => self.reduce(tag("i64"), s, offset, r, op),
-            (Wire::U64(s), WireMut::U64(r)) => self.reduce(tag("u64"), s, offset, r, op),
+            (Wire::F32(s), WireMut::F32(r)) => self.reduce(tag("f32"), bytes(s), offset, r, op),
+            (Wire::F64(s), WireMut::F64(r)) => self.reduce(tag("f64"), bytes(s), offset, r, op),
+            (Wire::I32(s), WireMut::I32(r)) => self.reduce(tag("i32"), bytes(s), offset, r, op),
+            (Wire::I64(s), WireMut::I64(r)) => self.reduce(tag("i64"), bytes(s), offset, r, op),
+            (Wire::U64(s), WireMut::U64(r)) => self.reduce(tag("u64"), bytes(s), offset, r, op),
             _ => Err(mismatched_types()),
         }
     }

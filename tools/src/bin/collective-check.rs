@@ -199,8 +199,8 @@ fn checks<C: Collective>(comm: &C) -> Result<()> {
     ensure!(recv == expect, "i128 reduce_scatter: {recv:?}");
 
     // Fixed-point sums: the same bits as one rank summing every term.
-    let terms: Vec<f32> = (0..999)
-        .map(|k| ((k * 7919 % 1000) as f32 - 500.0) * 10f32.powi(k as i32 % 9 - 4))
+    let terms: Vec<f32> = (0..999i32)
+        .map(|k| ((k * 7919 % 1000) as f32 - 500.0) * 10f32.powi(k % 9 - 4))
         .collect();
     let mut acc = [0i64];
     for (k, &t) in terms.iter().enumerate() {
