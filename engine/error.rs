@@ -94,6 +94,15 @@ pub enum Error {
     /// which call and why.
     #[error("device: {0}")]
     Device(String),
+
+    /// A collective operation across ranks failed: rank `rank` (0-based, of `size`) reported
+    /// `message` at a sync point, or failed while the others waited for it.
+    #[error("rank {rank} of {size} failed: {message}")]
+    Collective {
+        rank: usize,
+        size: usize,
+        message: String,
+    },
 }
 
 impl Error {

@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod checkpoint;
+pub mod collective;
 pub mod dataset;
 pub mod dense;
 pub mod descriptor;
@@ -14,6 +15,7 @@ pub mod graph;
 pub mod netcdf_lock;
 pub mod network;
 pub mod ops;
+pub mod parallel;
 pub mod predict;
 pub mod rng;
 pub mod sparse;
