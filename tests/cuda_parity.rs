@@ -610,4 +610,38 @@ fn top_k_matches_the_cpu_exactly() {
             }
         }
     }
+    // Rows wider than 65,536 items take the key-array kernels.
+    let (rows, cols) = (3, 70_001);
+    let s: Vec<f32> = random(rows * cols, 160, -1.0, 1.0)
+        .into_iter()
+        .map(|x| (x * 64.0).round() / 64.0)
+        .collect();
+    let scores = Pair::new(&cuda, &s);
+    let exclude = random_csr(rows, cols as u32, 300, 161, false);
+    for k in [1usize, 100, 2048] {
+        for ex in [None, Some(exclude.view())] {
+            let (mut ic, mut sc) = (vec![0u32; rows * k], vec![0.0f32; rows * k]);
+            let (mut ig, mut sg) = (vec![0u32; rows * k], vec![0.0f32; rows * k]);
+            cpu.top_k(
+                Mat::new(&scores.cpu, rows, cols),
+                cols,
+                k,
+                ex,
+                &mut ic,
+                &mut sc,
+            )
+            .unwrap();
+            cuda.top_k(
+                Mat::new(&scores.gpu, rows, cols),
+                cols,
+                k,
+                ex,
+                &mut ig,
+                &mut sg,
+            )
+            .unwrap();
+            assert_eq!(ig, ic, "wide top-{k}: indices");
+            same_bits(&format!("wide top-{k}"), &sg, &sc);
+        }
+    }
 }

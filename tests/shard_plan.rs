@@ -67,10 +67,11 @@ fn every_example_network_plans_at_every_rank_count() {
                 assert_blocks_tile(&plan);
                 for (e, w) in plan.edges().iter().zip(g.edges()) {
                     let weight = g.weight(w.weight);
-                    assert_eq!(
-                        e.sharding,
-                        Sharding::for_weight(weight.input_units, weight.output_units)
-                    );
+                    // A transposed use of a shared weight is sharded the other way round
+                    // (the owner's output split is its input split).
+                    let owner = Sharding::for_weight(weight.input_units, weight.output_units);
+                    let expected = if w.transposed { owner.flipped() } else { owner };
+                    assert_eq!(e.sharding, expected, "{name}");
                     // Every edge of these autoencoders has exactly one collective each way,
                     // except output-sharded edges out of the data (none here).
                     assert_eq!((e.forward.len(), e.backward.len()), (1, 1), "{name}");
