@@ -324,7 +324,8 @@ fn several_sources_and_skip_connections_backpropagate_correctly() {
 }
 
 /// Through dropout (DSSTNE's rule: a dropped sigmoid unit is 0.5, a kept one is scaled by
-/// 1/(1−p)), the gradient takes f' from the activation before dropout.
+/// 1/(1−p); ELU and SELU use alpha-dropout), the gradient takes f' from the activation
+/// before dropout.
 #[test]
 fn dropout_gradients_match_finite_differences() {
     for hidden in [

@@ -1,7 +1,7 @@
 //! Forward, backward and update passes of a [`Network`] (the math is in the module
 //! documentation of [`crate::network`]).
 
-use super::{act_params, Loaded, Network};
+use super::{act_params, AlphaDropout, Loaded, Network};
 use crate::backend::cpu::FixedSum;
 use crate::backend::traits::{Backend, BatchNormState, Mat, MatMut, Trans};
 use crate::descriptor::LayerKind;
@@ -154,13 +154,19 @@ impl<B: Backend> Network<B> {
                 if let Some(pre) = self.pre_dropout[li].as_mut() {
                     self.backend.copy(pre, dst, rows * units)?;
                 }
+                let alpha = AlphaDropout::of(layer);
                 self.backend.dropout_forward(
                     MatMut::new(dst, rows, units),
                     layer.p_dropout,
-                    Self::dropped_value(layer.activation),
+                    alpha.map_or(Self::dropped_value(layer.activation), |ad| ad.dropped),
                     seed,
                     dropout_stream(self.step, layer.id),
                 )?;
+                if let (Some(ad), Some(bias)) = (alpha, self.alpha_bias[li].as_ref()) {
+                    self.backend
+                        .scale_rows(MatMut::new(dst, rows, units), &vec![ad.scale; rows])?;
+                    self.backend.add_bias(MatMut::new(dst, rows, units), bias)?;
+                }
             }
         }
         Ok(())
@@ -344,6 +350,10 @@ impl<B: Backend> Network<B> {
                 seed,
                 dropout_stream(self.step, layer.id),
             )?;
+            if let Some(ad) = AlphaDropout::of(&layer) {
+                self.backend
+                    .scale_rows(MatMut::new(delta, rows, units), &vec![ad.scale; rows])?;
+            }
         }
         // f' from the activations before dropout (the unit buffer holds a/(1−p) or the
         // dropped value; dropped units already have a zero delta).
