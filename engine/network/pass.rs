@@ -350,7 +350,7 @@ impl<B: Backend> Network<B> {
                 seed,
                 dropout_stream(self.step, layer.id),
             )?;
-            if let Some(ad) = AlphaDropout::of(&layer) {
+            if let Some(ad) = AlphaDropout::of(layer) {
                 self.backend
                     .scale_rows(MatMut::new(delta, rows, units), &vec![ad.scale; rows])?;
             }
