@@ -8,128 +8,17 @@
 //! GPU results run to run.
 #![cfg(feature = "cuda")]
 
-use moira::backend::cuda::Cuda;
 use moira::backend::traits::{Mat, MatMut};
 use moira::backend::{Backend, Cpu};
 use moira::ops::activation::ActivationParams;
 use moira::ops::loss::LossSpec;
 use moira::ops::optimizer::Hyper;
 use moira::ops::{Activation, ErrorFunction, Optimizer};
-use moira::rng::{u64_at, uniform_f32};
-use moira::sparse::Csr;
 
 use moira::backend::cpu::Trans;
 
-fn device() -> Option<Cuda> {
-    if !Cuda::available() {
-        eprintln!("skipped: no CUDA device");
-        return None;
-    }
-    Some(Cuda::new(0, false).expect("CUDA backend on device 0"))
-}
-
-/// Fresh random values in [lo, hi) from `seed`.
-fn random(len: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
-    (0..len as u64)
-        .map(|i| lo + (hi - lo) * uniform_f32(seed, 77, i))
-        .collect()
-}
-
-/// A random CSR batch: `rows` rows of up to `max_nnz` distinct columns below `cols` (some
-/// rows empty), with values when `values`.
-fn random_csr(rows: usize, cols: u32, max_nnz: u64, seed: u64, values: bool) -> Csr {
-    let mut offsets = vec![0u64];
-    let mut idx = Vec::new();
-    for r in 0..rows as u64 {
-        let n = u64_at(seed, 1, r) % (max_nnz + 1);
-        let mut row: Vec<u32> = (0..n)
-            .map(|k| (u64_at(seed, 2, r * 4096 + k) % cols as u64) as u32)
-            .collect();
-        row.sort_unstable();
-        row.dedup();
-        idx.extend_from_slice(&row);
-        offsets.push(idx.len() as u64);
-    }
-    let vals = values.then(|| random(idx.len(), seed + 9, 0.1, 2.0));
-    Csr::try_new(cols, offsets, idx, vals).unwrap()
-}
-
-/// Rows listing some columns twice (and one row longer than a block), values differing
-/// between the copies: the last copy's value counts, on both backends.
-fn with_duplicates(rows: usize, cols: u32) -> Csr {
-    let mut offsets = vec![0u64];
-    let mut idx = Vec::new();
-    for r in 0..rows as u32 {
-        let len = if r == 3 { 700 } else { 12 };
-        for k in 0..len {
-            idx.push((r * 31 + (k % 9) * 17 + k / 9) % cols);
-        }
-        offsets.push(idx.len() as u64);
-    }
-    let vals = random(idx.len(), 97, 0.1, 2.0);
-    Csr::try_new(cols, offsets, idx, Some(vals)).unwrap()
-}
-
-fn rel_err(gpu: &[f32], cpu: &[f32]) -> f64 {
-    assert_eq!(gpu.len(), cpu.len());
-    let (mut num, mut den) = (0.0f64, 0.0f64);
-    for (&g, &c) in gpu.iter().zip(cpu) {
-        assert!(
-            !g.is_nan() || c.is_nan(),
-            "NaN from the GPU where the CPU has {c}"
-        );
-        num += (g as f64 - c as f64).powi(2);
-        den += (c as f64).powi(2);
-    }
-    if den == 0.0 {
-        num.sqrt()
-    } else {
-        (num / den).sqrt()
-    }
-}
-
-fn close(what: &str, gpu: &[f32], cpu: &[f32]) {
-    let e = rel_err(gpu, cpu);
-    assert!(e < 1e-5, "{what}: relative error {e:e}");
-}
-
-fn same_bits(what: &str, gpu: &[f32], cpu: &[f32]) {
-    let diff = gpu
-        .iter()
-        .zip(cpu)
-        .filter(|(g, c)| g.to_bits() != c.to_bits())
-        .count();
-    assert!(
-        diff == 0,
-        "{what}: {diff} of {} elements differ in bits (relative error {:e})",
-        cpu.len(),
-        rel_err(gpu, cpu)
-    );
-}
-
-/// A buffer on both backends, poisoned past `data` so unwritten elements show.
-struct Pair {
-    cpu: Vec<f32>,
-    gpu: <Cuda as Backend>::Vector,
-}
-
-impl Pair {
-    fn new(cuda: &Cuda, data: &[f32]) -> Pair {
-        let mut gpu = cuda.zeros(data.len() + 7).unwrap();
-        let mut padded = data.to_vec();
-        padded.extend_from_slice(&[f32::NAN; 7]);
-        cuda.upload(&mut gpu, &padded).unwrap();
-        let mut cpu = padded.clone();
-        cpu.truncate(data.len() + 7);
-        Pair { cpu, gpu }
-    }
-
-    fn gpu_values(&self, cuda: &Cuda, len: usize) -> Vec<f32> {
-        let mut out = vec![0.0; len];
-        cuda.download(&self.gpu, &mut out).unwrap();
-        out
-    }
-}
+mod cuda_common;
+use cuda_common::{close, device, random, random_csr, same_bits, with_duplicates, Pair};
 
 #[test]
 fn dense_primitives_match_the_cpu() {
@@ -557,91 +446,5 @@ fn optimizer_steps_match_the_cpu_bit_for_bit() {
             &s1.gpu_values(&cuda, len),
             &s1.cpu[..len],
         );
-    }
-}
-
-#[test]
-fn top_k_matches_the_cpu_exactly() {
-    let Some(cuda) = device() else { return };
-    let cpu = Cpu::new(2).unwrap();
-    let (rows, cols) = (37, 3001);
-    // Coarse scores (many ties), a few NaN, ±∞ and −0.
-    let mut s: Vec<f32> = random(rows * cols, 150, -4.0, 4.0)
-        .into_iter()
-        .map(|x| (x * 8.0).round() / 8.0)
-        .collect();
-    for (i, v) in s.iter_mut().enumerate() {
-        match i % 97 {
-            3 => *v = f32::NAN,
-            5 => *v = f32::INFINITY,
-            7 => *v = f32::NEG_INFINITY,
-            11 => *v = -0.0,
-            _ => {}
-        }
-    }
-    let scores = Pair::new(&cuda, &s);
-    let exclude = random_csr(rows, cols as u32, 400, 151, false);
-    for items in [cols, cols - 500] {
-        for k in [1usize, 10, 100, 1000, 2048, 2500] {
-            for ex in [None, Some(exclude.view())] {
-                let what = format!("top-{k} of {items} exclusions={}", ex.is_some());
-                let (mut ic, mut sc) = (vec![0u32; rows * k], vec![0.0f32; rows * k]);
-                let (mut ig, mut sg) = (vec![0u32; rows * k], vec![0.0f32; rows * k]);
-                cpu.top_k(
-                    Mat::new(&scores.cpu, rows, cols),
-                    items,
-                    k,
-                    ex,
-                    &mut ic,
-                    &mut sc,
-                )
-                .unwrap();
-                cuda.top_k(
-                    Mat::new(&scores.gpu, rows, cols),
-                    items,
-                    k,
-                    ex,
-                    &mut ig,
-                    &mut sg,
-                )
-                .unwrap();
-                assert_eq!(ig, ic, "{what}: indices");
-                same_bits(&what, &sg, &sc);
-            }
-        }
-    }
-    // Rows wider than 65,536 items take the key-array kernels.
-    let (rows, cols) = (3, 70_001);
-    let s: Vec<f32> = random(rows * cols, 160, -1.0, 1.0)
-        .into_iter()
-        .map(|x| (x * 64.0).round() / 64.0)
-        .collect();
-    let scores = Pair::new(&cuda, &s);
-    let exclude = random_csr(rows, cols as u32, 300, 161, false);
-    for k in [1usize, 100, 2048] {
-        for ex in [None, Some(exclude.view())] {
-            let (mut ic, mut sc) = (vec![0u32; rows * k], vec![0.0f32; rows * k]);
-            let (mut ig, mut sg) = (vec![0u32; rows * k], vec![0.0f32; rows * k]);
-            cpu.top_k(
-                Mat::new(&scores.cpu, rows, cols),
-                cols,
-                k,
-                ex,
-                &mut ic,
-                &mut sc,
-            )
-            .unwrap();
-            cuda.top_k(
-                Mat::new(&scores.gpu, rows, cols),
-                cols,
-                k,
-                ex,
-                &mut ig,
-                &mut sg,
-            )
-            .unwrap();
-            assert_eq!(ig, ic, "wide top-{k}: indices");
-            same_bits(&format!("wide top-{k}"), &sg, &sc);
-        }
     }
 }

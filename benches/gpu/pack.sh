@@ -24,7 +24,7 @@ cp target/release/examples/gpu_topk "$stage/bin/"
 
 # Test executables: their paths from cargo's JSON messages.
 cargo test --profile ci --features cuda --no-run --message-format=json \
-    --lib --test cuda_parity --test cuda_training 2>/dev/null |
+    --lib --test cuda_parity --test cuda_topk --test cuda_training 2>/dev/null |
     python3 -c '
 import json, sys
 for line in sys.stdin:

@@ -2,7 +2,7 @@
 # Runs on the GPU machine, from the repository root, after benches/gpu/pack.sh here:
 #   device run (carry .gpu):  bash benches/gpu/run.sh [tests|bench|sanitizer|all]
 # tests: the CUDA parity and training tests.
-# sanitizer: compute-sanitizer memcheck and racecheck on the primitive parity tests (last in
+# sanitizer: compute-sanitizer memcheck and racecheck on the parity and top-K tests (last in
 #        `all`, each bounded by SANITIZER_TIMEOUT seconds).
 # bench: DSSTNE's MovieLens-20M benchmark network (networks/deep-recommender.json: 27K -> 3 x
 #        1024 sigmoid, dropout 0.5 -> 27K, SMCE, batch 256) on a generated ML-20M-shaped
@@ -28,7 +28,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 
 status=0
 if [[ "$mode" == tests || "$mode" == all ]]; then
-    for t in moira cuda_parity cuda_training; do
+    for t in moira cuda_parity cuda_topk cuda_training; do
         echo "== $t"
         run "$work/tests/$t" --test-threads 1 2>&1 | tee "$out/test-$t.log" | grep -E "^test |test result|panicked|relative error|skipped" || true
         [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
@@ -87,13 +87,15 @@ fi
 if [[ "$mode" == sanitizer || "$mode" == all ]]; then
     if command -v compute-sanitizer >/dev/null; then
         for tool in memcheck racecheck; do
-            echo "== compute-sanitizer --tool $tool cuda_parity"
-            run timeout "${SANITIZER_TIMEOUT:-150}" compute-sanitizer --tool "$tool" --error-exitcode 9 "$work/tests/cuda_parity" --test-threads 1 \
-                >"$out/sanitizer-$tool.log" 2>&1
-            rc=$?
-            tail -3 "$out/sanitizer-$tool.log"
-            echo "$tool exit $rc"
-            [[ $rc -eq 0 ]] || status=1
+            for t in cuda_parity cuda_topk; do
+                echo "== compute-sanitizer --tool $tool $t"
+                run timeout "${SANITIZER_TIMEOUT:-150}" compute-sanitizer --tool "$tool" --error-exitcode 9 "$work/tests/$t" --test-threads 1 \
+                    >"$out/sanitizer-$tool-$t.log" 2>&1
+                rc=$?
+                tail -3 "$out/sanitizer-$tool-$t.log"
+                echo "$tool $t exit $rc"
+                [[ $rc -eq 0 ]] || status=1
+            done
         done
     fi
 fi
