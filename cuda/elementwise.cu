@@ -100,7 +100,8 @@ extern "C" __global__ void softmax_backward(float* delta, const float* a, u64 co
     for (u64 j = threadIdx.x; j < cols; j += blockDim.x) d[j] = (float)((double)ar[j] * ((double)d[j] - dot));
 }
 
-// Inverted dropout: dropped when uniform(seed, stream, i) < p (engine/backend/cpu/backend.rs).
+// Inverted dropout: dropped when uniform(seed, stream, i) < p (engine/backend/cpu/backend.rs);
+// with dropped = 0 it is also the gradient through dropout.
 extern "C" __global__ void dropout_forward(float* x, u64 n, float p, float dropped, float scale_kept,
                                            u64 seed, u64 stream) {
     for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
@@ -108,11 +109,6 @@ extern "C" __global__ void dropout_forward(float* x, u64 n, float p, float dropp
     }
 }
 
-extern "C" __global__ void dropout_backward(float* d, u64 n, float p, float scale_kept, u64 seed, u64 stream) {
-    for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
-        d[i] = uniform_f32(seed, stream, i) < p ? 0.0f : d[i] * scale_kept;
-    }
-}
 
 // One optimizer update per element (engine/ops/optimizer.rs update_step).
 extern "C" __global__ void optimizer_step(float* w, const float* g, float* s0, float* s1, u64 n,

@@ -194,6 +194,40 @@ extern "C" __global__ void sparse_weight_gradient(float* dw, const u64* starts, 
 
 #define TOPK_MAX 2048
 
+// Sorts the kk selected keys in `sel` (shared memory, room for TOPK_MAX) descending with a
+// bitonic network over the next power of two, then writes the row's k outputs: the index and
+// score (bits from `row`) of each, NO_ITEM and −∞ past kk. Called by the whole block.
+__device__ void topk_sort_and_write(u64* sel, u32 kk, int k, const float* row, u32* out_idx,
+                                    float* out_score) {
+    u32 p = 1;
+    while (p < kk) p <<= 1;
+    for (u32 i = kk + threadIdx.x; i < p; i += blockDim.x) sel[i] = 0;
+    __syncthreads();
+    for (u32 size = 2; size <= p; size <<= 1) {
+        for (u32 stride = size >> 1; stride > 0; stride >>= 1) {
+            for (u32 i = threadIdx.x; i < p; i += blockDim.x) {
+                u32 j = i ^ stride;
+                if (j > i) {
+                    bool desc = (i & size) == 0;
+                    u64 x = sel[i], y = sel[j];
+                    if (desc ? (x < y) : (x > y)) { sel[i] = y; sel[j] = x; }
+                }
+            }
+            __syncthreads();
+        }
+    }
+    for (u32 r = threadIdx.x; r < (u32)k; r += blockDim.x) {
+        if (r < kk) {
+            u32 idx = ~(u32)(sel[r] & 0xffffffffull);
+            out_idx[r] = idx;
+            out_score[r] = row[idx];
+        } else {
+            out_idx[r] = 0xffffffffu;
+            out_score[r] = -__int_as_float(0x7f800000);
+        }
+    }
+}
+
 __device__ __forceinline__ u64 topk_key(float s, u32 i) {
     if (isnan(s)) return 0;
     u32 bits = __float_as_uint(s == 0.0f ? 0.0f : s);
@@ -264,34 +298,7 @@ extern "C" __global__ void topk_select(const u64* keys, const float* scores, u64
         }
     }
     __syncthreads();
-    u32 p = 1;
-    while (p < kk) p <<= 1;
-    for (u32 i = kk + threadIdx.x; i < p; i += blockDim.x) sel[i] = 0;
-    __syncthreads();
-    // Bitonic sort, descending.
-    for (u32 size = 2; size <= p; size <<= 1) {
-        for (u32 stride = size >> 1; stride > 0; stride >>= 1) {
-            for (u32 i = threadIdx.x; i < p; i += blockDim.x) {
-                u32 j = i ^ stride;
-                if (j > i) {
-                    bool desc = (i & size) == 0;
-                    u64 x = sel[i], y = sel[j];
-                    if (desc ? (x < y) : (x > y)) { sel[i] = y; sel[j] = x; }
-                }
-            }
-            __syncthreads();
-        }
-    }
-    for (u32 r = threadIdx.x; r < (u32)k; r += blockDim.x) {
-        if (r < kk) {
-            u32 idx = ~(u32)(sel[r] & 0xffffffffull);
-            out_idx[b * k + r] = idx;
-            out_score[b * k + r] = scores[b * ld + idx];
-        } else {
-            out_idx[b * k + r] = 0xffffffffu;
-            out_score[b * k + r] = -__int_as_float(0x7f800000);
-        }
-    }
+    topk_sort_and_write(sel, kk, k, scores + b * ld, out_idx + b * k, out_score + b * k);
 }
 
 // Top-K for rows of at most 65,536 items, reading the scores directly (no key array): the
@@ -405,31 +412,5 @@ extern "C" __global__ void topk_small(const float* scores, u64 ld, u64 items, co
     }
 #undef TOPK_VALID
     __syncthreads();
-    u32 p2 = 1;
-    while (p2 < kk) p2 <<= 1;
-    for (u32 i = kk + threadIdx.x; i < p2; i += blockDim.x) sel[i] = 0;
-    __syncthreads();
-    for (u32 size = 2; size <= p2; size <<= 1) {
-        for (u32 stride = size >> 1; stride > 0; stride >>= 1) {
-            for (u32 i = threadIdx.x; i < p2; i += blockDim.x) {
-                u32 j = i ^ stride;
-                if (j > i) {
-                    bool desc = (i & size) == 0;
-                    u64 x = sel[i], y = sel[j];
-                    if (desc ? (x < y) : (x > y)) { sel[i] = y; sel[j] = x; }
-                }
-            }
-            __syncthreads();
-        }
-    }
-    for (u32 r = threadIdx.x; r < (u32)k; r += blockDim.x) {
-        if (r < kk) {
-            u32 idx = ~(u32)(sel[r] & 0xffffffffull);
-            out_idx[b * k + r] = idx;
-            out_score[b * k + r] = row[idx];
-        } else {
-            out_idx[b * k + r] = 0xffffffffu;
-            out_score[b * k + r] = -__int_as_float(0x7f800000);
-        }
-    }
+    topk_sort_and_write(sel, kk, k, row, out_idx + b * k, out_score + b * k);
 }

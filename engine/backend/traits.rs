@@ -349,16 +349,7 @@ pub trait Backend: Send + Sync {
         indices: &mut [u32],
         out_scores: &mut [f32],
     ) -> Result<()> {
-        let mut all = vec![0.0; scores.rows * scores.cols];
-        self.download(scores.buf, &mut all)?;
-        let compact: Vec<f32> = if items < scores.cols {
-            all.chunks(scores.cols.max(1))
-                .flat_map(|r| r[..items].iter().copied())
-                .collect()
-        } else {
-            all
-        };
-        crate::predict::top_k_batch(&compact, items, k, exclude, 0, indices, out_scores)
+        top_k_on_host(self, scores, items, k, exclude, indices, out_scores)
     }
 }
 
@@ -378,4 +369,28 @@ fn download_mat<B: Backend + ?Sized>(b: &B, m: Mat<B::Vector>) -> Result<Vec<f32
     let mut h = vec![0.0; m.rows * m.cols];
     b.download(m.buf, &mut h)?;
     Ok(h)
+}
+
+/// [`Backend::top_k`] on the host: downloads the scores, keeps the first `items` columns of
+/// each row and selects with [`crate::predict::top_k_batch`] (the default of the trait, and the
+/// fallback of device backends for the cases their kernels do not take).
+pub fn top_k_on_host<B: Backend + ?Sized>(
+    backend: &B,
+    scores: Mat<B::Vector>,
+    items: usize,
+    k: usize,
+    exclude: Option<CsrView<'_>>,
+    indices: &mut [u32],
+    out_scores: &mut [f32],
+) -> Result<()> {
+    let mut all = vec![0.0; scores.rows * scores.cols];
+    backend.download(scores.buf, &mut all)?;
+    let compact: Vec<f32> = if items < scores.cols {
+        all.chunks(scores.cols.max(1))
+            .flat_map(|r| r[..items].iter().copied())
+            .collect()
+    } else {
+        all
+    };
+    crate::predict::top_k_batch(&compact, items, k, exclude, 0, indices, out_scores)
 }

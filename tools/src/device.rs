@@ -68,6 +68,21 @@ pub fn choose(device: DeviceArg, threads: usize, tf32: bool) -> Result<Chosen> {
     Ok(Chosen::Cpu(Cpu::new(threads)?))
 }
 
+/// The host threads for `--threads` (0: one per core), with rayon's global pool sized to
+/// them (the pool the library's host work runs on).
+pub fn host_threads(threads: usize) -> usize {
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .ok();
+    threads
+}
+
 /// Calls `$body` with `$backend` bound to the chosen backend, whichever it is (the body is
 /// compiled once per backend type).
 #[macro_export]

@@ -302,25 +302,8 @@ impl Backend for Cpu {
         seed: u64,
         stream: u64,
     ) -> Result<()> {
-        let scale = 1.0 / (1.0 - p);
-        let delta = view_mut(delta)?;
-        self.run(|_| {
-            delta
-                .into_data()
-                .par_chunks_mut(DROPOUT_CHUNK)
-                .enumerate()
-                .for_each(|(c, chunk)| {
-                    let first = (c * DROPOUT_CHUNK) as u64;
-                    for (i, v) in chunk.iter_mut().enumerate() {
-                        *v = if uniform_f32(seed, stream, first + i as u64) < p {
-                            0.0
-                        } else {
-                            *v * scale
-                        };
-                    }
-                })
-        });
-        Ok(())
+        // Dropout with dropped value 0: the same mask and scale.
+        self.dropout_forward(delta, p, 0.0, seed, stream)
     }
 
     fn sparse_output_delta(

@@ -537,14 +537,8 @@ impl Backend for Cuda {
         }
         if k > TOPK_MAX || items > u32::MAX as usize - 1 {
             // Beyond the kernel's shared-memory sort: select on the host.
-            let mut all = vec![0.0; rows * scores.cols];
-            self.download(scores.buf, &mut all)?;
-            let compact: Vec<f32> = all
-                .chunks(scores.cols.max(1))
-                .flat_map(|r| r[..items].iter().copied())
-                .collect();
-            return crate::predict::top_k_batch(
-                &compact, items, k, exclude, 0, indices, out_scores,
+            return crate::backend::traits::top_k_on_host(
+                self, scores, items, k, exclude, indices, out_scores,
             );
         }
         if rows == 0 {

@@ -261,6 +261,8 @@ impl Cuda {
             .map_err(Self::launch_err("dropout_forward"))
     }
 
+    /// The gradient through dropout is dropout itself with dropped value 0 (same mask, same
+    /// `1/(1−p)` on kept elements).
     pub(super) fn dropout_backward_impl(
         &self,
         delta: MatMut<CudaSlice<f32>>,
@@ -268,24 +270,7 @@ impl Cuda {
         seed: u64,
         stream: u64,
     ) -> Result<()> {
-        let len = delta.rows * delta.cols;
-        check_fits(len, delta.buf.len())?;
-        if len == 0 {
-            return Ok(());
-        }
-        let (n, scale) = (len as u64, 1.0 / (1.0 - p));
-        let f = self.func("dropout_backward")?;
-        let mut l = self.stream.launch_builder(f);
-        l.arg(&mut *delta.buf)
-            .arg(&n)
-            .arg(&p)
-            .arg(&scale)
-            .arg(&seed)
-            .arg(&stream);
-        // SAFETY: `delta` holds `len` elements.
-        unsafe { l.launch(self.cfg_elems(len)) }
-            .map(|_| ())
-            .map_err(Self::launch_err("dropout_backward"))
+        self.dropout_forward_impl(delta, p, 0.0, seed, stream)
     }
 
     pub(super) fn scale_rows_impl(&self, x: MatMut<CudaSlice<f32>>, weights: &[f32]) -> Result<()> {

@@ -34,7 +34,6 @@ pub const KERNELS: &[&str] = &[
     "softmax_forward",
     "softmax_backward",
     "dropout_forward",
-    "dropout_backward",
     "optimizer_step",
     "spmm",
     "spmm_combine",

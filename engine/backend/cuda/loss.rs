@@ -53,11 +53,7 @@ impl Cuda {
                 .map_err(Self::launch_err("zero_target_delta"))?;
         }
         // Pass 2: the non-zeros.
-        let mode: i32 = match (softmax, ce) {
-            (false, _) => 0,
-            (true, true) => 1,
-            (true, false) => 2,
-        };
+        let mode = target_mode(softmax, ce);
         let (rows, cols) = (a.rows as u64, a.cols as u64);
         let (vals, has_vals) = self.vals_arg(&targets.vals);
         let unique = i32::from(targets.unique);
@@ -145,11 +141,7 @@ impl Cuda {
         }
         let softmax = spec.activation == Activation::SoftMax;
         let ce = spec.error == ErrorFunction::CrossEntropy;
-        let mode: i32 = match (softmax, ce) {
-            (false, _) => 0,
-            (true, true) => 1,
-            (true, false) => 2,
-        };
+        let mode = target_mode(softmax, ce);
         let (n, p) = (len as u64, LossParams::from(spec));
         let f = self.func("dense_target_delta")?;
         let mut l = self.stream.launch_builder(f);
@@ -242,5 +234,16 @@ impl Cuda {
             .map_err(dev("downloading a loss"))?;
         self.synchronize()?;
         Ok(host[..len].iter().map(|&x| x as i128).sum())
+    }
+}
+
+/// The `mode` of the target-delta kernels (cuda/loss.cu): 0 `unit_delta` (non-SoftMax), 1 the
+/// target itself (SoftMax + CrossEntropy, finished by the row's closed form), 2
+/// `softmax_grad_a` (other SoftMax pairs, finished by the Jacobian-vector product).
+fn target_mode(softmax: bool, ce: bool) -> i32 {
+    match (softmax, ce) {
+        (false, _) => 0,
+        (true, true) => 1,
+        (true, false) => 2,
     }
 }

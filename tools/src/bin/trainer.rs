@@ -258,15 +258,7 @@ fn train_on<B: Backend>(
     config: &TrainConfig,
     out: &Path,
 ) -> Result<()> {
-    let threads = if args.threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        args.threads
-    };
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .ok();
+    let threads = moira_tools::device::host_threads(args.threads);
     let binding = DataBinding::new(&graph, datasets, false)?;
     let mut network = Network::build(backend, graph, args.batch, config.optimizer, args.seed)?;
     let mut config = config.clone();

@@ -132,15 +132,7 @@ pub fn run(args: Args) -> Result<()> {
         None => None,
     };
     let chosen = choose(args.device, args.threads, args.tf32)?;
-    let threads = if args.threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        args.threads
-    };
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .ok();
+    crate::device::host_threads(args.threads);
     let binding = DataBinding::new(&graph, datasets, true)?;
     let n = binding.examples();
     if u32::try_from(n).is_err() {
