@@ -45,8 +45,16 @@ impl Cuda {
         if m == 0 || n == 0 {
             return Ok(());
         }
+        if k == 0 && beta == 0.0 {
+            // C = 0 (not read, as cuBLAS and the CPU do with beta = 0).
+            let mut view = c.buf.slice_mut(..m * n);
+            return self
+                .stream
+                .memset_zeros(&mut view)
+                .map_err(dev("clearing a product"));
+        }
         if k == 0 {
-            // C = beta·C (or 0).
+            // C = beta·C.
             let len = (m * n) as u64;
             let f = self.func("scale")?;
             let mut l = self.stream.launch_builder(f);
