@@ -102,10 +102,15 @@ extern "C" __global__ void softmax_backward(float* delta, const float* a, u64 co
 
 // Inverted dropout: dropped when uniform(seed, stream, i) < p (engine/backend/cpu/backend.rs);
 // with dropped = 0 it is also the gradient through dropout.
-extern "C" __global__ void dropout_forward(float* x, u64 n, float p, float dropped, float scale_kept,
+// Element (b, j) of a rows x cols matrix draws uniform(seed, stream, b*stride + offset + j)
+// (engine/backend/traits.rs DropoutMask); stride == cols, offset == 0 is the flat index.
+extern "C" __global__ void dropout_forward(float* x, u64 n, u64 cols, u64 stride, u64 offset,
+                                           float p, float dropped, float scale_kept,
                                            u64 seed, u64 stream) {
+    const bool flat = stride == cols && offset == 0;
     for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
-        x[i] = uniform_f32(seed, stream, i) < p ? dropped : x[i] * scale_kept;
+        const u64 index = flat ? i : (i / cols) * stride + offset + i % cols;
+        x[i] = uniform_f32(seed, stream, index) < p ? dropped : x[i] * scale_kept;
     }
 }
 

@@ -3,7 +3,9 @@
 # benches/gpu/pack.sh here:  device run (carry .gpu):  bash benches/gpu/profile.sh [--tf32]
 # Profiles a window of kernel launches in the middle of an epoch of networks/deep-recommender.json
 # on a generated ML-20M-shaped dataset, and prints the GPU time per kernel name per step
-# (a step is one minibatch: forward, loss, backward, update).
+# (a step is one minibatch: forward, loss, backward, update). NET, BATCH and TRAIN_ARGS pick
+# another network (default: networks/deep-recommender.json, 256, none), e.g.
+#   NET=networks/ae-200.json BATCH=500 TRAIN_ARGS="--optimizer adam --alpha 0.001" bash benches/gpu/profile.sh
 set -uo pipefail
 root="$(pwd)"
 out="${OUT:-$root/gpu-out}"
@@ -21,8 +23,8 @@ run "$work/bin/converter" -d input -i "$d/ml20m.txt" -o "$d/input.nc" -f "$d/fea
 run "$work/bin/converter" -d output -i "$d/ml20m.txt" -o "$d/output.nc" -f "$d/features" -s "$d/samples" >/dev/null 2>&1
 skip="${SKIP:-3000}"; count="${COUNT:-400}"
 run ncu --launch-skip "$skip" --launch-count "$count" --metrics gpu__time_duration.sum --csv \
-    "$work/bin/trainer" networks/deep-recommender.json -i "$d/input.nc" -o "$d/output.nc" \
-    -n "$d/p.nc" --force -b 256 -e 1 --device cuda "$@" >"$out/ncu.csv" 2>"$out/ncu.err"
+    "$work/bin/trainer" "${NET:-networks/deep-recommender.json}" -i "$d/input.nc" -o "$d/output.nc" \
+    -n "$d/p.nc" --force -b "${BATCH:-256}" -e 1 --device cuda ${TRAIN_ARGS:-} "$@" >"$out/ncu.csv" 2>"$out/ncu.err"
 echo "ncu exit $?"
 python3 - "$out/ncu.csv" <<'PY'
 import csv, sys, collections

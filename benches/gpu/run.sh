@@ -52,9 +52,9 @@ if [[ "$mode" == bench || "$mode" == all ]]; then
     echo "== I -> 200 -> I (networks/ae-200.json, batch 500, Adam; speed of light in benches/gpu/NOTES.md)"
     for prec in fp32 tf32; do
         flag=""; [[ $prec == tf32 ]] && flag="--tf32"
-        run "$work/bin/trainer" networks/ae-200.json -i "$d/input.nc" -o "$d/output.nc" \
+        RUST_LOG=${RUST_LOG:-debug} run "$work/bin/trainer" networks/ae-200.json -i "$d/input.nc" -o "$d/output.nc" \
             -n "$d/ae200-$prec.nc" --force -b 500 -e "$epochs" --optimizer adam --alpha 0.001 \
-            --device cuda $flag --metrics-log "$out/ae200-$prec.jsonl" 2>&1 | grep -E "^ INFO epoch" | tail -2
+            --device cuda $flag --metrics-log "$out/ae200-$prec.jsonl" 2>&1 | grep -E "epoch [12]" | tail -4
     done
     echo "== predictor (ML-20M shape, the fp32 model, top-10 and top-100, own items excluded)"
     for dev in cuda cpu; do

@@ -56,6 +56,43 @@ impl<'a, V> MatMut<'a, V> {
     }
 }
 
+/// Which uniform numbers an inverted-dropout mask draws: element `(b, j)` of a `rows × cols`
+/// matrix uses `uniform(seed, stream, b·row_stride + col_offset + j)`. A whole layer uses
+/// `row_stride = cols`, `col_offset = 0`, i.e. the flat index ([`DropoutMask::whole`]); a
+/// model-parallel shard holding units `start..start + cols` of a layer of `units` uses
+/// `row_stride = units`, `col_offset = start`, so every unit draws the same number whatever
+/// the rank count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropoutMask {
+    pub seed: u64,
+    pub stream: u64,
+    pub col_offset: u64,
+    pub row_stride: u64,
+}
+
+impl DropoutMask {
+    /// The mask of a whole layer of `cols` units.
+    pub fn whole(seed: u64, stream: u64, cols: usize) -> Self {
+        DropoutMask {
+            seed,
+            stream,
+            col_offset: 0,
+            row_stride: cols as u64,
+        }
+    }
+
+    /// Whether element `(b, j)` of a `cols`-wide matrix draws number `b·cols + j`.
+    pub fn is_flat(&self, cols: usize) -> bool {
+        self.col_offset == 0 && self.row_stride == cols as u64
+    }
+
+    /// The counter of element `(b, j)`.
+    #[inline]
+    pub fn index(&self, b: usize, j: usize) -> u64 {
+        b as u64 * self.row_stride + self.col_offset + j as u64
+    }
+}
+
 /// The primitives of a compute device. See the [module documentation](self).
 pub trait Backend: Send + Sync {
     /// A flat `f32` buffer on the device.
@@ -147,9 +184,29 @@ pub trait Backend: Send + Sync {
         act: Activation,
         p: &ActivationParams,
     ) -> Result<()>;
-    /// Inverted dropout, training only: each element is dropped when
-    /// `uniform(seed, stream, index) < p` and set to `dropped_value`; kept elements are scaled
-    /// by `1/(1−p)`. The mask is reproduced from `(seed, stream)` in [`Backend::dropout_backward`].
+    /// Inverted dropout, training only: element `(b, j)` is dropped when
+    /// `uniform(m.seed, m.stream, m.index(b, j)) < p` and set to `dropped_value`; kept
+    /// elements are scaled by `1/(1−p)`. The mask is reproduced from `m` in
+    /// [`Backend::dropout_backward_at`].
+    fn dropout_forward_at(
+        &self,
+        x: MatMut<Self::Vector>,
+        p: f32,
+        dropped_value: f32,
+        m: DropoutMask,
+    ) -> Result<()>;
+    /// The gradient through [`Backend::dropout_forward_at`]: dropped elements get 0, kept
+    /// ones are scaled by `1/(1−p)` (dropout with dropped value 0 and the same mask).
+    fn dropout_backward_at(
+        &self,
+        delta: MatMut<Self::Vector>,
+        p: f32,
+        m: DropoutMask,
+    ) -> Result<()> {
+        self.dropout_forward_at(delta, p, 0.0, m)
+    }
+    /// [`Backend::dropout_forward_at`] over a whole layer: element `i` of the row-major
+    /// matrix draws `uniform(seed, stream, i)` ([`DropoutMask::whole`]).
     fn dropout_forward(
         &self,
         x: MatMut<Self::Vector>,
@@ -157,16 +214,21 @@ pub trait Backend: Send + Sync {
         dropped_value: f32,
         seed: u64,
         stream: u64,
-    ) -> Result<()>;
-    /// The gradient through [`Backend::dropout_forward`]: dropped elements get 0, kept ones
-    /// are scaled by `1/(1−p)`.
+    ) -> Result<()> {
+        let m = DropoutMask::whole(seed, stream, x.cols);
+        self.dropout_forward_at(x, p, dropped_value, m)
+    }
+    /// [`Backend::dropout_backward_at`] over a whole layer.
     fn dropout_backward(
         &self,
         delta: MatMut<Self::Vector>,
         p: f32,
         seed: u64,
         stream: u64,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        let m = DropoutMask::whole(seed, stream, delta.cols);
+        self.dropout_backward_at(delta, p, m)
+    }
 
     /// Output delta `∂L/∂z` for sparse targets (two-pass scheme).
     fn sparse_output_delta(

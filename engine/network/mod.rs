@@ -48,6 +48,8 @@ pub(crate) use batchnorm::BatchNorm;
 pub use batchnorm::{BatchNormTrainState, BatchNormValues};
 pub(crate) use dropout::AlphaDropout;
 pub use model::SlotState;
+pub(crate) use model::{assemble_model, model_values};
+pub(crate) use pass::dropout_stream;
 pub use pass::StepStats;
 
 /// The rows of one layer for one minibatch, on the host.

@@ -15,49 +15,12 @@ impl<B: Backend> Network<B> {
     /// per edge (a shared edge with its own bias and a reference to the weight it uses), the
     /// batch-normalisation values, and `extras`.
     pub fn to_model(&self, extras: Extras) -> Result<Model> {
-        let graph = self.graph();
-        let params = self.download_params()?;
-        let weights = graph
-            .edges()
-            .iter()
-            .zip(params)
-            .map(|(edge, (w, bias))| {
-                let weight = graph.weight(edge.weight);
-                let shared = edge.is_shared(graph).then(|| SharedRef {
-                    source_input_layer: graph.layer(weight.input).name.clone(),
-                    source_output_layer: graph.layer(weight.output).name.clone(),
-                    transposed: edge.transposed,
-                });
-                WeightTensor {
-                    input_layer: graph.layer(edge.source).name.clone(),
-                    output_layer: graph.layer(edge.target).name.clone(),
-                    rows: graph.layer(edge.source).units,
-                    cols: graph.layer(edge.target).units,
-                    data: w.into_vec(),
-                    bias,
-                    shared,
-                    norm: graph.layer(edge.target).weight_norm,
-                    locked: false,
-                }
-            })
-            .collect();
-        let batch_norm = self
-            .download_batch_norm()?
-            .into_iter()
-            .map(|v| BatchNormTensors {
-                layer: v.layer,
-                scale: v.scale,
-                bias: v.bias,
-                running_mean: v.running_mean,
-                running_variance: v.running_var,
-            })
-            .collect();
-        Ok(Model {
-            descriptor: resolved_descriptor(graph),
-            weights,
-            batch_norm,
+        assemble_model(
+            self.graph(),
+            self.download_params()?,
+            self.download_batch_norm()?,
             extras,
-        })
+        )
     }
 
     /// Loads the weights and biases of `model` (matched to this network's edges by the names
@@ -66,52 +29,114 @@ impl<B: Backend> Network<B> {
     /// BatchNormalization, leaves the fresh values: γ = 1, β = 0, running mean 0 and
     /// variance 0).
     pub fn load_weights(&mut self, model: &Model) -> Result<()> {
-        let graph = self.graph();
-        let mut values = Vec::with_capacity(graph.edges().len());
-        for edge in graph.edges() {
-            let (input, output) = (
-                &graph.layer(edge.source).name,
-                &graph.layer(edge.target).name,
-            );
-            let t = model
-                .weights
-                .iter()
-                .find(|t| &t.input_layer == input && &t.output_layer == output)
-                .ok_or_else(|| {
-                    Error::InvalidData(format!(
-                        "the model has no weight from layer `{input}` to layer `{output}`"
-                    ))
-                })?;
-            let w = if edge.is_shared(graph) {
-                Matrix::zeros(0, 0)
-            } else if t.shared.is_some() {
-                return Err(Error::InvalidData(format!(
-                    "the model's weight `{input}` -> `{output}` is shared; the network's is not"
-                )));
-            } else {
-                Matrix::from_vec(t.rows, t.cols, t.data.clone())?
-            };
-            values.push((w, t.bias.clone()));
-        }
-        let bn: Vec<BatchNormValues> = model
-            .batch_norm
-            .iter()
-            .filter(|t| {
-                graph
-                    .layer_by_name(&t.layer)
-                    .is_some_and(|l| l.batch_normalization)
-            })
-            .map(|t| BatchNormValues {
-                layer: t.layer.clone(),
-                scale: t.scale.clone(),
-                bias: t.bias.clone(),
-                running_mean: t.running_mean.clone(),
-                running_var: t.running_variance.clone(),
-            })
-            .collect();
+        let (values, bn) = model_values(self.graph(), model)?;
         self.upload_params(&values)?;
         self.upload_batch_norm(&bn)
     }
+}
+
+/// A model file's content from per-edge parameters (the order and shapes of
+/// [`Network::download_params`]), batch-normalisation values and `extras`: the descriptor
+/// with resolved sizes, one tensor per edge (a shared edge with its own bias and a reference
+/// to the weight it uses).
+pub(crate) fn assemble_model(
+    graph: &crate::graph::Graph,
+    params: Vec<(Matrix, Vec<f32>)>,
+    batch_norm: Vec<BatchNormValues>,
+    extras: Extras,
+) -> Result<Model> {
+    let weights = graph
+        .edges()
+        .iter()
+        .zip(params)
+        .map(|(edge, (w, bias))| {
+            let weight = graph.weight(edge.weight);
+            let shared = edge.is_shared(graph).then(|| SharedRef {
+                source_input_layer: graph.layer(weight.input).name.clone(),
+                source_output_layer: graph.layer(weight.output).name.clone(),
+                transposed: edge.transposed,
+            });
+            WeightTensor {
+                input_layer: graph.layer(edge.source).name.clone(),
+                output_layer: graph.layer(edge.target).name.clone(),
+                rows: graph.layer(edge.source).units,
+                cols: graph.layer(edge.target).units,
+                data: w.into_vec(),
+                bias,
+                shared,
+                norm: graph.layer(edge.target).weight_norm,
+                locked: false,
+            }
+        })
+        .collect();
+    let batch_norm = batch_norm
+        .into_iter()
+        .map(|v| BatchNormTensors {
+            layer: v.layer,
+            scale: v.scale,
+            bias: v.bias,
+            running_mean: v.running_mean,
+            running_variance: v.running_var,
+        })
+        .collect();
+    Ok(Model {
+        descriptor: resolved_descriptor(graph),
+        weights,
+        batch_norm,
+        extras,
+    })
+}
+
+/// The per-edge parameters of `model` for `graph` (matched by the names of each edge's input
+/// and output layers; the order and shapes of [`Network::download_params`]) and the
+/// batch-normalisation values of `graph`'s batch-normalised layers that `model` has.
+pub(crate) fn model_values(
+    graph: &crate::graph::Graph,
+    model: &Model,
+) -> Result<(Vec<(Matrix, Vec<f32>)>, Vec<BatchNormValues>)> {
+    let mut values = Vec::with_capacity(graph.edges().len());
+    for edge in graph.edges() {
+        let (input, output) = (
+            &graph.layer(edge.source).name,
+            &graph.layer(edge.target).name,
+        );
+        let t = model
+            .weights
+            .iter()
+            .find(|t| &t.input_layer == input && &t.output_layer == output)
+            .ok_or_else(|| {
+                Error::InvalidData(format!(
+                    "the model has no weight from layer `{input}` to layer `{output}`"
+                ))
+            })?;
+        let w = if edge.is_shared(graph) {
+            Matrix::zeros(0, 0)
+        } else if t.shared.is_some() {
+            return Err(Error::InvalidData(format!(
+                "the model's weight `{input}` -> `{output}` is shared; the network's is not"
+            )));
+        } else {
+            Matrix::from_vec(t.rows, t.cols, t.data.clone())?
+        };
+        values.push((w, t.bias.clone()));
+    }
+    let bn: Vec<BatchNormValues> = model
+        .batch_norm
+        .iter()
+        .filter(|t| {
+            graph
+                .layer_by_name(&t.layer)
+                .is_some_and(|l| l.batch_normalization)
+        })
+        .map(|t| BatchNormValues {
+            layer: t.layer.clone(),
+            scale: t.scale.clone(),
+            bias: t.bias.clone(),
+            running_mean: t.running_mean.clone(),
+            running_var: t.running_variance.clone(),
+        })
+        .collect();
+    Ok((values, bn))
 }
 
 /// One optimizer state slot of one weight, downloaded: slot `k` (`s0` = velocity or Adam's

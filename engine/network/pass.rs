@@ -21,7 +21,7 @@ pub struct StepStats {
 /// RNG streams: dropout of layer `l` in update `t` uses stream `DROPOUT_STREAM + t·2¹⁶ + l`.
 const DROPOUT_STREAM: u64 = 1 << 40;
 
-fn dropout_stream(step: u64, layer: LayerId) -> u64 {
+pub(crate) fn dropout_stream(step: u64, layer: LayerId) -> u64 {
     DROPOUT_STREAM + (step << 16) + layer.0 as u64
 }
 

@@ -7,11 +7,17 @@
 //!   the bytes each collective moves per minibatch;
 //! - [`shard`]: CSR matrices split by column range into per-rank matrices, and merged back.
 //!
-//! This module plans and splits; it does not run the sharded forward and backward passes.
+//! - [`ShardedNetwork`]: one rank's part of a network, trained with the same loop as a
+//!   single-device [`crate::network::Network`] ([`crate::train::Trainable`]);
+//! - [`exact`]: cross-rank sums that do not depend on the transport's order, and column-block
+//!   gathers.
 
+pub mod exact;
+mod net;
 pub mod plan;
 pub mod shard;
 
+pub use net::ShardedNetwork;
 pub use plan::{DataLayout, EdgePlan, ShardPlan, Sharding, Transfer, TransferKind};
 pub use shard::{column_shard, merge_columns, split_columns};
 

@@ -11,19 +11,19 @@ mod batcher;
 mod brake;
 mod prefetch;
 mod resume;
+mod trainable;
 mod validate;
 
 pub use batcher::{epoch_order, shapes, DataBinding};
 pub use brake::{Brake, BrakeStep};
 pub use resume::{checkpoint_model, non_finite_weight, resume, CheckpointPlan, Resumed, FORMAT};
+pub use trainable::Trainable;
 pub use validate::{evaluate, Validation};
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::backend::traits::Backend;
 use crate::error::{Error, Result};
-use crate::network::Network;
 use crate::ops::optimizer::{learning_rate, Hyper, LrSchedule};
 use crate::ops::Optimizer;
 use crate::predict::metrics::RankingMetrics;
@@ -110,8 +110,8 @@ impl Observer for Quiet {}
 
 /// Trains `network` on the bound data for `config.epochs` epochs, from a fresh
 /// [`TrainState`] and without checkpoints: [`train_with`].
-pub fn train<B: Backend>(
-    network: &mut Network<B>,
+pub fn train<N: Trainable + ?Sized>(
+    network: &mut N,
     data: &DataBinding,
     config: &TrainConfig,
     validation: Option<&Validation>,
@@ -140,8 +140,8 @@ pub fn train<B: Backend>(
 /// is not written: training stops with [`Error::Diverged`], and the checkpoints already
 /// written (the last good one is named in the message) stay as they are. Existing files at
 /// the checkpoint paths are replaced; refusing to overwrite is the caller's choice.
-pub fn train_with<B: Backend>(
-    network: &mut Network<B>,
+pub fn train_with<N: Trainable + ?Sized>(
+    network: &mut N,
     data: &DataBinding,
     config: &TrainConfig,
     validation: Option<&Validation>,

@@ -23,12 +23,11 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Brake, TrainConfig, TrainState};
-use crate::backend::traits::Backend;
+use super::{Brake, TrainConfig, TrainState, Trainable};
 use crate::checkpoint::{check_against_graph, load_model, Extras, Model};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::network::{BatchNormTrainState, Network, SlotState};
+use crate::network::{BatchNormTrainState, SlotState};
 use crate::ops::optimizer::{state_len, LrSchedule};
 use crate::ops::Optimizer;
 
@@ -88,7 +87,7 @@ fn slot_name(k: usize, input: &str, output: &str, part: &str) -> String {
 }
 
 /// `(input, output)` layer names of every graph edge, in edge order (the order of
-/// [`Network::download_optimizer_state`]).
+/// [`Trainable::download_optimizer_state`]).
 fn weight_names(graph: &Graph) -> Vec<(String, String)> {
     graph
         .edges()
@@ -136,8 +135,8 @@ fn settings(config: &TrainConfig) -> Vec<(&'static str, u64, String)> {
 
 /// The content of a checkpoint of `network` after `epochs_done` epochs of training with
 /// `config`, `state` the state of the training loop (see the [module documentation](self)).
-pub fn checkpoint_model<B: Backend>(
-    network: &Network<B>,
+pub fn checkpoint_model<N: Trainable + ?Sized>(
+    network: &N,
     config: &TrainConfig,
     state: &TrainState,
     epochs_done: u32,
@@ -226,9 +225,9 @@ pub struct Resumed {
 /// that differ from `network`'s (naming the layer or weight and both values); another
 /// optimizer; a missing or wrong-length optimizer tensor or scalar (naming it); a
 /// checkpoint taken inside an epoch.
-pub fn resume<B: Backend>(
+pub fn resume<N: Trainable + ?Sized>(
     path: &Path,
-    network: &mut Network<B>,
+    network: &mut N,
     config: &TrainConfig,
 ) -> Result<Resumed> {
     let model = load_model(path)?;

@@ -1,13 +1,10 @@
 //! Ranking validation: score each user's input, exclude what the user already has, and
 //! measure P@K, Recall@K and NDCG@K against held-out items (EVALUATION.md's definitions).
 
-use super::DataBinding;
-use crate::backend::traits::Backend;
+use super::{DataBinding, Trainable};
 use crate::descriptor::LayerKind;
 use crate::error::{Error, Result};
-use crate::network::Network;
 use crate::predict::metrics::RankingMetrics;
-use crate::predict::topk::top_k_batch;
 use crate::sparse::{Csr, CsrView};
 
 /// Held-out items to rank against, and when to do it.
@@ -34,8 +31,8 @@ impl Validation {
 /// Ranks the output units of the first output layer for every example with held-out items,
 /// excluding the example's own items of the first sparse input layer (when it is as wide as
 /// the output), and accumulates the metrics. No dropout or denoising.
-pub fn evaluate<B: Backend>(
-    network: &mut Network<B>,
+pub fn evaluate<N: Trainable + ?Sized>(
+    network: &mut N,
     data: &DataBinding,
     validation: &Validation,
 ) -> Result<RankingMetrics> {
@@ -74,17 +71,15 @@ pub fn evaluate<B: Backend>(
         mb.example_weights.clear();
         network.load_batch(mb)?;
         network.forward(false, 0)?;
-        let out = network.layer_output(output_id)?;
         let seen =
             exclude.map(|(d, csr)| rows_of(csr, chunk.iter().map(|&e| d.row_of(e as usize))));
         ranked.resize(chunk.len() * k, 0);
         scores.resize(chunk.len() * k, 0.0);
-        top_k_batch(
-            out.data(),
+        network.top_k(
+            output_id,
             width,
             k,
             seen.as_ref().map(Csr::view),
-            0,
             &mut ranked,
             &mut scores,
         )?;

@@ -8,7 +8,7 @@ use super::{
     dense_output_loss, gemm, optimizer_step, set_rows_to_bias, sparse_output_delta,
     sparse_output_loss, sparse_weight_gradient, spmm, FixedSum, Par, SparseTranspose, Trans,
 };
-use crate::backend::traits::{Backend, BatchNormState, Mat, MatMut};
+use crate::backend::traits::{Backend, BatchNormState, DropoutMask, Mat, MatMut};
 use crate::dense::{MatrixMut, MatrixRef};
 use crate::error::{Error, Result};
 use crate::ops::activation::ActivationParams;
@@ -267,43 +267,46 @@ impl Backend for Cpu {
         self.run(|par| activation_backward(delta, a, act, p, par))
     }
 
-    fn dropout_forward(
+    fn dropout_forward_at(
         &self,
         x: MatMut<Vec<f32>>,
         p: f32,
         dropped_value: f32,
-        seed: u64,
-        stream: u64,
+        m: DropoutMask,
     ) -> Result<()> {
         let scale = 1.0 / (1.0 - p);
+        let cols = x.cols;
         let x = view_mut(x)?;
+        let apply = |v: &mut f32, index: u64| {
+            *v = if uniform_f32(m.seed, m.stream, index) < p {
+                dropped_value
+            } else {
+                *v * scale
+            };
+        };
         self.run(|_| {
-            x.into_data()
-                .par_chunks_mut(DROPOUT_CHUNK)
-                .enumerate()
-                .for_each(|(c, chunk)| {
-                    let first = (c * DROPOUT_CHUNK) as u64;
-                    for (i, v) in chunk.iter_mut().enumerate() {
-                        *v = if uniform_f32(seed, stream, first + i as u64) < p {
-                            dropped_value
-                        } else {
-                            *v * scale
-                        };
-                    }
-                })
+            if m.is_flat(cols) {
+                x.into_data()
+                    .par_chunks_mut(DROPOUT_CHUNK)
+                    .enumerate()
+                    .for_each(|(c, chunk)| {
+                        let first = (c * DROPOUT_CHUNK) as u64;
+                        for (i, v) in chunk.iter_mut().enumerate() {
+                            apply(v, first + i as u64);
+                        }
+                    })
+            } else if cols > 0 {
+                x.into_data()
+                    .par_chunks_mut(cols)
+                    .enumerate()
+                    .for_each(|(b, row)| {
+                        for (j, v) in row.iter_mut().enumerate() {
+                            apply(v, m.index(b, j));
+                        }
+                    })
+            }
         });
         Ok(())
-    }
-
-    fn dropout_backward(
-        &self,
-        delta: MatMut<Vec<f32>>,
-        p: f32,
-        seed: u64,
-        stream: u64,
-    ) -> Result<()> {
-        // Dropout with dropped value 0: the same mask and scale.
-        self.dropout_forward(delta, p, 0.0, seed, stream)
     }
 
     fn sparse_output_delta(

@@ -11,7 +11,7 @@ use cudarc::driver::{
 
 use super::kernels;
 use crate::backend::cpu::{check_dim, FixedSum, Trans};
-use crate::backend::traits::{Backend, Mat, MatMut};
+use crate::backend::traits::{Backend, DropoutMask, Mat, MatMut};
 use crate::error::{Error, Result};
 use crate::ops::activation::ActivationParams;
 use crate::ops::loss::LossSpec;
@@ -442,25 +442,14 @@ impl Backend for Cuda {
         self.activation_backward_impl(delta, a, act, p)
     }
 
-    fn dropout_forward(
+    fn dropout_forward_at(
         &self,
         x: MatMut<CudaSlice<f32>>,
         p: f32,
         dropped_value: f32,
-        seed: u64,
-        stream: u64,
+        m: DropoutMask,
     ) -> Result<()> {
-        self.dropout_forward_impl(x, p, dropped_value, seed, stream)
-    }
-
-    fn dropout_backward(
-        &self,
-        delta: MatMut<CudaSlice<f32>>,
-        p: f32,
-        seed: u64,
-        stream: u64,
-    ) -> Result<()> {
-        self.dropout_backward_impl(delta, p, seed, stream)
+        self.dropout_forward_impl(x, p, dropped_value, m)
     }
 
     fn sparse_output_delta(

@@ -5,7 +5,7 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 use super::backend::{check_fits, dev, mat_len, Cuda};
 use crate::backend::cpu::check_dim;
-use crate::backend::traits::{Mat, MatMut};
+use crate::backend::traits::{DropoutMask, Mat, MatMut};
 use crate::error::{Error, Result};
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::{Gemm, GemmConfig};
@@ -245,40 +245,30 @@ impl Cuda {
         x: MatMut<CudaSlice<f32>>,
         p: f32,
         dropped_value: f32,
-        seed: u64,
-        stream: u64,
+        m: DropoutMask,
     ) -> Result<()> {
         let len = x.rows * x.cols;
         check_fits(len, x.buf.len())?;
         if len == 0 {
             return Ok(());
         }
-        let (n, scale) = (len as u64, 1.0 / (1.0 - p));
+        let (n, cols, scale) = (len as u64, x.cols as u64, 1.0 / (1.0 - p));
         let f = self.func("dropout_forward")?;
         let mut l = self.stream.launch_builder(f);
         l.arg(&mut *x.buf)
             .arg(&n)
+            .arg(&cols)
+            .arg(&m.row_stride)
+            .arg(&m.col_offset)
             .arg(&p)
             .arg(&dropped_value)
             .arg(&scale)
-            .arg(&seed)
-            .arg(&stream);
+            .arg(&m.seed)
+            .arg(&m.stream);
         // SAFETY: `x` holds `len` elements.
         unsafe { l.launch(self.cfg_elems(len)) }
             .map(|_| ())
             .map_err(Self::launch_err("dropout_forward"))
-    }
-
-    /// The gradient through dropout is dropout itself with dropped value 0 (same mask, same
-    /// `1/(1−p)` on kept elements).
-    pub(super) fn dropout_backward_impl(
-        &self,
-        delta: MatMut<CudaSlice<f32>>,
-        p: f32,
-        seed: u64,
-        stream: u64,
-    ) -> Result<()> {
-        self.dropout_forward_impl(delta, p, 0.0, seed, stream)
     }
 
     pub(super) fn scale_rows_impl(&self, x: MatMut<CudaSlice<f32>>, weights: &[f32]) -> Result<()> {

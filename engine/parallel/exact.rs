@@ -1,0 +1,311 @@
+//! Cross-rank sums that give the same bits whatever the order the transport adds in, and the
+//! column-block moves of model-parallel activations and deltas.
+//!
+//! A sum of floats over ranks ([`sum_all`], [`reduce_scatter_columns`]) goes through 64-bit
+//! fixed point with one power-of-two scale shared by every rank: the ranks first agree on the
+//! largest magnitude `m` of all terms (an exact `Max` all-reduce), then each term `x` enters
+//! as `round(x · 2ˢ)` with `2ˢ` the largest power of two such that `P · m · 2ˢ < 2⁶²`
+//! (`P` ranks), the `i64`s are added exactly, and the total leaves as `sum · 2⁻ˢ` rounded
+//! once. Integer addition is associative, so the result does not depend on the transport's
+//! order (MPI may add in any order); terms smaller than `2⁻ˢ` (about `m · 2⁻⁶²/P`) are
+//! rounded away. If any term is NaN or infinite the plain float sum is taken instead (the
+//! result is not finite either way, and the caller's divergence check stops training).
+//!
+//! Column blocks: a `rows × n` matrix whose columns are split over the ranks by a
+//! [`Split`] is held as `rows × len(r)` on rank `r` ([`all_gather_columns`] assembles the
+//! whole; [`reduce_scatter_columns`] sums whole matrices and leaves each rank its block).
+
+use super::Split;
+use crate::collective::{Collective, ReduceOp};
+use crate::error::{Error, Result};
+
+/// `2^e` as an `f64`, for `−1022 ≤ e ≤ 1023`.
+fn pow2(e: i32) -> f64 {
+    f64::from_bits(((1023 + e.clamp(-1022, 1023)) as u64) << 52)
+}
+
+/// The shared scale exponent `s` for terms of magnitude at most `max` over `ranks` ranks, or
+/// `None` when a term is not finite (`max` is then NaN or infinite).
+fn shared_scale(max: f64, ranks: usize) -> Option<i32> {
+    if !max.is_finite() {
+        return None;
+    }
+    if max == 0.0 {
+        return Some(0);
+    }
+    // max < 2^(e+1); the total of `ranks` terms < ranks · 2^(e+1+s) ≤ 2^62.
+    let e = max.log2().floor() as i32;
+    let rank_bits = (usize::BITS - (ranks.max(1) - 1).leading_zeros()) as i32;
+    Some((62 - rank_bits - (e + 1) - 1).clamp(-1022, 1022))
+}
+
+/// The largest magnitude of `values` over every rank (NaN or infinite if any value is).
+fn global_max<C: Collective>(comm: &C, values: impl Iterator<Item = f64>) -> Result<f64> {
+    let mut max = 0.0f64;
+    for v in values {
+        let a = v.abs();
+        if !a.is_finite() {
+            max = f64::INFINITY;
+            break;
+        }
+        max = max.max(a);
+    }
+    let mut buf = [max];
+    comm.all_reduce(&mut buf, ReduceOp::Max)?;
+    Ok(buf[0])
+}
+
+/// Replaces `values` on every rank by their element-wise sum over all ranks, bit-identically
+/// whatever the transport's order (see the [module documentation](self)).
+pub fn sum_all<C: Collective>(comm: &C, values: &mut [f64]) -> Result<()> {
+    let max = global_max(comm, values.iter().copied())?;
+    let Some(s) = shared_scale(max, comm.size()) else {
+        return comm.all_reduce(values, ReduceOp::Sum);
+    };
+    let (up, down) = (pow2(s), pow2(-s));
+    let mut fixed: Vec<i64> = values.iter().map(|&v| (v * up).round() as i64).collect();
+    comm.all_reduce(&mut fixed, ReduceOp::Sum)?;
+    for (v, f) in values.iter_mut().zip(fixed) {
+        *v = f as f64 * down;
+    }
+    Ok(())
+}
+
+fn check_shape(what: &str, len: usize, rows: usize, cols: usize) -> Result<()> {
+    if len != rows * cols {
+        return Err(Error::invalid_argument(
+            what,
+            format!("{len} values for a {rows} x {cols} matrix"),
+        ));
+    }
+    Ok(())
+}
+
+/// Sums every rank's `partial` (`rows × split.total()`, row-major) over the ranks and leaves
+/// rank `r` the columns `split.range(r)` of the sum in `out` (`rows × split.len(r)`),
+/// bit-identically whatever the transport's order (see the [module documentation](self)).
+pub fn reduce_scatter_columns<C: Collective>(
+    comm: &C,
+    partial: &[f32],
+    rows: usize,
+    split: &Split,
+    out: &mut [f32],
+) -> Result<()> {
+    let (rank, n) = (comm.rank(), split.total());
+    check_shape("partial sums", partial.len(), rows, n)?;
+    check_shape("reduced block", out.len(), rows, split.len(rank))?;
+    let counts: Vec<usize> = split.counts().iter().map(|&c| c * rows).collect();
+    let max = global_max(comm, partial.iter().map(|&v| v as f64))?;
+    let Some(s) = shared_scale(max, comm.size()) else {
+        let blocks = to_blocks(partial, rows, split, |v| v);
+        return comm.reduce_scatter(&blocks, &counts, out, ReduceOp::Sum);
+    };
+    let (up, down) = (pow2(s), pow2(-s));
+    let blocks = to_blocks(partial, rows, split, |v| (v as f64 * up).round() as i64);
+    let mut sums = vec![0i64; out.len()];
+    comm.reduce_scatter(&blocks, &counts, &mut sums, ReduceOp::Sum)?;
+    for (o, f) in out.iter_mut().zip(sums) {
+        *o = (f as f64 * down) as f32;
+    }
+    Ok(())
+}
+
+/// `m` (`rows × split.total()`) rearranged as the column blocks of every rank in rank order,
+/// each block `rows × len(r)` row-major, mapped through `f`.
+fn to_blocks<T: Copy + Default>(
+    m: &[f32],
+    rows: usize,
+    split: &Split,
+    f: impl Fn(f32) -> T,
+) -> Vec<T> {
+    let n = split.total();
+    let mut out = vec![T::default(); m.len()];
+    let mut at = 0;
+    for r in 0..split.parts() {
+        let range = split.range(r);
+        for b in 0..rows {
+            for &v in &m[b * n + range.start..b * n + range.end] {
+                out[at] = f(v);
+                at += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Assembles the whole `rows × split.total()` matrix `out` from every rank's column block
+/// `local` (`rows × split.len(rank)`): an all-gather, then a re-layout. Exact.
+pub fn all_gather_columns<C: Collective>(
+    comm: &C,
+    local: &[f32],
+    rows: usize,
+    split: &Split,
+    out: &mut [f32],
+) -> Result<()> {
+    let n = split.total();
+    check_shape("local block", local.len(), rows, split.len(comm.rank()))?;
+    check_shape("gathered matrix", out.len(), rows, n)?;
+    let counts: Vec<usize> = split.counts().iter().map(|&c| c * rows).collect();
+    let mut blocks = vec![0.0f32; rows * n];
+    comm.all_gather(local, &counts, &mut blocks)?;
+    let mut at = 0;
+    for r in 0..split.parts() {
+        let range = split.range(r);
+        for b in 0..rows {
+            let len = range.len();
+            out[b * n + range.start..b * n + range.end].copy_from_slice(&blocks[at..at + len]);
+            at += len;
+        }
+    }
+    Ok(())
+}
+
+/// Every rank's `local` (rank `r` passes `counts[r]` values) concatenated in rank order on
+/// rank `root`; other ranks get an empty vector. Moves at most `chunk` values per rank per
+/// round, so a rank other than the root never holds more than `size · chunk` extra values
+/// (checkpoints of weights wider than one rank's memory).
+pub fn gather_to_root<C: Collective>(
+    comm: &C,
+    local: &[f32],
+    counts: &[usize],
+    root: usize,
+    chunk: usize,
+) -> Result<Vec<f32>> {
+    let (rank, size) = (comm.rank(), comm.size());
+    if counts.len() != size || counts[rank] != local.len() || root >= size || chunk == 0 {
+        return Err(Error::invalid_argument(
+            "gather",
+            format!(
+                "rank {rank} of {size}: {} values, counts {counts:?}, root {root}, chunk {chunk}",
+                local.len()
+            ),
+        ));
+    }
+    let total: usize = counts.iter().sum();
+    let mut out = if rank == root {
+        vec![0.0f32; total]
+    } else {
+        Vec::new()
+    };
+    let starts: Vec<usize> = counts
+        .iter()
+        .scan(0, |acc, &c| {
+            let s = *acc;
+            *acc += c;
+            Some(s)
+        })
+        .collect();
+    let rounds = counts.iter().map(|&c| c.div_ceil(chunk)).max().unwrap_or(0);
+    let mut buf = Vec::new();
+    for t in 0..rounds {
+        let piece = |c: usize| (t * chunk).min(c)..((t + 1) * chunk).min(c);
+        let round_counts: Vec<usize> = counts.iter().map(|&c| piece(c).len()).collect();
+        buf.resize(round_counts.iter().sum(), 0.0);
+        comm.all_gather(&local[piece(local.len())], &round_counts, &mut buf)?;
+        if rank == root {
+            let mut at = 0;
+            for (q, &c) in counts.iter().enumerate() {
+                let p = piece(c);
+                let dst = starts[q] + p.start;
+                out[dst..dst + p.len()].copy_from_slice(&buf[at..at + p.len()]);
+                at += p.len();
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collective::Threads;
+
+    fn values(rank: usize, len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                let x = ((i * 7919 + rank * 104_729) % 1000) as f32 / 97.0 - 5.0;
+                x * if i % 3 == 0 { 1e-6 } else { 1.0 }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reduce_scatter_columns_is_the_sum_of_each_block_on_any_rank_count() {
+        let (rows, n) = (3, 10);
+        for p in 1..=4 {
+            let got = Threads::run(p, |comm| {
+                let split = Split::even(n, comm.size())?;
+                let mut out = vec![0.0; rows * split.len(comm.rank())];
+                reduce_scatter_columns(
+                    comm,
+                    &values(comm.rank(), rows * n),
+                    rows,
+                    &split,
+                    &mut out,
+                )?;
+                let mut whole = vec![0.0; rows * n];
+                all_gather_columns(comm, &out, rows, &split, &mut whole)?;
+                Ok(whole)
+            })
+            .unwrap();
+            for whole in &got {
+                assert_eq!(whole, &got[0], "every rank assembles the same sum");
+            }
+            for b in 0..rows {
+                for j in 0..n {
+                    let want: f64 = (0..p).map(|r| values(r, rows * n)[b * n + j] as f64).sum();
+                    let g = got[0][b * n + j] as f64;
+                    assert!(
+                        (g - want).abs() <= 1e-6 * want.abs().max(1e-3),
+                        "{g} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sums_do_not_depend_on_the_order_of_the_terms() {
+        // Rank order reversed: the fixed-point total is the same bits.
+        let forward = Threads::run(3, |comm| {
+            let mut v = vec![values(comm.rank(), 5)[1] as f64, 1e-3, 0.1];
+            sum_all(comm, &mut v)?;
+            Ok(v)
+        })
+        .unwrap();
+        let backward = Threads::run(3, |comm| {
+            let mut v = vec![values(2 - comm.rank(), 5)[1] as f64, 1e-3, 0.1];
+            sum_all(comm, &mut v)?;
+            Ok(v)
+        })
+        .unwrap();
+        assert_eq!(forward[0], backward[0]);
+        assert!((forward[0][2] - 0.3).abs() < 1e-15);
+    }
+
+    #[test]
+    fn non_finite_terms_give_a_non_finite_sum() {
+        let got = Threads::run(2, |comm| {
+            let mut v = vec![if comm.rank() == 1 { f64::NAN } else { 1.0 }, 2.0];
+            sum_all(comm, &mut v)?;
+            Ok(v)
+        })
+        .unwrap();
+        assert!(got[0][0].is_nan());
+        assert_eq!(got[0][1], 4.0);
+    }
+
+    #[test]
+    fn gather_to_root_concatenates_in_chunks() {
+        let got = Threads::run(3, |comm| {
+            let counts = [5, 0, 3];
+            let local: Vec<f32> = (0..counts[comm.rank()])
+                .map(|i| (comm.rank() * 10 + i) as f32)
+                .collect();
+            gather_to_root(comm, &local, &counts, 0, 2)
+        })
+        .unwrap();
+        assert_eq!(got[0], [0.0, 1.0, 2.0, 3.0, 4.0, 20.0, 21.0, 22.0]);
+        assert!(got[1].is_empty() && got[2].is_empty());
+    }
+}

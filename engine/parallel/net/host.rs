@@ -1,0 +1,154 @@
+//! The cross-rank steps of a [`ShardedNetwork`](super::ShardedNetwork) pass, run on host
+//! copies of device buffers: column gathers and reductions of activations and deltas,
+//! SoftMax over a row split across ranks, and the norms of `DeltaNorm` and `WeightNorm`.
+
+use crate::backend::traits::Backend;
+use crate::collective::{Collective, ReduceOp};
+use crate::error::Result;
+use crate::ops::math;
+use crate::parallel::exact::{all_gather_columns, reduce_scatter_columns, sum_all};
+use crate::parallel::Split;
+
+/// `dst` (`rows × split.total()`) ← the column blocks `src` (`rows × split.len(rank)`) of
+/// every rank.
+pub(super) fn gather_columns<B: Backend, C: Collective>(
+    backend: &B,
+    comm: &C,
+    src: &B::Vector,
+    rows: usize,
+    split: &Split,
+    dst: &mut B::Vector,
+) -> Result<()> {
+    let mut local = vec![0.0; rows * split.len(comm.rank())];
+    backend.download(src, &mut local)?;
+    let mut whole = vec![0.0; rows * split.total()];
+    all_gather_columns(comm, &local, rows, split, &mut whole)?;
+    backend.upload(dst, &whole)
+}
+
+/// `dst` (`rows × split.len(rank)`) ← this rank's columns of the sum over ranks of every
+/// rank's `partial` (`rows × split.total()`).
+pub(super) fn reduce_columns<B: Backend, C: Collective>(
+    backend: &B,
+    comm: &C,
+    partial: &B::Vector,
+    rows: usize,
+    split: &Split,
+    dst: &mut B::Vector,
+) -> Result<()> {
+    let mut whole = vec![0.0; rows * split.total()];
+    backend.download(partial, &mut whole)?;
+    let mut local = vec![0.0; rows * split.len(comm.rank())];
+    reduce_scatter_columns(comm, &whole, rows, split, &mut local)?;
+    backend.upload(dst, &local)
+}
+
+/// SoftMax of each row of a layer whose columns are split over the ranks: `x` holds this
+/// rank's `rows × cols` block of `z` and receives `a = exp(z − max) / Σ exp(z − max)`, the
+/// maximum and the sum taken over the whole row (the maximum exactly, the sum in
+/// [`sum_all`]'s fixed point). Equals [`crate::ops::activation::softmax_row`] on one rank up
+/// to the rounding of the sum.
+pub(super) fn softmax_rows<B: Backend, C: Collective>(
+    backend: &B,
+    comm: &C,
+    x: &mut B::Vector,
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
+    let mut z = vec![0.0f32; rows * cols];
+    backend.download(x, &mut z)?;
+    let mut max: Vec<f32> = (0..rows)
+        .map(|b| {
+            z[b * cols..(b + 1) * cols]
+                .iter()
+                .copied()
+                .fold(f32::NEG_INFINITY, f32::max)
+        })
+        .collect();
+    comm.all_reduce(&mut max, ReduceOp::Max)?;
+    let mut sums = vec![0.0f64; rows];
+    for (b, sum) in sums.iter_mut().enumerate() {
+        for v in &mut z[b * cols..(b + 1) * cols] {
+            *v = math::exp(*v - max[b]);
+            *sum += *v as f64;
+        }
+    }
+    sum_all(comm, &mut sums)?;
+    for (b, sum) in sums.iter().enumerate() {
+        let inv = 1.0 / sum;
+        for v in &mut z[b * cols..(b + 1) * cols] {
+            *v = (*v as f64 * inv) as f32;
+        }
+    }
+    backend.upload(x, &z)
+}
+
+/// `DeltaNorm` of a layer split by columns: every row whose L2 norm over all ranks' columns
+/// exceeds `max_norm` is scaled to it ([`crate::ops::norm::clip_row_norms`]'s rule).
+pub(super) fn clip_split_row_norms<B: Backend, C: Collective>(
+    backend: &B,
+    comm: &C,
+    x: &mut B::Vector,
+    rows: usize,
+    cols: usize,
+    max_norm: f32,
+) -> Result<()> {
+    let mut v = vec![0.0f32; rows * cols];
+    backend.download(x, &mut v)?;
+    let mut sq: Vec<f64> = (0..rows)
+        .map(|b| {
+            v[b * cols..(b + 1) * cols]
+                .iter()
+                .map(|&x| f64::from(x) * f64::from(x))
+                .sum()
+        })
+        .collect();
+    sum_all(comm, &mut sq)?;
+    let limit = f64::from(max_norm);
+    for (b, &s) in sq.iter().enumerate() {
+        if s > limit * limit {
+            let k = (limit / s.sqrt()) as f32;
+            v[b * cols..(b + 1) * cols].iter_mut().for_each(|x| *x *= k);
+        }
+    }
+    backend.upload(x, &v)
+}
+
+/// `WeightNorm` of an input-sharded weight (each rank holds some rows of every column):
+/// every column whose L2 norm over all ranks' rows exceeds `max_norm` is scaled to it
+/// ([`crate::ops::norm::clip_column_norms`]'s rule).
+pub(super) fn clip_split_column_norms<B: Backend, C: Collective>(
+    backend: &B,
+    comm: &C,
+    w: &mut B::Vector,
+    rows: usize,
+    cols: usize,
+    max_norm: f32,
+) -> Result<()> {
+    let mut v = vec![0.0f32; rows * cols];
+    backend.download(w, &mut v)?;
+    let mut sq = vec![0.0f64; cols];
+    for row in v.chunks_exact(cols.max(1)).take(rows) {
+        for (s, &x) in sq.iter_mut().zip(row) {
+            *s += f64::from(x) * f64::from(x);
+        }
+    }
+    sum_all(comm, &mut sq)?;
+    let limit = f64::from(max_norm);
+    let scale: Vec<f32> = sq
+        .iter()
+        .map(|&s| {
+            if s > limit * limit {
+                (limit / s.sqrt()) as f32
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    for row in v.chunks_exact_mut(cols.max(1)).take(rows) {
+        for (x, &k) in row.iter_mut().zip(&scale) {
+            *x *= k;
+        }
+    }
+    backend.upload(w, &v)
+}
