@@ -1,5 +1,6 @@
 //! Whole training epochs on the CUDA backend against the CPU backend (same seed, data and
-//! descriptor: weights within 1e-5 relative), and two GPU runs bit for bit. Prints
+//! descriptor: weights within 1e-5 relative), and two GPU runs bit for bit; with Adam, and
+//! with plain SGD (fused into the backward pass). Prints
 //! "skipped: no CUDA device" and passes where there is no device.
 #![cfg(feature = "cuda")]
 
@@ -62,8 +63,14 @@ fn rows() -> Csr {
     Csr::try_new(ITEMS, offsets, cols, None).unwrap()
 }
 
-/// Trains `json` for `epochs` on `backend`; returns the losses and every weight and bias.
-fn train_on<B: Backend>(backend: B, json: &str, epochs: u32) -> (Vec<f64>, Vec<Vec<f32>>) {
+/// Trains `json` for `epochs` on `backend` with `optimizer`; returns the losses and every
+/// weight and bias.
+fn train_on<B: Backend>(
+    backend: B,
+    json: &str,
+    epochs: u32,
+    optimizer: Optimizer,
+) -> (Vec<f64>, Vec<Vec<f32>>) {
     let descriptor = Descriptor::from_str(json, "net.json").unwrap();
     let datasets = vec![
         Dataset::sparse("input", vec![ITEMS], rows()).unwrap(),
@@ -71,17 +78,24 @@ fn train_on<B: Backend>(backend: B, json: &str, epochs: u32) -> (Vec<f64>, Vec<V
     ];
     let graph = Graph::compile(&descriptor, &shapes(&datasets)).unwrap();
     let data = DataBinding::new(&graph, &datasets, false).unwrap();
-    let mut network = Network::build(backend, graph, BATCH, Optimizer::Adam, 21).unwrap();
-    let config = TrainConfig {
-        epochs,
-        batch: BATCH,
-        optimizer: Optimizer::Adam,
-        hyper: Hyper {
+    let mut network = Network::build(backend, graph, BATCH, optimizer, 21).unwrap();
+    let hyper = match optimizer {
+        Optimizer::Sgd => Hyper {
+            alpha: 0.05,
+            ..Hyper::default()
+        },
+        _ => Hyper {
             alpha: 0.002,
             mu: 0.9,
             mu1: 0.999,
             ..Hyper::default()
         },
+    };
+    let config = TrainConfig {
+        epochs,
+        batch: BATCH,
+        optimizer,
+        hyper,
         schedule: LrSchedule::Constant,
         seed: 21,
         shuffle: true,
@@ -108,14 +122,14 @@ fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     (num / den.max(1e-30)).sqrt()
 }
 
-fn compare(json: &str) {
+fn compare(json: &str, optimizer: Optimizer) {
     if !Cuda::available() {
         eprintln!("skipped: no CUDA device");
         return;
     }
-    let (cpu_loss, cpu_w) = train_on(Cpu::new(2).unwrap(), json, 1);
-    let (gpu_loss, gpu_w) = train_on(Cuda::new(0, false).unwrap(), json, 1);
-    let (gpu_loss2, gpu_w2) = train_on(Cuda::new(0, false).unwrap(), json, 1);
+    let (cpu_loss, cpu_w) = train_on(Cpu::new(2).unwrap(), json, 1, optimizer);
+    let (gpu_loss, gpu_w) = train_on(Cuda::new(0, false).unwrap(), json, 1, optimizer);
+    let (gpu_loss2, gpu_w2) = train_on(Cuda::new(0, false).unwrap(), json, 1, optimizer);
     for (i, (g, c)) in gpu_w.iter().zip(&cpu_w).enumerate() {
         let e = rel_err(g, c);
         eprintln!(
@@ -135,10 +149,15 @@ fn compare(json: &str) {
 
 #[test]
 fn sigmoid_smce_epoch_matches_the_cpu_and_repeats_bit_for_bit() {
-    compare(SIGMOID_NET);
+    compare(SIGMOID_NET, Optimizer::Adam);
 }
 
 #[test]
 fn softmax_cross_entropy_epoch_matches_the_cpu_and_repeats_bit_for_bit() {
-    compare(SOFTMAX_NET);
+    compare(SOFTMAX_NET, Optimizer::Adam);
+}
+
+#[test]
+fn fused_sgd_epoch_matches_the_cpu_and_repeats_bit_for_bit() {
+    compare(SIGMOID_NET, Optimizer::Sgd);
 }

@@ -23,6 +23,16 @@
 //!   normalisation scale and shift with the chosen optimizer (biases, scales and shifts
 //!   unregularised).
 //!
+//! Fused SGD ([`Network::train_step`], [`Network::backward_update`]): with plain SGD and
+//! `λ1 = 0` the update `W ← W + α·(g_W − λ·W)` is `W ← (1 − αλ)·W + α·g_W`, so the backward
+//! pass writes it straight into each weight that no other edge shares,
+//! `W ← (1 − αλ)·W − (α/B)·a_srcᵀ·δ_L` (one gradient product with `W` as its output), and into
+//! every edge's bias, `b ← b − (α/B)·Σ_b δ_L`, after the edge's `δ_src = δ_L·op(W)ᵀ` has read
+//! the old `W`; the update pass then skips them (it still applies `WeightNorm`, and updates
+//! shared weights and batch normalisation as above). This equals the separate backward and
+//! update up to f32 rounding; [`Network::backward`] and [`Network::update`] called on their
+//! own never fuse.
+//!
 //! Every edge has its own bias; weights are per graph weight, so an edge sharing another's
 //! weight has a bias but no matrix (see `params.rs`).
 
@@ -32,6 +42,7 @@ mod dropout;
 mod model;
 mod params;
 mod pass;
+mod update;
 
 use crate::backend::traits::{Backend, Mat};
 use crate::dense::Matrix;
@@ -134,6 +145,8 @@ pub struct Network<B: Backend> {
     losses: Vec<Option<LossSpec>>,
     /// Number of updates applied (Adam's `t`).
     step: u64,
+    /// Whether [`Network::backward_update`] may fuse plain SGD into the backward pass.
+    fused_sgd: bool,
     /// Scratch of [`Network::non_finite_output`]: ones (the widest output layer's units) and
     /// one sum per example.
     finite_check: (B::Vector, B::Vector),
@@ -331,6 +344,7 @@ impl<B: Backend> Network<B> {
             ignore_zero: vec![false; n],
             losses,
             step: 0,
+            fused_sgd: true,
             finite_check,
         })
     }

@@ -20,7 +20,8 @@ impl<B: Backend> Network<B> {
     /// [`Network::download_params`]: the *negative mean* gradient of the loss over the
     /// minibatch (`−(1/B)·∂L/∂W`, DSSTNE's convention). A shared weight's gradient (reported
     /// with its owning edge) is the sum of its edges' contributions divided by the sharing
-    /// count (DSSTNE's `_sharingCount`).
+    /// count (DSSTNE's `_sharingCount`). A fused SGD step ([`Network::backward_update`],
+    /// [`Network::train_step`]) writes no gradient of the weights it fuses nor of the biases.
     pub fn download_gradients(&self) -> Result<Vec<(Matrix, Vec<f32>)>> {
         self.per_edge(|p| &p.dw, |b| &b.db)
     }

@@ -1,6 +1,8 @@
-//! Forward, backward and update passes of a [`Network`] (the math is in the module
-//! documentation of [`crate::network`]).
+//! Forward and backward passes of a [`Network`] (the math is in the module documentation of
+//! [`crate::network`]; the update step and its fusion into the backward pass are in
+//! `update.rs`).
 
+use super::update::fuses_weight;
 use super::{act_params, AlphaDropout, Loaded, Network};
 use crate::backend::cpu::FixedSum;
 use crate::backend::traits::{Backend, BatchNormState, Mat, MatMut, Trans};
@@ -23,6 +25,14 @@ const DROPOUT_STREAM: u64 = 1 << 40;
 
 pub(crate) fn dropout_stream(step: u64, layer: LayerId) -> u64 {
     DROPOUT_STREAM + (step << 16) + layer.0 as u64
+}
+
+/// Where a weight-gradient product writes: the gradient `dw`, or the weight itself (a fused
+/// SGD update).
+#[derive(Clone, Copy)]
+enum GradInto {
+    Gradient,
+    Param,
 }
 
 /// `(&mut v[i], &v[j])` for `i < j`.
@@ -210,6 +220,15 @@ impl<B: Backend> Network<B> {
     /// see), the gradient through dropout, `f'`, `DeltaNorm`, and the gradient through batch
     /// normalisation. An output layer's delta gets `DeltaNorm` after the data weights.
     pub fn backward(&mut self, seed: u64) -> Result<()> {
+        self.backward_inner(seed, None)
+    }
+
+    /// [`Network::backward`]; with `fused = Some(h)` (plain SGD without L1, see
+    /// `update.rs`) the gradient products of every unshared weight and of every edge's bias
+    /// write the SGD update straight into the weight or bias instead of into `dw`, `db`:
+    /// `W ← (1 − αλ)·W + α·g_W` and `b ← b + α·g_b`. Every edge propagates its delta
+    /// `δ_src = δ·op(W)ᵀ` before its gradient product, so that it reads `W` before the update.
+    pub(super) fn backward_inner(&mut self, seed: u64, fused: Option<&Hyper>) -> Result<()> {
         let rows = self.rows;
         let n = self.graph.layers().len();
         let mut written = vec![false; n];
@@ -250,53 +269,40 @@ impl<B: Backend> Network<B> {
                 let edge = self.graph.edge(eid).clone();
                 let src = edge.source.0;
                 let wi = edge.weight.0;
-                let sharing = self.graph.weight(edge.weight).sharing_count.max(1) as f32;
-                let beta = if grad_written[wi] { 1.0 } else { 0.0 };
-                grad_written[wi] = true;
-                let delta = self.deltas[li]
-                    .as_ref()
-                    .expect("non-input layers have deltas");
-                let delta = Mat::new(delta, rows, units);
-                let p = &mut self.params[wi];
-                let (prow, pcol) = (p.rows, p.cols);
-                let dw = MatMut::new(&mut p.dw, prow, pcol);
-                match (&self.loaded[src], &self.units[src]) {
-                    (Loaded::Sparse(x), _) => {
-                        self.backend
-                            .sparse_weight_gradient(dw, x, delta, alpha / sharing, beta)?
-                    }
-                    // A transposed edge computes z = a·Wᵀ, so g_W = α·δᵀ·a.
-                    (_, Some(a)) if edge.transposed => self.backend.gemm(
-                        dw,
-                        alpha / sharing,
-                        delta,
-                        Trans::Yes,
-                        Mat::new(a, rows, pcol),
-                        Trans::No,
-                        beta,
-                    )?,
-                    (_, Some(a)) => self.backend.gemm(
-                        dw,
-                        alpha / sharing,
-                        Mat::new(a, rows, prow),
-                        Trans::Yes,
-                        delta,
-                        Trans::No,
-                        beta,
-                    )?,
-                    (_, None) => {
-                        return Err(Error::invalid_argument(
-                            "batch",
-                            "backward needs a forward pass over a loaded minibatch first",
-                        ))
-                    }
-                }
-                self.backend
-                    .bias_gradient(&mut self.biases[eid.0].db, delta, alpha, 0.0)?;
+                // δ_src first: it must read W before a fused update changes it.
                 if self.graph.layer(edge.source).kind != LayerKind::Input {
                     let beta = if written[src] { 1.0 } else { 0.0 };
                     self.propagate_delta(li, src, wi, edge.transposed, beta)?;
                     written[src] = true;
+                }
+                let weight = self.graph.weight(edge.weight);
+                let (into, alpha_w, beta_w) = match fused.filter(|_| fuses_weight(weight)) {
+                    Some(h) => (GradInto::Param, h.alpha * alpha, 1.0 - h.alpha * h.lambda),
+                    None => {
+                        let beta = if grad_written[wi] { 1.0 } else { 0.0 };
+                        grad_written[wi] = true;
+                        let sharing = weight.sharing_count.max(1) as f32;
+                        (GradInto::Gradient, alpha / sharing, beta)
+                    }
+                };
+                self.weight_gradient(li, &edge, into, alpha_w, beta_w)?;
+                let delta = self.deltas[li]
+                    .as_ref()
+                    .expect("non-input layers have deltas");
+                let bias = &mut self.biases[eid.0];
+                match fused {
+                    Some(h) => self.backend.bias_gradient(
+                        &mut bias.b,
+                        Mat::new(delta, rows, units),
+                        h.alpha * alpha,
+                        1.0,
+                    )?,
+                    None => self.backend.bias_gradient(
+                        &mut bias.db,
+                        Mat::new(delta, rows, units),
+                        alpha,
+                        0.0,
+                    )?,
                 }
             }
             for &skip in &layer.skips {
@@ -317,6 +323,60 @@ impl<B: Backend> Network<B> {
             }
         }
         Ok(())
+    }
+
+    /// The weight-gradient product of `edge` into layer `dst`:
+    /// `out = alpha·a_srcᵀ·δ_dst + beta·out` (transposed edge: `alpha·δ_dstᵀ·a_src`), `out`
+    /// the weight's gradient `dw` or, for a fused update, the weight itself.
+    fn weight_gradient(
+        &mut self,
+        dst: usize,
+        edge: &crate::graph::Edge,
+        into: GradInto,
+        alpha: f32,
+        beta: f32,
+    ) -> Result<()> {
+        let rows = self.rows;
+        let units = self.graph.layer(edge.target).units;
+        let delta = self.deltas[dst]
+            .as_ref()
+            .expect("non-input layers have deltas");
+        let delta = Mat::new(delta, rows, units);
+        let p = &mut self.params[edge.weight.0];
+        let (prow, pcol) = (p.rows, p.cols);
+        let out = match into {
+            GradInto::Gradient => &mut p.dw,
+            GradInto::Param => &mut p.w,
+        };
+        let out = MatMut::new(out, prow, pcol);
+        match (&self.loaded[edge.source.0], &self.units[edge.source.0]) {
+            (Loaded::Sparse(x), _) => self
+                .backend
+                .sparse_weight_gradient(out, x, delta, alpha, beta),
+            // A transposed edge computes z = a·Wᵀ, so g_W = α·δᵀ·a.
+            (_, Some(a)) if edge.transposed => self.backend.gemm(
+                out,
+                alpha,
+                delta,
+                Trans::Yes,
+                Mat::new(a, rows, pcol),
+                Trans::No,
+                beta,
+            ),
+            (_, Some(a)) => self.backend.gemm(
+                out,
+                alpha,
+                Mat::new(a, rows, prow),
+                Trans::Yes,
+                delta,
+                Trans::No,
+                beta,
+            ),
+            (_, None) => Err(Error::invalid_argument(
+                "batch",
+                "backward needs a forward pass over a loaded minibatch first",
+            )),
+        }
     }
 
     /// A hidden layer's `∂L/∂a` (zero when nothing was `written` to it) to `∂L/∂z` before
@@ -434,72 +494,5 @@ impl<B: Backend> Network<B> {
                 .scale_rows(MatMut::new(delta, rows, units), w)?;
         }
         Ok(())
-    }
-
-    /// Applies one optimizer update with hyperparameters `h` to every weight (then its
-    /// `WeightNorm`, DSSTNE's `kNormalizeWeights`), every edge's bias and every batch
-    /// normalisation `γ`, `β` (biases and `γ`, `β` without L1/L2), then counts the update.
-    pub fn update(&mut self, h: &Hyper) -> Result<()> {
-        self.step += 1;
-        let t = self.step;
-        let opt = self.optimizer;
-        let bias_h = Hyper {
-            lambda: 0.0,
-            lambda1: 0.0,
-            ..*h
-        };
-        for (p, weight) in self.params.iter_mut().zip(self.graph.weights()) {
-            let [s0, s1] = &mut p.w_state;
-            let len = p.rows * p.cols;
-            self.backend
-                .optimizer_step(&mut p.w, &p.dw, s0, s1, len, opt, h, t)?;
-            if weight.norm > 0.0 {
-                self.backend
-                    .clip_column_norms(MatMut::new(&mut p.w, p.rows, p.cols), weight.norm)?;
-            }
-        }
-        for b in &mut self.biases {
-            let [s0, s1] = &mut b.state;
-            self.backend
-                .optimizer_step(&mut b.b, &b.db, s0, s1, b.cols, opt, &bias_h, t)?;
-        }
-        for bn in self.batch_norm.iter_mut().flatten() {
-            let [s0, s1] = &mut bn.scale_state;
-            self.backend.optimizer_step(
-                &mut bn.scale,
-                &bn.dscale,
-                s0,
-                s1,
-                bn.units,
-                opt,
-                &bias_h,
-                t,
-            )?;
-            let [s0, s1] = &mut bn.bias_state;
-            self.backend.optimizer_step(
-                &mut bn.bias,
-                &bn.dbias,
-                s0,
-                s1,
-                bn.units,
-                opt,
-                &bias_h,
-                t,
-            )?;
-        }
-        Ok(())
-    }
-
-    /// One training step on the loaded minibatch: forward (with dropout), loss, backward,
-    /// update.
-    pub fn train_step(&mut self, h: &Hyper, seed: u64) -> Result<StepStats> {
-        self.forward(true, seed)?;
-        let loss = self.loss()?;
-        self.backward(seed)?;
-        self.update(h)?;
-        Ok(StepStats {
-            loss,
-            rows: self.rows,
-        })
     }
 }

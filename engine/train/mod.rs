@@ -234,8 +234,7 @@ pub fn train_with<N: Trainable + ?Sized>(
             }
             h.alpha *= step.alpha_scale;
             if step.update {
-                network.backward(config.seed)?;
-                network.update(&h)?;
+                network.backward_update(&h, config.seed)?;
             }
             timing.step += t0.elapsed();
             loss = loss + batch_loss;

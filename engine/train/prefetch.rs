@@ -17,7 +17,8 @@ pub(crate) struct Timing {
     pub wait: Duration,
     /// In `Network::load_batch` (uploads).
     pub load: Duration,
-    /// In `Network::train_step` (launches, and waiting for the device's loss).
+    /// In the forward, loss, backward and update passes (launches, and waiting for the
+    /// device's loss).
     pub step: Duration,
 }
 

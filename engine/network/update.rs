@@ -1,0 +1,170 @@
+//! The update step of a [`Network`]: one optimizer pass over every parameter, or plain SGD
+//! fused into the backward pass's gradient products (the math is in the module documentation
+//! of [`crate::network`]).
+//!
+//! Fused SGD. With [`Optimizer::Sgd`] and `λ1 = 0` the update `w ← w + α·(g − λ·w)` is linear,
+//! `w ← (1 − αλ)·w + α·g`, and every gradient product already has the form
+//! `out = alpha·P + beta·out` (`P` the product, `alpha = −1/B`, so that `g = alpha·P`).
+//! Writing the product straight into `w` with `alpha' = α·alpha` and `beta' = 1 − αλ` applies
+//! the update without writing and reading the gradient and without the optimizer pass; an
+//! edge's bias (unregularised) takes `alpha' = α·alpha`, `beta' = 1`. The result equals the
+//! separate update up to f32 rounding (`(α·alpha)·P` against `α·(alpha·P)`, one fused sum).
+//!
+//! Only weights no other edge uses are fused: a shared weight's gradient sums over its edges
+//! and its value is read again by their delta products later in the backward pass, so it
+//! keeps its gradient and the optimizer pass. Batch-normalisation `γ`, `β` keep theirs too
+//! (their gradients come out of the normalisation's backward kernel). `WeightNorm` is applied
+//! to every weight after the update, fused or not.
+
+use super::pass::StepStats;
+use super::{Loaded, Network};
+use crate::backend::traits::{Backend, MatMut};
+use crate::descriptor::LayerKind;
+use crate::error::{Error, Result};
+use crate::graph::Weight;
+use crate::ops::optimizer::Hyper;
+use crate::ops::Optimizer;
+
+/// Whether a fused backward pass writes the SGD update of `weight` into it: only for a weight
+/// that no other edge uses.
+pub(super) fn fuses_weight(weight: &Weight) -> bool {
+    weight.sharing_count <= 1
+}
+
+impl<B: Backend> Network<B> {
+    /// Applies one optimizer update with hyperparameters `h` to every weight (then its
+    /// `WeightNorm`, DSSTNE's `kNormalizeWeights`), every edge's bias and every batch
+    /// normalisation `γ`, `β` (biases and `γ`, `β` without L1/L2), then counts the update.
+    /// Reads the gradients of the last [`Network::backward`]; never fused.
+    pub fn update(&mut self, h: &Hyper) -> Result<()> {
+        self.update_inner(h, false)
+    }
+
+    /// [`Network::update`]; with `fused` (after a fused backward pass) the weights that
+    /// [`fuses_weight`] and the edges' biases are already updated: only their `WeightNorm` is
+    /// applied.
+    fn update_inner(&mut self, h: &Hyper, fused: bool) -> Result<()> {
+        self.step += 1;
+        let t = self.step;
+        let opt = self.optimizer;
+        let bias_h = Hyper {
+            lambda: 0.0,
+            lambda1: 0.0,
+            ..*h
+        };
+        for (p, weight) in self.params.iter_mut().zip(self.graph.weights()) {
+            if !(fused && fuses_weight(weight)) {
+                let [s0, s1] = &mut p.w_state;
+                let len = p.rows * p.cols;
+                self.backend
+                    .optimizer_step(&mut p.w, &p.dw, s0, s1, len, opt, h, t)?;
+            }
+            if weight.norm > 0.0 {
+                self.backend
+                    .clip_column_norms(MatMut::new(&mut p.w, p.rows, p.cols), weight.norm)?;
+            }
+        }
+        if !fused {
+            for b in &mut self.biases {
+                let [s0, s1] = &mut b.state;
+                self.backend
+                    .optimizer_step(&mut b.b, &b.db, s0, s1, b.cols, opt, &bias_h, t)?;
+            }
+        }
+        for bn in self.batch_norm.iter_mut().flatten() {
+            let [s0, s1] = &mut bn.scale_state;
+            self.backend.optimizer_step(
+                &mut bn.scale,
+                &bn.dscale,
+                s0,
+                s1,
+                bn.units,
+                opt,
+                &bias_h,
+                t,
+            )?;
+            let [s0, s1] = &mut bn.bias_state;
+            self.backend.optimizer_step(
+                &mut bn.bias,
+                &bn.dbias,
+                s0,
+                s1,
+                bn.units,
+                opt,
+                &bias_h,
+                t,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Whether [`Network::backward_update`] (and so [`Network::train_step`]) fuses the update
+    /// with `h` into the backward pass: the optimizer is [`Optimizer::Sgd`], `h.lambda1 = 0`
+    /// and fusing is on ([`Network::set_fused_sgd`]).
+    pub fn fuses_sgd(&self, h: &Hyper) -> bool {
+        self.fused_sgd && self.optimizer == Optimizer::Sgd && h.lambda1 == 0.0
+    }
+
+    /// Lets [`Network::backward_update`] fuse plain SGD into the backward pass (`true`, the
+    /// default) or forces the separate [`Network::backward`] and [`Network::update`] (`false`;
+    /// the results differ only in f32 rounding, see the [module documentation](crate::network)).
+    pub fn set_fused_sgd(&mut self, on: bool) {
+        self.fused_sgd = on;
+    }
+
+    /// After [`Network::forward`] (with `training`): [`Network::backward`] then
+    /// [`Network::update`], fused into one pass when [`Network::fuses_sgd`]. The fused pass
+    /// writes no gradients: [`Network::download_gradients`] then reports those of an earlier
+    /// unfused pass (the shared weights' and batch normalisation's excepted).
+    ///
+    /// Errors, before any parameter changes, when no minibatch is loaded or an input or
+    /// output layer has no rows.
+    pub fn backward_update(&mut self, h: &Hyper, seed: u64) -> Result<()> {
+        if self.fuses_sgd(h) {
+            self.require_batch()?;
+            self.backward_inner(seed, Some(h))?;
+            self.update_inner(h, true)
+        } else {
+            self.backward(seed)?;
+            self.update(h)
+        }
+    }
+
+    /// One training step on the loaded minibatch: forward (with dropout), loss, then
+    /// [`Network::backward_update`].
+    pub fn train_step(&mut self, h: &Hyper, seed: u64) -> Result<StepStats> {
+        self.forward(true, seed)?;
+        let loss = self.loss()?;
+        self.backward_update(h, seed)?;
+        Ok(StepStats {
+            loss,
+            rows: self.rows,
+        })
+    }
+
+    /// Errors unless a minibatch is loaded with rows for every input and output layer (what
+    /// a backward pass needs), so that a fused pass does not stop half-way.
+    fn require_batch(&self) -> Result<()> {
+        if self.rows == 0 {
+            return Err(Error::invalid_argument("batch", "no minibatch is loaded"));
+        }
+        for layer in self.graph.layers() {
+            let i = layer.id.0;
+            let loaded = match layer.kind {
+                LayerKind::Input => !matches!(self.loaded[i], Loaded::None),
+                LayerKind::Output => matches!(
+                    (&self.loaded[i], &self.targets[i]),
+                    (Loaded::Sparse(_), _) | (Loaded::Dense, Some(_))
+                ),
+                LayerKind::Hidden | LayerKind::Target => true,
+            };
+            if !loaded {
+                return Err(Error::invalid_argument(
+                    "batch",
+                    format!("layer `{}` has no rows loaded", layer.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
