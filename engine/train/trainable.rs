@@ -33,6 +33,12 @@ pub trait Trainable {
     fn non_finite_output(&mut self) -> Result<Option<String>>;
     fn backward(&mut self, seed: u64) -> Result<()>;
     fn update(&mut self, h: &Hyper) -> Result<()>;
+    /// [`Trainable::backward`] then [`Trainable::update`], fused where the network can
+    /// ([`Network::backward_update`]).
+    fn backward_update(&mut self, h: &Hyper, seed: u64) -> Result<()> {
+        self.backward(seed)?;
+        self.update(h)
+    }
     #[allow(clippy::too_many_arguments)]
     fn top_k(
         &self,
@@ -114,6 +120,9 @@ macro_rules! delegate {
 
 impl<B: Backend> Trainable for Network<B> {
     delegate!();
+    fn backward_update(&mut self, h: &Hyper, seed: u64) -> Result<()> {
+        Network::backward_update(self, h, seed)
+    }
     fn download_batch_norm_state(&self) -> Result<Vec<BatchNormTrainState>> {
         Network::download_batch_norm_state(self)
     }
