@@ -152,3 +152,84 @@ pub(super) fn clip_split_column_norms<B: Backend, C: Collective>(
     }
     backend.upload(w, &v)
 }
+
+/// The targets of a SoftMax output's rows on this rank, for [`softmax_delta`].
+pub(super) enum SoftmaxTargets<'a> {
+    /// Local columns with explicit values (indicator rows already turned into `1/nnz` of
+    /// the whole row).
+    Sparse(&'a crate::sparse::Csr, bool),
+    /// Dense local targets, `rows × cols`.
+    Dense(Vec<f32>),
+}
+
+/// The delta of a SoftMax output layer split by columns
+/// ([`crate::ops::loss::LossSpec::softmax_row_delta`]'s rule, the row sums across ranks):
+/// per unit `g = ∂L/∂a` (CrossEntropy: the target), then `δ_i = a_i·Σ_j t_j − t_i`
+/// (CrossEntropy) or `δ_i = a_i·(g_i − Σ_j a_j g_j)`, the sums in [`sum_all`]'s fixed point.
+pub(super) fn softmax_delta<B: Backend, C: Collective>(
+    backend: &B,
+    comm: &C,
+    delta: &mut B::Vector,
+    a: &B::Vector,
+    rows: usize,
+    cols: usize,
+    targets: SoftmaxTargets<'_>,
+    spec: &crate::ops::loss::LossSpec,
+) -> Result<()> {
+    use crate::ops::ErrorFunction;
+    let ce = spec.error == ErrorFunction::CrossEntropy;
+    let mut av = vec![0.0f32; rows * cols];
+    backend.download(a, &mut av)?;
+    let mut d = vec![0.0f32; rows * cols];
+    for b in 0..rows {
+        let (ar, dr) = (
+            &av[b * cols..(b + 1) * cols],
+            &mut d[b * cols..(b + 1) * cols],
+        );
+        match &targets {
+            SoftmaxTargets::Sparse(csr, ignore_zero) => {
+                if !(ce || *ignore_zero) {
+                    for (d, &a) in dr.iter_mut().zip(ar) {
+                        *d = spec.softmax_grad_a(a, 0.0);
+                    }
+                }
+                let (c, v) = csr.view().row(b);
+                for (k, &c) in c.iter().enumerate() {
+                    let t = v.map_or(1.0, |v| v[k]);
+                    let c = c as usize;
+                    dr[c] = if ce { t } else { spec.softmax_grad_a(ar[c], t) };
+                }
+            }
+            SoftmaxTargets::Dense(t) => {
+                for ((d, &a), &t) in dr.iter_mut().zip(ar).zip(&t[b * cols..(b + 1) * cols]) {
+                    *d = if ce { t } else { spec.softmax_grad_a(a, t) };
+                }
+            }
+        }
+    }
+    let mut sums: Vec<f64> = (0..rows)
+        .map(|b| {
+            let (ar, dr) = (&av[b * cols..(b + 1) * cols], &d[b * cols..(b + 1) * cols]);
+            if ce {
+                dr.iter().map(|&t| t as f64).sum()
+            } else {
+                ar.iter().zip(dr).map(|(&a, &g)| a as f64 * g as f64).sum()
+            }
+        })
+        .collect();
+    sum_all(comm, &mut sums)?;
+    for (b, &s) in sums.iter().enumerate() {
+        let (ar, dr) = (
+            &av[b * cols..(b + 1) * cols],
+            &mut d[b * cols..(b + 1) * cols],
+        );
+        for (d, &a) in dr.iter_mut().zip(ar) {
+            *d = if ce {
+                (a as f64 * s - *d as f64) as f32
+            } else {
+                (a as f64 * (*d as f64 - s)) as f32
+            };
+        }
+    }
+    backend.upload(delta, &d)
+}

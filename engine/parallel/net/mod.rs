@@ -72,6 +72,9 @@ pub struct ShardedNetwork<'c, B: Backend, C: Collective> {
     sparse_full: Vec<Option<B::SparseBatch>>,
     /// Sparse rows, local columns re-based to 0: inputs (input-sharded edges) and targets.
     sparse_local: Vec<Option<B::SparseBatch>>,
+    /// Per SoftMax output with sparse targets: the local targets on the host, with explicit
+    /// values (an indicator row's `1/nnz` taken over the whole row).
+    softmax_targets: Vec<Option<Csr>>,
     /// Per layer: rows are loaded (inputs) or targets are loaded (outputs).
     loaded: Vec<bool>,
     /// Per edge: the whole source activations of an output-sharded edge from a dense layer.
@@ -154,6 +157,7 @@ impl<'c, B: Backend, C: Collective> ShardedNetwork<'c, B, C> {
             targets: (0..n).map(|_| None).collect(),
             sparse_full: (0..n).map(|_| None).collect(),
             sparse_local: (0..n).map(|_| None).collect(),
+            softmax_targets: (0..n).map(|_| None).collect(),
             loaded: vec![false; n],
             gathered: Vec::new(),
             example_weights: vec![None; n],
@@ -408,6 +412,7 @@ impl<'c, B: Backend, C: Collective> ShardedNetwork<'c, B, C> {
         self.loaded.iter_mut().for_each(|l| *l = false);
         self.sparse_full.iter_mut().for_each(|s| *s = None);
         self.sparse_local.iter_mut().for_each(|s| *s = None);
+        self.softmax_targets.iter_mut().for_each(|s| *s = None);
         self.example_weights.iter_mut().for_each(|w| *w = None);
         self.ignore_zero.iter_mut().for_each(|f| *f = false);
         for id in &batch.ignore_zero {
@@ -433,8 +438,17 @@ impl<'c, B: Backend, C: Collective> ShardedNetwork<'c, B, C> {
                     if csr.n_rows() != batch.rows || csr.n_cols() as usize != layer.units {
                         return Err(shape_error(&layer.name, &csr, batch.rows, layer.units));
                     }
+                    let softmax = is_output && layer.activation == Activation::SoftMax;
+                    let csr = if softmax {
+                        with_indicator_values(csr, self.losses[id.0].as_ref())
+                    } else {
+                        csr
+                    };
                     if wants_local {
                         let local = column_shard(csr.view(), &split, rank)?;
+                        if softmax {
+                            self.softmax_targets[id.0] = Some(local.clone());
+                        }
                         self.sparse_local[id.0] =
                             Some(self.backend.upload_sparse(local, !is_output)?);
                     }
@@ -495,6 +509,25 @@ impl<'c, B: Backend, C: Collective> ShardedNetwork<'c, B, C> {
         }
         Ok(())
     }
+}
+
+/// A SoftMax output's indicator target rows with their values made explicit: `1/nnz` of
+/// the whole row ([`LossSpec::indicator_target`]), so that a rank's columns carry the same
+/// targets as the whole row.
+fn with_indicator_values(csr: Csr, spec: Option<&LossSpec>) -> Csr {
+    let Some(spec) = spec.filter(|_| csr.values().is_none()) else {
+        return csr;
+    };
+    let offsets = csr.row_offsets().to_vec();
+    let values: Vec<f32> = offsets
+        .windows(2)
+        .flat_map(|w| {
+            let nnz = (w[1] - w[0]) as usize;
+            std::iter::repeat_n(spec.indicator_target(nnz), nnz)
+        })
+        .collect();
+    let (n_cols, offsets, cols, _) = csr.into_parts();
+    Csr::new_checked(n_cols, offsets, cols, Some(values))
 }
 
 fn shape_error(layer: &str, csr: &Csr, rows: usize, units: usize) -> Error {

@@ -2,7 +2,8 @@
 //! [module documentation](super)).
 
 use super::host::{
-    clip_split_column_norms, clip_split_row_norms, gather_columns, reduce_columns, softmax_rows,
+    clip_split_column_norms, clip_split_row_norms, gather_columns, reduce_columns, softmax_delta,
+    softmax_rows, SoftmaxTargets,
 };
 use super::ShardedNetwork;
 use crate::backend::cpu::FixedSum;
@@ -475,25 +476,52 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
         let spec = self.losses[id.0].expect("outputs have a loss");
         let a = self.units[id.0].as_ref().expect("outputs are dense");
         let delta = self.deltas[id.0].as_mut().expect("outputs have deltas");
-        match (&self.sparse_local[id.0], &self.targets[id.0]) {
-            (Some(t), _) => self.backend.sparse_output_delta(
-                MatMut::new(delta, rows, local),
-                Mat::new(a, rows, local),
-                t,
+        if layer.activation == Activation::SoftMax {
+            let targets = match (&self.softmax_targets[id.0], &self.targets[id.0]) {
+                (Some(t), _) => SoftmaxTargets::Sparse(t, self.ignore_zero[id.0]),
+                (None, Some(t)) if self.loaded[id.0] => {
+                    let mut host = vec![0.0; rows * local];
+                    self.backend.download(t, &mut host)?;
+                    SoftmaxTargets::Dense(host)
+                }
+                _ => {
+                    return Err(Error::invalid_argument(
+                        "batch",
+                        format!("output layer `{}` has no targets loaded", layer.name),
+                    ))
+                }
+            };
+            softmax_delta(
+                &self.backend,
+                self.comm,
+                delta,
+                a,
+                rows,
+                local,
+                targets,
                 &spec,
-                self.ignore_zero[id.0],
-            )?,
-            (None, Some(t)) if self.loaded[id.0] => self.backend.dense_output_delta(
-                MatMut::new(delta, rows, local),
-                Mat::new(a, rows, local),
-                Mat::new(t, rows, local),
-                &spec,
-            )?,
-            _ => {
-                return Err(Error::invalid_argument(
-                    "batch",
-                    format!("output layer `{}` has no targets loaded", layer.name),
-                ))
+            )?;
+        } else {
+            match (&self.sparse_local[id.0], &self.targets[id.0]) {
+                (Some(t), _) => self.backend.sparse_output_delta(
+                    MatMut::new(delta, rows, local),
+                    Mat::new(a, rows, local),
+                    t,
+                    &spec,
+                    self.ignore_zero[id.0],
+                )?,
+                (None, Some(t)) if self.loaded[id.0] => self.backend.dense_output_delta(
+                    MatMut::new(delta, rows, local),
+                    Mat::new(a, rows, local),
+                    Mat::new(t, rows, local),
+                    &spec,
+                )?,
+                _ => {
+                    return Err(Error::invalid_argument(
+                        "batch",
+                        format!("output layer `{}` has no targets loaded", layer.name),
+                    ))
+                }
             }
         }
         if let Some(w) = &self.example_weights[id.0] {
