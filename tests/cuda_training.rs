@@ -122,7 +122,9 @@ fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     (num / den.max(1e-30)).sqrt()
 }
 
-fn compare(json: &str, optimizer: Optimizer) {
+/// Trains one epoch on the CPU and twice on the GPU: the GPU's parameters within `tolerance`
+/// (relative, per array) of the CPU's, and bit-identical between the two GPU runs.
+fn compare(json: &str, optimizer: Optimizer, tolerance: f64) {
     if !Cuda::available() {
         eprintln!("skipped: no CUDA device");
         return;
@@ -136,7 +138,7 @@ fn compare(json: &str, optimizer: Optimizer) {
             "parameter array {i}: relative error {e:e} over {} values",
             c.len()
         );
-        assert!(e < 1e-5, "parameter array {i}: relative error {e:e}");
+        assert!(e < tolerance, "parameter array {i}: relative error {e:e}");
     }
     let (g, c) = (gpu_loss[0], cpu_loss[0]);
     assert!((g - c).abs() <= 1e-5 * c.abs(), "loss {g} vs {c}");
@@ -149,15 +151,18 @@ fn compare(json: &str, optimizer: Optimizer) {
 
 #[test]
 fn sigmoid_smce_epoch_matches_the_cpu_and_repeats_bit_for_bit() {
-    compare(SIGMOID_NET, Optimizer::Adam);
+    compare(SIGMOID_NET, Optimizer::Adam, 1e-5);
 }
 
 #[test]
 fn softmax_cross_entropy_epoch_matches_the_cpu_and_repeats_bit_for_bit() {
-    compare(SOFTMAX_NET, Optimizer::Adam);
+    compare(SOFTMAX_NET, Optimizer::Adam, 1e-5);
 }
 
 #[test]
 fn fused_sgd_epoch_matches_the_cpu_and_repeats_bit_for_bit() {
-    compare(SIGMOID_NET, Optimizer::Sgd);
+    // The fused update is cuBLAS's epilogue `α·(aᵀδ) + β·W` on the GPU and the CPU GEMM's on
+    // the CPU: they round differently at every step. Measured on an H100: the output weights
+    // 2.3e-5 after an epoch, every other array below 1e-6.
+    compare(SIGMOID_NET, Optimizer::Sgd, 1e-4);
 }
