@@ -374,6 +374,46 @@ impl Dataset {
         &self.data
     }
 
+    /// Keeps only the non-zeros of a sparse dataset whose columns lie in `range` (global
+    /// column numbers and the width are kept): what a model-parallel rank holds of a dataset
+    /// split by column. Returns the number of non-zeros kept. Dense data is left whole.
+    /// Errors: `range` ends past the width.
+    pub fn retain_columns(&mut self, range: std::ops::Range<usize>) -> Result<usize> {
+        let width = self.stride() as usize;
+        if range.end > width || range.start > range.end {
+            return Err(Error::invalid_argument(
+                "columns",
+                format!(
+                    "{range:?} is not a column range of dataset `{}` ({width} wide)",
+                    self.name
+                ),
+            ));
+        }
+        let Data::Sparse(csr) = &mut self.data else {
+            return Ok(self.nnz());
+        };
+        let (lo, hi) = (range.start as u32, range.end as u32);
+        let view = csr.view();
+        let mut offsets = Vec::with_capacity(csr.n_rows() + 1);
+        offsets.push(0u64);
+        let (mut cols, mut values) = (Vec::new(), csr.values().map(|_| Vec::new()));
+        for r in 0..csr.n_rows() {
+            let (c, v) = view.row(r);
+            for (k, &col) in c.iter().enumerate() {
+                if (lo..hi).contains(&col) {
+                    cols.push(col);
+                    if let (Some(out), Some(v)) = (values.as_mut(), v) {
+                        out.push(v[k]);
+                    }
+                }
+            }
+            offsets.push(cols.len() as u64);
+        }
+        let kept = cols.len();
+        *csr = Csr::new_checked(csr.n_cols(), offsets, cols, values);
+        Ok(kept)
+    }
+
     /// The sparse rows, if the data is sparse.
     pub fn sparse_data(&self) -> Option<&Csr> {
         match &self.data {

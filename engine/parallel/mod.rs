@@ -19,7 +19,7 @@ pub mod shard;
 
 pub use net::ShardedNetwork;
 pub use plan::{DataLayout, EdgePlan, ShardPlan, Sharding, Transfer, TransferKind};
-pub use shard::{column_shard, merge_columns, split_columns};
+pub use shard::{column_shard, merge_columns, retain_rank_columns, split_columns};
 
 use std::ops::Range;
 

@@ -268,17 +268,29 @@ pub fn train_with<N: Trainable + ?Sized>(
         reports.push(report);
         let epochs_done = epoch + 1;
         if let Some(plan) = checkpoints.filter(|p| p.due(epochs_done)) {
+            // Collective (a sharded network gathers its blocks to rank 0); rank 0 writes.
             let model = checkpoint_model(network, config, state, epochs_done)?;
-            if let Some(weight) = non_finite_weight(&model) {
-                let what = format!(
-                    "weight {weight} has NaN or infinite values at the end of the epoch, \
-                     so it was not saved as a checkpoint"
-                );
-                return Err(diverged(epoch, None, what, &last_good));
-            }
             let path = plan.path(epochs_done);
-            crate::checkpoint::save_model(&path, &model)?;
-            tracing::info!("checkpoint after {epochs_done} epochs: {}", path.display());
+            let saved = if network.is_root() {
+                match non_finite_weight(&model) {
+                    Some(weight) => Err(diverged(
+                        epoch,
+                        None,
+                        format!(
+                            "weight {weight} has NaN or infinite values at the end of the epoch, \
+                             so it was not saved as a checkpoint"
+                        ),
+                        &last_good,
+                    )),
+                    None => crate::checkpoint::save_model(&path, &model),
+                }
+            } else {
+                Ok(())
+            };
+            network.agree(saved)?;
+            if network.is_root() {
+                tracing::info!("checkpoint after {epochs_done} epochs: {}", path.display());
+            }
             last_good = Some(path);
         }
     }

@@ -11,6 +11,7 @@ use crate::backend::cpu::FixedSum;
 use crate::backend::traits::Backend;
 use crate::checkpoint::{Extras, Model};
 use crate::collective::Collective;
+use crate::dense::Matrix;
 use crate::error::Result;
 use crate::graph::{Graph, LayerId};
 use crate::network::{BatchNormTrainState, MiniBatch, Network, SlotState};
@@ -49,12 +50,22 @@ pub trait Trainable {
         indices: &mut [u32],
         scores: &mut [f32],
     ) -> Result<()>;
+    fn layer_output(&self, id: LayerId) -> Result<Matrix>;
     fn download_optimizer_state(&self) -> Result<Vec<Vec<SlotState>>>;
     fn upload_optimizer_state(&mut self, state: &[Vec<SlotState>]) -> Result<()>;
     fn download_batch_norm_state(&self) -> Result<Vec<BatchNormTrainState>>;
     fn upload_batch_norm_state(&mut self, state: &[BatchNormTrainState]) -> Result<()>;
     fn to_model(&self, extras: Extras) -> Result<Model>;
     fn load_weights(&mut self, model: &Model) -> Result<()>;
+    /// Whether this is the rank that writes files and logs (rank 0; a single device always).
+    fn is_root(&self) -> bool {
+        true
+    }
+    /// Every rank's `local` outcome made common ([`Collective::check`]): `Ok` only when all
+    /// ranks are; a single device returns `local`.
+    fn agree(&self, local: Result<()>) -> Result<()> {
+        local
+    }
 }
 
 macro_rules! delegate {
@@ -103,6 +114,9 @@ macro_rules! delegate {
         ) -> Result<()> {
             Self::top_k(self, id, items, k, exclude, indices, scores)
         }
+        fn layer_output(&self, id: LayerId) -> Result<Matrix> {
+            Self::layer_output(self, id)
+        }
         fn download_optimizer_state(&self) -> Result<Vec<Vec<SlotState>>> {
             Self::download_optimizer_state(self)
         }
@@ -134,6 +148,12 @@ impl<B: Backend> Trainable for Network<B> {
 /// A sharded network has no batch normalisation (refused at build).
 impl<B: Backend, C: Collective> Trainable for ShardedNetwork<'_, B, C> {
     delegate!();
+    fn is_root(&self) -> bool {
+        self.comm().rank() == 0
+    }
+    fn agree(&self, local: Result<()>) -> Result<()> {
+        self.comm().check(local)
+    }
     fn download_batch_norm_state(&self) -> Result<Vec<BatchNormTrainState>> {
         Ok(Vec::new())
     }

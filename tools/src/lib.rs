@@ -3,16 +3,24 @@
 
 pub mod device;
 pub mod predict;
+pub mod progress;
+pub mod ranks;
 
 use std::io::IsTerminal;
 
-/// Logs to stderr through `tracing` (level from `RUST_LOG`, `info` by default), coloured only
-/// on a terminal.
+/// Logs to stderr through `tracing` (level from `RUST_LOG`, `info` by default; `warn` on the
+/// ranks other than 0 of an MPI job, so that one rank speaks), coloured only on a terminal.
 pub fn init_logging() {
+    let default = if ranks::launched_rank() > 0 {
+        "warn"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default.into()),
         )
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())

@@ -3,20 +3,14 @@
 //! panics): every run must end, non-zero, within seconds. Skipped, with a message, when
 //! `mpirun` is absent or the tools were built without the `mpi` feature.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod mpi_common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use mpi_common::Outcome;
 
 const BIN: &str = env!("CARGO_BIN_EXE_collective-check");
-/// Far above the ~1 s these runs take; a hang fails the test instead of stalling the suite.
-const TIMEOUT: Duration = Duration::from_secs(60);
-
-struct Outcome {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
 
 /// Whether MPI runs can be tested here; prints why not.
 fn available() -> bool {
@@ -25,54 +19,12 @@ fn available() -> bool {
         eprintln!("skipped: collective-check was built without the `mpi` feature");
         return false;
     }
-    if Command::new("mpirun").arg("--version").output().is_err() {
-        eprintln!("skipped: mpirun not found (install openmpi-bin)");
-        return false;
-    }
-    true
+    mpi_common::mpirun_found()
 }
 
-/// `mpirun -np N collective-check ARGS`, as root if need be, killed after `TIMEOUT`.
+/// `mpirun -np N collective-check ARGS`.
 fn mpirun(np: usize, args: &[&str]) -> Outcome {
-    let start = Instant::now();
-    let mut child = Command::new("mpirun")
-        .args(["-np", &np.to_string(), "--oversubscribe", BIN])
-        .args(args)
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
-        .env("RUST_BACKTRACE", "0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mpirun starts");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let (mut o, mut e) = (String::new(), String::new());
-        let _ = out.read_to_string(&mut o);
-        let _ = err.read_to_string(&mut e);
-        (o, e)
-    });
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        if start.elapsed() > TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("mpirun -np {np} {args:?} did not end within {TIMEOUT:?}: a rank hangs");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let elapsed = start.elapsed();
-    let (stdout, stderr) = reader.join().unwrap();
-    Outcome {
-        code,
-        stdout,
-        stderr,
-        elapsed,
-    }
+    mpi_common::mpirun(np, BIN, args)
 }
 
 #[test]

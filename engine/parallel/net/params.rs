@@ -222,6 +222,23 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
         Ok(())
     }
 
+    /// The activations of layer `id` for the current minibatch, whole (`[rows][units]`) on
+    /// every rank: each rank's columns, all-gathered. Errors for a sparse input layer.
+    pub fn layer_output(&self, id: LayerId) -> Result<Matrix> {
+        let layer = self.graph.layer(id);
+        let buf = self.units[id.0].as_ref().ok_or_else(|| {
+            Error::invalid_argument("layer", format!("`{}` is a sparse input", layer.name))
+        })?;
+        let split = self.split(id);
+        let mut local = vec![0.0; self.rows * split.len(self.rank())];
+        self.backend.download(buf, &mut local)?;
+        let mut whole = vec![0.0; self.rows * layer.units];
+        crate::parallel::exact::all_gather_columns(
+            self.comm, &local, self.rows, &split, &mut whole,
+        )?;
+        Matrix::from_vec(self.rows, layer.units, whole)
+    }
+
     /// The exact global top-K of each row of layer `id`'s activations over its first `items`
     /// units, excluding `exclude`'s columns (whole rows, global columns), on every rank: each
     /// rank selects among its columns ([`Backend::top_k`]), the lists are all-gathered and

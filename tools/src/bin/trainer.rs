@@ -1,24 +1,26 @@
 //! `trainer`: trains a DSSTNE network descriptor on NetCDF datasets (DSSTNE's `train`).
 
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
 use moira::backend::Backend;
 use moira::checkpoint::{save_model, Extras};
+use moira::collective::{Collective, Local};
 use moira::dataset::{io::netcdf, Dataset};
 use moira::descriptor::Descriptor;
 use moira::graph::Graph;
 use moira::network::Network;
 use moira::ops::optimizer::{Hyper, LrSchedule};
 use moira::ops::Optimizer;
+use moira::parallel::{retain_rank_columns, ShardPlan, ShardedNetwork};
 use moira::train::{
-    self, CheckpointPlan, DataBinding, EpochReport, Observer, TrainConfig, TrainState, Validation,
+    self, CheckpointPlan, DataBinding, Observer, TrainConfig, TrainState, Trainable, Validation,
 };
 use moira_tools::device::{choose, DeviceArg};
+use moira_tools::progress::Progress;
+use moira_tools::ranks;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum OptimizerArg {
@@ -169,29 +171,76 @@ fn dsstne_args() -> Vec<String> {
 
 fn main() {
     moira_tools::init_logging();
-    moira_tools::exit_on_error(run(Args::parse_from(dsstne_args())));
+    let args = Args::parse_from(dsstne_args());
+    #[cfg(feature = "mpi")]
+    if moira_tools::ranks::launched_size() > 1 {
+        let comm = match moira::collective::Mpi::init() {
+            Ok(c) => c,
+            Err(e) => {
+                moira_tools::exit_on_error(Err(e.into()));
+                return;
+            }
+        };
+        comm.abort_on_panic();
+        let result = run(args, Some(&comm));
+        moira_tools::ranks::finish(comm, result);
+        return;
+    }
+    moira_tools::exit_on_error(run::<Local>(args, None));
 }
 
-fn run(args: Args) -> Result<()> {
+/// Everything `run` settles before building the network.
+struct Setup {
+    datasets: Vec<Dataset>,
+    graph: Graph,
+    config: TrainConfig,
+    out: PathBuf,
+}
+
+/// Trains alone, or as one rank of a model-parallel job when `comm` connects several (every
+/// rank runs this; failures before training are agreed so that every rank reports them).
+fn run<C: Collective>(args: Args, comm: Option<&C>) -> Result<()> {
+    let comm = comm.filter(|c| c.size() > 1);
+    let Some(setup) = ranks::agree(comm, prepare(&args))? else {
+        return Ok(());
+    };
+    let chosen = ranks::agree(comm, choose(args.device, args.threads, args.tf32))?;
+    moira_tools::with_backend!(chosen, |backend| match comm {
+        Some(comm) => train_sharded(backend, comm, &args, setup),
+        None => {
+            let threads = moira_tools::device::host_threads(args.threads);
+            let description = format!("{} ({threads} host threads)", backend.description());
+            let (graph, config) = (setup.graph.clone(), &setup.config);
+            let mut network =
+                Network::build(backend, graph, args.batch, config.optimizer, args.seed)?;
+            let bytes = network.buffer_bytes();
+            train_net(&mut network, &args, &setup, description, bytes)
+        }
+    })
+}
+
+/// Reads the descriptor and data and settles the configuration; `None` when `--check` only
+/// had to print.
+fn prepare(args: &Args) -> Result<Option<Setup>> {
     let net_path = match (&args.network, &args.config) {
         (Some(p), None) | (None, Some(p)) => p.clone(),
         (Some(_), Some(_)) => bail!("give the descriptor once: as NET.json or with -c"),
         (None, None) => bail!("no network descriptor: trainer NET.json … (or -c NET.json)"),
     };
     let descriptor = Descriptor::from_file(&net_path)?;
-    let datasets = load_datasets(&args, &descriptor, &net_path)?;
+    let datasets = load_datasets(args, &descriptor, &net_path)?;
     if args.check && datasets.is_empty() {
         println!(
             "{}: a valid descriptor with {} layers",
             net_path.display(),
             descriptor.layers.len()
         );
-        return Ok(());
+        return Ok(None);
     }
     let graph = Graph::compile(&descriptor, &train::shapes(&datasets))?;
     if args.check {
         print!("{}", graph.layer_table());
-        return Ok(());
+        return Ok(None);
     }
     let out = args
         .network_out
@@ -243,28 +292,69 @@ fn run(args: Args) -> Result<()> {
         first_epoch: 0,
         brake: !args.no_brake,
     };
-    let chosen = choose(args.device, args.threads, args.tf32)?;
-    moira_tools::with_backend!(chosen, |backend| train_on(
-        backend, &args, graph, &datasets, &config, &out
-    ))
+    Ok(Some(Setup {
+        datasets,
+        graph,
+        config,
+        out,
+    }))
 }
 
-/// Builds the network on `backend`, trains it and saves it to `out`.
-fn train_on<B: Backend>(
+/// One rank of a model-parallel run: logs the shard plan (rank 0), keeps only this rank's
+/// columns of column-split data, builds this rank's part of the network and trains it.
+fn train_sharded<B: Backend, C: Collective>(
     backend: B,
+    comm: &C,
     args: &Args,
-    graph: Graph,
-    datasets: &[Dataset],
-    config: &TrainConfig,
-    out: &Path,
+    mut setup: Setup,
 ) -> Result<()> {
     let threads = moira_tools::device::host_threads(args.threads);
-    let binding = DataBinding::new(&graph, datasets, false)?;
-    let mut network = Network::build(backend, graph, args.batch, config.optimizer, args.seed)?;
+    let (rank, size) = (comm.rank(), comm.size());
+    let description = format!(
+        "rank {rank} of {size}: {} ({threads} host threads)",
+        backend.description()
+    );
+    let built = (|| -> Result<ShardedNetwork<'_, B, C>> {
+        let plan = ShardPlan::new(&setup.graph, size)?;
+        if rank == 0 {
+            tracing::info!("{}", plan.table(Some(args.batch)).trim_end());
+        }
+        retain_rank_columns(&setup.graph, &plan, rank, &mut setup.datasets)?;
+        let config = &setup.config;
+        Ok(ShardedNetwork::build(
+            backend,
+            comm,
+            setup.graph.clone(),
+            args.batch,
+            config.optimizer,
+            args.seed,
+        )?)
+    })();
+    let mut network = ranks::agree(Some(comm), built)?;
+    let bytes = network.buffer_bytes();
+    train_net(&mut network, args, &setup, description, bytes)
+}
+
+/// Trains `network` (alone or one rank's part) and saves it to `setup.out` (rank 0 writes).
+fn train_net<N: Trainable>(
+    network: &mut N,
+    args: &Args,
+    setup: &Setup,
+    description: String,
+    buffer_bytes: u64,
+) -> Result<()> {
+    let Setup {
+        datasets,
+        config,
+        out,
+        ..
+    } = setup;
+    let root = network.is_root();
+    let binding = DataBinding::new(network.graph(), datasets, false)?;
     let mut config = config.clone();
     let mut state = TrainState::default();
     if let Some(path) = &args.resume {
-        let resumed = train::resume(path, &mut network, &config)?;
+        let resumed = train::resume(path, network, &config)?;
         if resumed.epochs_done >= args.epochs {
             bail!(
                 "{} has already done {} epochs and -e asks for {} in all: nothing to train \
@@ -304,13 +394,11 @@ fn train_on<B: Backend>(
     }
     let data_bytes: u64 = datasets.iter().map(dataset_bytes).sum();
     tracing::info!(
-        "{} examples; {} ({} host threads); memory estimate {:.1} MiB (data {:.1}, network {:.1})",
+        "{} examples; {description}; memory estimate {:.1} MiB (data {:.1}, network {:.1})",
         binding.examples(),
-        network.backend().description(),
-        threads,
-        (data_bytes + network.buffer_bytes()) as f64 / 1048576.0,
+        (data_bytes + buffer_bytes) as f64 / 1048576.0,
         data_bytes as f64 / 1048576.0,
-        network.buffer_bytes() as f64 / 1048576.0
+        buffer_bytes as f64 / 1048576.0
     );
     let validation = args
         .validation
@@ -322,27 +410,46 @@ fn train_on<B: Backend>(
         .clone()
         .unwrap_or_else(|| out.with_extension("metrics.jsonl"));
     let keep_epochs = args.resume.is_some().then_some(config.first_epoch);
-    let mut observer = Progress::new(&log_path, binding.examples(), keep_epochs)?;
+    let mut progress = if root {
+        Some(Progress::new(&log_path, binding.examples(), keep_epochs)?)
+    } else {
+        None
+    };
     let started = Instant::now();
+    let observer: &mut dyn Observer = match progress.as_mut() {
+        Some(p) => p,
+        None => &mut train::Quiet,
+    };
     train::train_with(
-        &mut network,
+        network,
         &binding,
         &config,
         validation.as_ref(),
-        &mut observer,
+        observer,
         &mut state,
         plan.as_ref(),
     )?;
-    observer.finish();
-    let model = network.to_model(Extras::default())?;
-    if let Some(weight) = train::non_finite_weight(&model) {
-        bail!(
-            "training diverged: weight {weight} has NaN or infinite values after the last epoch; \
-             {} was not written",
-            out.display()
-        );
+    if let Some(p) = progress.as_mut() {
+        p.finish();
     }
-    save_model(out, &model)?;
+    let model = network.to_model(Extras::default())?;
+    let saved = if root {
+        match train::non_finite_weight(&model) {
+            Some(weight) => Err(moira::Error::Diverged {
+                epoch: config.first_epoch + config.epochs,
+                batch: None,
+                message: format!(
+                    "weight {weight} has NaN or infinite values after the last epoch; {} was \
+                     not written",
+                    out.display()
+                ),
+            }),
+            None => save_model(out, &model),
+        }
+    } else {
+        Ok(())
+    };
+    network.agree(saved)?;
     tracing::info!(
         "trained {} epochs in {:.1} s; saved {}; metrics in {}",
         config.epochs,
@@ -410,95 +517,5 @@ fn dataset_bytes(d: &Dataset) -> u64 {
                 + csr.values().map_or(0, |v| 4 * v.len() as u64)
         }
         None => 4 * d.dense_data().map_or(0, |v| v.len() as u64),
-    }
-}
-
-/// Progress bar on a terminal, log lines, and the JSON-lines metrics log.
-struct Progress {
-    bar: Option<ProgressBar>,
-    log: std::fs::File,
-}
-
-impl Progress {
-    /// Creates the metrics log, or with `keep_epochs = Some(e)` (a resumed run) keeps the
-    /// lines of epochs before `e` of an existing one and appends to it.
-    fn new(log_path: &Path, examples: usize, keep_epochs: Option<u32>) -> Result<Self> {
-        let kept = match keep_epochs {
-            Some(e) if log_path.exists() => std::fs::read_to_string(log_path)
-                .with_context(|| format!("cannot read {}", log_path.display()))?
-                .lines()
-                .filter(|l| {
-                    serde_json::from_str::<serde_json::Value>(l)
-                        .ok()
-                        .and_then(|v| v["epoch"].as_u64())
-                        .is_some_and(|x| x < u64::from(e))
-                })
-                .map(|l| format!("{l}\n"))
-                .collect(),
-            _ => String::new(),
-        };
-        let mut log = std::fs::File::create(log_path)
-            .with_context(|| format!("cannot create {}", log_path.display()))?;
-        log.write_all(kept.as_bytes())
-            .with_context(|| format!("cannot write {}", log_path.display()))?;
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::new(examples as u64);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "epoch {prefix} [{bar:30}] {pos}/{len} {per_sec} loss {msg}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
-            bar
-        });
-        Ok(Progress { bar, log })
-    }
-
-    fn finish(&mut self) {
-        if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-impl Observer for Progress {
-    fn on_batch(&mut self, epoch: u32, done: usize, _total: usize, mean_loss: f64) {
-        if let Some(bar) = &self.bar {
-            bar.set_prefix(epoch.to_string());
-            bar.set_position(done as u64);
-            bar.set_message(format!("{mean_loss:.5}"));
-        }
-    }
-
-    fn on_epoch(&mut self, r: &EpochReport) -> moira::Result<()> {
-        if let Some(bar) = &self.bar {
-            bar.reset();
-        }
-        let mut line = format!(
-            "epoch {} loss {:.6} time {:.2}s {:.0} examples/s",
-            r.epoch, r.loss, r.seconds, r.examples_per_second
-        );
-        let mut json = serde_json::json!({
-            "epoch": r.epoch, "loss": r.loss, "seconds": r.seconds,
-            "examples_per_s": r.examples_per_second, "learning_rate": r.learning_rate,
-        });
-        if let Some(v) = &r.validation {
-            for m in v.means() {
-                line.push_str(&format!(
-                    " recall@{k} {:.4} ndcg@{k} {:.4}",
-                    m.recall,
-                    m.ndcg,
-                    k = m.k
-                ));
-            }
-            json["validation"] = v.to_json();
-        }
-        match &self.bar {
-            Some(bar) => bar.println(&line),
-            None => tracing::info!("{line}"),
-        }
-        writeln!(self.log, "{json}").map_err(|e| moira::Error::io("metrics log", e))?;
-        Ok(())
     }
 }

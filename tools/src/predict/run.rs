@@ -4,19 +4,22 @@
 use std::time::Instant;
 
 use crate::device::choose;
+use crate::ranks;
 use anyhow::{bail, Context, Result};
 use moira::backend::Backend;
 use moira::checkpoint::{load_model, Model};
+use moira::collective::Collective;
 use moira::dataset::index::Index;
 use moira::dataset::Dataset;
 use moira::descriptor::{LayerKind, Size};
 use moira::graph::{DataShape, Graph};
 use moira::network::Network;
 use moira::ops::Optimizer;
+use moira::parallel::ShardedNetwork;
 use moira::predict::recs::{format_user, names, RecsFormat};
 use moira::predict::{top_k_batch, RankingMetrics, NO_ITEM};
 use moira::sparse::Csr;
-use moira::train::{self, DataBinding};
+use moira::train::{self, DataBinding, Trainable};
 
 use super::args::{Args, FilterMode};
 use super::filter::{self, single_sparse};
@@ -48,11 +51,15 @@ fn shapes(model: &Model, datasets: &[Dataset]) -> Vec<DataShape> {
 enum Sink {
     None,
     Recs(AtomicFile, RecsFormat),
-    Layer(LayerWriter, moira::graph::LayerId),
+    Layer(LayerWriter),
 }
 
-/// Runs the predictor (see `predictor --help`).
-pub fn run(args: Args) -> Result<()> {
+/// Runs the predictor (see `predictor --help`): alone, or as one rank of a model-parallel
+/// job when `comm` connects several ranks (every rank computes its columns; the top-K lists
+/// are merged on every rank and rank 0 writes).
+pub fn run<C: Collective>(args: Args, comm: Option<&C>) -> Result<()> {
+    let comm = comm.filter(|c| c.size() > 1);
+    let root = comm.is_none_or(|c| c.rank() == 0);
     if args.recs_out.is_none() && args.evaluate.is_none() {
         bail!("nothing to do: pass -s OUT and/or --evaluate HELDOUT.nc");
     }
@@ -62,9 +69,13 @@ pub fn run(args: Args) -> Result<()> {
     if args.layer.is_none() && args.layer_format.is_some() {
         bail!("--layer-format applies to --layer output only");
     }
-    let model = load_model(&args.network)
-        .with_context(|| format!("cannot load network {}", args.network.display()))?;
-    let input = input::load(&args, &model)?;
+    let loaded = (|| {
+        let model = load_model(&args.network)
+            .with_context(|| format!("cannot load network {}", args.network.display()))?;
+        let input = input::load(&args, &model)?;
+        anyhow::Ok((model, input))
+    })();
+    let (model, input) = ranks::agree(comm, loaded)?;
     let datasets = &input.datasets;
     let graph =
         Graph::compile(&model.descriptor, &shapes(&model, datasets)).with_context(|| {
@@ -131,7 +142,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         None => None,
     };
-    let chosen = choose(args.device, args.threads, args.tf32)?;
+    let chosen = ranks::agree(comm, choose(args.device, args.threads, args.tf32))?;
     crate::device::host_threads(args.threads);
     let binding = DataBinding::new(&graph, datasets, true)?;
     let n = binding.examples();
@@ -183,108 +194,66 @@ pub fn run(args: Args) -> Result<()> {
     let kk = if recs { args.k } else { 0 }.max(metrics.as_ref().map_or(0, RankingMetrics::max_k));
     let mut sink = match (&args.recs_out, &layer) {
         (None, _) => Sink::None,
+        // One rank writes (every rank computes the same rows).
+        (Some(_), _) if !root => Sink::None,
         (Some(p), None) => Sink::Recs(AtomicFile::create(p)?, args.format.into()),
-        (Some(p), Some((id, units, name))) => {
+        (Some(p), Some((_, units, name))) => {
             let format = layer_format(p, args.layer_format);
             let w = LayerWriter::create(p, format, name, *units, n, args.precision)?;
-            Sink::Layer(w, *id)
+            Sink::Layer(w)
         }
     };
     let precision = args.precision.unwrap_or(3);
     let bar = super::bar(
         n as u64,
         "predict [{bar:30}] {pos}/{len} samples {per_sec} eta {eta}",
-        args.quiet,
+        args.quiet || !root,
     );
     let started = Instant::now();
-    let (mut ranked, mut scores, mut text) = (Vec::new(), Vec::new(), String::new());
-    let mut work: Vec<f32> = Vec::new();
-    let mut chunk: Vec<u32> = Vec::with_capacity(batch);
+    let ctx = Loop {
+        args: &args,
+        binding: &binding,
+        samples: &samples,
+        labels: &labels,
+        filter: filter.as_ref(),
+        exclude,
+        held_out: held_out.as_ref(),
+        layer: layer.as_ref().map(|l| l.0),
+        output_id,
+        width,
+        items,
+        kk,
+        rank,
+        precision,
+        n,
+        batch,
+    };
     crate::with_backend!(chosen, |backend| {
         tracing::info!("predicting on {}", backend.description());
-        let mut network = Network::build(backend, graph, batch, Optimizer::Sgd, 0)?;
-        network.load_weights(&model)?;
-        for start in (0..n).step_by(batch) {
-            chunk.clear();
-            chunk.extend((start..n.min(start + batch)).map(|e| e as u32));
-            let mut mb = binding.batch(network.graph(), &chunk, None)?;
-            mb.example_weights.clear();
-            network.load_batch(mb)?;
-            network.forward(false, 0)?;
-            if let Sink::Layer(w, id) = &mut sink {
-                let values = network.layer_output(*id)?;
-                let names: Vec<&str> = chunk
-                    .iter()
-                    .map(|&e| samples[e as usize].as_str())
-                    .collect();
-                w.write(&names, values.data())?;
+        match comm {
+            Some(comm) => {
+                let built = (|| {
+                    let mut network =
+                        ShardedNetwork::build(backend, comm, graph, batch, Optimizer::Sgd, 0)?;
+                    network.load_weights(&model)?;
+                    anyhow::Ok(network)
+                })();
+                let mut network = ranks::agree(Some(comm), built)?;
+                predict_all(&mut network, &ctx, &mut sink, &mut metrics, &bar)
             }
-            if rank {
-                let mode = args.filter_mode;
-                let seen =
-                    filter::exclusions(&chunk, exclude, filter.as_ref().map(|f| (f, mode)), items);
-                ranked.resize(chunk.len() * kk, 0);
-                scores.resize(chunk.len() * kk, 0.0);
-                if let (Some(f), FilterMode::Multiply) = (&filter, mode) {
-                    // Scores change on the host first: select there.
-                    let out = network.layer_output(output_id)?;
-                    work.clear();
-                    for row in out.data().chunks(width) {
-                        work.extend_from_slice(&row[..items]);
-                    }
-                    filter::multiply(&mut work, items, &chunk, f);
-                    top_k_batch(
-                        &work,
-                        items,
-                        kk,
-                        seen.as_ref().map(Csr::view),
-                        0,
-                        &mut ranked,
-                        &mut scores,
-                    )?;
-                } else {
-                    // On the device where the scores are (the CPU backend selects in place).
-                    network.top_k(
-                        output_id,
-                        items,
-                        kk,
-                        seen.as_ref().map(Csr::view),
-                        &mut ranked,
-                        &mut scores,
-                    )?;
-                }
+            None => {
+                let mut network = Network::build(backend, graph, batch, Optimizer::Sgd, 0)?;
+                network.load_weights(&model)?;
+                predict_all(&mut network, &ctx, &mut sink, &mut metrics, &bar)
             }
-            if let (Some(m), Some(held)) = (metrics.as_mut(), held_out.as_ref()) {
-                for (i, &e) in chunk.iter().enumerate() {
-                    let e = e as usize;
-                    if e < held.n_rows() && !held.row(e).0.is_empty() {
-                        m.add_user(&ranked[i * kk..(i + 1) * kk], held.row(e).0)?;
-                    }
-                }
-            }
-            if let Sink::Recs(out, format) = &mut sink {
-                text.clear();
-                for (i, &e) in chunk.iter().enumerate() {
-                    let row = i * kk..i * kk + args.k;
-                    let items = ranked[row.clone()]
-                        .iter()
-                        .zip(&scores[row])
-                        .filter(|(&item, _)| item != NO_ITEM)
-                        .map(|(&item, &s)| (labels[item as usize].as_str(), s));
-                    format_user(&mut text, *format, &samples[e as usize], items, precision);
-                }
-                out.write(&text)?;
-            }
-            bar.inc(chunk.len() as u64);
         }
-        anyhow::Ok(())
     })?;
     drop(model);
     bar.finish_and_clear();
     match sink {
         Sink::None => {}
         Sink::Recs(out, _) => out.finish()?,
-        Sink::Layer(w, _) => w.finish()?,
+        Sink::Layer(w) => w.finish()?,
     }
     let seconds = started.elapsed().as_secs_f64();
     tracing::info!(
@@ -300,9 +269,129 @@ pub fn run(args: Args) -> Result<()> {
             p.display()
         ))
     );
-    if let Some(m) = &metrics {
+    if let Some(m) = metrics.as_ref().filter(|_| root) {
         println!("{m}");
         println!("{}", m.to_json());
+    }
+    Ok(())
+}
+
+/// What the prediction loop reads.
+struct Loop<'a> {
+    args: &'a Args,
+    binding: &'a DataBinding<'a>,
+    samples: &'a [String],
+    labels: &'a [String],
+    filter: Option<&'a Csr>,
+    exclude: Option<(&'a Dataset, &'a Csr)>,
+    held_out: Option<&'a Csr>,
+    /// `--layer`'s layer.
+    layer: Option<moira::graph::LayerId>,
+    output_id: moira::graph::LayerId,
+    width: usize,
+    items: usize,
+    /// The longest list needed (recommendations, metrics).
+    kk: usize,
+    /// Whether to rank at all.
+    rank: bool,
+    precision: usize,
+    n: usize,
+    batch: usize,
+}
+
+/// Forward pass batch by batch, then top-K (with exclusions and the filter), metrics,
+/// recommendations or layer activations, each written as the batch ends. Collective on a
+/// sharded network (every rank runs every step; `sink` is `Sink::None` on other ranks).
+fn predict_all<N: Trainable>(
+    network: &mut N,
+    c: &Loop<'_>,
+    sink: &mut Sink,
+    metrics: &mut Option<RankingMetrics>,
+    bar: &indicatif::ProgressBar,
+) -> Result<()> {
+    let (args, kk, items, width) = (c.args, c.kk, c.items, c.width);
+    let (mut ranked, mut scores, mut text) = (Vec::new(), Vec::new(), String::new());
+    let mut work: Vec<f32> = Vec::new();
+    let mut chunk: Vec<u32> = Vec::with_capacity(c.batch);
+    for start in (0..c.n).step_by(c.batch) {
+        chunk.clear();
+        chunk.extend((start..c.n.min(start + c.batch)).map(|e| e as u32));
+        let mut mb = c.binding.batch(network.graph(), &chunk, None)?;
+        mb.example_weights.clear();
+        network.load_batch(mb)?;
+        network.forward(false, 0)?;
+        if let Some(id) = c.layer {
+            let values = network.layer_output(id)?;
+            if let Sink::Layer(w) = sink {
+                let names: Vec<&str> = chunk
+                    .iter()
+                    .map(|&e| c.samples[e as usize].as_str())
+                    .collect();
+                w.write(&names, values.data())?;
+            }
+        }
+        if c.rank {
+            let mode = args.filter_mode;
+            let seen = filter::exclusions(&chunk, c.exclude, c.filter.map(|f| (f, mode)), items);
+            ranked.resize(chunk.len() * kk, 0);
+            scores.resize(chunk.len() * kk, 0.0);
+            if let (Some(f), FilterMode::Multiply) = (c.filter, mode) {
+                // Scores change on the host first: select there.
+                let out = network.layer_output(c.output_id)?;
+                work.clear();
+                for row in out.data().chunks(width) {
+                    work.extend_from_slice(&row[..items]);
+                }
+                filter::multiply(&mut work, items, &chunk, f);
+                top_k_batch(
+                    &work,
+                    items,
+                    kk,
+                    seen.as_ref().map(Csr::view),
+                    0,
+                    &mut ranked,
+                    &mut scores,
+                )?;
+            } else {
+                // On the device where the scores are (the CPU backend selects in place).
+                network.top_k(
+                    c.output_id,
+                    items,
+                    kk,
+                    seen.as_ref().map(Csr::view),
+                    &mut ranked,
+                    &mut scores,
+                )?;
+            }
+        }
+        if let (Some(m), Some(held)) = (metrics.as_mut(), c.held_out) {
+            for (i, &e) in chunk.iter().enumerate() {
+                let e = e as usize;
+                if e < held.n_rows() && !held.row(e).0.is_empty() {
+                    m.add_user(&ranked[i * kk..(i + 1) * kk], held.row(e).0)?;
+                }
+            }
+        }
+        if let Sink::Recs(out, format) = sink {
+            text.clear();
+            for (i, &e) in chunk.iter().enumerate() {
+                let row = i * kk..i * kk + args.k;
+                let items = ranked[row.clone()]
+                    .iter()
+                    .zip(&scores[row])
+                    .filter(|(&item, _)| item != NO_ITEM)
+                    .map(|(&item, &s)| (c.labels[item as usize].as_str(), s));
+                format_user(
+                    &mut text,
+                    *format,
+                    &c.samples[e as usize],
+                    items,
+                    c.precision,
+                );
+            }
+            out.write(&text)?;
+        }
+        bar.inc(chunk.len() as u64);
     }
     Ok(())
 }

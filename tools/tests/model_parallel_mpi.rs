@@ -1,0 +1,327 @@
+//! `mpirun -np N trainer` and `mpirun -np N predictor` in real processes, on MovieLens-1M
+//! (the first 1,500 users of ../shared/data's training lists): 1, 2 and 4 ranks train the same
+//! model (weights within 1e-5 relative after two epochs), a rank count repeats itself bit for
+//! bit, a model trained on 4 ranks predicts the same top-10 alone and on 3 ranks, and a
+//! failing or killed rank ends the whole job, non-zero, within seconds. Skipped, with a
+//! message, when `mpirun` is absent or the tools were built without the `mpi` feature.
+
+mod mpi_common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use moira::checkpoint::load_model;
+
+const TRAINER: &str = env!("CARGO_BIN_EXE_trainer");
+const PREDICTOR: &str = env!("CARGO_BIN_EXE_predictor");
+const CONVERTER: &str = env!("CARGO_BIN_EXE_converter");
+const CHECK: &str = env!("CARGO_BIN_EXE_collective-check");
+const ML1M_TRAIN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/data/ml-1m-lightgcnpp/train.txt"
+);
+
+/// Input → H1 (128, input-sharded: reduce-scatter) → H2 (96, output-sharded: all-gather) →
+/// Output (output-sharded), dropout on both hidden layers.
+const NET: &str = r#"{ "Version": 0.8, "Name": "mp", "Kind": "FeedForward", "ShuffleIndices": true,
+  "Layers": [
+    { "Name": "Input", "Kind": "Input", "N": "auto", "DataSet": "input", "Sparse": true },
+    { "Name": "H1", "Kind": "Hidden", "Source": "Input", "N": 128, "Activation": "Sigmoid",
+      "pDropout": 0.2 },
+    { "Name": "H2", "Kind": "Hidden", "Source": "H1", "N": 96, "Activation": "Relu",
+      "pDropout": 0.1 },
+    { "Name": "Output", "Kind": "Output", "Source": "H2", "N": "auto", "DataSet": "output",
+      "Sparse": true, "Activation": "Sigmoid" } ],
+  "ErrorFunction": "CrossEntropy" }"#;
+
+fn available() -> bool {
+    let transport = Command::new(CHECK).arg("--transport").output();
+    if !transport.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "mpi") {
+        eprintln!("skipped: the tools were built without the `mpi` feature");
+        return false;
+    }
+    mpi_common::mpirun_found()
+}
+
+/// ML-1M's first 1,500 users converted to `input.nc` / `output.nc` with a features index.
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let text = std::fs::read_to_string(ML1M_TRAIN).expect("../shared/data must be present");
+        let lists: String = text.lines().take(1500).map(|l| format!("{l}\n")).collect();
+        std::fs::write(dir.path().join("train.txt"), lists).unwrap();
+        std::fs::write(dir.path().join("net.json"), NET).unwrap();
+        let f = Fixture { dir };
+        for (name, create) in [("input", true), ("output", false)] {
+            let mut args = vec![
+                "--format",
+                "lists",
+                "-d",
+                name,
+                "-i",
+                "train.txt",
+                "-f",
+                "features",
+                "-s",
+                "samples",
+            ];
+            let out = format!("{name}.nc");
+            args.extend(["-o", &out]);
+            if create {
+                args.push("-c");
+            }
+            let o = Command::new(CONVERTER)
+                .current_dir(f.dir.path())
+                .args(&args)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+        f
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn p(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    /// `mpirun -np N trainer` two epochs into `out`; returns the run's outcome.
+    fn train(&self, np: usize, out: &str, extra: &[&str]) -> mpi_common::Outcome {
+        let (net, input, output, out) = (
+            self.p("net.json"),
+            self.p("input.nc"),
+            self.p("output.nc"),
+            self.p(out),
+        );
+        let mut args = vec![
+            net.as_str(),
+            "-i",
+            &input,
+            "-o",
+            &output,
+            "-n",
+            &out,
+            "--force",
+            "-b",
+            "128",
+            "-e",
+            "2",
+            "--optimizer",
+            "adam",
+            "--alpha",
+            "0.002",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+        ];
+        args.extend(extra);
+        mpi_common::mpirun(np, TRAINER, &args)
+    }
+}
+
+/// Every weight and bias of a model file, in file order.
+fn weights(path: &Path) -> Vec<Vec<f32>> {
+    load_model(path)
+        .unwrap()
+        .weights
+        .into_iter()
+        .flat_map(|w| [w.data, w.bias])
+        .collect()
+}
+
+fn relative_difference(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
+    let (mut diff, mut norm) = (0.0f64, 0.0f64);
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.len(), y.len());
+        for (p, q) in x.iter().zip(y) {
+            diff += (*p as f64 - *q as f64).powi(2);
+            norm += (*q as f64).powi(2);
+        }
+    }
+    (diff / norm).sqrt()
+}
+
+#[test]
+fn one_two_and_four_ranks_train_the_same_model() {
+    if !available() {
+        return;
+    }
+    let f = Fixture::new();
+    let one = f.train(1, "one.nc", &[]);
+    assert_eq!(one.code, Some(0), "{}", one.stderr);
+    assert!(
+        !one.stderr.contains("shard plan"),
+        "one rank runs alone: {}",
+        one.stderr
+    );
+    let reference = weights(&f.path("one.nc"));
+    for np in [2, 4] {
+        let o = f.train(np, &format!("np{np}.nc"), &[]);
+        assert_eq!(o.code, Some(0), "np {np}: {}", o.stderr);
+        assert!(
+            o.stderr.contains(&format!("shard plan: {np} ranks"))
+                && o.stderr
+                    .contains("reduce-scatter partial pre-activations H1"),
+            "np {np}: the log shows the plan: {}",
+            o.stderr
+        );
+        let got = weights(&f.path(&format!("np{np}.nc")));
+        let rel = relative_difference(&got, &reference);
+        assert!(rel < 1e-5, "np {np}: weights differ by {rel:e}");
+    }
+    // The same rank count repeats itself bit for bit.
+    let again = f.train(2, "np2-again.nc", &[]);
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    assert_eq!(weights(&f.path("np2.nc")), weights(&f.path("np2-again.nc")));
+}
+
+#[test]
+fn a_model_trained_on_four_ranks_predicts_alike_on_any_rank_count() {
+    if !available() {
+        return;
+    }
+    let f = Fixture::new();
+    let o = f.train(4, "model.nc", &[]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let (model, input, features) = (f.p("model.nc"), f.p("input.nc"), f.p("features"));
+    let predict = |np: usize, out: &str| {
+        let out = f.p(out);
+        let args = [
+            "-n",
+            model.as_str(),
+            "-r",
+            &input,
+            "-i",
+            &features,
+            "-k",
+            "10",
+            "-s",
+            &out,
+            "--device",
+            "cpu",
+            "--quiet",
+        ];
+        let o = mpi_common::mpirun(np, PREDICTOR, &args);
+        assert_eq!(o.code, Some(0), "np {np}: {}", o.stderr);
+        let text = std::fs::read_to_string(&out).unwrap();
+        text.lines()
+            .map(|l| {
+                l.split('\t')
+                    .nth(1)
+                    .unwrap_or("")
+                    .split(':')
+                    .filter(|s| !s.is_empty())
+                    .map(|e| e.split(',').next().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    let alone = predict(1, "recs1");
+    let three = predict(3, "recs3");
+    assert_eq!(alone.len(), 1500);
+    assert_eq!(three.len(), 1500);
+    let same = alone.iter().zip(&three).filter(|(a, b)| a == b).count();
+    assert!(
+        same * 100 >= 99 * 1500,
+        "same top-10 for {same} of 1500 users"
+    );
+}
+
+#[test]
+fn a_bad_data_file_fails_every_rank_with_the_reason() {
+    if !available() {
+        return;
+    }
+    let f = Fixture::new();
+    let bytes = std::fs::read(f.path("input.nc")).unwrap();
+    std::fs::write(f.path("input.nc"), &bytes[..bytes.len() / 3]).unwrap();
+    let o = f.train(2, "bad.nc", &[]);
+    assert_ne!(o.code, Some(0));
+    assert!(o.elapsed < Duration::from_secs(30), "{:?}", o.elapsed);
+    for r in 0..2 {
+        let line = o
+            .stderr
+            .lines()
+            .find(|l| l.starts_with(&format!("error: rank {r} of 2:")))
+            .unwrap_or_else(|| panic!("no error line from rank {r} in\n{}", o.stderr));
+        assert!(line.contains("input.nc"), "{line}");
+    }
+    assert!(!f.path("bad.nc").exists());
+}
+
+#[test]
+fn a_killed_rank_ends_the_job_within_seconds() {
+    if !available() {
+        return;
+    }
+    let f = Fixture::new();
+    let (net, input, output, out) = (
+        f.p("net.json"),
+        f.p("input.nc"),
+        f.p("output.nc"),
+        f.p("killed.nc"),
+    );
+    let args = [
+        net.as_str(),
+        "-i",
+        &input,
+        "-o",
+        &output,
+        "-n",
+        &out,
+        "--force",
+        "-b",
+        "64",
+        "-e",
+        "1000",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+    ];
+    let start = Instant::now();
+    let child = mpi_common::spawn(2, TRAINER, &args);
+    // Wait for both ranks to be training, then kill one (as the OOM killer would).
+    let mut victim = None;
+    while start.elapsed() < Duration::from_secs(60) && victim.is_none() {
+        std::thread::sleep(Duration::from_millis(500));
+        let ps = Command::new("pgrep")
+            .args(["-f", &format!("{TRAINER}.*killed.nc")])
+            .output();
+        let pids: Vec<u32> = ps
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if pids.len() >= 2 {
+            std::thread::sleep(Duration::from_secs(1));
+            victim = pids.last().copied();
+        }
+    }
+    let victim = victim.expect("two trainer ranks running");
+    let killed = Instant::now();
+    Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .unwrap();
+    let o = mpi_common::wait(child, start, "mpirun -np 2 trainer (one rank killed)");
+    assert_ne!(o.code, Some(0), "{}", o.stderr);
+    assert!(
+        killed.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        killed.elapsed()
+    );
+    assert!(!f.path("killed.nc").exists());
+}
