@@ -166,3 +166,77 @@ fn fused_sgd_epoch_matches_the_cpu_and_repeats_bit_for_bit() {
     // 2.3e-5 after an epoch, every other array below 1e-6.
     compare(SIGMOID_NET, Optimizer::Sgd, 1e-4);
 }
+
+/// [`train_on`] split over `ranks` ranks (the `Threads` collective), each rank on its own
+/// backend from `backend`; returns rank 0's losses and whole parameters.
+fn train_sharded_on<B: Backend>(
+    backend: impl Fn() -> B + Sync,
+    ranks: usize,
+    json: &str,
+    optimizer: Optimizer,
+) -> (Vec<f64>, Vec<Vec<f32>>) {
+    use moira::collective::Threads;
+    use moira::parallel::ShardedNetwork;
+    let mut out = Threads::run(ranks, |comm| {
+        let descriptor = Descriptor::from_str(json, "net.json")?;
+        let datasets = vec![
+            Dataset::sparse("input", vec![ITEMS], rows())?,
+            Dataset::sparse("output", vec![ITEMS], rows())?,
+        ];
+        let graph = Graph::compile(&descriptor, &shapes(&datasets))?;
+        let data = DataBinding::new(&graph, &datasets, false)?;
+        let mut network = ShardedNetwork::build(backend(), comm, graph, BATCH, optimizer, 21)?;
+        let config = TrainConfig {
+            epochs: 1,
+            batch: BATCH,
+            optimizer,
+            hyper: Hyper {
+                alpha: 0.002,
+                mu: 0.9,
+                mu1: 0.999,
+                ..Hyper::default()
+            },
+            schedule: LrSchedule::Constant,
+            seed: 21,
+            shuffle: true,
+            first_epoch: 0,
+            brake: true,
+        };
+        let reports = train::train(&mut network, &data, &config, None, &mut Quiet)?;
+        let params = network
+            .download_params()?
+            .into_iter()
+            .flat_map(|(w, b)| [w.data().to_vec(), b])
+            .collect();
+        Ok((reports.iter().map(|r| r.loss).collect(), params))
+    })
+    .unwrap();
+    out.swap_remove(0)
+}
+
+/// The multi-rank GPU path: two ranks on the one GPU (as `mpirun -np 2` on a one-GPU machine)
+/// train like the CPU alone, and repeat themselves bit for bit.
+#[test]
+fn two_ranks_on_one_gpu_match_the_cpu_and_repeat_bit_for_bit() {
+    if !Cuda::available() {
+        eprintln!("skipped: no CUDA device");
+        return;
+    }
+    for json in [SIGMOID_NET, SOFTMAX_NET] {
+        let (cpu_loss, cpu_w) = train_on(Cpu::new(2).unwrap(), json, 1, Optimizer::Adam);
+        let gpu = || Cuda::new(0, false).unwrap();
+        let (loss, w) = train_sharded_on(gpu, 2, json, Optimizer::Adam);
+        let (loss2, w2) = train_sharded_on(gpu, 2, json, Optimizer::Adam);
+        for (i, (g, c)) in w.iter().zip(&cpu_w).enumerate() {
+            let e = rel_err(g, c);
+            eprintln!(
+                "parameter array {i}: relative error {e:e} over {} values",
+                c.len()
+            );
+            assert!(e < 1e-5, "parameter array {i}: relative error {e:e}");
+        }
+        assert!((loss[0] - cpu_loss[0]).abs() <= 1e-5 * cpu_loss[0].abs());
+        assert_eq!(loss, loss2, "losses run to run");
+        assert_eq!(w, w2, "parameters run to run");
+    }
+}

@@ -8,6 +8,9 @@
 #        1024 sigmoid, dropout 0.5 -> 27K, SMCE, batch 256) on a generated ML-20M-shaped
 #        dataset, Moira (--device cuda, FP32 and TF32) against PyTorch (torch.sparse input,
 #        FP32 and TF32) on the same GPU; median epoch time after a warm-up epoch.
+# mpi: the multi-rank GPU path: networks/deep-recommender.json alone and under `mpirun -np 2`
+#        with both ranks on the one GPU (the machine's Open MPI; the bundle's copies of its
+#        libraries are set aside), same seed: loss per epoch and epoch time of each.
 # Logs and JSON lines go to $OUT (or ./gpu-out). Last line: moira_vs_pytorch=<ratio>.
 set -uo pipefail
 mode="${1:-all}"
@@ -33,6 +36,26 @@ if [[ "$mode" == tests || "$mode" == all ]]; then
         run "$work/tests/$t" --test-threads 1 2>&1 | tee "$out/test-$t.log" | grep -E "^test |test result|panicked|relative error|skipped" || true
         [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
     done
+fi
+
+if [[ "$mode" == mpi ]]; then
+    d="$work/data"; mkdir -p "$d"
+    run "$work/bin/generate-data" --preset ml20m --format text --output "$d/ml20m.txt" 2>&1 | tail -1
+    run "$work/bin/converter" -d input -i "$d/ml20m.txt" -o "$d/input.nc" -f "$d/features" -s "$d/samples" -c 2>&1 | tail -1
+    run "$work/bin/converter" -d output -i "$d/ml20m.txt" -o "$d/output.nc" -f "$d/features" -s "$d/samples" 2>&1 | tail -1
+    mkdir -p "$work/lib-nompi"
+    for f in "$work"/lib/*; do
+        case "$(basename "$f")" in libmpi*|libopen-*|libhwloc*|libevent*|libpmix*|libfabric*|libucx*|libuc[pst]*) ;; *) cp "$f" "$work/lib-nompi/";; esac
+    done
+    nompi="$work/lib-nompi$cudalibs"
+    epochs="${EPOCHS:-3}"
+    targs=(networks/deep-recommender.json -i "$d/input.nc" -o "$d/output.nc" --force -b 256 -e "$epochs" --device cuda)
+    echo "== alone"
+    env LD_LIBRARY_PATH="$nompi" RUST_LOG=info "$work/bin/trainer" "${targs[@]}" -n "$d/alone.nc" 2>&1 | grep -E "epoch|trained|error"
+    echo "== mpirun -np 2, one GPU"
+    mpirun --allow-run-as-root --oversubscribe -np 2 -x LD_LIBRARY_PATH="$nompi" -x RUST_LOG=info \
+        "$work/bin/trainer" "${targs[@]}" -n "$d/np2.nc" 2>&1 | grep -E "epoch|trained|error|shard plan|rank"
+    [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 fi
 
 if [[ "$mode" == bench || "$mode" == all ]]; then
