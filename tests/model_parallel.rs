@@ -386,3 +386,38 @@ fn unsupported_features_are_refused_by_name() {
         "{err}"
     );
 }
+
+#[test]
+fn ranks_keeping_only_their_columns_train_the_same_bits() {
+    let data = datasets(ml1m(512));
+    let d = sigmoid_net();
+    let cfg = config(Optimizer::Adam, 128);
+    let whole = sharded(&d, &data, &cfg, 2, 1);
+    let kept = Threads::run(2, |comm| {
+        let graph = Graph::compile(&d, &shapes(&data))?;
+        let plan = moira::parallel::ShardPlan::new(&graph, 2)?;
+        let mut mine = data.clone();
+        let nnz = moira::parallel::retain_rank_columns(&graph, &plan, comm.rank(), &mut mine)?;
+        let all: Vec<usize> = data.iter().map(|d| d.nnz()).collect();
+        assert!(
+            nnz.iter().zip(&all).all(|(k, a)| k < a),
+            "{nnz:?} of {all:?}"
+        );
+        let mut net = ShardedNetwork::build(
+            Cpu::new(1)?,
+            comm,
+            graph,
+            cfg.batch,
+            cfg.optimizer,
+            cfg.seed,
+        )?;
+        let binding = DataBinding::new(net.graph(), &mine, false)?;
+        train(&mut net, &binding, &cfg, None, &mut Quiet)?;
+        net.download_params()
+    })
+    .unwrap();
+    for ((wa, ba), (wb, bb)) in kept[0].iter().zip(&whole.params) {
+        assert_eq!(wa.data(), wb.data());
+        assert_eq!(ba, bb);
+    }
+}

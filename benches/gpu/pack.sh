@@ -19,8 +19,8 @@ cargo build --release --features cuda -p moira-tools -p moira-datagen --bins --q
 for b in trainer predictor converter generate-data; do
     cp "target/release/$b" "$stage/bin/"
 done
-cargo build --release --features cuda --example gpu_topk --quiet
-cp target/release/examples/gpu_topk "$stage/bin/"
+cargo build --release --features cuda --example gpu_topk --example sharded_gpu --quiet
+cp target/release/examples/gpu_topk target/release/examples/sharded_gpu "$stage/bin/"
 
 # Test executables: their paths from cargo's JSON messages.
 cargo test --profile ci --features cuda --no-run --message-format=json \

@@ -22,9 +22,16 @@ run "$work/bin/generate-data" --preset ml20m --format text --output "$d/ml20m.tx
 run "$work/bin/converter" -d input -i "$d/ml20m.txt" -o "$d/input.nc" -f "$d/features" -s "$d/samples" -c >/dev/null 2>&1
 run "$work/bin/converter" -d output -i "$d/ml20m.txt" -o "$d/output.nc" -f "$d/features" -s "$d/samples" >/dev/null 2>&1
 skip="${SKIP:-3000}"; count="${COUNT:-400}"
+# SHARDED=R profiles examples/sharded_gpu.rs (R ranks as threads) instead of the trainer.
+if [[ -n "${SHARDED:-}" ]]; then
+    cmd=("$work/bin/sharded_gpu" "${NET:-networks/deep-recommender.json}" "$d/input.nc" "$d/output.nc" "$SHARDED" 1 "${BATCH:-256}")
+else
+    cmd=("$work/bin/trainer" "${NET:-networks/deep-recommender.json}" -i "$d/input.nc" -o "$d/output.nc"
+         -n "$d/p.nc" --force -b "${BATCH:-256}" -e 1 --device cuda ${TRAIN_ARGS:-} "$@")
+fi
+
 run ncu --launch-skip "$skip" --launch-count "$count" --metrics gpu__time_duration.sum --csv \
-    "$work/bin/trainer" "${NET:-networks/deep-recommender.json}" -i "$d/input.nc" -o "$d/output.nc" \
-    -n "$d/p.nc" --force -b "${BATCH:-256}" -e 1 --device cuda ${TRAIN_ARGS:-} "$@" >"$out/ncu.csv" 2>"$out/ncu.err"
+    "${cmd[@]}" >"$out/ncu.csv" 2>"$out/ncu.err"
 echo "ncu exit $?"
 python3 - "$out/ncu.csv" <<'PY'
 import csv, sys, collections

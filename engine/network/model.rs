@@ -35,6 +35,9 @@ impl<B: Backend> Network<B> {
     }
 }
 
+/// Per graph edge: `(W, bias)` (the order and shapes of [`Network::download_params`]).
+pub(crate) type EdgeValues = Vec<(Matrix, Vec<f32>)>;
+
 /// A model file's content from per-edge parameters (the order and shapes of
 /// [`Network::download_params`]), batch-normalisation values and `extras`: the descriptor
 /// with resolved sizes, one tensor per edge (a shared edge with its own bias and a reference
@@ -93,7 +96,7 @@ pub(crate) fn assemble_model(
 pub(crate) fn model_values(
     graph: &crate::graph::Graph,
     model: &Model,
-) -> Result<(Vec<(Matrix, Vec<f32>)>, Vec<BatchNormValues>)> {
+) -> Result<(EdgeValues, Vec<BatchNormValues>)> {
     let mut values = Vec::with_capacity(graph.edges().len());
     for edge in graph.edges() {
         let (input, output) = (

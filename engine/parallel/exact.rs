@@ -4,11 +4,13 @@
 //! A sum of floats over ranks ([`sum_all`], [`reduce_scatter_columns`]) goes through 64-bit
 //! fixed point with one power-of-two scale shared by every rank: the ranks first agree on the
 //! largest magnitude `m` of all terms (an exact `Max` all-reduce), then each term `x` enters
-//! as `round(x · 2ˢ)` with `2ˢ` the largest power of two such that `P · m · 2ˢ < 2⁶²`
-//! (`P` ranks), the `i64`s are added exactly, and the total leaves as `sum · 2⁻ˢ` rounded
-//! once. Integer addition is associative, so the result does not depend on the transport's
-//! order (MPI may add in any order); terms smaller than `2⁻ˢ` (about `m · 2⁻⁶²/P`) are
-//! rounded away. If any term is NaN or infinite the plain float sum is taken instead (the
+//! as `round_half_even(x · 2ˢ)` with `2ˢ` the largest power of two such that
+//! `P · m · 2ˢ < 2⁴⁹` (`P` ranks), the `i64`s are added exactly, and the total leaves as
+//! `sum · 2⁻ˢ` rounded once. Integer addition is associative, so the result does not depend on
+//! the transport's order (MPI may add in any order); terms smaller than `2⁻ˢ` (about
+//! `m · 2⁻⁴⁹/P`, far below `f32`'s resolution of the largest term) are rounded away. Keeping
+//! every term and sum below `2⁵¹` lets the rounding use the branch-free `f64` trick of
+//! [`crate::ops::fixed`]. If any term is NaN or infinite the plain float sum is taken instead (the
 //! result is not finite either way, and the caller's divergence check stops training).
 //!
 //! Column blocks: a `rows × n` matrix whose columns are split over the ranks by a
@@ -33,10 +35,22 @@ fn shared_scale(max: f64, ranks: usize) -> Option<i32> {
     if max == 0.0 {
         return Some(0);
     }
-    // max < 2^(e+1); the total of `ranks` terms < ranks · 2^(e+1+s) ≤ 2^62.
+    // max < 2^(e+1); the total of `ranks` terms < ranks · 2^(e+1+s) ≤ 2^49.
     let e = max.log2().floor() as i32;
     let rank_bits = (usize::BITS - (ranks.max(1) - 1).leading_zeros()) as i32;
-    Some((62 - rank_bits - (e + 1) - 1).clamp(-1022, 1022))
+    Some((SUM_BITS - rank_bits - (e + 1)).clamp(-1022, 1022))
+}
+
+/// Every scaled term and every sum stays below `2^SUM_BITS`.
+const SUM_BITS: i32 = 49;
+/// `1.5 · 2⁵²`: adding it to an `f64` of magnitude below `2⁵¹` rounds to an integer (half to
+/// even) held in the low mantissa bits.
+const MAGIC: f64 = 6_755_399_441_055_744.0;
+
+/// `round_half_even(y)` for `|y| < 2⁵¹`, branch-free.
+#[inline(always)]
+fn round_to_i64(y: f64) -> i64 {
+    ((y + MAGIC).to_bits() as i64).wrapping_sub(MAGIC.to_bits() as i64)
 }
 
 /// The largest magnitude of `values` over every rank (NaN or infinite if any value is).
@@ -55,6 +69,15 @@ fn global_max<C: Collective>(comm: &C, values: impl Iterator<Item = f64>) -> Res
     Ok(buf[0])
 }
 
+/// [`global_max`] of `f32` values (vectorised: one pass for the maximum, one for finiteness).
+fn global_max_f32<C: Collective>(comm: &C, values: &[f32]) -> Result<f64> {
+    let max = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let finite = values.iter().fold(true, |f, v| f & v.is_finite());
+    let mut buf = [if finite { max as f64 } else { f64::INFINITY }];
+    comm.all_reduce(&mut buf, ReduceOp::Max)?;
+    Ok(buf[0])
+}
+
 /// Replaces `values` on every rank by their element-wise sum over all ranks, bit-identically
 /// whatever the transport's order (see the [module documentation](self)).
 pub fn sum_all<C: Collective>(comm: &C, values: &mut [f64]) -> Result<()> {
@@ -63,7 +86,7 @@ pub fn sum_all<C: Collective>(comm: &C, values: &mut [f64]) -> Result<()> {
         return comm.all_reduce(values, ReduceOp::Sum);
     };
     let (up, down) = (pow2(s), pow2(-s));
-    let mut fixed: Vec<i64> = values.iter().map(|&v| (v * up).round() as i64).collect();
+    let mut fixed: Vec<i64> = values.iter().map(|&v| round_to_i64(v * up)).collect();
     comm.all_reduce(&mut fixed, ReduceOp::Sum)?;
     for (v, f) in values.iter_mut().zip(fixed) {
         *v = f as f64 * down;
@@ -95,13 +118,13 @@ pub fn reduce_scatter_columns<C: Collective>(
     check_shape("partial sums", partial.len(), rows, n)?;
     check_shape("reduced block", out.len(), rows, split.len(rank))?;
     let counts: Vec<usize> = split.counts().iter().map(|&c| c * rows).collect();
-    let max = global_max(comm, partial.iter().map(|&v| v as f64))?;
+    let max = global_max_f32(comm, partial)?;
     let Some(s) = shared_scale(max, comm.size()) else {
         let blocks = to_blocks(partial, rows, split, |v| v);
         return comm.reduce_scatter(&blocks, &counts, out, ReduceOp::Sum);
     };
     let (up, down) = (pow2(s), pow2(-s));
-    let blocks = to_blocks(partial, rows, split, |v| (v as f64 * up).round() as i64);
+    let blocks = to_blocks(partial, rows, split, |v| round_to_i64(v as f64 * up));
     let mut sums = vec![0i64; out.len()];
     comm.reduce_scatter(&blocks, &counts, &mut sums, ReduceOp::Sum)?;
     for (o, f) in out.iter_mut().zip(sums) {
@@ -124,10 +147,11 @@ fn to_blocks<T: Copy + Default>(
     for r in 0..split.parts() {
         let range = split.range(r);
         for b in 0..rows {
-            for &v in &m[b * n + range.start..b * n + range.end] {
-                out[at] = f(v);
-                at += 1;
+            let src = &m[b * n + range.start..b * n + range.end];
+            for (o, &v) in out[at..at + src.len()].iter_mut().zip(src) {
+                *o = f(v);
             }
+            at += src.len();
         }
     }
     out
@@ -280,7 +304,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(forward[0], backward[0]);
-        assert!((forward[0][2] - 0.3).abs() < 1e-15);
+        assert!((forward[0][2] - 0.3).abs() < 1e-12);
     }
 
     #[test]

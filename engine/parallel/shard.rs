@@ -143,6 +143,50 @@ pub fn merge_columns(parts: &[Csr], split: &Split) -> Result<Csr> {
     Ok(Csr::new_checked(n_cols, offsets, cols, values))
 }
 
+/// Drops from `datasets` the non-zeros rank `rank` does not need under `plan`: a sparse
+/// dataset keeps only this rank's columns when every layer bound to it takes local columns —
+/// an Input whose data is split by column ([`super::DataLayout::Columns`]) or a non-SoftMax
+/// Output (a SoftMax output's indicator targets are `1/nnz` of the whole row). Datasets read
+/// whole by some layer, and dense ones, stay whole. Returns the non-zeros kept per dataset.
+pub fn retain_rank_columns(
+    graph: &crate::graph::Graph,
+    plan: &super::ShardPlan,
+    rank: usize,
+    datasets: &mut [crate::dataset::Dataset],
+) -> Result<Vec<usize>> {
+    use crate::descriptor::LayerKind;
+    let mut kept = Vec::with_capacity(datasets.len());
+    for d in datasets.iter_mut() {
+        let bound: Vec<&crate::graph::Layer> = graph
+            .layers()
+            .iter()
+            .filter(|l| l.dataset.as_deref() == Some(d.name()))
+            .filter(|l| matches!(l.kind, LayerKind::Input | LayerKind::Output))
+            .collect();
+        let local = |l: &crate::graph::Layer| match l.kind {
+            LayerKind::Input => plan
+                .input_layouts()
+                .iter()
+                .any(|&(id, layout)| id == l.id && layout == super::DataLayout::Columns),
+            _ => l.activation != crate::ops::Activation::SoftMax,
+        };
+        let ranges: Vec<_> = bound
+            .iter()
+            .map(|l| plan.layer_split(l.id).range(rank))
+            .collect();
+        if !bound.is_empty()
+            && d.is_sparse()
+            && bound.iter().all(|l| local(l))
+            && ranges.iter().all(|r| *r == ranges[0])
+        {
+            kept.push(d.retain_columns(ranges[0].clone())?);
+        } else {
+            kept.push(d.nnz());
+        }
+    }
+    Ok(kept)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,48 +274,4 @@ mod tests {
         let parts = vec![matrix(5, 4, false), matrix(5, 3, true), matrix(5, 3, false)];
         assert!(merge_columns(&parts, &split).is_err());
     }
-}
-
-/// Drops from `datasets` the non-zeros rank `rank` does not need under `plan`: a sparse
-/// dataset keeps only this rank's columns when every layer bound to it takes local columns —
-/// an Input whose data is split by column ([`super::DataLayout::Columns`]) or a non-SoftMax
-/// Output (a SoftMax output's indicator targets are `1/nnz` of the whole row). Datasets read
-/// whole by some layer, and dense ones, stay whole. Returns the non-zeros kept per dataset.
-pub fn retain_rank_columns(
-    graph: &crate::graph::Graph,
-    plan: &super::ShardPlan,
-    rank: usize,
-    datasets: &mut [crate::dataset::Dataset],
-) -> Result<Vec<usize>> {
-    use crate::descriptor::LayerKind;
-    let mut kept = Vec::with_capacity(datasets.len());
-    for d in datasets.iter_mut() {
-        let bound: Vec<&crate::graph::Layer> = graph
-            .layers()
-            .iter()
-            .filter(|l| l.dataset.as_deref() == Some(d.name()))
-            .filter(|l| matches!(l.kind, LayerKind::Input | LayerKind::Output))
-            .collect();
-        let local = |l: &crate::graph::Layer| match l.kind {
-            LayerKind::Input => plan
-                .input_layouts()
-                .iter()
-                .any(|&(id, layout)| id == l.id && layout == super::DataLayout::Columns),
-            _ => l.activation != crate::ops::Activation::SoftMax,
-        };
-        let ranges: Vec<_> = bound
-            .iter()
-            .map(|l| plan.layer_split(l.id).range(rank))
-            .collect();
-        if !bound.is_empty()
-            && d.is_sparse()
-            && bound.iter().all(|l| local(l))
-            && ranges.iter().all(|r| *r == ranges[0])
-        {
-            kept.push(d.retain_columns(ranges[0].clone())?);
-        } else {
-            kept.push(d.nnz());
-        }
-    }
-    Ok(kept)
 }

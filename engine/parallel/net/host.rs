@@ -166,6 +166,7 @@ pub(super) enum SoftmaxTargets<'a> {
 /// ([`crate::ops::loss::LossSpec::softmax_row_delta`]'s rule, the row sums across ranks):
 /// per unit `g = ∂L/∂a` (CrossEntropy: the target), then `δ_i = a_i·Σ_j t_j − t_i`
 /// (CrossEntropy) or `δ_i = a_i·(g_i − Σ_j a_j g_j)`, the sums in [`sum_all`]'s fixed point.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn softmax_delta<B: Backend, C: Collective>(
     backend: &B,
     comm: &C,

@@ -79,9 +79,9 @@ pub struct ShardedNetwork<'c, B: Backend, C: Collective> {
     loaded: Vec<bool>,
     /// Per edge: the whole source activations of an output-sharded edge from a dense layer.
     gathered: Vec<Option<B::Vector>>,
-    /// Partial products `capacity × widest layer`.
+    /// Partial products: `capacity ×` the widest matrix reduce-scattered ([`reduced_width`]).
     scratch: B::Vector,
-    /// Reduced blocks `capacity × widest local share`.
+    /// Reduced blocks: `capacity ×` that matrix's widest local share.
     scratch_local: B::Vector,
     example_weights: Vec<Option<Vec<f32>>>,
     ignore_zero: Vec<bool>,
@@ -172,12 +172,10 @@ impl<'c, B: Backend, C: Collective> ShardedNetwork<'c, B, C> {
         };
         let b = &net.backend;
         let d = net.graph.descriptor();
-        let (mut widest, mut widest_local) = (1usize, 1usize);
+        let (widest, widest_local) = reduced_width(&net.graph, &net.plan, rank);
         for layer in net.graph.layers() {
             let split = net.plan.layer_split(layer.id);
             let local = split.len(rank);
-            widest = widest.max(layer.units);
-            widest_local = widest_local.max(local);
             let len = capacity * local;
             let is_input = layer.kind == LayerKind::Input;
             let hidden = layer.kind == LayerKind::Hidden;
@@ -382,14 +380,8 @@ impl<'c, B: Backend, C: Collective> ShardedNetwork<'c, B, C> {
             .filter(|e| self.gathered[e.id.0].is_some())
             .map(|e| cap * self.graph.layer(e.source).units as u64)
             .sum();
-        let widest = self
-            .graph
-            .layers()
-            .iter()
-            .map(|l| l.units)
-            .max()
-            .unwrap_or(1) as u64;
-        4 * (params + layers + gathered + cap * widest * 2)
+        let (widest, widest_local) = reduced_width(&self.graph, &self.plan, rank);
+        4 * (params + layers + gathered + cap * (widest + widest_local) as u64)
     }
 
     /// Loads a minibatch given as whole rows (as [`crate::network::Network::load_batch`]
@@ -509,6 +501,28 @@ impl<'c, B: Backend, C: Collective> ShardedNetwork<'c, B, C> {
         }
         Ok(())
     }
+}
+
+/// The widest matrix any edge reduce-scatters (an input-sharded edge its target's units in
+/// the forward pass, an output-sharded edge from a hidden layer its source's units in the
+/// backward pass) and its widest share on `rank`; at least 1.
+fn reduced_width(graph: &Graph, plan: &ShardPlan, rank: usize) -> (usize, usize) {
+    let mut widths = (1, 1);
+    for (edge, ep) in graph.edges().iter().zip(plan.edges()) {
+        let layer = match ep.sharding {
+            Sharding::ByInput => Some(edge.target),
+            Sharding::ByOutput if graph.layer(edge.source).kind != LayerKind::Input => {
+                Some(edge.source)
+            }
+            Sharding::ByOutput => None,
+        };
+        if let Some(id) = layer {
+            let split = plan.layer_split(id);
+            widths.0 = widths.0.max(split.total());
+            widths.1 = widths.1.max(split.len(rank));
+        }
+    }
+    widths
 }
 
 /// A SoftMax output's indicator target rows with their values made explicit: `1/nnz` of
