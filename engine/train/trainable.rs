@@ -145,7 +145,6 @@ impl<B: Backend> Trainable for Network<B> {
     }
 }
 
-/// A sharded network has no batch normalisation (refused at build).
 impl<B: Backend, C: Collective> Trainable for ShardedNetwork<'_, B, C> {
     delegate!();
     fn is_root(&self) -> bool {
@@ -155,9 +154,9 @@ impl<B: Backend, C: Collective> Trainable for ShardedNetwork<'_, B, C> {
         self.comm().check(local)
     }
     fn download_batch_norm_state(&self) -> Result<Vec<BatchNormTrainState>> {
-        Ok(Vec::new())
+        ShardedNetwork::download_batch_norm_state(self)
     }
-    fn upload_batch_norm_state(&mut self, _state: &[BatchNormTrainState]) -> Result<()> {
-        Ok(())
+    fn upload_batch_norm_state(&mut self, state: &[BatchNormTrainState]) -> Result<()> {
+        ShardedNetwork::upload_batch_norm_state(self, state)
     }
 }

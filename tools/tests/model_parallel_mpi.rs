@@ -325,3 +325,64 @@ fn a_killed_rank_ends_the_job_within_seconds() {
     );
     assert!(!f.path("killed.nc").exists());
 }
+
+#[test]
+fn validation_under_mpirun_ranks_like_a_single_run() {
+    if !available() {
+        return;
+    }
+    let f = Fixture::new();
+    let held = std::fs::read_to_string(ML1M_TRAIN.replace("train.txt", "test.txt"))
+        .expect("../shared/data must be present");
+    // The held-out items of the fixture's users (rows aligned through the samples index).
+    let train = std::fs::read_to_string(f.path("train.txt")).unwrap();
+    let users: std::collections::HashSet<&str> = train
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let held: String = held
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|u| users.contains(u))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(f.path("held.txt"), held).unwrap();
+    let o = Command::new(CONVERTER)
+        .current_dir(f.dir.path())
+        .args([
+            "--format", "lists", "-d", "held", "-i", "held.txt", "-o", "held.nc",
+        ])
+        .args(["-f", "features", "-s", "samples"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let held = f.p("held.nc");
+    let recall = |np: usize| {
+        let log = f.p(&format!("v{np}.jsonl"));
+        let o = f.train(
+            np,
+            &format!("v{np}.nc"),
+            &["--validation", &held, "--metrics-log", &log],
+        );
+        assert_eq!(o.code, Some(0), "np {np}: {}", o.stderr);
+        let last = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .to_owned();
+        let v: serde_json::Value = serde_json::from_str(&last).unwrap();
+        v["validation"]["metrics"][0]["recall"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no recall@20 in {last}"))
+    };
+    let (one, two) = (recall(1), recall(2));
+    assert!(one > 0.05, "recall@20 {one}");
+    assert!(
+        (one - two).abs() < 0.005,
+        "recall@20 alone {one}, 2 ranks {two}"
+    );
+}

@@ -29,8 +29,11 @@
 //! Collectives run on host copies (download, communicate, upload), so a CUDA backend works
 //! too (the transfers cost PCIe time; GPU-direct collectives are not done).
 //!
-//! Not supported across ranks (an [`Error::Unsupported`] at build, naming the layer):
-//! BatchNormalization, shared weights, SoftMax on a hidden layer.
+//! Batch normalisation is per unit, so each rank normalises its units over the minibatch
+//! exactly as one device would.
+//!
+//! Not supported across ranks (an [`Error::Unsupported`] at build, naming the layer): shared
+//! weights, SoftMax on a hidden layer.
 
 mod host;
 mod params;
@@ -41,7 +44,7 @@ use crate::collective::Collective;
 use crate::descriptor::LayerKind;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, LayerId};
-use crate::network::{act_params, AlphaDropout, EdgeBias, HostRows, MiniBatch, Param};
+use crate::network::{act_params, AlphaDropout, BatchNorm, EdgeBias, HostRows, MiniBatch, Param};
 use crate::ops::init::{init_bias, init_weights};
 use crate::ops::loss::LossSpec;
 use crate::ops::optimizer::state_len;
@@ -88,6 +91,8 @@ pub struct ShardedNetwork<'c, B: Backend, C: Collective> {
     losses: Vec<Option<LossSpec>>,
     params: Vec<Param<B::Vector>>,
     biases: Vec<EdgeBias<B::Vector>>,
+    /// Per layer: the batch-normalisation state of its local units.
+    batch_norm: Vec<Option<BatchNorm<B::Vector>>>,
     rows: usize,
     step: u64,
     /// `(ones, per-example sums)` of the finite check.
@@ -119,8 +124,15 @@ impl<'c, B: Backend, C: Collective> ShardedNetwork<'c, B, C> {
             )))
         };
         for layer in graph.layers() {
-            if layer.batch_normalization {
-                return unsupported(&layer.name, "BatchNormalization");
+            if layer.batch_normalization && layer.kind != LayerKind::Hidden {
+                return Err(Error::Graph {
+                    network: graph.name().to_owned(),
+                    layer: layer.name.clone(),
+                    message: format!(
+                        "BatchNormalization applies to Hidden layers only; this is a {} layer",
+                        layer.kind
+                    ),
+                });
             }
             if layer.kind == LayerKind::Hidden && layer.activation == Activation::SoftMax {
                 return unsupported(&layer.name, "a SoftMax hidden layer");
@@ -165,6 +177,7 @@ impl<'c, B: Backend, C: Collective> ShardedNetwork<'c, B, C> {
             losses: Vec::with_capacity(n),
             params: Vec::new(),
             biases: Vec::new(),
+            batch_norm: Vec::with_capacity(n),
             rows: 0,
             step: 0,
             graph,
@@ -228,6 +241,14 @@ impl<'c, B: Backend, C: Collective> ShardedNetwork<'c, B, C> {
         }
         let state = state_len(optimizer);
         let state_buf = |k: usize, len: usize| b.zeros(if state > k { len } else { 0 });
+        for layer in net.graph.layers() {
+            let local = net.plan.layer_split(layer.id).len(rank);
+            net.batch_norm.push(if layer.batch_normalization {
+                Some(BatchNorm::new(b, local, capacity, state)?)
+            } else {
+                None
+            });
+        }
         for (i, weight) in net.graph.weights().iter().enumerate() {
             let wp = &net.plan.weights()[i];
             let (rows, cols) = wp.local_shape(rank);
@@ -373,6 +394,12 @@ impl<'c, B: Backend, C: Collective> ShardedNetwork<'c, B, C> {
                     + cap * l.units as u64 * self.delta_full[i].is_some() as u64
             })
             .sum();
+        let batch_norm: u64 = self
+            .batch_norm
+            .iter()
+            .flatten()
+            .map(|bn| bn.bytes(self.capacity) / 4)
+            .sum();
         let gathered: u64 = self
             .graph
             .edges()
@@ -381,7 +408,7 @@ impl<'c, B: Backend, C: Collective> ShardedNetwork<'c, B, C> {
             .map(|e| cap * self.graph.layer(e.source).units as u64)
             .sum();
         let (widest, widest_local) = reduced_width(&self.graph, &self.plan, rank);
-        4 * (params + layers + gathered + cap * (widest + widest_local) as u64)
+        4 * (params + batch_norm + layers + gathered + cap * (widest + widest_local) as u64)
     }
 
     /// Loads a minibatch given as whole rows (as [`crate::network::Network::load_batch`]

@@ -13,7 +13,9 @@ use crate::collective::Collective;
 use crate::dense::Matrix;
 use crate::error::{Error, Result};
 use crate::graph::LayerId;
-use crate::network::{assemble_model, model_values, SlotState};
+use crate::network::{
+    assemble_model, model_values, BatchNorm, BatchNormTrainState, BatchNormValues, SlotState,
+};
 use crate::ops::optimizer::state_len;
 use crate::parallel::exact::gather_to_root;
 use crate::parallel::{column_shard, Sharding};
@@ -145,13 +147,149 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
     /// The network as a model file's content on rank 0 (as
     /// [`crate::network::Network::to_model`]); other ranks get a model with empty tensors.
     pub fn to_model(&self, extras: Extras) -> Result<Model> {
-        assemble_model(&self.graph, self.download_params()?, Vec::new(), extras)
+        let bn = self.download_batch_norm()?;
+        assemble_model(&self.graph, self.download_params()?, bn, extras)
     }
 
-    /// Loads the weights and biases of `model` (whole, read by every rank).
+    /// Loads the weights, biases and batch-normalisation values of `model` (whole, read by
+    /// every rank).
     pub fn load_weights(&mut self, model: &Model) -> Result<()> {
-        let (values, _) = model_values(&self.graph, model)?;
-        self.upload_params(&values)
+        let (values, bn) = model_values(&self.graph, model)?;
+        self.upload_params(&values)?;
+        self.upload_batch_norm(&bn)
+    }
+
+    /// The batch-normalised layers with their local state, in layer order.
+    fn batch_norm_layers(
+        &self,
+    ) -> impl Iterator<Item = (&crate::graph::Layer, &BatchNorm<B::Vector>)> {
+        self.graph
+            .layers()
+            .iter()
+            .zip(&self.batch_norm)
+            .filter_map(|(l, bn)| bn.as_ref().map(|bn| (l, bn)))
+    }
+
+    /// The values of every batch-normalised layer, whole on rank 0 (empty elsewhere), as
+    /// [`crate::network::Network::download_batch_norm`].
+    pub fn download_batch_norm(&self) -> Result<Vec<BatchNormValues>> {
+        self.batch_norm_layers()
+            .map(|(l, bn)| {
+                Ok(BatchNormValues {
+                    layer: l.name.clone(),
+                    scale: self.gather_bias(l.id, &bn.scale)?,
+                    bias: self.gather_bias(l.id, &bn.bias)?,
+                    running_mean: self.gather_bias(l.id, &bn.running_mean)?,
+                    running_var: self.gather_bias(l.id, &bn.running_var)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The batch-normalised layer `name`, its local state and its local units; errors naming
+    /// `what` for an unknown or unnormalised layer or a vector not `len` long.
+    fn batch_norm_target(&self, name: &str, lens: &[usize], what: &str) -> Result<usize> {
+        let bad = |m: String| Error::invalid_argument(what, format!("layer `{name}`: {m}"));
+        let layer = self
+            .graph
+            .layer_by_name(name)
+            .ok_or_else(|| bad("not a layer of the network".into()))?;
+        if self.batch_norm[layer.id.0].is_none() {
+            return Err(bad("has no BatchNormalization".into()));
+        }
+        if let Some(&n) = lens.iter().find(|&&n| n != layer.units) {
+            return Err(bad(format!(
+                "{n} values; the layer has {} units",
+                layer.units
+            )));
+        }
+        Ok(layer.id.0)
+    }
+
+    /// Replaces the values of the batch-normalised layers named in `values` (whole, the same
+    /// on every rank); nothing is uploaded when one is wrong.
+    pub fn upload_batch_norm(&mut self, values: &[BatchNormValues]) -> Result<()> {
+        let mut targets = Vec::with_capacity(values.len());
+        for v in values {
+            let lens = [
+                v.scale.len(),
+                v.bias.len(),
+                v.running_mean.len(),
+                v.running_var.len(),
+            ];
+            targets.push(self.batch_norm_target(&v.layer, &lens, "batch normalization")?);
+        }
+        for (v, i) in values.iter().zip(targets) {
+            let range = self.split(crate::graph::LayerId(i)).range(self.rank());
+            let bn = self.batch_norm[i].as_mut().expect("checked above");
+            self.backend
+                .upload(&mut bn.scale, &v.scale[range.clone()])?;
+            self.backend.upload(&mut bn.bias, &v.bias[range.clone()])?;
+            self.backend
+                .upload(&mut bn.running_mean, &v.running_mean[range.clone()])?;
+            self.backend
+                .upload(&mut bn.running_var, &v.running_var[range])?;
+        }
+        Ok(())
+    }
+
+    /// The training state of every batch-normalised layer, whole on rank 0 (empty slots
+    /// elsewhere), as [`crate::network::Network::download_batch_norm_state`].
+    pub fn download_batch_norm_state(&self) -> Result<Vec<BatchNormTrainState>> {
+        let slots = state_len(self.optimizer);
+        self.batch_norm_layers()
+            .map(|(l, bn)| {
+                let slots = (0..slots)
+                    .map(|k| {
+                        Ok(SlotState {
+                            weights: self.gather_bias(l.id, &bn.scale_state[k])?,
+                            bias: self.gather_bias(l.id, &bn.bias_state[k])?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(BatchNormTrainState {
+                    layer: l.name.clone(),
+                    calls: bn.calls,
+                    slots,
+                })
+            })
+            .collect()
+    }
+
+    /// Replaces the batch-normalisation training state (whole, the same on every rank).
+    pub fn upload_batch_norm_state(&mut self, state: &[BatchNormTrainState]) -> Result<()> {
+        let slots = state_len(self.optimizer);
+        let mut targets = Vec::with_capacity(state.len());
+        for s in state {
+            if s.slots.len() != slots {
+                return Err(Error::invalid_argument(
+                    "batch normalization state",
+                    format!(
+                        "layer `{}`: {} slots given; expected {slots}",
+                        s.layer,
+                        s.slots.len()
+                    ),
+                ));
+            }
+            let lens: Vec<usize> = s
+                .slots
+                .iter()
+                .flat_map(|x| [x.weights.len(), x.bias.len()])
+                .collect();
+            targets.push(self.batch_norm_target(&s.layer, &lens, "batch normalization state")?);
+        }
+        for (s, i) in state.iter().zip(targets) {
+            let range = self.split(crate::graph::LayerId(i)).range(self.rank());
+            let bn = self.batch_norm[i].as_mut().expect("checked above");
+            bn.calls = s.calls;
+            for (k, slot) in s.slots.iter().enumerate() {
+                self.backend
+                    .upload(&mut bn.scale_state[k], &slot.weights[range.clone()])?;
+                self.backend
+                    .upload(&mut bn.bias_state[k], &slot.bias[range.clone()])?;
+            }
+        }
+        Ok(())
     }
 
     /// The optimizer state, whole on rank 0 (empty slots elsewhere), in

@@ -7,7 +7,7 @@ use super::host::{
 };
 use super::ShardedNetwork;
 use crate::backend::cpu::FixedSum;
-use crate::backend::traits::{Backend, DropoutMask, Mat, MatMut, Trans};
+use crate::backend::traits::{Backend, BatchNormState, DropoutMask, Mat, MatMut, Trans};
 use crate::collective::{Collective, ReduceOp};
 use crate::descriptor::LayerKind;
 use crate::error::{Error, Result};
@@ -154,6 +154,27 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
                 self.backend.add_assign(dst, src, rows * local)?;
             }
             let dst = self.units[li].as_mut().expect("non-input layers");
+            if let Some(bn) = self.batch_norm[li].as_mut() {
+                let factor = if training {
+                    let f = 1.0 / (1.0 + bn.calls as f64);
+                    bn.calls += 1;
+                    Some(f)
+                } else {
+                    None
+                };
+                self.backend.batch_norm_forward(
+                    MatMut::new(dst, rows, local),
+                    &mut bn.xhat,
+                    BatchNormState {
+                        scale: &bn.scale,
+                        bias: &bn.bias,
+                        running_mean: &mut bn.running_mean,
+                        running_var: &mut bn.running_var,
+                        inv_std: &mut bn.inv_std,
+                    },
+                    factor,
+                )?;
+            }
             if layer.activation == Activation::SoftMax {
                 softmax_rows(&self.backend, self.comm, dst, rows, local)?;
             } else {
@@ -298,6 +319,17 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
                     rows,
                     local,
                     layer.delta_norm,
+                )?;
+            }
+            if let Some(bn) = self.batch_norm[li].as_mut() {
+                let delta = self.deltas[li].as_mut().expect("non-input layers");
+                self.backend.batch_norm_backward(
+                    MatMut::new(delta, rows, local),
+                    &bn.xhat,
+                    &bn.scale,
+                    &bn.inv_std,
+                    &mut bn.dscale,
+                    &mut bn.dbias,
                 )?;
             }
             if let Some(full) = self.delta_full[li].as_mut() {
@@ -532,7 +564,8 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
     }
 
     /// One optimizer update of every local weight block (then `WeightNorm`, across ranks for
-    /// input-sharded weights) and every local bias, as [`crate::network::Network::update`].
+    /// input-sharded weights), every local bias and the local batch-normalisation `γ`, `β`,
+    /// as [`crate::network::Network::update`].
     pub fn update(&mut self, h: &Hyper) -> Result<()> {
         self.step += 1;
         let t = self.step;
@@ -567,6 +600,30 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
             let [s0, s1] = &mut b.state;
             self.backend
                 .optimizer_step(&mut b.b, &b.db, s0, s1, b.cols, opt, &bias_h, t)?;
+        }
+        for bn in self.batch_norm.iter_mut().flatten() {
+            let [s0, s1] = &mut bn.scale_state;
+            self.backend.optimizer_step(
+                &mut bn.scale,
+                &bn.dscale,
+                s0,
+                s1,
+                bn.units,
+                opt,
+                &bias_h,
+                t,
+            )?;
+            let [s0, s1] = &mut bn.bias_state;
+            self.backend.optimizer_step(
+                &mut bn.bias,
+                &bn.dbias,
+                s0,
+                s1,
+                bn.units,
+                opt,
+                &bias_h,
+                t,
+            )?;
         }
         Ok(())
     }
