@@ -366,13 +366,11 @@ fn checkpoints_move_between_rank_counts() {
 }
 
 #[test]
-fn unsupported_features_are_refused_by_name() {
+fn a_softmax_hidden_layer_is_refused_by_name() {
     let data = datasets(ml1m(64));
     let d = descriptor(
-        r#"{ "Name": "H1", "Kind": "Hidden", "Source": "Input", "N": 16, "Activation": "Sigmoid" },
-           { "Name": "H2", "Kind": "Hidden", "Source": "H1", "N": 16, "Activation": "Sigmoid",
-             "SharedWeights": { "InputLayer": "H1", "SourceInputLayer": "H1",
-                                "SourceOutputLayer": "H1", "Transposed": false } }"#,
+        r#"{ "Name": "H1", "Kind": "Hidden", "Source": "Input", "N": 16, "Activation": "SoftMax" },
+           { "Name": "H2", "Kind": "Hidden", "Source": "H1", "N": 16, "Activation": "Sigmoid" }"#,
         r#""Activation": "Sigmoid""#,
         "CrossEntropy",
     );
@@ -380,12 +378,59 @@ fn unsupported_features_are_refused_by_name() {
         let graph = Graph::compile(&d, &shapes(&data))?;
         ShardedNetwork::build(Cpu::new(1)?, comm, graph, 8, Optimizer::Sgd, 1).map(|_| ())
     })
-    .map(|_| String::new())
-    .unwrap_or_else(|e| e.to_string());
+    .unwrap_err()
+    .to_string();
     assert!(
-        err.contains("shared weight") || err.contains("SharedWeights"),
+        err.contains("`H1`") && err.contains("SoftMax hidden layer"),
         "{err}"
     );
+}
+
+/// A tied autoencoder (`networks/tied-ae.json`: the output edge uses the input weight
+/// transposed): the shared block serves both edges on every rank count, and the model moves
+/// between rank counts.
+#[test]
+fn shared_weights_train_across_ranks() {
+    let data = datasets(ml1m(1024));
+    let tied = Descriptor::from_file(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/networks/tied-ae.json"
+    ))
+    .unwrap();
+    let cfg = config(Optimizer::Adam, 128);
+    let one = single(&tied, &data, &cfg);
+    assert!(
+        one.params[1].0.rows() == 0,
+        "the output edge's weight is shared"
+    );
+    for ranks in [2, 3] {
+        let got = sharded(&tied, &data, &cfg, ranks, 1);
+        let rel = relative_difference(&got.params, &one.params);
+        assert!(rel < 1e-5, "{ranks} ranks: weights differ by {rel:e}");
+        assert!(same_top10(&got.top10, &one.top10) >= 0.99);
+    }
+    let graph = Graph::compile(&tied, &shapes(&data)).unwrap();
+    let models = Threads::run(3, |comm| {
+        let mut net = ShardedNetwork::build(
+            Cpu::new(1)?,
+            comm,
+            graph.clone(),
+            128,
+            cfg.optimizer,
+            cfg.seed,
+        )?;
+        let binding = DataBinding::new(&graph, &data, false)?;
+        train(&mut net, &binding, &cfg, None, &mut Quiet)?;
+        Ok((net.to_model(Default::default())?, net.download_params()?))
+    })
+    .unwrap();
+    let (model, params) = &models[0];
+    let mut net = Network::build(Cpu::new(1).unwrap(), graph, 128, cfg.optimizer, 1).unwrap();
+    net.load_weights(model).unwrap();
+    for ((w, b), (w1, b1)) in net.download_params().unwrap().iter().zip(params) {
+        assert_eq!(w.data(), w1.data());
+        assert_eq!(b, b1);
+    }
 }
 
 /// Batch normalisation is per unit: each rank normalises its units; the model (with the BN

@@ -32,8 +32,13 @@
 //! Batch normalisation is per unit, so each rank normalises its units over the minibatch
 //! exactly as one device would.
 //!
-//! Not supported across ranks (an [`Error::Unsupported`] at build, naming the layer): shared
-//! weights, SoftMax on a hidden layer.
+//! A shared weight (DSSTNE's `SharedWeights`) is held once, as its owning edge's block; an
+//! edge using it transposed is sharded the other way round (the owner's output split is its
+//! input split), so the same block serves it as `Wᵀ`, and its gradient accumulates into the
+//! owner's (divided by the sharing count, as on one device).
+//!
+//! Not supported across ranks (an [`Error::Unsupported`] at build, naming the layer): SoftMax
+//! on a hidden layer.
 
 mod host;
 mod params;
@@ -146,8 +151,14 @@ impl<'c, B: Backend, C: Collective> ShardedNetwork<'c, B, C> {
             }
         }
         for edge in graph.edges() {
-            if edge.is_shared(&graph) || graph.weight(edge.weight).sharing_count > 1 {
-                return unsupported(&graph.layer(edge.target).name, "a shared weight");
+            let source = graph.layer(edge.source);
+            if edge.transposed && source.kind == LayerKind::Input && source.sparse {
+                return Err(Error::Unsupported(format!(
+                    "layer `{}`: a transposed shared weight from the sparse input layer `{}` \
+                     (share the weight untransposed, or make the input dense)",
+                    graph.layer(edge.target).name,
+                    source.name
+                )));
             }
         }
         let plan = ShardPlan::new(&graph, comm.size())?;

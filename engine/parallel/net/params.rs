@@ -86,8 +86,11 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
             .edges()
             .iter()
             .map(|edge| {
-                let w = self.gather_weight(edge.weight.0, &self.params[edge.weight.0].w)?;
                 let b = self.gather_bias(edge.target, &self.biases[edge.id.0].b)?;
+                if edge.is_shared(&self.graph) {
+                    return Ok((Matrix::zeros(0, 0), b));
+                }
+                let w = self.gather_weight(edge.weight.0, &self.params[edge.weight.0].w)?;
                 let m = if root {
                     let wp = &self.plan.weights()[edge.weight.0];
                     Matrix::from_vec(wp.input_units, wp.output_units, w)?
@@ -116,16 +119,21 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
         for (edge, (w, b)) in edges.iter().zip(values) {
             let wp = &self.plan.weights()[edge.weight.0];
             let units = self.graph.layer(edge.target).units;
-            if (w.rows(), w.cols()) != (wp.input_units, wp.output_units) || b.len() != units {
+            let want = if edge.is_shared(&self.graph) {
+                (0, 0)
+            } else {
+                (wp.input_units, wp.output_units)
+            };
+            if (w.rows(), w.cols()) != want || b.len() != units {
                 return Err(Error::invalid_argument(
                     "weights",
                     format!(
-                        "edge `{}` → `{}` takes {}x{} weights and {units} biases; {}x{} and {} \
-                         were given",
+                        "edge `{}` → `{}` takes {}x{} weights (0x0 when shared) and {units} \
+                         biases; {}x{} and {} were given",
                         self.graph.layer(edge.source).name,
                         self.graph.layer(edge.target).name,
-                        wp.input_units,
-                        wp.output_units,
+                        want.0,
+                        want.1,
                         w.rows(),
                         w.cols(),
                         b.len()
@@ -134,9 +142,11 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
             }
         }
         for (edge, (w, b)) in edges.iter().zip(values) {
-            let block = self.weight_block(edge.weight.0, w.data());
-            self.backend
-                .upload(&mut self.params[edge.weight.0].w, &block)?;
+            if !edge.is_shared(&self.graph) {
+                let block = self.weight_block(edge.weight.0, w.data());
+                self.backend
+                    .upload(&mut self.params[edge.weight.0].w, &block)?;
+            }
             let range = self.local_units(edge.target);
             self.backend
                 .upload(&mut self.biases[edge.id.0].b, &b[range])?;
@@ -300,13 +310,18 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
             .edges()
             .iter()
             .map(|edge| {
+                let shared = edge.is_shared(&self.graph);
                 (0..slots)
                     .map(|k| {
                         Ok(SlotState {
-                            weights: self.gather_weight(
-                                edge.weight.0,
-                                &self.params[edge.weight.0].w_state[k],
-                            )?,
+                            weights: if shared {
+                                Vec::new()
+                            } else {
+                                self.gather_weight(
+                                    edge.weight.0,
+                                    &self.params[edge.weight.0].w_state[k],
+                                )?
+                            },
                             bias: self
                                 .gather_bias(edge.target, &self.biases[edge.id.0].state[k])?,
                         })
@@ -331,26 +346,31 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
         for (edge, s) in edges.iter().zip(state) {
             let wp = &self.plan.weights()[edge.weight.0];
             let units = self.graph.layer(edge.target).units;
+            let weights = if edge.is_shared(&self.graph) {
+                0
+            } else {
+                wp.input_units * wp.output_units
+            };
             if s.len() != slots
-                || s.iter().any(|slot| {
-                    slot.weights.len() != wp.input_units * wp.output_units
-                        || slot.bias.len() != units
-                })
+                || s.iter()
+                    .any(|slot| slot.weights.len() != weights || slot.bias.len() != units)
             {
                 return bad(format!(
                     "weight `{}` -> `{}`: the slots do not have {slots} x ({} weights, {units} biases)",
                     self.graph.layer(edge.source).name,
                     self.graph.layer(edge.target).name,
-                    wp.input_units * wp.output_units
+                    weights
                 ));
             }
         }
         for (edge, s) in edges.iter().zip(state) {
             let range = self.local_units(edge.target);
             for (k, slot) in s.iter().enumerate() {
-                let block = self.weight_block(edge.weight.0, &slot.weights);
-                self.backend
-                    .upload(&mut self.params[edge.weight.0].w_state[k], &block)?;
+                if !edge.is_shared(&self.graph) {
+                    let block = self.weight_block(edge.weight.0, &slot.weights);
+                    self.backend
+                        .upload(&mut self.params[edge.weight.0].w_state[k], &block)?;
+                }
                 self.backend.upload(
                     &mut self.biases[edge.id.0].state[k],
                     &slot.bias[range.clone()],

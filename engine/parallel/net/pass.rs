@@ -83,6 +83,12 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
                 }
                 let p = &self.params[edge.weight.0];
                 let w = Mat::new(&p.w, p.rows, p.cols);
+                // A transposed shared weight: the block is the owner's, used as `Wᵀ`.
+                let tw = if edge.transposed {
+                    Trans::Yes
+                } else {
+                    Trans::No
+                };
                 match self.plan.edges()[eid.0].sharding {
                     Sharding::ByOutput => {
                         if let Some(x) = &self.sparse_full[src] {
@@ -114,7 +120,7 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
                             Mat::new(gathered, rows, source.units),
                             Trans::No,
                             w,
-                            Trans::No,
+                            tw,
                             1.0,
                         )?;
                     }
@@ -128,8 +134,7 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
                                 .filter(|_| self.loaded[src] || source.kind != LayerKind::Input)
                                 .ok_or_else(|| not_loaded(&source))?;
                             let a = Mat::new(a, rows, src_split.len(rank));
-                            self.backend
-                                .gemm(whole, 1.0, a, Trans::No, w, Trans::No, 0.0)?;
+                            self.backend.gemm(whole, 1.0, a, Trans::No, w, tw, 0.0)?;
                         }
                         reduce_columns(
                             &self.backend,
@@ -298,6 +303,7 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
         let rank = self.rank();
         let n = self.graph.layers().len();
         let mut written = vec![false; n];
+        let mut grad_written = vec![false; self.params.len()];
         for li in (0..n).rev() {
             let layer = self.graph.layers()[li].clone();
             if layer.kind == LayerKind::Input {
@@ -338,6 +344,15 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
             }
             let alpha = -1.0 / rows as f32;
             for &eid in &layer.incoming {
+                let wi = self.graph.edge(eid).weight.0;
+                let sharing = self
+                    .graph
+                    .weight(self.graph.edge(eid).weight)
+                    .sharing_count
+                    .max(1);
+                let beta_w = if grad_written[wi] { 1.0 } else { 0.0 };
+                grad_written[wi] = true;
+                let alpha_w = alpha / sharing as f32;
                 let edge = self.graph.edge(eid).clone();
                 let src = edge.source.0;
                 let source = self.graph.layer(edge.source).clone();
@@ -351,24 +366,36 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
                 let (prow, pcol) = (p.rows, p.cols);
                 let dw = MatMut::new(&mut p.dw, prow, pcol);
                 let hidden_source = source.kind != LayerKind::Input;
+                // δ_src = δ·op(W)ᵀ: `Wᵀ` for a plain edge, `W` for a transposed one.
+                let back = if edge.transposed {
+                    Trans::No
+                } else {
+                    Trans::Yes
+                };
                 match self.plan.edges()[eid.0].sharding {
                     Sharding::ByOutput => {
                         if let Some(x) = &self.sparse_full[src] {
-                            self.backend
-                                .sparse_weight_gradient(dw, x, delta_local, alpha, 0.0)?;
+                            // Network::build's rule: no transposed weight from a sparse input.
+                            self.backend.sparse_weight_gradient(
+                                dw,
+                                x,
+                                delta_local,
+                                alpha_w,
+                                beta_w,
+                            )?;
                         } else {
                             let a = self.gathered[eid.0]
                                 .as_ref()
                                 .ok_or_else(|| not_loaded(&source))?;
-                            self.backend.gemm(
-                                dw,
-                                alpha,
-                                Mat::new(a, rows, source.units),
-                                Trans::Yes,
-                                delta_local,
-                                Trans::No,
-                                0.0,
-                            )?;
+                            let a = Mat::new(a, rows, source.units);
+                            // g_W = α·aᵀ·δ, or for a transposed use (z = a·Wᵀ) α·δᵀ·a.
+                            let (x, y) = if edge.transposed {
+                                (delta_local, a)
+                            } else {
+                                (a, delta_local)
+                            };
+                            self.backend
+                                .gemm(dw, alpha_w, x, Trans::Yes, y, Trans::No, beta_w)?;
                         }
                         if hidden_source {
                             let w = Mat::new(&self.params[edge.weight.0].w, prow, pcol);
@@ -378,7 +405,7 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
                                 delta_local,
                                 Trans::No,
                                 w,
-                                Trans::Yes,
+                                back,
                                 0.0,
                             )?;
                             reduce_columns(
@@ -407,20 +434,19 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
                         let delta_full = Mat::new(full, rows, layer.units);
                         if let Some(x) = &self.sparse_local[src] {
                             self.backend
-                                .sparse_weight_gradient(dw, x, delta_full, alpha, 0.0)?;
+                                .sparse_weight_gradient(dw, x, delta_full, alpha_w, beta_w)?;
                         } else {
                             let a = self.units[src]
                                 .as_ref()
                                 .ok_or_else(|| not_loaded(&source))?;
-                            self.backend.gemm(
-                                dw,
-                                alpha,
-                                Mat::new(a, rows, src_local),
-                                Trans::Yes,
-                                delta_full,
-                                Trans::No,
-                                0.0,
-                            )?;
+                            let a = Mat::new(a, rows, src_local);
+                            let (x, y) = if edge.transposed {
+                                (delta_full, a)
+                            } else {
+                                (a, delta_full)
+                            };
+                            self.backend
+                                .gemm(dw, alpha_w, x, Trans::Yes, y, Trans::No, beta_w)?;
                         }
                         if hidden_source {
                             let beta = if written[src] { 1.0 } else { 0.0 };
@@ -432,7 +458,7 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
                                 delta_full,
                                 Trans::No,
                                 w,
-                                Trans::Yes,
+                                back,
                                 beta,
                             )?;
                         }
