@@ -140,49 +140,53 @@ extern "C" __global__ void csc_fill(const u64* offsets, const u32* cols, const f
     }
 }
 
-// For every input feature f (grid.x = n_in) and output column j (grid.y blocks):
+// For every input feature f and output column j (grid.y blocks of columns):
 // dw[f, j] = beta·dw[f, j] + alpha·Σ fixed(v·delta[b, j]) over the batch rows b holding f
-// (beta = 0: dw is not read; a feature absent from the batch gets beta·dw, or 0). The
-// feature's rows are staged through shared memory as in `spmm`. The sum is an integer, so the
-// order of a feature's rows does not matter.
+// (beta = 0: dw is not read; a feature absent from the batch gets beta·dw, or 0). The blocks
+// of grid.x stride over the n_in features (a block per feature made ~100k blocks whose launch
+// cost exceeded their work: most features are absent from a minibatch). The feature's rows
+// are staged through shared memory as in `spmm`. The sum is an integer, so the order of a
+// feature's rows does not matter.
 extern "C" __global__ void sparse_weight_gradient(float* dw, const u64* starts, const u32* rows,
                                                   const float* vals, int has_vals, const float* delta,
-                                                  u64 n, float alpha, float beta) {
+                                                  u64 n, u64 n_in, float alpha, float beta) {
     __shared__ u32 sr[256];
     __shared__ float sv[256];
-    u64 f = blockIdx.x;
-    u64 j = blockIdx.y * (u64)blockDim.x + threadIdx.x;
-    u64 s = starts[f], e = starts[f + 1];
-    float* o = dw + f * n + j;
-    if (s == e) {
-        if (j < n && beta != 1.0f) *o = beta == 0.0f ? 0.0f : *o * beta;
-        return;
-    }
-    i64 acc = 0;
-    for (u64 k0 = s; k0 < e; k0 += blockDim.x) {
-        u64 k = k0 + threadIdx.x;
-        if (k < e) {
-            sr[threadIdx.x] = rows[k];
-            sv[threadIdx.x] = has_vals ? vals[k] : 1.0f;
+    const u64 j = blockIdx.y * (u64)blockDim.x + threadIdx.x;
+    for (u64 f = blockIdx.x; f < n_in; f += gridDim.x) {
+        const u64 s = starts[f], e = starts[f + 1];
+        float* o = dw + f * n + j;
+        if (s == e) {
+            if (j < n && beta != 1.0f) *o = beta == 0.0f ? 0.0f : *o * beta;
+            continue;
         }
-        __syncthreads();
-        int m = (int)min((u64)blockDim.x, e - k0);
-        if (j < n) {
-            if (has_vals) {
-                #pragma unroll 8
-                for (int i = 0; i < m; ++i)
-                    acc = (i64)((u64)acc + (u64)to_fixed(sv[i] * delta[(u64)sr[i] * n + j]));
-            } else {
-                #pragma unroll 8
-                for (int i = 0; i < m; ++i)
-                    acc = (i64)((u64)acc + (u64)to_fixed(delta[(u64)sr[i] * n + j]));
+        i64 acc = 0;
+        for (u64 k0 = s; k0 < e; k0 += blockDim.x) {
+            u64 k = k0 + threadIdx.x;
+            if (k < e) {
+                sr[threadIdx.x] = rows[k];
+                sv[threadIdx.x] = has_vals ? vals[k] : 1.0f;
             }
+            __syncthreads();
+            int m = (int)min((u64)blockDim.x, e - k0);
+            if (j < n) {
+                if (has_vals) {
+                    #pragma unroll 8
+                    for (int i = 0; i < m; ++i)
+                        acc = (i64)((u64)acc + (u64)to_fixed(sv[i] * delta[(u64)sr[i] * n + j]));
+                } else {
+                    #pragma unroll 8
+                    for (int i = 0; i < m; ++i)
+                        acc = (i64)((u64)acc + (u64)to_fixed(delta[(u64)sr[i] * n + j]));
+                }
+            }
+            __syncthreads();
         }
-        __syncthreads();
+        if (j < n) {
+            float g = scaled_from_fixed(alpha, acc);
+            *o = beta == 0.0f ? g : beta * *o + g;
+        }
     }
-    if (j >= n) return;
-    float g = scaled_from_fixed(alpha, acc);
-    *o = beta == 0.0f ? g : beta * *o + g;
 }
 
 // ---- Exact top-K per row (engine/predict/topk.rs's contract) ------------------------------

@@ -153,7 +153,7 @@ impl Cuda {
         if len == 0 {
             return Ok(());
         }
-        let n = dw.cols as u64;
+        let (n, n_in) = (dw.cols as u64, dw.rows as u64);
         let (vals, has_vals) = self.vals_arg(&t.vals);
         let f = self.func("sparse_weight_gradient")?;
         let mut l = self.stream.launch_builder(f);
@@ -164,9 +164,16 @@ impl Cuda {
             .arg(&has_vals)
             .arg(delta.buf)
             .arg(&n)
+            .arg(&n_in)
             .arg(&alpha)
             .arg(&beta);
-        let cfg = Self::cfg_grid(dw.rows, dw.cols.div_ceil(BLOCK as usize))?;
+        // Blocks stride over the features: about four waves of the device (32 blocks of 256
+        // per SM, 8 resident), not one block per feature.
+        let col_blocks = dw.cols.div_ceil(BLOCK as usize);
+        let feature_blocks = dw
+            .rows
+            .min((self.sm_count as usize * 32).div_ceil(col_blocks).max(1));
+        let cfg = Self::cfg_grid(feature_blocks, col_blocks)?;
         // SAFETY: shapes checked; every row index of the transpose is below the batch size.
         unsafe { l.launch(cfg) }
             .map(|_| ())
