@@ -386,3 +386,29 @@ fn validation_under_mpirun_ranks_like_a_single_run() {
         "recall@20 alone {one}, 2 ranks {two}"
     );
 }
+
+#[test]
+fn checkpoints_resume_on_the_same_and_on_other_rank_counts() {
+    if !available() {
+        return;
+    }
+    let f = Fixture::new();
+    let full = f.train(2, "full.nc", &[]);
+    assert_eq!(full.code, Some(0), "{}", full.stderr);
+    let ck = f.train(2, "ck.nc", &["--checkpoint-every", "1"]);
+    assert_eq!(ck.code, Some(0), "{}", ck.stderr);
+    let checkpoint = f.p("ck.epoch1.nc");
+    assert!(Path::new(&checkpoint).exists(), "{}", ck.stderr);
+    // Same rank count: the resumed run ends with the uninterrupted run's bits.
+    let same = f.train(2, "resumed2.nc", &["--resume", &checkpoint]);
+    assert_eq!(same.code, Some(0), "{}", same.stderr);
+    assert_eq!(weights(&f.path("resumed2.nc")), weights(&f.path("full.nc")));
+    // Another rank count (and alone): the same model up to the cross-rank sums' rounding.
+    for np in [1, 4] {
+        let out = format!("resumed{np}.nc");
+        let o = f.train(np, &out, &["--resume", &checkpoint]);
+        assert_eq!(o.code, Some(0), "np {np}: {}", o.stderr);
+        let rel = relative_difference(&weights(&f.path(&out)), &weights(&f.path("full.nc")));
+        assert!(rel < 1e-5, "np {np}: {rel:e}");
+    }
+}
