@@ -23,26 +23,38 @@ impl<B: Backend> Network<B> {
         if rows == 0 {
             return Err(Error::invalid_argument("batch", "no minibatch is loaded"));
         }
-        let mut sums = vec![0.0f32; rows];
         for layer in self.graph.outputs() {
             let a = self.units[layer.id.0]
                 .as_ref()
                 .expect("output layers have a unit buffer");
-            let (ones, out) = &mut self.finite_check;
-            self.backend.gemm(
-                MatMut::new(out, rows, 1),
-                1.0,
-                Mat::new(a, rows, layer.units),
-                Trans::No,
-                Mat::new(ones, layer.units, 1),
-                Trans::No,
-                0.0,
-            )?;
-            self.backend.download(out, &mut sums)?;
-            if !sums.iter().all(|s| s.is_finite()) {
+            let (ones, sums) = &mut self.finite_check;
+            if !rows_finite(&self.backend, Mat::new(a, rows, layer.units), ones, sums)? {
                 return Ok(Some(layer.name.clone()));
             }
         }
         Ok(None)
     }
+}
+
+/// Whether every row sum of `a` (`Σ_j a[b][j]`, one `[rows × cols] · [cols]` product on the
+/// device with `ones` holding at least `cols` ones, into `sums`, at least `rows` long) is
+/// finite: false when an element is NaN or infinite (or the sum overflows).
+pub(crate) fn rows_finite<B: Backend>(
+    backend: &B,
+    a: Mat<'_, B::Vector>,
+    ones: &B::Vector,
+    sums: &mut B::Vector,
+) -> Result<bool> {
+    backend.gemm(
+        MatMut::new(sums, a.rows, 1),
+        1.0,
+        a,
+        Trans::No,
+        Mat::new(ones, a.cols, 1),
+        Trans::No,
+        0.0,
+    )?;
+    let mut host = vec![0.0f32; a.rows];
+    backend.download(sums, &mut host)?;
+    Ok(host.iter().all(|s| s.is_finite()))
 }

@@ -42,6 +42,7 @@ mod dropout;
 mod model;
 mod params;
 mod pass;
+mod steps;
 mod update;
 
 use crate::backend::traits::{Backend, Mat};
@@ -57,11 +58,13 @@ use crate::sparse::Csr;
 
 pub(crate) use batchnorm::BatchNorm;
 pub use batchnorm::{BatchNormTrainState, BatchNormValues};
+pub(crate) use check::rows_finite;
 pub(crate) use dropout::AlphaDropout;
 pub use model::SlotState;
 pub(crate) use model::{assemble_model, model_values};
 pub(crate) use pass::dropout_stream;
 pub use pass::StepStats;
+pub(crate) use steps::{hidden_layer_delta, output_layer_delta, Targets};
 
 /// The rows of one layer for one minibatch, on the host.
 #[derive(Clone, Debug)]

@@ -3,9 +3,11 @@
 //! `update.rs`).
 
 use super::update::fuses_weight;
-use super::{act_params, AlphaDropout, Loaded, Network};
+use super::{
+    act_params, hidden_layer_delta, output_layer_delta, AlphaDropout, Loaded, Network, Targets,
+};
 use crate::backend::cpu::FixedSum;
-use crate::backend::traits::{Backend, BatchNormState, Mat, MatMut, Trans};
+use crate::backend::traits::{Backend, DropoutMask, Mat, MatMut, Trans};
 use crate::descriptor::LayerKind;
 use crate::error::{Error, Result};
 use crate::graph::LayerId;
@@ -134,25 +136,7 @@ impl<B: Backend> Network<B> {
                 .as_mut()
                 .expect("non-input layers have unit buffers");
             if let Some(bn) = self.batch_norm[li].as_mut() {
-                let factor = if training {
-                    let f = 1.0 / (1.0 + bn.calls as f64);
-                    bn.calls += 1;
-                    Some(f)
-                } else {
-                    None
-                };
-                self.backend.batch_norm_forward(
-                    MatMut::new(dst, rows, units),
-                    &mut bn.xhat,
-                    BatchNormState {
-                        scale: &bn.scale,
-                        bias: &bn.bias,
-                        running_mean: &mut bn.running_mean,
-                        running_var: &mut bn.running_var,
-                        inv_std: &mut bn.inv_std,
-                    },
-                    factor,
-                )?;
+                bn.forward(&self.backend, MatMut::new(dst, rows, units), training)?;
             }
             let params = act_params(layer);
             self.backend.activation_forward(
@@ -255,14 +239,7 @@ impl<B: Backend> Network<B> {
                 let delta = self.deltas[li]
                     .as_mut()
                     .expect("non-input layers have deltas");
-                self.backend.batch_norm_backward(
-                    MatMut::new(delta, rows, units),
-                    &bn.xhat,
-                    &bn.scale,
-                    &bn.inv_std,
-                    &mut bn.dscale,
-                    &mut bn.dbias,
-                )?;
+                bn.backward(&self.backend, MatMut::new(delta, rows, units))?;
             }
             let alpha = -1.0 / rows as f32;
             for &eid in &layer.incoming {
@@ -380,7 +357,7 @@ impl<B: Backend> Network<B> {
     }
 
     /// A hidden layer's `∂L/∂a` (zero when nothing was `written` to it) to `∂L/∂z` before
-    /// `DeltaNorm` and batch normalisation: sparseness penalty, dropout, `f'`.
+    /// `DeltaNorm` and batch normalisation ([`hidden_layer_delta`]).
     fn hidden_delta(
         &mut self,
         layer: &crate::graph::Layer,
@@ -388,44 +365,18 @@ impl<B: Backend> Network<B> {
         seed: u64,
     ) -> Result<()> {
         let (rows, units, li) = (self.rows, layer.units, layer.id.0);
-        let delta = self.deltas[li]
-            .as_mut()
-            .expect("non-input layers have deltas");
-        if !written {
-            self.backend.upload(delta, &vec![0.0; rows * units])?;
-        }
-        if let Some(penalty) = layer.sparseness_penalty {
-            let a = self.units[li].as_ref().expect("hidden layers are dense");
-            self.backend.sparseness_penalty(
-                MatMut::new(delta, rows, units),
-                Mat::new(a, rows, units),
-                penalty.p,
-                penalty.beta,
-            )?;
-        }
-        if layer.p_dropout > 0.0 {
-            self.backend.dropout_backward(
-                MatMut::new(delta, rows, units),
-                layer.p_dropout,
-                seed,
-                dropout_stream(self.step, layer.id),
-            )?;
-            if let Some(ad) = AlphaDropout::of(layer) {
-                self.backend
-                    .scale_rows(MatMut::new(delta, rows, units), &vec![ad.scale; rows])?;
-            }
-        }
-        // f' from the activations before dropout (the unit buffer holds a/(1−p) or the
-        // dropped value; dropped units already have a zero delta).
-        let a = match (&self.pre_dropout[li], layer.p_dropout > 0.0) {
-            (Some(pre), true) => pre,
-            _ => self.units[li].as_ref().expect("hidden layers are dense"),
-        };
-        self.backend.activation_backward(
-            MatMut::new(delta, rows, units),
-            Mat::new(a, rows, units),
-            layer.activation,
-            &act_params(layer),
+        let mask = DropoutMask::whole(seed, dropout_stream(self.step, layer.id), units);
+        hidden_layer_delta(
+            &self.backend,
+            layer,
+            self.deltas[li]
+                .as_mut()
+                .expect("non-input layers have deltas"),
+            self.units[li].as_ref().expect("hidden layers are dense"),
+            self.pre_dropout[li].as_ref(),
+            (rows, units),
+            written,
+            mask,
         )
     }
 
@@ -462,37 +413,23 @@ impl<B: Backend> Network<B> {
 
     /// The output layer's `δ = ∂L/∂z`, scaled per example by the data weights.
     fn output_delta(&mut self, id: LayerId) -> Result<()> {
-        let rows = self.rows;
         let layer = self.graph.layer(id);
-        let units = layer.units;
         let spec = self.losses[id.0].expect("outputs have a loss");
-        let a = self.units[id.0].as_ref().expect("outputs are dense");
-        let delta = self.deltas[id.0].as_mut().expect("outputs have deltas");
-        match (&self.loaded[id.0], &self.targets[id.0]) {
-            (Loaded::Sparse(t), _) => self.backend.sparse_output_delta(
-                MatMut::new(delta, rows, units),
-                Mat::new(a, rows, units),
-                t,
-                &spec,
-                self.ignore_zero[id.0],
-            )?,
-            (Loaded::Dense, Some(t)) => self.backend.dense_output_delta(
-                MatMut::new(delta, rows, units),
-                Mat::new(a, rows, units),
-                Mat::new(t, rows, units),
-                &spec,
-            )?,
-            _ => {
-                return Err(Error::invalid_argument(
-                    "batch",
-                    format!("output layer `{}` has no targets loaded", layer.name),
-                ))
-            }
-        }
-        if let Some(w) = &self.example_weights[id.0] {
-            self.backend
-                .scale_rows(MatMut::new(delta, rows, units), w)?;
-        }
-        Ok(())
+        let targets = match (&self.loaded[id.0], &self.targets[id.0]) {
+            (Loaded::Sparse(t), _) => Targets::Sparse(t),
+            (Loaded::Dense, Some(t)) => Targets::Dense(t),
+            _ => Targets::Missing,
+        };
+        output_layer_delta(
+            &self.backend,
+            layer,
+            self.deltas[id.0].as_mut().expect("outputs have deltas"),
+            self.units[id.0].as_ref().expect("outputs are dense"),
+            targets,
+            (self.rows, layer.units),
+            &spec,
+            self.ignore_zero[id.0],
+            self.example_weights[id.0].as_deref(),
+        )
     }
 }

@@ -66,34 +66,11 @@ impl<B: Backend> Network<B> {
         }
         if !fused {
             for b in &mut self.biases {
-                let [s0, s1] = &mut b.state;
-                self.backend
-                    .optimizer_step(&mut b.b, &b.db, s0, s1, b.cols, opt, &bias_h, t)?;
+                b.update(&self.backend, opt, &bias_h, t)?;
             }
         }
         for bn in self.batch_norm.iter_mut().flatten() {
-            let [s0, s1] = &mut bn.scale_state;
-            self.backend.optimizer_step(
-                &mut bn.scale,
-                &bn.dscale,
-                s0,
-                s1,
-                bn.units,
-                opt,
-                &bias_h,
-                t,
-            )?;
-            let [s0, s1] = &mut bn.bias_state;
-            self.backend.optimizer_step(
-                &mut bn.bias,
-                &bn.dbias,
-                s0,
-                s1,
-                bn.units,
-                opt,
-                &bias_h,
-                t,
-            )?;
+            bn.update(&self.backend, opt, &bias_h, t)?;
         }
         Ok(())
     }

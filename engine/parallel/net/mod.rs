@@ -40,6 +40,7 @@
 //! Not supported across ranks (an [`Error::Unsupported`] at build, naming the layer): SoftMax
 //! on a hidden layer.
 
+mod backward;
 mod host;
 mod params;
 mod pass;
