@@ -155,6 +155,45 @@ pub struct Network<B: Backend> {
     finite_check: (B::Vector, B::Vector),
 }
 
+/// The loss of an output layer (`None` for other layers); errors when the error function has
+/// no kernel for the layer's activation.
+pub(crate) fn output_loss(graph: &Graph, layer: &crate::graph::Layer) -> Result<Option<LossSpec>> {
+    if layer.kind != crate::descriptor::LayerKind::Output {
+        return Ok(None);
+    }
+    let d = graph.descriptor();
+    let spec = LossSpec {
+        error: d.error_function,
+        activation: layer.activation,
+        act_params: act_params(layer),
+        smce: d.smce,
+        delta_boost: d.delta_boost,
+    };
+    spec.check().map_err(|e| Error::Graph {
+        network: graph.name().to_owned(),
+        layer: layer.name.clone(),
+        message: e.to_string(),
+    })?;
+    Ok(Some(spec))
+}
+
+/// A row of `len` copies of the alpha-dropout bias of an ELU/SELU hidden layer with dropout
+/// ([`AlphaDropout`]), `None` for other layers.
+pub(crate) fn alpha_bias_row<B: Backend>(
+    backend: &B,
+    layer: &crate::graph::Layer,
+    len: usize,
+) -> Result<Option<B::Vector>> {
+    match AlphaDropout::of(layer) {
+        Some(ad) if layer.kind == crate::descriptor::LayerKind::Hidden => {
+            let mut row = backend.zeros(len)?;
+            backend.upload(&mut row, &vec![ad.bias; len])?;
+            Ok(Some(row))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// The activation parameters of a compiled layer.
 pub(crate) fn act_params(layer: &crate::graph::Layer) -> ActivationParams {
     ActivationParams {
@@ -246,33 +285,9 @@ impl<B: Backend> Network<B> {
             } else {
                 None
             });
-            alpha_bias.push(match AlphaDropout::of(layer) {
-                Some(ad) if hidden => {
-                    let mut row = backend.zeros(layer.units)?;
-                    backend.upload(&mut row, &vec![ad.bias; layer.units])?;
-                    Some(row)
-                }
-                _ => None,
-            });
-            let is_output = layer.kind == crate::descriptor::LayerKind::Output;
+            alpha_bias.push(alpha_bias_row(&backend, layer, layer.units)?);
             targets.push(None);
-            losses.push(if is_output {
-                let spec = LossSpec {
-                    error: d.error_function,
-                    activation: layer.activation,
-                    act_params: act_params(layer),
-                    smce: d.smce,
-                    delta_boost: d.delta_boost,
-                };
-                spec.check().map_err(|e| Error::Graph {
-                    network: graph.name().to_owned(),
-                    layer: layer.name.clone(),
-                    message: e.to_string(),
-                })?;
-                Some(spec)
-            } else {
-                None
-            });
+            losses.push(output_loss(&graph, layer)?);
         }
         let state = state_len(optimizer);
         let state_buf = |k: usize, len: usize| backend.zeros(if state > k { len } else { 0 });

@@ -50,7 +50,9 @@ use crate::collective::Collective;
 use crate::descriptor::LayerKind;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, LayerId};
-use crate::network::{act_params, AlphaDropout, BatchNorm, EdgeBias, HostRows, MiniBatch, Param};
+use crate::network::{
+    alpha_bias_row, output_loss, BatchNorm, EdgeBias, HostRows, MiniBatch, Param,
+};
 use crate::ops::init::{init_bias, init_weights};
 use crate::ops::loss::LossSpec;
 use crate::ops::optimizer::state_len;
@@ -225,31 +227,8 @@ impl<'c, B: Backend, C: Collective> ShardedNetwork<'c, B, C> {
             } else {
                 None
             });
-            net.alpha_bias.push(match AlphaDropout::of(layer) {
-                Some(ad) if hidden => {
-                    let mut row = b.zeros(local)?;
-                    b.upload(&mut row, &vec![ad.bias; local])?;
-                    Some(row)
-                }
-                _ => None,
-            });
-            net.losses.push(if layer.kind == LayerKind::Output {
-                let spec = LossSpec {
-                    error: d.error_function,
-                    activation: layer.activation,
-                    act_params: act_params(layer),
-                    smce: d.smce,
-                    delta_boost: d.delta_boost,
-                };
-                spec.check().map_err(|e| Error::Graph {
-                    network: net.graph.name().to_owned(),
-                    layer: layer.name.clone(),
-                    message: e.to_string(),
-                })?;
-                Some(spec)
-            } else {
-                None
-            });
+            net.alpha_bias.push(alpha_bias_row(b, layer, local)?);
+            net.losses.push(output_loss(&net.graph, layer)?);
         }
         let state = state_len(optimizer);
         let state_buf = |k: usize, len: usize| b.zeros(if state > k { len } else { 0 });
