@@ -244,8 +244,18 @@ pub fn train_with<N: Trainable + ?Sized>(
             Ok(())
         })?;
         let seconds = start.elapsed().as_secs_f64();
+        let collectives = network
+            .take_collective_seconds()
+            .map(|(staging, exchange)| {
+                format!(
+                    " ({staging:.3} s of them staging blocks through the host, {exchange:.3} s \
+                     exchanging them)"
+                )
+            })
+            .unwrap_or_default();
         tracing::debug!(
-            "epoch {epoch}: {:.3} s waiting for batches, {:.3} s loading them, {:.3} s in steps",
+            "epoch {epoch}: {:.3} s waiting for batches, {:.3} s loading them, {:.3} s in \
+             steps{collectives}",
             timing.wait.as_secs_f64(),
             timing.load.as_secs_f64(),
             timing.step.as_secs_f64()

@@ -57,6 +57,11 @@ pub trait Trainable {
     fn upload_batch_norm_state(&mut self, state: &[BatchNormTrainState]) -> Result<()>;
     fn to_model(&self, extras: Extras) -> Result<Model>;
     fn load_weights(&mut self, model: &Model) -> Result<()>;
+    /// Seconds spent in collective steps since the last call, `(staging, exchange)`
+    /// ([`ShardedNetwork::take_collective_seconds`]); `None` on a single device.
+    fn take_collective_seconds(&mut self) -> Option<(f64, f64)> {
+        None
+    }
     /// Whether this is the rank that writes files and logs (rank 0; a single device always).
     fn is_root(&self) -> bool {
         true
@@ -149,6 +154,9 @@ impl<B: Backend, C: Collective> Trainable for ShardedNetwork<'_, B, C> {
     delegate!();
     fn is_root(&self) -> bool {
         self.comm().rank() == 0
+    }
+    fn take_collective_seconds(&mut self) -> Option<(f64, f64)> {
+        Some(ShardedNetwork::take_collective_seconds(self))
     }
     fn agree(&self, local: Result<()>) -> Result<()> {
         self.comm().check(local)

@@ -55,7 +55,15 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
             }
             if let Some(full) = self.delta_full[li].as_mut() {
                 let delta = self.deltas[li].as_ref().expect("non-input layers");
-                gather_columns(&self.backend, self.comm, delta, rows, &split, full)?;
+                gather_columns(
+                    &self.backend,
+                    self.comm,
+                    &self.timers,
+                    delta,
+                    rows,
+                    &split,
+                    full,
+                )?;
             }
             let alpha = -1.0 / rows as f32;
             for &eid in &layer.incoming {
@@ -126,6 +134,7 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
                             reduce_columns(
                                 &self.backend,
                                 self.comm,
+                                &self.timers,
                                 &self.scratch,
                                 rows,
                                 &src_split,

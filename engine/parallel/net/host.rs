@@ -9,38 +9,75 @@ use crate::ops::math;
 use crate::parallel::exact::{all_gather_columns, reduce_scatter_columns, sum_all};
 use crate::parallel::Split;
 
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+/// Where a rank's collective steps spend their time (for the training log): copying blocks
+/// between the device and the host (on a GPU this includes waiting for the queued kernels),
+/// and the exchange itself (fixed-point conversion and MPI).
+#[derive(Debug, Default)]
+pub(super) struct Timers {
+    pub staging: Cell<Duration>,
+    pub exchange: Cell<Duration>,
+}
+
+impl Timers {
+    fn add<T>(cell: &Cell<Duration>, f: impl FnOnce() -> T) -> T {
+        let t = Instant::now();
+        let out = f();
+        cell.set(cell.get() + t.elapsed());
+        out
+    }
+
+    /// `(staging, exchange)` seconds since the last call, then zero.
+    pub fn take(&self) -> (f64, f64) {
+        (
+            self.staging.take().as_secs_f64(),
+            self.exchange.take().as_secs_f64(),
+        )
+    }
+}
+
 /// `dst` (`rows × split.total()`) ← the column blocks `src` (`rows × split.len(rank)`) of
 /// every rank.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn gather_columns<B: Backend, C: Collective>(
     backend: &B,
     comm: &C,
+    timers: &Timers,
     src: &B::Vector,
     rows: usize,
     split: &Split,
     dst: &mut B::Vector,
 ) -> Result<()> {
     let mut local = vec![0.0; rows * split.len(comm.rank())];
-    backend.download(src, &mut local)?;
+    Timers::add(&timers.staging, || backend.download(src, &mut local))?;
     let mut whole = vec![0.0; rows * split.total()];
-    all_gather_columns(comm, &local, rows, split, &mut whole)?;
-    backend.upload(dst, &whole)
+    Timers::add(&timers.exchange, || {
+        all_gather_columns(comm, &local, rows, split, &mut whole)
+    })?;
+    Timers::add(&timers.staging, || backend.upload(dst, &whole))
 }
 
 /// `dst` (`rows × split.len(rank)`) ← this rank's columns of the sum over ranks of every
 /// rank's `partial` (`rows × split.total()`).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn reduce_columns<B: Backend, C: Collective>(
     backend: &B,
     comm: &C,
+    timers: &Timers,
     partial: &B::Vector,
     rows: usize,
     split: &Split,
     dst: &mut B::Vector,
 ) -> Result<()> {
     let mut whole = vec![0.0; rows * split.total()];
-    backend.download(partial, &mut whole)?;
+    Timers::add(&timers.staging, || backend.download(partial, &mut whole))?;
     let mut local = vec![0.0; rows * split.len(comm.rank())];
-    reduce_scatter_columns(comm, &whole, rows, split, &mut local)?;
-    backend.upload(dst, &local)
+    Timers::add(&timers.exchange, || {
+        reduce_scatter_columns(comm, &whole, rows, split, &mut local)
+    })?;
+    Timers::add(&timers.staging, || backend.upload(dst, &local))
 }
 
 /// SoftMax of each row of a layer whose columns are split over the ranks: `x` holds this

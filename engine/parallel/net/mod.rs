@@ -105,6 +105,8 @@ pub struct ShardedNetwork<'c, B: Backend, C: Collective> {
     step: u64,
     /// `(ones, per-example sums)` of the finite check.
     finite_check: (B::Vector, B::Vector),
+    /// Time spent in the collective steps ([`ShardedNetwork::take_collective_seconds`]).
+    timers: host::Timers,
 }
 
 impl<'c, B: Backend, C: Collective> ShardedNetwork<'c, B, C> {
@@ -194,6 +196,7 @@ impl<'c, B: Backend, C: Collective> ShardedNetwork<'c, B, C> {
             batch_norm: Vec::with_capacity(n),
             rows: 0,
             step: 0,
+            timers: host::Timers::default(),
             graph,
             plan,
         };
@@ -357,6 +360,13 @@ impl<'c, B: Backend, C: Collective> ShardedNetwork<'c, B, C> {
     /// This rank's units of layer `id`.
     pub fn local_units(&self, id: LayerId) -> std::ops::Range<usize> {
         self.split(id).range(self.rank())
+    }
+
+    /// Seconds this rank spent in collective steps since the last call: `(staging, exchange)`
+    /// — copying blocks between device and host (on a GPU including the wait for the queued
+    /// kernels), and the exchange itself (fixed-point conversion and the transport).
+    pub fn take_collective_seconds(&mut self) -> (f64, f64) {
+        self.timers.take()
     }
 
     /// Bytes this rank's device buffers hold (weight blocks, gradients, optimizer state,

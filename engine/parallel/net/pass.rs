@@ -102,6 +102,7 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
                             gather_columns(
                                 &self.backend,
                                 self.comm,
+                                &self.timers,
                                 a,
                                 rows,
                                 &src_split,
@@ -136,6 +137,7 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
                         reduce_columns(
                             &self.backend,
                             self.comm,
+                            &self.timers,
                             &self.scratch,
                             rows,
                             &split,
