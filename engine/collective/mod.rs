@@ -35,6 +35,7 @@
 mod local;
 #[cfg(feature = "mpi")]
 mod mpi;
+pub(crate) mod pool;
 mod threads;
 mod wire;
 

@@ -124,6 +124,12 @@ impl Mpi {
         if block == 0 {
             return Ok(());
         }
+        if counts.iter().all(|&c| c == block) {
+            // Even counts: no padding needed.
+            self.world
+                .reduce_scatter_block_into(send, recv, system_op(op));
+            return Ok(());
+        }
         let mut padded = vec![T::default(); block * self.size];
         let mut at = 0;
         for (r, &c) in counts.iter().enumerate() {
@@ -206,8 +212,10 @@ impl Collective for Mpi {
             }
             (Wire::I32(s), WireMut::I32(r)) => self.reduce_scatter_padded(s, counts, r, op),
             (Wire::I64(s), WireMut::I64(r)) if as_unsigned => {
-                let s: Vec<u64> = s.iter().map(|&x| x as u64).collect();
-                self.reduce_scatter_padded(&s, counts, unsigned!(r, u64), op)
+                // SAFETY: i64 and u64 have the same size and alignment, every bit pattern is
+                // valid for both, and wrapping sums are the same bits either way.
+                let s = unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u64>(), s.len()) };
+                self.reduce_scatter_padded(s, counts, unsigned!(r, u64), op)
             }
             (Wire::I64(s), WireMut::I64(r)) => self.reduce_scatter_padded(s, counts, r, op),
             (Wire::U64(s), WireMut::U64(r)) => self.reduce_scatter_padded(s, counts, r, op),

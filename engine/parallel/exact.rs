@@ -17,9 +17,19 @@
 //! [`Split`] is held as `rows × len(r)` on rank `r` ([`all_gather_columns`] assembles the
 //! whole; [`reduce_scatter_columns`] sums whole matrices and leaves each rank its block).
 
+use std::cell::RefCell;
+
 use super::Split;
+use crate::collective::pool::with_buffer;
 use crate::collective::{Collective, ReduceOp};
 use crate::error::{Error, Result};
+
+thread_local! {
+    /// Fixed-point blocks and sums of [`reduce_scatter_columns`].
+    static FIXED: RefCell<Vec<i64>> = const { RefCell::new(Vec::new()) };
+    /// Gathered blocks of [`all_gather_columns`].
+    static BLOCKS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
 
 /// `2^e` as an `f64`, for `−1022 ≤ e ≤ 1023`.
 fn pow2(e: i32) -> f64 {
@@ -120,29 +130,33 @@ pub fn reduce_scatter_columns<C: Collective>(
     let counts: Vec<usize> = split.counts().iter().map(|&c| c * rows).collect();
     let max = global_max_f32(comm, partial)?;
     let Some(s) = shared_scale(max, comm.size()) else {
-        let blocks = to_blocks(partial, rows, split, |v| v);
-        return comm.reduce_scatter(&blocks, &counts, out, ReduceOp::Sum);
+        return with_buffer(&BLOCKS, partial.len(), |blocks| {
+            to_blocks(partial, rows, split, |v| v, blocks);
+            comm.reduce_scatter(blocks, &counts, out, ReduceOp::Sum)
+        });
     };
     let (up, down) = (pow2(s), pow2(-s));
-    let blocks = to_blocks(partial, rows, split, |v| round_to_i64(v as f64 * up));
-    let mut sums = vec![0i64; out.len()];
-    comm.reduce_scatter(&blocks, &counts, &mut sums, ReduceOp::Sum)?;
-    for (o, f) in out.iter_mut().zip(sums) {
-        *o = (f as f64 * down) as f32;
-    }
-    Ok(())
+    with_buffer(&FIXED, partial.len() + out.len(), |buf| {
+        let (blocks, sums) = buf.split_at_mut(partial.len());
+        to_blocks(
+            partial,
+            rows,
+            split,
+            |v| round_to_i64(v as f64 * up),
+            blocks,
+        );
+        comm.reduce_scatter(blocks, &counts, sums, ReduceOp::Sum)?;
+        for (o, &f) in out.iter_mut().zip(sums.iter()) {
+            *o = (f as f64 * down) as f32;
+        }
+        Ok(())
+    })
 }
 
-/// `m` (`rows × split.total()`) rearranged as the column blocks of every rank in rank order,
-/// each block `rows × len(r)` row-major, mapped through `f`.
-fn to_blocks<T: Copy + Default>(
-    m: &[f32],
-    rows: usize,
-    split: &Split,
-    f: impl Fn(f32) -> T,
-) -> Vec<T> {
+/// `m` (`rows × split.total()`) rearranged into `out` as the column blocks of every rank in
+/// rank order, each block `rows × len(r)` row-major, mapped through `f`.
+fn to_blocks<T: Copy>(m: &[f32], rows: usize, split: &Split, f: impl Fn(f32) -> T, out: &mut [T]) {
     let n = split.total();
-    let mut out = vec![T::default(); m.len()];
     let mut at = 0;
     for r in 0..split.parts() {
         let range = split.range(r);
@@ -154,7 +168,6 @@ fn to_blocks<T: Copy + Default>(
             at += src.len();
         }
     }
-    out
 }
 
 /// Assembles the whole `rows × split.total()` matrix `out` from every rank's column block
@@ -170,18 +183,19 @@ pub fn all_gather_columns<C: Collective>(
     check_shape("local block", local.len(), rows, split.len(comm.rank()))?;
     check_shape("gathered matrix", out.len(), rows, n)?;
     let counts: Vec<usize> = split.counts().iter().map(|&c| c * rows).collect();
-    let mut blocks = vec![0.0f32; rows * n];
-    comm.all_gather(local, &counts, &mut blocks)?;
-    let mut at = 0;
-    for r in 0..split.parts() {
-        let range = split.range(r);
-        for b in 0..rows {
-            let len = range.len();
-            out[b * n + range.start..b * n + range.end].copy_from_slice(&blocks[at..at + len]);
-            at += len;
+    with_buffer(&BLOCKS, rows * n, |blocks| {
+        comm.all_gather(local, &counts, blocks)?;
+        let mut at = 0;
+        for r in 0..split.parts() {
+            let range = split.range(r);
+            for b in 0..rows {
+                let len = range.len();
+                out[b * n + range.start..b * n + range.end].copy_from_slice(&blocks[at..at + len]);
+                at += len;
+            }
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Every rank's `local` (rank `r` passes `counts[r]` values) concatenated in rank order on

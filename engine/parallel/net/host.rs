@@ -9,8 +9,15 @@ use crate::ops::math;
 use crate::parallel::exact::{all_gather_columns, reduce_scatter_columns, sum_all};
 use crate::parallel::Split;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
+
+use crate::collective::pool::with_buffer;
+
+thread_local! {
+    /// Host copies of the blocks a collective step moves.
+    static STAGING: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
 
 /// Where a rank's collective steps spend their time (for the training log): copying blocks
 /// between the device and the host (on a GPU this includes waiting for the queued kernels),
@@ -50,13 +57,15 @@ pub(super) fn gather_columns<B: Backend, C: Collective>(
     split: &Split,
     dst: &mut B::Vector,
 ) -> Result<()> {
-    let mut local = vec![0.0; rows * split.len(comm.rank())];
-    Timers::add(&timers.staging, || backend.download(src, &mut local))?;
-    let mut whole = vec![0.0; rows * split.total()];
-    Timers::add(&timers.exchange, || {
-        all_gather_columns(comm, &local, rows, split, &mut whole)
-    })?;
-    Timers::add(&timers.staging, || backend.upload(dst, &whole))
+    let (n_local, n_whole) = (rows * split.len(comm.rank()), rows * split.total());
+    with_buffer(&STAGING, n_local + n_whole, |buf| {
+        let (local, whole) = buf.split_at_mut(n_local);
+        Timers::add(&timers.staging, || backend.download(src, local))?;
+        Timers::add(&timers.exchange, || {
+            all_gather_columns(comm, local, rows, split, whole)
+        })?;
+        Timers::add(&timers.staging, || backend.upload(dst, whole))
+    })
 }
 
 /// `dst` (`rows × split.len(rank)`) ← this rank's columns of the sum over ranks of every
@@ -71,13 +80,15 @@ pub(super) fn reduce_columns<B: Backend, C: Collective>(
     split: &Split,
     dst: &mut B::Vector,
 ) -> Result<()> {
-    let mut whole = vec![0.0; rows * split.total()];
-    Timers::add(&timers.staging, || backend.download(partial, &mut whole))?;
-    let mut local = vec![0.0; rows * split.len(comm.rank())];
-    Timers::add(&timers.exchange, || {
-        reduce_scatter_columns(comm, &whole, rows, split, &mut local)
-    })?;
-    Timers::add(&timers.staging, || backend.upload(dst, &local))
+    let (n_local, n_whole) = (rows * split.len(comm.rank()), rows * split.total());
+    with_buffer(&STAGING, n_local + n_whole, |buf| {
+        let (local, whole) = buf.split_at_mut(n_local);
+        Timers::add(&timers.staging, || backend.download(partial, whole))?;
+        Timers::add(&timers.exchange, || {
+            reduce_scatter_columns(comm, whole, rows, split, local)
+        })?;
+        Timers::add(&timers.staging, || backend.upload(dst, local))
+    })
 }
 
 /// SoftMax of each row of a layer whose columns are split over the ranks: `x` holds this
