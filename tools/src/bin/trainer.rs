@@ -201,7 +201,8 @@ struct Setup {
 /// rank runs this; failures before training are agreed so that every rank reports them).
 fn run<C: Collective>(args: Args, comm: Option<&C>) -> Result<()> {
     let comm = comm.filter(|c| c.size() > 1);
-    let Some(setup) = ranks::agree(comm, prepare(&args))? else {
+    let root = comm.is_none_or(|c| c.rank() == 0);
+    let Some(setup) = ranks::agree(comm, prepare(&args, root))? else {
         return Ok(());
     };
     let chosen = ranks::agree(comm, choose(args.device, args.threads, args.tf32))?;
@@ -220,8 +221,8 @@ fn run<C: Collective>(args: Args, comm: Option<&C>) -> Result<()> {
 }
 
 /// Reads the descriptor and data and settles the configuration; `None` when `--check` only
-/// had to print.
-fn prepare(args: &Args) -> Result<Option<Setup>> {
+/// had to print (which the `root` rank does).
+fn prepare(args: &Args, root: bool) -> Result<Option<Setup>> {
     let net_path = match (&args.network, &args.config) {
         (Some(p), None) | (None, Some(p)) => p.clone(),
         (Some(_), Some(_)) => bail!("give the descriptor once: as NET.json or with -c"),
@@ -230,6 +231,9 @@ fn prepare(args: &Args) -> Result<Option<Setup>> {
     let descriptor = Descriptor::from_file(&net_path)?;
     let datasets = load_datasets(args, &descriptor, &net_path)?;
     if args.check && datasets.is_empty() {
+        if !root {
+            return Ok(None);
+        }
         println!(
             "{}: a valid descriptor with {} layers",
             net_path.display(),
@@ -239,7 +243,9 @@ fn prepare(args: &Args) -> Result<Option<Setup>> {
     }
     let graph = Graph::compile(&descriptor, &train::shapes(&datasets))?;
     if args.check {
-        print!("{}", graph.layer_table());
+        if root {
+            print!("{}", graph.layer_table());
+        }
         return Ok(None);
     }
     let out = args
