@@ -209,6 +209,36 @@ pub fn gather_to_root<C: Collective>(
     root: usize,
     chunk: usize,
 ) -> Result<Vec<f32>> {
+    let starts: Vec<usize> = counts
+        .iter()
+        .scan(0, |acc, &c| {
+            let s = *acc;
+            *acc += c;
+            Some(s)
+        })
+        .collect();
+    let mut out = if comm.rank() == root {
+        vec![0.0f32; counts.iter().sum()]
+    } else {
+        Vec::new()
+    };
+    gather_to_root_with(comm, local, counts, root, chunk, |q, at, values| {
+        out[starts[q] + at..starts[q] + at + values.len()].copy_from_slice(values);
+    })?;
+    Ok(out)
+}
+
+/// [`gather_to_root`] handing each received piece to `place(rank, offset, values)` on the
+/// root (values `offset..offset + values.len()` of `rank`'s part) instead of concatenating,
+/// so that the root can lay the parts out where they belong without a second copy.
+pub fn gather_to_root_with<C: Collective>(
+    comm: &C,
+    local: &[f32],
+    counts: &[usize],
+    root: usize,
+    chunk: usize,
+    mut place: impl FnMut(usize, usize, &[f32]),
+) -> Result<()> {
     let (rank, size) = (comm.rank(), comm.size());
     if counts.len() != size || counts[rank] != local.len() || root >= size || chunk == 0 {
         return Err(Error::invalid_argument(
@@ -219,20 +249,6 @@ pub fn gather_to_root<C: Collective>(
             ),
         ));
     }
-    let total: usize = counts.iter().sum();
-    let mut out = if rank == root {
-        vec![0.0f32; total]
-    } else {
-        Vec::new()
-    };
-    let starts: Vec<usize> = counts
-        .iter()
-        .scan(0, |acc, &c| {
-            let s = *acc;
-            *acc += c;
-            Some(s)
-        })
-        .collect();
     let rounds = counts.iter().map(|&c| c.div_ceil(chunk)).max().unwrap_or(0);
     let mut buf = Vec::new();
     for t in 0..rounds {
@@ -244,13 +260,12 @@ pub fn gather_to_root<C: Collective>(
             let mut at = 0;
             for (q, &c) in counts.iter().enumerate() {
                 let p = piece(c);
-                let dst = starts[q] + p.start;
-                out[dst..dst + p.len()].copy_from_slice(&buf[at..at + p.len()]);
+                place(q, p.start, &buf[at..at + p.len()]);
                 at += p.len();
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use crate::network::{
     assemble_model, model_values, BatchNorm, BatchNormTrainState, BatchNormValues, SlotState,
 };
 use crate::ops::optimizer::state_len;
-use crate::parallel::exact::gather_to_root;
+use crate::parallel::exact::{gather_to_root, gather_to_root_with};
 use crate::parallel::{column_shard, Sharding};
 use crate::predict::{merge_top_k_batch, ShardTopKBatch};
 use crate::sparse::CsrView;
@@ -39,21 +39,32 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
                 a * b
             })
             .collect();
-        let blocks = gather_to_root(self.comm, &local, &counts, 0, GATHER_CHUNK)?;
-        if rank != 0 || wp.sharding == Sharding::ByInput {
-            return Ok(blocks);
+        if wp.sharding == Sharding::ByInput {
+            // Row blocks: the concatenation is the whole matrix.
+            return gather_to_root(self.comm, &local, &counts, 0, GATHER_CHUNK);
         }
+        // Column blocks: each piece of rank q's `in × len(q)` block goes to its rows' columns.
         let (n_in, n_out) = (wp.input_units, wp.output_units);
-        let mut whole = vec![0.0; n_in * n_out];
-        let mut at = 0;
-        for q in 0..size {
-            let range = wp.split.range(q);
-            for row in 0..n_in {
-                whole[row * n_out + range.start..row * n_out + range.end]
-                    .copy_from_slice(&blocks[at..at + range.len()]);
-                at += range.len();
-            }
-        }
+        let mut whole = if rank == 0 {
+            vec![0.0; n_in * n_out]
+        } else {
+            Vec::new()
+        };
+        gather_to_root_with(
+            self.comm,
+            &local,
+            &counts,
+            0,
+            GATHER_CHUNK,
+            |q, at, values| {
+                let range = wp.split.range(q);
+                let width = range.len();
+                for (k, &v) in values.iter().enumerate() {
+                    let (row, col) = ((at + k) / width, (at + k) % width);
+                    whole[row * n_out + range.start + col] = v;
+                }
+            },
+        )?;
         Ok(whole)
     }
 
