@@ -578,3 +578,21 @@ fn ranks_keeping_only_their_columns_train_the_same_bits() {
         assert_eq!(ba, bb);
     }
 }
+
+/// A layer narrower than the rank count leaves some ranks without units of it.
+#[test]
+fn layers_narrower_than_the_rank_count_train() {
+    let data = datasets(ml1m(256));
+    let d = descriptor(
+        r#"{ "Name": "H1", "Kind": "Hidden", "Source": "Input", "N": 3, "Activation": "Sigmoid" },
+           { "Name": "H2", "Kind": "Hidden", "Source": "H1", "N": 2, "Activation": "Tanh",
+             "DeltaNorm": 1.0, "WeightNorm": 2.0 }"#,
+        r#""Activation": "Sigmoid""#,
+        "CrossEntropy",
+    );
+    let cfg = config(Optimizer::Adam, 64);
+    let one = single(&d, &data, &cfg);
+    let got = sharded(&d, &data, &cfg, 4, 1);
+    let rel = relative_difference(&got.params, &one.params);
+    assert!(rel < 1e-5, "weights differ by {rel:e}");
+}
