@@ -45,9 +45,29 @@ impl Timers {
     }
 }
 
+/// One collective step through the host: downloads `src` (`src_len` values) into a staging
+/// buffer, runs `exchange(downloaded, result)` (`dst_len` values out), uploads the result to
+/// `dst`; the copies count as staging time, the exchange as exchange time.
+#[allow(clippy::too_many_arguments)]
+fn through_host<B: Backend>(
+    backend: &B,
+    timers: &Timers,
+    src: &B::Vector,
+    src_len: usize,
+    dst: &mut B::Vector,
+    dst_len: usize,
+    exchange: impl FnOnce(&[f32], &mut [f32]) -> Result<()>,
+) -> Result<()> {
+    with_buffer(&STAGING, src_len + dst_len, |buf| {
+        let (down, up) = buf.split_at_mut(src_len);
+        Timers::add(&timers.staging, || backend.download(src, down))?;
+        Timers::add(&timers.exchange, || exchange(down, up))?;
+        Timers::add(&timers.staging, || backend.upload(dst, up))
+    })
+}
+
 /// `dst` (`rows × split.total()`) ← the column blocks `src` (`rows × split.len(rank)`) of
 /// every rank.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn gather_columns<B: Backend, C: Collective>(
     backend: &B,
     comm: &C,
@@ -58,19 +78,19 @@ pub(super) fn gather_columns<B: Backend, C: Collective>(
     dst: &mut B::Vector,
 ) -> Result<()> {
     let (n_local, n_whole) = (rows * split.len(comm.rank()), rows * split.total());
-    with_buffer(&STAGING, n_local + n_whole, |buf| {
-        let (local, whole) = buf.split_at_mut(n_local);
-        Timers::add(&timers.staging, || backend.download(src, local))?;
-        Timers::add(&timers.exchange, || {
-            all_gather_columns(comm, local, rows, split, whole)
-        })?;
-        Timers::add(&timers.staging, || backend.upload(dst, whole))
-    })
+    through_host(
+        backend,
+        timers,
+        src,
+        n_local,
+        dst,
+        n_whole,
+        |local, whole| all_gather_columns(comm, local, rows, split, whole),
+    )
 }
 
 /// `dst` (`rows × split.len(rank)`) ← this rank's columns of the sum over ranks of every
 /// rank's `partial` (`rows × split.total()`).
-#[allow(clippy::too_many_arguments)]
 pub(super) fn reduce_columns<B: Backend, C: Collective>(
     backend: &B,
     comm: &C,
@@ -81,14 +101,15 @@ pub(super) fn reduce_columns<B: Backend, C: Collective>(
     dst: &mut B::Vector,
 ) -> Result<()> {
     let (n_local, n_whole) = (rows * split.len(comm.rank()), rows * split.total());
-    with_buffer(&STAGING, n_local + n_whole, |buf| {
-        let (local, whole) = buf.split_at_mut(n_local);
-        Timers::add(&timers.staging, || backend.download(partial, whole))?;
-        Timers::add(&timers.exchange, || {
-            reduce_scatter_columns(comm, whole, rows, split, local)
-        })?;
-        Timers::add(&timers.staging, || backend.upload(dst, local))
-    })
+    through_host(
+        backend,
+        timers,
+        partial,
+        n_whole,
+        dst,
+        n_local,
+        |whole, local| reduce_scatter_columns(comm, whole, rows, split, local),
+    )
 }
 
 /// SoftMax of each row of a layer whose columns are split over the ranks: `x` holds this
