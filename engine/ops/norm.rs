@@ -86,28 +86,11 @@ pub fn clip_column_norms(w: &mut [f32], rows: usize, cols: usize, max_norm: f32)
     if max_norm <= 0.0 || cols == 0 {
         return;
     }
-    let mut sq = vec![0.0f64; cols];
-    for row in w.chunks_exact(cols).take(rows) {
-        for (s, &v) in sq.iter_mut().zip(row) {
-            *s += f64::from(v) * f64::from(v);
-        }
-    }
-    let limit = f64::from(max_norm);
-    let scale: Vec<f32> = sq
+    let factors: Vec<f32> = column_squares(w, rows, cols)
         .into_iter()
-        .map(|s| {
-            if s > limit * limit {
-                (limit / s.sqrt()) as f32
-            } else {
-                1.0
-            }
-        })
+        .map(|sq| clip_factor(sq, max_norm))
         .collect();
-    for row in w.chunks_exact_mut(cols).take(rows) {
-        for (v, &k) in row.iter_mut().zip(&scale) {
-            *v *= k;
-        }
-    }
+    scale_columns(w, rows, cols, &factors);
 }
 
 /// `DeltaNorm`: every row of `x` (one example's delta) whose L2 norm exceeds `max_norm` is
@@ -116,11 +99,60 @@ pub fn clip_row_norms(x: &mut [f32], rows: usize, cols: usize, max_norm: f32) {
     if max_norm <= 0.0 || cols == 0 {
         return;
     }
+    let factors: Vec<f32> = row_squares(x, rows, cols)
+        .into_iter()
+        .map(|sq| clip_factor(sq, max_norm))
+        .collect();
+    scale_rows_by(x, cols, &factors);
+}
+
+/// The squared L2 norm (in `f64`) of each of the `cols` columns of `w` (`rows × cols`).
+pub fn column_squares(w: &[f32], rows: usize, cols: usize) -> Vec<f64> {
+    let mut sq = vec![0.0f64; cols];
+    for row in w.chunks_exact(cols.max(1)).take(rows) {
+        for (s, &v) in sq.iter_mut().zip(row) {
+            *s += f64::from(v) * f64::from(v);
+        }
+    }
+    sq
+}
+
+/// The squared L2 norm (in `f64`) of each of the `rows` rows of `x` (`rows × cols`).
+pub fn row_squares(x: &[f32], rows: usize, cols: usize) -> Vec<f64> {
+    (0..rows)
+        .map(|b| {
+            x[b * cols..(b + 1) * cols]
+                .iter()
+                .map(|&v| f64::from(v) * f64::from(v))
+                .sum()
+        })
+        .collect()
+}
+
+/// The factor that brings a vector of squared norm `sq` down to norm `max_norm`:
+/// `max_norm / √sq` when `sq > max_norm²`, else 1.
+pub fn clip_factor(sq: f64, max_norm: f32) -> f32 {
     let limit = f64::from(max_norm);
-    for row in x.chunks_exact_mut(cols).take(rows) {
-        let sq: f64 = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
-        if sq > limit * limit {
-            let k = (limit / sq.sqrt()) as f32;
+    if sq > limit * limit {
+        (limit / sq.sqrt()) as f32
+    } else {
+        1.0
+    }
+}
+
+/// Multiplies column `j` of `w` (`rows × cols`) by `factors[j]`.
+pub fn scale_columns(w: &mut [f32], rows: usize, cols: usize, factors: &[f32]) {
+    for row in w.chunks_exact_mut(cols.max(1)).take(rows) {
+        for (v, &k) in row.iter_mut().zip(factors) {
+            *v *= k;
+        }
+    }
+}
+
+/// Multiplies row `b` of `x` (`cols` wide) by `factors[b]`.
+pub fn scale_rows_by(x: &mut [f32], cols: usize, factors: &[f32]) {
+    for (row, &k) in x.chunks_exact_mut(cols.max(1)).zip(factors) {
+        if k != 1.0 {
             row.iter_mut().for_each(|v| *v *= k);
         }
     }

@@ -5,7 +5,7 @@
 use crate::backend::traits::Backend;
 use crate::collective::{Collective, ReduceOp};
 use crate::error::Result;
-use crate::ops::math;
+use crate::ops::{math, norm};
 use crate::parallel::exact::{all_gather_columns, reduce_scatter_columns, sum_all};
 use crate::parallel::Split;
 
@@ -153,7 +153,8 @@ pub(super) fn softmax_rows<B: Backend, C: Collective>(
 }
 
 /// `DeltaNorm` of a layer split by columns: every row whose L2 norm over all ranks' columns
-/// exceeds `max_norm` is scaled to it ([`crate::ops::norm::clip_row_norms`]'s rule).
+/// exceeds `max_norm` is scaled to it ([`crate::ops::norm::clip_row_norms`]'s rule, the
+/// squares summed across ranks).
 pub(super) fn clip_split_row_norms<B: Backend, C: Collective>(
     backend: &B,
     comm: &C,
@@ -164,28 +165,16 @@ pub(super) fn clip_split_row_norms<B: Backend, C: Collective>(
 ) -> Result<()> {
     let mut v = vec![0.0f32; rows * cols];
     backend.download(x, &mut v)?;
-    let mut sq: Vec<f64> = (0..rows)
-        .map(|b| {
-            v[b * cols..(b + 1) * cols]
-                .iter()
-                .map(|&x| f64::from(x) * f64::from(x))
-                .sum()
-        })
-        .collect();
+    let mut sq = norm::row_squares(&v, rows, cols);
     sum_all(comm, &mut sq)?;
-    let limit = f64::from(max_norm);
-    for (b, &s) in sq.iter().enumerate() {
-        if s > limit * limit {
-            let k = (limit / s.sqrt()) as f32;
-            v[b * cols..(b + 1) * cols].iter_mut().for_each(|x| *x *= k);
-        }
-    }
+    let factors: Vec<f32> = sq.iter().map(|&s| norm::clip_factor(s, max_norm)).collect();
+    norm::scale_rows_by(&mut v, cols, &factors);
     backend.upload(x, &v)
 }
 
 /// `WeightNorm` of an input-sharded weight (each rank holds some rows of every column):
 /// every column whose L2 norm over all ranks' rows exceeds `max_norm` is scaled to it
-/// ([`crate::ops::norm::clip_column_norms`]'s rule).
+/// ([`crate::ops::norm::clip_column_norms`]'s rule, the squares summed across ranks).
 pub(super) fn clip_split_column_norms<B: Backend, C: Collective>(
     backend: &B,
     comm: &C,
@@ -196,29 +185,10 @@ pub(super) fn clip_split_column_norms<B: Backend, C: Collective>(
 ) -> Result<()> {
     let mut v = vec![0.0f32; rows * cols];
     backend.download(w, &mut v)?;
-    let mut sq = vec![0.0f64; cols];
-    for row in v.chunks_exact(cols.max(1)).take(rows) {
-        for (s, &x) in sq.iter_mut().zip(row) {
-            *s += f64::from(x) * f64::from(x);
-        }
-    }
+    let mut sq = norm::column_squares(&v, rows, cols);
     sum_all(comm, &mut sq)?;
-    let limit = f64::from(max_norm);
-    let scale: Vec<f32> = sq
-        .iter()
-        .map(|&s| {
-            if s > limit * limit {
-                (limit / s.sqrt()) as f32
-            } else {
-                1.0
-            }
-        })
-        .collect();
-    for row in v.chunks_exact_mut(cols.max(1)).take(rows) {
-        for (x, &k) in row.iter_mut().zip(&scale) {
-            *x *= k;
-        }
-    }
+    let factors: Vec<f32> = sq.iter().map(|&s| norm::clip_factor(s, max_norm)).collect();
+    norm::scale_columns(&mut v, rows, cols, &factors);
     backend.upload(w, &v)
 }
 
