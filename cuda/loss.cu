@@ -104,6 +104,30 @@ extern "C" __global__ void loss_partials(i64* partials, const float* a, const fl
     if (threadIdx.x == 0) partials[blockIdx.x] = acc;
 }
 
+// The training forward of a non-SoftMax output layer with sparse targets, pass 1 of
+// Backend::sparse_output_forward in one read of z: a = f(z) in place (activation_forward's
+// formula), d = δ(a, 0) (zero_target_delta's; 0 with ignore_zero) and, per block, the i64
+// partial Σ fixed(L(a, 0)) (loss_partials' terms; none with ignore_zero). Grid-stride, any grid:
+// the partials are exact integers, so their total does not depend on how elements are split.
+// Needs blockDim.x == LOSS_BLOCK.
+extern "C" __global__ void output_zero_pass(float* za, float* d, i64* partials, u64 n, int act,
+                                            ActParams ap, LossParams s, int ignore_zero) {
+    __shared__ i64 sh[LOSS_BLOCK];
+    i64 acc = 0;
+    for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
+        float a = act_forward(act, za[i], ap);
+        za[i] = a;
+        if (ignore_zero) {
+            d[i] = 0.0f;
+        } else {
+            d[i] = unit_delta(s, a, 0.0f);
+            acc = (i64)((u64)acc + (u64)to_fixed(unit_loss(s, a, 0.0f)));
+        }
+    }
+    acc = block_reduce(acc, sh, AddI());
+    if (threadIdx.x == 0) partials[blockIdx.x] = acc;
+}
+
 // Per row (one block each): Σ over its non-zeros of fixed(L(a, t)) − fixed(L(a, 0)) (or
 // fixed(L(a, t)) alone with ignore_zero), an exact integer sum in any order.
 extern "C" __global__ void sparse_loss_rows(i64* out, const float* a, const u64* offsets, const u32* cols,

@@ -167,6 +167,28 @@ fn fused_sgd_epoch_matches_the_cpu_and_repeats_bit_for_bit() {
     compare(SIGMOID_NET, Optimizer::Sgd, 1e-4);
 }
 
+#[test]
+fn fused_output_pass_trains_the_same_bits_as_the_composed_kernels() {
+    if !Cuda::available() {
+        eprintln!("skipped: no CUDA device");
+        return;
+    }
+    let backend = |fused: bool| {
+        let mut cuda = Cuda::new(0, false).unwrap();
+        cuda.set_fused_output(fused);
+        cuda
+    };
+    for json in [SIGMOID_NET, SOFTMAX_NET] {
+        let (fused_loss, fused_w) = train_on(backend(true), json, 2, Optimizer::Adam);
+        let (loss, w) = train_on(backend(false), json, 2, Optimizer::Adam);
+        assert_eq!(fused_loss, loss, "losses, fused vs composed");
+        for (i, (a, b)) in fused_w.iter().zip(&w).enumerate() {
+            let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "parameter array {i}: fused vs composed");
+        }
+    }
+}
+
 /// [`train_on`] split over `ranks` ranks (the `Threads` collective), each rank on its own
 /// backend from `backend`; returns rank 0's losses and whole parameters.
 fn train_sharded_on<B: Backend>(

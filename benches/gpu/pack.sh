@@ -2,8 +2,9 @@
 # Builds everything the GPU machine runs (it has no Rust toolchain) and packs it into
 # .gpu/bundle.tar.xz (git-ignored), with the shared libraries the binaries need beyond glibc:
 #   - release binaries with CUDA: trainer, predictor, converter, generate-data;
-#   - the CUDA test executables (tests/cuda_parity.rs, tests/cuda_training.rs, the library's
-#     unit tests with the NVRTC compile check), built with the `ci` profile;
+#   - the CUDA test executables (tests/cuda_parity.rs, cuda_topk.rs, cuda_training.rs,
+#     cuda_fused_output.rs, fused_output.rs, the library's unit tests with the NVRTC compile
+#     check), built with the `ci` profile;
 # then `benches/gpu/run.sh` runs there (carry `.gpu` with the device tool).
 #
 #   benches/gpu/pack.sh
@@ -24,7 +25,8 @@ cp target/release/examples/gpu_topk target/release/examples/sharded_gpu "$stage/
 
 # Test executables: their paths from cargo's JSON messages.
 cargo test --profile ci --features cuda --no-run --message-format=json \
-    --lib --test cuda_parity --test cuda_topk --test cuda_training 2>/dev/null |
+    --lib --test cuda_parity --test cuda_topk --test cuda_training --test cuda_fused_output \
+    --test fused_output 2>/dev/null |
     python3 -c '
 import json, sys
 for line in sys.stdin:

@@ -247,6 +247,23 @@ pub trait Backend: Send + Sync {
         spec: &LossSpec,
         ignore_zero: bool,
     ) -> Result<FixedSum>;
+    /// The training forward of an output layer with sparse targets, fused with its loss
+    /// and delta: `z ← f(z)` ([`Backend::activation_forward`] with `spec`'s activation and
+    /// parameters), then `delta` ← [`Backend::sparse_output_delta`] of the activations and
+    /// the returned loss ← [`Backend::sparse_output_loss`], with their contracts and bits.
+    /// The default runs those three primitives ([`sparse_output_forward_composed`]); a
+    /// device may instead read `z` once where they make four passes over the
+    /// `rows × units` matrix.
+    fn sparse_output_forward(
+        &self,
+        z: MatMut<Self::Vector>,
+        delta: MatMut<Self::Vector>,
+        targets: &Self::SparseBatch,
+        spec: &LossSpec,
+        ignore_zero: bool,
+    ) -> Result<FixedSum> {
+        sparse_output_forward_composed(self, z, delta, targets, spec, ignore_zero)
+    }
     /// Output delta for dense targets.
     fn dense_output_delta(
         &self,
@@ -424,6 +441,25 @@ pub struct BatchNormState<'a, V> {
     pub running_mean: &'a mut V,
     pub running_var: &'a mut V,
     pub inv_std: &'a mut V,
+}
+
+/// [`Backend::sparse_output_forward`] from its three primitives: the activation in place,
+/// the loss, then the delta (the trait's default, and the fallback of devices for the cases
+/// their fused kernels do not take).
+pub fn sparse_output_forward_composed<B: Backend + ?Sized>(
+    backend: &B,
+    z: MatMut<B::Vector>,
+    delta: MatMut<B::Vector>,
+    targets: &B::SparseBatch,
+    spec: &LossSpec,
+    ignore_zero: bool,
+) -> Result<FixedSum> {
+    let (rows, cols) = (z.rows, z.cols);
+    let a = z.buf;
+    backend.activation_forward(MatMut::new(a, rows, cols), spec.activation, &spec.act_params)?;
+    let loss = backend.sparse_output_loss(Mat::new(a, rows, cols), targets, spec, ignore_zero)?;
+    backend.sparse_output_delta(delta, Mat::new(a, rows, cols), targets, spec, ignore_zero)?;
+    Ok(loss)
 }
 
 /// The `rows × cols` values of `m`, downloaded.

@@ -150,6 +150,10 @@ pub struct Network<B: Backend> {
     step: u64,
     /// Whether [`Network::backward_update`] may fuse plain SGD into the backward pass.
     fused_sgd: bool,
+    /// Per output layer with sparse targets, after a training [`Network::forward`]: its
+    /// loss, computed with its delta in the same pass ([`Backend::sparse_output_forward`]);
+    /// cleared by every forward and minibatch.
+    fused_loss: Vec<Option<crate::backend::cpu::FixedSum>>,
     /// Scratch of [`Network::non_finite_output`]: ones (the widest output layer's units) and
     /// one sum per example.
     finite_check: (B::Vector, B::Vector),
@@ -363,6 +367,7 @@ impl<B: Backend> Network<B> {
             losses,
             step: 0,
             fused_sgd: true,
+            fused_loss: vec![None; n],
             finite_check,
         })
     }
@@ -441,6 +446,7 @@ impl<B: Backend> Network<B> {
             ));
         }
         self.rows = batch.rows;
+        self.fused_loss.iter_mut().for_each(|l| *l = None);
         for slot in &mut self.loaded {
             *slot = Loaded::None;
         }

@@ -59,6 +59,7 @@ impl<B: Backend> Network<B> {
         if rows == 0 {
             return Err(Error::invalid_argument("batch", "no minibatch is loaded"));
         }
+        self.fused_loss.iter_mut().for_each(|l| *l = None);
         for li in 0..self.graph.layers().len() {
             let layer = &self.graph.layers()[li];
             if layer.kind == LayerKind::Input {
@@ -138,6 +139,20 @@ impl<B: Backend> Network<B> {
             if let Some(bn) = self.batch_norm[li].as_mut() {
                 bn.forward(&self.backend, MatMut::new(dst, rows, units), training)?;
             }
+            if training && layer.kind == LayerKind::Output {
+                if let (Loaded::Sparse(t), Some(spec)) = (&self.loaded[li], &self.losses[li]) {
+                    let delta = self.deltas[li].as_mut().expect("outputs have deltas");
+                    let loss = self.backend.sparse_output_forward(
+                        MatMut::new(dst, rows, units),
+                        MatMut::new(delta, rows, units),
+                        t,
+                        spec,
+                        self.ignore_zero[li],
+                    )?;
+                    self.fused_loss[li] = Some(loss);
+                    continue;
+                }
+            }
             let params = act_params(layer);
             self.backend.activation_forward(
                 MatMut::new(dst, rows, units),
@@ -177,9 +192,10 @@ impl<B: Backend> Network<B> {
             let a = self.units_mat(layer.id).expect("outputs are dense");
             let ignore_zero = self.ignore_zero[layer.id.0];
             let loss = match (&self.loaded[layer.id.0], &self.targets[layer.id.0]) {
-                (Loaded::Sparse(t), _) => {
-                    self.backend.sparse_output_loss(a, t, spec, ignore_zero)?
-                }
+                (Loaded::Sparse(t), _) => match self.fused_loss[layer.id.0] {
+                    Some(loss) => loss,
+                    None => self.backend.sparse_output_loss(a, t, spec, ignore_zero)?,
+                },
                 (Loaded::Dense, Some(t)) => {
                     let t = Mat::new(t, self.rows, layer.units);
                     self.backend.dense_output_loss(a, t, spec)?
@@ -416,6 +432,7 @@ impl<B: Backend> Network<B> {
         let layer = self.graph.layer(id);
         let spec = self.losses[id.0].expect("outputs have a loss");
         let targets = match (&self.loaded[id.0], &self.targets[id.0]) {
+            _ if self.fused_loss[id.0].is_some() => Targets::Written,
             (Loaded::Sparse(t), _) => Targets::Sparse(t),
             (Loaded::Dense, Some(t)) => Targets::Dense(t),
             _ => Targets::Missing,

@@ -58,6 +58,9 @@ pub(crate) fn hidden_layer_delta<B: Backend>(
 pub(crate) enum Targets<'a, B: Backend> {
     Sparse(&'a B::SparseBatch),
     Dense(&'a B::Vector),
+    /// The delta is already in place: the training forward wrote it
+    /// ([`Backend::sparse_output_forward`]).
+    Written,
     /// None loaded: an error naming the layer.
     Missing,
 }
@@ -90,6 +93,7 @@ pub(crate) fn output_layer_delta<B: Backend>(
             Mat::new(t, rows, cols),
             spec,
         )?,
+        Targets::Written => {}
         Targets::Missing => {
             return Err(Error::invalid_argument(
                 "batch",

@@ -24,6 +24,9 @@ pub(super) const BLOCK: u32 = 256;
 /// The largest K the device top-K sorts in shared memory (`TOPK_MAX` in cuda/sparse.cu);
 /// larger K are selected on the host.
 pub(super) const TOPK_MAX: usize = 2048;
+/// The environment variable that turns the fused output pass on (`1`) when a backend is
+/// created ([`Cuda::set_fused_output`]).
+pub const FUSED_OUTPUT_ENV: &str = "MOIRA_CUDA_FUSED_OUTPUT";
 /// Elements per block of the loss partial sums (`LOSS_BLOCK · LOSS_PER_THREAD` in loss.cu).
 pub(super) const LOSS_SPAN: usize = 256 * 8;
 
@@ -37,6 +40,9 @@ pub struct Cuda {
     pub(super) dummy_f32: CudaSlice<f32>,
     pub(super) device_name: String,
     pub(super) sm_count: u32,
+    /// Whether [`Backend::sparse_output_forward`] runs the fused kernel
+    /// ([`Cuda::set_fused_output`]).
+    pub(super) fused_output: bool,
 }
 
 impl std::fmt::Debug for Cuda {
@@ -234,7 +240,22 @@ impl Cuda {
             dummy_f32,
             device_name,
             sm_count,
+            fused_output: std::env::var_os(FUSED_OUTPUT_ENV).is_some_and(|v| v == "1"),
         })
+    }
+
+    /// Chooses how [`Backend::sparse_output_forward`] runs for non-SoftMax outputs: `true`,
+    /// one fused pass over the output (`output_zero_pass` in cuda/loss.cu); `false`, the
+    /// activation, loss and delta kernels one after the other. Both give the same bits. The
+    /// default is `false` unless the environment sets `MOIRA_CUDA_FUSED_OUTPUT=1`: the fused
+    /// kernel is new and waits for its first run on a GPU (benches/gpu/NOTES.md).
+    pub fn set_fused_output(&mut self, fused: bool) {
+        self.fused_output = fused;
+    }
+
+    /// Whether the fused output pass is on ([`Cuda::set_fused_output`]).
+    pub fn fused_output(&self) -> bool {
+        self.fused_output
     }
 
     /// The device's name (e.g. "NVIDIA H100 80GB HBM3").
@@ -471,6 +492,17 @@ impl Backend for Cuda {
         ignore_zero: bool,
     ) -> Result<FixedSum> {
         self.sparse_output_loss_impl(a, targets, spec, ignore_zero)
+    }
+
+    fn sparse_output_forward(
+        &self,
+        z: MatMut<CudaSlice<f32>>,
+        delta: MatMut<CudaSlice<f32>>,
+        targets: &CudaSparseBatch,
+        spec: &LossSpec,
+        ignore_zero: bool,
+    ) -> Result<FixedSum> {
+        self.sparse_output_forward_impl(z, delta, targets, spec, ignore_zero)
     }
 
     fn dense_output_delta(

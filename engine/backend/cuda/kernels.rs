@@ -53,6 +53,7 @@ pub const KERNELS: &[&str] = &[
     "dense_target_delta",
     "loss_partials",
     "sparse_loss_rows",
+    "output_zero_pass",
 ];
 
 /// The whole program: every source file, each preceded by a `#line` directive so that NVRTC's

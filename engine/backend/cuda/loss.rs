@@ -1,13 +1,13 @@
 //! Output deltas and losses of [`Cuda`] (cuda/loss.cu): dense and sparse targets, the two-pass
 //! sparse scheme, SoftMax rows, fixed-point loss totals summed exactly on the host.
 
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaViewMut, PushKernelArg};
 
 use super::backend::{check_fits, dev, mat_len, Cuda};
-use super::backend::{CudaSparseBatch, LossParams, LOSS_SPAN};
+use super::backend::{ActParams, CudaSparseBatch, LossParams, LOSS_SPAN};
 use crate::backend::cpu::check_dim;
 use crate::backend::cpu::FixedSum;
-use crate::backend::traits::{Mat, MatMut};
+use crate::backend::traits::{sparse_output_forward_composed, Mat, MatMut};
 use crate::error::Result;
 use crate::ops::loss::LossSpec;
 use crate::ops::{Activation, ErrorFunction};
@@ -54,25 +54,7 @@ impl Cuda {
         }
         // Pass 2: the non-zeros.
         let mode = target_mode(softmax, ce);
-        let (rows, cols) = (a.rows as u64, a.cols as u64);
-        let (vals, has_vals) = self.vals_arg(&targets.vals);
-        let unique = i32::from(targets.unique);
-        let f = self.func("sparse_target_delta")?;
-        let mut l = self.stream.launch_builder(f);
-        l.arg(&mut *delta.buf)
-            .arg(a.buf)
-            .arg(&targets.offsets)
-            .arg(&targets.cols)
-            .arg(vals)
-            .arg(&has_vals)
-            .arg(&rows)
-            .arg(&cols)
-            .arg(&p)
-            .arg(&mode)
-            .arg(&unique);
-        let cfg = Self::cfg_grid(a.rows, 1)?;
-        // SAFETY: target columns are below `cols` (checked shapes, CSR invariant).
-        unsafe { l.launch(cfg) }.map_err(Self::launch_err("sparse_target_delta"))?;
+        self.sparse_target_delta(delta.buf, a, targets, &p, mode)?;
         if softmax {
             self.softmax_rows(delta.buf, a.buf, a.rows, a.cols, ce)?;
         }
@@ -101,26 +83,133 @@ impl Cuda {
                 .alloc_zeros::<i64>(a.rows)
                 .map_err(dev("allocating"))?;
             let p = LossParams::from(spec);
-            let (rows, cols, iz) = (a.rows as u64, a.cols as u64, i32::from(ignore_zero));
-            let (vals, has_vals) = self.vals_arg(&targets.vals);
-            let f = self.func("sparse_loss_rows")?;
-            let mut l = self.stream.launch_builder(f);
-            l.arg(&mut per_row)
-                .arg(a.buf)
-                .arg(&targets.offsets)
-                .arg(&targets.cols)
-                .arg(vals)
-                .arg(&has_vals)
-                .arg(&rows)
-                .arg(&cols)
-                .arg(&p)
-                .arg(&iz);
-            let cfg = Self::cfg_grid(a.rows, 1)?;
-            // SAFETY: `per_row` has `rows` elements; target columns are below `cols`.
-            unsafe { l.launch(cfg) }.map_err(Self::launch_err("sparse_loss_rows"))?;
+            self.sparse_loss_rows(&mut per_row.slice_mut(..), a, targets, &p, ignore_zero)?;
             total = total.wrapping_add(self.sum_partials(&per_row, a.rows)?);
         }
         Ok(FixedSum(total))
+    }
+
+    /// [`crate::backend::Backend::sparse_output_forward`]: for non-SoftMax outputs, when
+    /// enabled ([`Cuda::set_fused_output`]), one pass over `z` (`output_zero_pass`: the
+    /// activation, the zero-target deltas and loss terms) then the non-zeros' deltas and loss
+    /// terms (`sparse_target_delta`, `sparse_loss_rows`), with one download of the loss
+    /// partials; otherwise the composed primitives. The same bits either way: the element
+    /// formulas are the same functions, and the loss is an exact integer sum.
+    pub(super) fn sparse_output_forward_impl(
+        &self,
+        z: MatMut<CudaSlice<f32>>,
+        delta: MatMut<CudaSlice<f32>>,
+        targets: &CudaSparseBatch,
+        spec: &LossSpec,
+        ignore_zero: bool,
+    ) -> Result<FixedSum> {
+        if !self.fused_output || spec.activation == Activation::SoftMax {
+            return sparse_output_forward_composed(self, z, delta, targets, spec, ignore_zero);
+        }
+        check_dim("sparse output forward: target rows", targets.n_rows, z.rows)?;
+        check_dim("sparse output forward: target cols", targets.n_cols, z.cols)?;
+        check_dim("sparse output forward: delta rows", delta.rows, z.rows)?;
+        check_dim("sparse output forward: delta cols", delta.cols, z.cols)?;
+        let (rows, cols) = (z.rows, z.cols);
+        let len = rows * cols;
+        check_fits(len, delta.buf.len().min(z.buf.len()))?;
+        if len == 0 {
+            return Ok(FixedSum(0));
+        }
+        let cfg = self.cfg_elems(len);
+        let blocks = cfg.grid_dim.0 as usize;
+        // The pass's per-block partials, then one per row for the non-zeros.
+        let mut partials = self
+            .stream
+            .alloc_zeros::<i64>(blocks + rows)
+            .map_err(dev("allocating"))?;
+        let p = LossParams::from(spec);
+        let (n, act, ap, iz) = (
+            len as u64,
+            spec.activation as i32,
+            ActParams::from(&spec.act_params),
+            i32::from(ignore_zero),
+        );
+        let f = self.func("output_zero_pass")?;
+        let mut l = self.stream.launch_builder(f);
+        l.arg(&mut *z.buf)
+            .arg(&mut *delta.buf)
+            .arg(&mut partials)
+            .arg(&n)
+            .arg(&act)
+            .arg(&ap)
+            .arg(&p)
+            .arg(&iz);
+        // SAFETY: `z` and `delta` hold `len` elements, `partials` one per block; the block
+        // size is BLOCK = LOSS_BLOCK, the kernel's shared reduction width.
+        unsafe { l.launch(cfg) }.map_err(Self::launch_err("output_zero_pass"))?;
+        let a = Mat::new(&*z.buf, rows, cols);
+        self.sparse_target_delta(delta.buf, a, targets, &p, target_mode(false, false))?;
+        self.sparse_loss_rows(&mut partials.slice_mut(blocks..), a, targets, &p, ignore_zero)?;
+        Ok(FixedSum(self.sum_partials(&partials, blocks + rows)?))
+    }
+
+    /// Pass 2 of the sparse-target delta: each row's non-zeros overwrite their deltas
+    /// (`mode`: [`target_mode`]).
+    fn sparse_target_delta(
+        &self,
+        delta: &mut CudaSlice<f32>,
+        a: Mat<CudaSlice<f32>>,
+        targets: &CudaSparseBatch,
+        p: &LossParams,
+        mode: i32,
+    ) -> Result<()> {
+        let (rows, cols) = (a.rows as u64, a.cols as u64);
+        let (vals, has_vals) = self.vals_arg(&targets.vals);
+        let unique = i32::from(targets.unique);
+        let f = self.func("sparse_target_delta")?;
+        let mut l = self.stream.launch_builder(f);
+        l.arg(delta)
+            .arg(a.buf)
+            .arg(&targets.offsets)
+            .arg(&targets.cols)
+            .arg(vals)
+            .arg(&has_vals)
+            .arg(&rows)
+            .arg(&cols)
+            .arg(p)
+            .arg(&mode)
+            .arg(&unique);
+        let cfg = Self::cfg_grid(a.rows, 1)?;
+        // SAFETY: target columns are below `cols` (checked shapes, CSR invariant).
+        unsafe { l.launch(cfg) }.map_err(Self::launch_err("sparse_target_delta"))?;
+        Ok(())
+    }
+
+    /// Each row's loss terms over its non-zeros, `fixed(L(a, t)) − fixed(L(a, 0))` (or the
+    /// first alone with `ignore_zero`), into `out[b]` (at least `a.rows` long).
+    fn sparse_loss_rows(
+        &self,
+        out: &mut CudaViewMut<'_, i64>,
+        a: Mat<CudaSlice<f32>>,
+        targets: &CudaSparseBatch,
+        p: &LossParams,
+        ignore_zero: bool,
+    ) -> Result<()> {
+        check_fits(a.rows, out.len())?;
+        let (rows, cols, iz) = (a.rows as u64, a.cols as u64, i32::from(ignore_zero));
+        let (vals, has_vals) = self.vals_arg(&targets.vals);
+        let f = self.func("sparse_loss_rows")?;
+        let mut l = self.stream.launch_builder(f);
+        l.arg(out)
+            .arg(a.buf)
+            .arg(&targets.offsets)
+            .arg(&targets.cols)
+            .arg(vals)
+            .arg(&has_vals)
+            .arg(&rows)
+            .arg(&cols)
+            .arg(p)
+            .arg(&iz);
+        let cfg = Self::cfg_grid(a.rows, 1)?;
+        // SAFETY: `out` has at least `rows` elements; target columns are below `cols`.
+        unsafe { l.launch(cfg) }.map_err(Self::launch_err("sparse_loss_rows"))?;
+        Ok(())
     }
 
     pub(super) fn dense_output_delta_impl(

@@ -18,4 +18,4 @@ mod loss;
 mod sparse;
 mod topk;
 
-pub use backend::{Cuda, CudaSparseBatch};
+pub use backend::{Cuda, CudaSparseBatch, FUSED_OUTPUT_ENV};
