@@ -43,6 +43,64 @@ extern "C" __global__ void spmm(float* out, const u64* offsets, const u32* cols,
     }
 }
 
+// `spmm` four columns per thread (n % 4 == 0): each thread loads w[c, j..j+4] as one float4
+// and keeps four sums, each over the chunk's non-zeros in the same order as `spmm`'s, so the
+// bits are `spmm`'s. Grid: (rows, blocks of 4·blockDim.x columns, chunks).
+extern "C" __global__ void spmm_quads(float* out, const u64* offsets, const u32* cols, const float* vals,
+                                      int has_vals, const float* w, u64 n, float beta, float* parts) {
+    __shared__ u32 sc[SPMM_CHUNK];
+    __shared__ float sv[SPMM_CHUNK];
+    u64 b = blockIdx.x, z = blockIdx.z;
+    u64 j = (blockIdx.y * (u64)blockDim.x + threadIdx.x) * 4;
+    u64 row_start = offsets[b], end = offsets[b + 1];
+    u64 start = row_start + z * SPMM_CHUNK;
+    if (start >= end && z > 0) return;
+    u64 k = start + threadIdx.x;
+    if (k < end) {
+        sc[threadIdx.x] = cols[k];
+        sv[threadIdx.x] = has_vals ? vals[k] : 1.0f;
+    }
+    __syncthreads();
+    if (j >= n) return;
+    int m = (int)min((u64)SPMM_CHUNK, end > start ? end - start : 0);
+    float4 part = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (has_vals) {
+        #pragma unroll 4
+        for (int i = 0; i < m; ++i) {
+            float4 x = *reinterpret_cast<const float4*>(w + (u64)sc[i] * n + j);
+            float v = sv[i];
+            part.x += v * x.x;
+            part.y += v * x.y;
+            part.z += v * x.z;
+            part.w += v * x.w;
+        }
+    } else {
+        #pragma unroll 4
+        for (int i = 0; i < m; ++i) {
+            float4 x = *reinterpret_cast<const float4*>(w + (u64)sc[i] * n + j);
+            part.x += x.x;
+            part.y += x.y;
+            part.z += x.z;
+            part.w += x.w;
+        }
+    }
+    if (end - row_start <= SPMM_CHUNK) {
+        float4* o = reinterpret_cast<float4*>(out + b * n + j);
+        if (beta == 0.0f) {
+            *o = part;
+        } else {
+            float4 p = *o;
+            p.x = beta * p.x + part.x;
+            p.y = beta * p.y + part.y;
+            p.z = beta * p.z + part.z;
+            p.w = beta * p.w + part.w;
+            *o = p;
+        }
+    } else {
+        *reinterpret_cast<float4*>(parts + (b * gridDim.z + z) * n + j) = part;
+    }
+}
+
 // Adds the chunk sums of rows longer than one chunk, in chunk order from 0 (see `spmm`).
 extern "C" __global__ void spmm_combine(float* out, const u64* offsets, const float* parts, u64 n,
                                         u64 chunks, float beta) {
@@ -147,9 +205,12 @@ extern "C" __global__ void csc_fill(const u64* offsets, const u32* cols, const f
 // cost exceeded their work: most features are absent from a minibatch). The feature's rows
 // are staged through shared memory as in `spmm`. The sum is an integer, so the order of a
 // feature's rows does not matter.
+// With `absent_rows` 0 the rows of features absent from the batch are left alone (for
+// sparse_gradient_absent_rows, or beta = 1).
 extern "C" __global__ void sparse_weight_gradient(float* dw, const u64* starts, const u32* rows,
                                                   const float* vals, int has_vals, const float* delta,
-                                                  u64 n, u64 n_in, float alpha, float beta) {
+                                                  u64 n, u64 n_in, float alpha, float beta,
+                                                  int absent_rows) {
     __shared__ u32 sr[256];
     __shared__ float sv[256];
     const u64 j = blockIdx.y * (u64)blockDim.x + threadIdx.x;
@@ -157,7 +218,7 @@ extern "C" __global__ void sparse_weight_gradient(float* dw, const u64* starts, 
         const u64 s = starts[f], e = starts[f + 1];
         float* o = dw + f * n + j;
         if (s == e) {
-            if (j < n && beta != 1.0f) *o = beta == 0.0f ? 0.0f : *o * beta;
+            if (absent_rows && j < n && beta != 1.0f) *o = beta == 0.0f ? 0.0f : *o * beta;
             continue;
         }
         i64 acc = 0;
@@ -185,6 +246,47 @@ extern "C" __global__ void sparse_weight_gradient(float* dw, const u64* starts, 
         if (j < n) {
             float g = scaled_from_fixed(alpha, acc);
             *o = beta == 0.0f ? g : beta * *o + g;
+        }
+    }
+}
+
+// The rows of features absent from the batch, sparse_weight_gradient's `s == e` case on its
+// own: dw[f, :] ← 0 (beta = 0) or beta·dw[f, :], four floats at a time when rows are a whole
+// number of float4 (n % 4 == 0). Grid-stride over the (row, quad) pairs; the row and offset
+// advance by the stride's quotient and remainder, so there is one 64-bit division per thread.
+extern "C" __global__ void sparse_gradient_absent_rows(float* dw, const u64* starts, u64 n, u64 n_in,
+                                                       float beta) {
+    const int quads = (n % 4) == 0;
+    const u64 per_row = quads ? n / 4 : n;
+    const u64 total = n_in * per_row;
+    const u64 stride = (u64)gridDim.x * blockDim.x;
+    const u64 stride_rows = stride / per_row, stride_rest = stride % per_row;
+    u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x;
+    u64 f = i / per_row, r = i % per_row;
+    for (; i < total; i += stride) {
+        if (starts[f] == starts[f + 1]) {
+            if (quads) {
+                float4* p = reinterpret_cast<float4*>(dw + f * n) + r;
+                if (beta == 0.0f) {
+                    *p = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                } else {
+                    float4 v = *p;
+                    v.x = v.x * beta;
+                    v.y = v.y * beta;
+                    v.z = v.z * beta;
+                    v.w = v.w * beta;
+                    *p = v;
+                }
+            } else {
+                float* p = dw + f * n + r;
+                *p = beta == 0.0f ? 0.0f : *p * beta;
+            }
+        }
+        f += stride_rows;
+        r += stride_rest;
+        if (r >= per_row) {
+            r -= per_row;
+            f += 1;
         }
     }
 }

@@ -4,7 +4,7 @@
 //! "skipped: no CUDA device" and passes where there is no device.
 #![cfg(feature = "cuda")]
 
-use moira::backend::cuda::Cuda;
+use moira::backend::cuda::{Cuda, KernelChoices};
 use moira::backend::{Backend, Cpu};
 use moira::dataset::Dataset;
 use moira::descriptor::Descriptor;
@@ -175,7 +175,10 @@ fn fused_output_pass_trains_the_same_bits_as_the_composed_kernels() {
     }
     let backend = |fused: bool| {
         let mut cuda = Cuda::new(0, false).unwrap();
-        cuda.set_fused_output(fused);
+        cuda.set_kernel_choices(KernelChoices {
+            fused_output: fused,
+            ..KernelChoices::default()
+        });
         cuda
     };
     for json in [SIGMOID_NET, SOFTMAX_NET] {

@@ -92,7 +92,11 @@ fn batch(graph: &Graph, rows: &Csr, weights: bool, ignore_zero: bool) -> MiniBat
         } else {
             Vec::new()
         },
-        ignore_zero: if ignore_zero { vec![output] } else { Vec::new() },
+        ignore_zero: if ignore_zero {
+            vec![output]
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -108,7 +112,11 @@ fn pass<B: Backend>(
     net.load_batch(batch).unwrap();
     net.forward(training, 3).unwrap();
     let loss = net.loss().unwrap().to_f64();
-    let out = net.layer_output(id(graph, "Output")).unwrap().data().to_vec();
+    let out = net
+        .layer_output(id(graph, "Output"))
+        .unwrap()
+        .data()
+        .to_vec();
     net.backward(3).unwrap();
     let grads = net
         .download_gradients()
@@ -182,14 +190,17 @@ fn fused_training_forward_gives_the_unfused_bits_on_the_cpu() {
 #[cfg(feature = "cuda")]
 #[test]
 fn fused_training_forward_gives_the_unfused_bits_on_cuda() {
-    use moira::backend::cuda::Cuda;
+    use moira::backend::cuda::{Cuda, KernelChoices};
     if !Cuda::available() {
         eprintln!("skipped: no CUDA device");
         return;
     }
     check(|| {
         let mut cuda = Cuda::new(0, false).unwrap();
-        cuda.set_fused_output(true);
+        cuda.set_kernel_choices(KernelChoices {
+            fused_output: true,
+            ..KernelChoices::default()
+        });
         cuda
     });
 }

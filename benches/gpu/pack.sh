@@ -3,7 +3,7 @@
 # .gpu/bundle.tar.xz (git-ignored), with the shared libraries the binaries need beyond glibc:
 #   - release binaries with CUDA: trainer, predictor, converter, generate-data;
 #   - the CUDA test executables (tests/cuda_parity.rs, cuda_topk.rs, cuda_training.rs,
-#     cuda_fused_output.rs, fused_output.rs, the library's unit tests with the NVRTC compile
+#     cuda_kernel_variants.rs, fused_output.rs, the library's unit tests with the NVRTC compile
 #     check), built with the `ci` profile;
 # then `benches/gpu/run.sh` runs there (carry `.gpu` with the device tool).
 #
@@ -25,7 +25,7 @@ cp target/release/examples/gpu_topk target/release/examples/sharded_gpu "$stage/
 
 # Test executables: their paths from cargo's JSON messages.
 cargo test --profile ci --features cuda --no-run --message-format=json \
-    --lib --test cuda_parity --test cuda_topk --test cuda_training --test cuda_fused_output \
+    --lib --test cuda_parity --test cuda_topk --test cuda_training --test cuda_kernel_variants \
     --test fused_output 2>/dev/null |
     python3 -c '
 import json, sys

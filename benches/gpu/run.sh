@@ -31,15 +31,18 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 
 status=0
 if [[ "$mode" == tests || "$mode" == all ]]; then
-    for t in moira cuda_parity cuda_topk cuda_training cuda_fused_output fused_output; do
+    for t in moira cuda_parity cuda_topk cuda_training cuda_kernel_variants fused_output; do
         echo "== $t"
         run "$work/tests/$t" --test-threads 1 2>&1 | tee "$out/test-$t.log" | grep -E "^test |test result|panicked|relative error|skipped" || true
         [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
     done
-    # The training tests again with the fused output pass as the default (every Cuda::new).
-    echo "== cuda_training, MOIRA_CUDA_FUSED_OUTPUT=1"
-    MOIRA_CUDA_FUSED_OUTPUT=1 run "$work/tests/cuda_training" --test-threads 1 2>&1 | tee "$out/test-cuda_training-fused.log" | grep -E "^test |test result|panicked|relative error|skipped" || true
-    [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+    # The parity and training tests again with the kernels awaiting their first GPU run on
+    # in every backend (MOIRA_CUDA_NEW_KERNELS=1; engine/backend/cuda/backend.rs).
+    for t in cuda_parity cuda_training; do
+        echo "== $t, MOIRA_CUDA_NEW_KERNELS=1"
+        MOIRA_CUDA_NEW_KERNELS=1 run "$work/tests/$t" --test-threads 1 2>&1 | tee "$out/test-$t-new.log" | grep -E "^test |test result|panicked|relative error|skipped" || true
+        [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+    done
 fi
 
 if [[ "$mode" == mpi ]]; then
@@ -78,21 +81,21 @@ if [[ "$mode" == bench || "$mode" == all ]]; then
     run "$work/bin/generate-data" --preset ml20m --format text --output "$d/ml20m.txt" 2>&1 | tail -1
     run "$work/bin/converter" -d input -i "$d/ml20m.txt" -o "$d/input.nc" -f "$d/features" -s "$d/samples" -c 2>&1 | tail -1
     run "$work/bin/converter" -d output -i "$d/ml20m.txt" -o "$d/output.nc" -f "$d/features" -s "$d/samples" 2>&1 | tail -1
-    # FUSED="0 1" (default): each Moira run without and with the fused output pass
-    # (MOIRA_CUDA_FUSED_OUTPUT); the runs with it are named *-fused-*.
-    for fused in ${FUSED:-0 1}; do
-        tag=""; [[ $fused == 1 ]] && tag="-fused"
+    # NEW="0 1" (default): each Moira run without and with the kernels awaiting their first
+    # GPU run (MOIRA_CUDA_NEW_KERNELS); the runs with them are named *-new-*.
+    for new in ${NEW:-0 1}; do
+        tag=""; [[ $new == 1 ]] && tag="-new"
         echo "== moira$tag"
         for prec in fp32 tf32; do
             flag=""; [[ $prec == tf32 ]] && flag="--tf32"
-            MOIRA_CUDA_FUSED_OUTPUT=$fused RUST_LOG=${RUST_LOG:-debug} run "$work/bin/trainer" networks/deep-recommender.json -i "$d/input.nc" -o "$d/output.nc" \
+            MOIRA_CUDA_NEW_KERNELS=$new RUST_LOG=${RUST_LOG:-debug} run "$work/bin/trainer" networks/deep-recommender.json -i "$d/input.nc" -o "$d/output.nc" \
                 -n "$d/moira$tag-$prec.nc" --force -b 256 -e "$epochs" --device cuda $flag \
                 --metrics-log "$out/moira$tag-$prec.jsonl" 2>&1 | grep -E "epoch|trained|examples;" | tail -8
         done
         echo "== I -> 200 -> I$tag (networks/ae-200.json, batch 500, Adam; speed of light in benches/gpu/NOTES.md)"
         for prec in fp32 tf32; do
             flag=""; [[ $prec == tf32 ]] && flag="--tf32"
-            MOIRA_CUDA_FUSED_OUTPUT=$fused RUST_LOG=${RUST_LOG:-debug} run "$work/bin/trainer" networks/ae-200.json -i "$d/input.nc" -o "$d/output.nc" \
+            MOIRA_CUDA_NEW_KERNELS=$new RUST_LOG=${RUST_LOG:-debug} run "$work/bin/trainer" networks/ae-200.json -i "$d/input.nc" -o "$d/output.nc" \
                 -n "$d/ae200$tag-$prec.nc" --force -b 500 -e "$epochs" --optimizer adam --alpha 0.001 \
                 --device cuda $flag --metrics-log "$out/ae200$tag-$prec.jsonl" 2>&1 | grep -E "epoch [12]" | tail -4
         done
@@ -128,7 +131,7 @@ for f in sorted(glob.glob(os.path.join(out, "*.jsonl"))):
 print(f"{'impl':<16}{'median epoch s':>16}{'loss ep1':>12}{'loss last':>12}")
 for k, (s, last, first) in rows.items():
     print(f"{k:<16}{s:>16.3f}{first:>12.3f}{last:>12.3f}")
-for moira in ("moira", "moira-fused"):
+for moira in ("moira", "moira-new"):
     for prec in ("fp32", "tf32"):
         m, t = rows.get(f"{moira}-{prec}"), rows.get(f"pytorch-{prec}")
         if m and t:
@@ -140,7 +143,7 @@ fi
 if [[ "$mode" == sanitizer || "$mode" == all ]]; then
     if command -v compute-sanitizer >/dev/null; then
         for tool in memcheck racecheck; do
-            for t in cuda_parity cuda_topk cuda_fused_output; do
+            for t in cuda_parity cuda_topk cuda_kernel_variants; do
                 echo "== compute-sanitizer --tool $tool $t"
                 run timeout "${SANITIZER_TIMEOUT:-150}" compute-sanitizer --tool "$tool" --error-exitcode 9 "$work/tests/$t" --test-threads 1 \
                     >"$out/sanitizer-$tool-$t.log" 2>&1

@@ -456,7 +456,11 @@ pub fn sparse_output_forward_composed<B: Backend + ?Sized>(
 ) -> Result<FixedSum> {
     let (rows, cols) = (z.rows, z.cols);
     let a = z.buf;
-    backend.activation_forward(MatMut::new(a, rows, cols), spec.activation, &spec.act_params)?;
+    backend.activation_forward(
+        MatMut::new(a, rows, cols),
+        spec.activation,
+        &spec.act_params,
+    )?;
     let loss = backend.sparse_output_loss(Mat::new(a, rows, cols), targets, spec, ignore_zero)?;
     backend.sparse_output_delta(delta, Mat::new(a, rows, cols), targets, spec, ignore_zero)?;
     Ok(loss)

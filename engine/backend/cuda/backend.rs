@@ -24,9 +24,41 @@ pub(super) const BLOCK: u32 = 256;
 /// The largest K the device top-K sorts in shared memory (`TOPK_MAX` in cuda/sparse.cu);
 /// larger K are selected on the host.
 pub(super) const TOPK_MAX: usize = 2048;
-/// The environment variable that turns the fused output pass on (`1`) when a backend is
-/// created ([`Cuda::set_fused_output`]).
-pub const FUSED_OUTPUT_ENV: &str = "MOIRA_CUDA_FUSED_OUTPUT";
+/// The environment variable that, set to `1`, makes every backend start with
+/// [`KernelChoices::all`] (the default is [`KernelChoices::default`]).
+pub const NEW_KERNELS_ENV: &str = "MOIRA_CUDA_NEW_KERNELS";
+
+/// Optional kernel paths, each giving the same bits as the path it replaces, and each off by
+/// default until it has run on a GPU (benches/gpu/NOTES.md says which have): a backend starts
+/// with all of them on when the environment sets `MOIRA_CUDA_NEW_KERNELS=1`
+/// ([`NEW_KERNELS_ENV`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelChoices {
+    /// [`Backend::sparse_output_forward`] for non-SoftMax outputs in one pass over the output
+    /// (`output_zero_pass` in cuda/loss.cu: activation, zero-target deltas and loss terms)
+    /// instead of the activation, loss and delta kernels one after the other.
+    pub fused_output: bool,
+    /// [`Backend::sparse_weight_gradient`] writes the rows of features absent from the batch
+    /// (`dw ← β·dw`, or 0) in a bandwidth-bound pass of their own, four floats at a time
+    /// (`sparse_gradient_absent_rows`; none at all when `β = 1`), and the fixed-point kernel
+    /// visits only the present features.
+    pub split_sparse_gradient: bool,
+    /// [`Backend::spmm`] loads four columns of `W` at a time (`spmm_quads`) when the width is
+    /// a multiple of four; each column's sum keeps its order.
+    pub spmm_quads: bool,
+}
+
+impl KernelChoices {
+    /// Every optional path on.
+    pub fn all() -> Self {
+        KernelChoices {
+            fused_output: true,
+            split_sparse_gradient: true,
+            spmm_quads: true,
+        }
+    }
+}
+
 /// Elements per block of the loss partial sums (`LOSS_BLOCK · LOSS_PER_THREAD` in loss.cu).
 pub(super) const LOSS_SPAN: usize = 256 * 8;
 
@@ -40,9 +72,8 @@ pub struct Cuda {
     pub(super) dummy_f32: CudaSlice<f32>,
     pub(super) device_name: String,
     pub(super) sm_count: u32,
-    /// Whether [`Backend::sparse_output_forward`] runs the fused kernel
-    /// ([`Cuda::set_fused_output`]).
-    pub(super) fused_output: bool,
+    /// The optional kernel paths in use ([`Cuda::set_kernel_choices`]).
+    pub(super) choices: KernelChoices,
 }
 
 impl std::fmt::Debug for Cuda {
@@ -227,6 +258,7 @@ impl Cuda {
             .map_err(|e| Error::Device(format!("setting the cuBLAS math mode: {e}")))?;
         let dummy_f32 = stream.alloc_zeros(1).map_err(dev("allocating"))?;
         let device_name = ctx.name().unwrap_or_else(|_| "unknown".into());
+        let new_kernels = std::env::var_os(NEW_KERNELS_ENV).is_some_and(|v| v == "1");
         let sm_count = ctx
             .attribute(
                 cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
@@ -240,22 +272,23 @@ impl Cuda {
             dummy_f32,
             device_name,
             sm_count,
-            fused_output: std::env::var_os(FUSED_OUTPUT_ENV).is_some_and(|v| v == "1"),
+            choices: if new_kernels {
+                KernelChoices::all()
+            } else {
+                KernelChoices::default()
+            },
         })
     }
 
-    /// Chooses how [`Backend::sparse_output_forward`] runs for non-SoftMax outputs: `true`,
-    /// one fused pass over the output (`output_zero_pass` in cuda/loss.cu); `false`, the
-    /// activation, loss and delta kernels one after the other. Both give the same bits. The
-    /// default is `false` unless the environment sets `MOIRA_CUDA_FUSED_OUTPUT=1`: the fused
-    /// kernel is new and waits for its first run on a GPU (benches/gpu/NOTES.md).
-    pub fn set_fused_output(&mut self, fused: bool) {
-        self.fused_output = fused;
+    /// Chooses the optional kernel paths ([`KernelChoices`]); every choice gives the same
+    /// bits.
+    pub fn set_kernel_choices(&mut self, choices: KernelChoices) {
+        self.choices = choices;
     }
 
-    /// Whether the fused output pass is on ([`Cuda::set_fused_output`]).
-    pub fn fused_output(&self) -> bool {
-        self.fused_output
+    /// The optional kernel paths in use ([`Cuda::set_kernel_choices`]).
+    pub fn kernel_choices(&self) -> KernelChoices {
+        self.choices
     }
 
     /// The device's name (e.g. "NVIDIA H100 80GB HBM3").

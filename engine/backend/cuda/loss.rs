@@ -90,7 +90,7 @@ impl Cuda {
     }
 
     /// [`crate::backend::Backend::sparse_output_forward`]: for non-SoftMax outputs, when
-    /// enabled ([`Cuda::set_fused_output`]), one pass over `z` (`output_zero_pass`: the
+    /// enabled ([`super::KernelChoices::fused_output`]), one pass over `z` (`output_zero_pass`: the
     /// activation, the zero-target deltas and loss terms) then the non-zeros' deltas and loss
     /// terms (`sparse_target_delta`, `sparse_loss_rows`), with one download of the loss
     /// partials; otherwise the composed primitives. The same bits either way: the element
@@ -103,7 +103,7 @@ impl Cuda {
         spec: &LossSpec,
         ignore_zero: bool,
     ) -> Result<FixedSum> {
-        if !self.fused_output || spec.activation == Activation::SoftMax {
+        if !self.choices.fused_output || spec.activation == Activation::SoftMax {
             return sparse_output_forward_composed(self, z, delta, targets, spec, ignore_zero);
         }
         check_dim("sparse output forward: target rows", targets.n_rows, z.rows)?;
@@ -145,7 +145,13 @@ impl Cuda {
         unsafe { l.launch(cfg) }.map_err(Self::launch_err("output_zero_pass"))?;
         let a = Mat::new(&*z.buf, rows, cols);
         self.sparse_target_delta(delta.buf, a, targets, &p, target_mode(false, false))?;
-        self.sparse_loss_rows(&mut partials.slice_mut(blocks..), a, targets, &p, ignore_zero)?;
+        self.sparse_loss_rows(
+            &mut partials.slice_mut(blocks..),
+            a,
+            targets,
+            &p,
+            ignore_zero,
+        )?;
         Ok(FixedSum(self.sum_partials(&partials, blocks + rows)?))
     }
 

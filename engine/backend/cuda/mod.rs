@@ -18,4 +18,4 @@ mod loss;
 mod sparse;
 mod topk;
 
-pub use backend::{Cuda, CudaSparseBatch, FUSED_OUTPUT_ENV};
+pub use backend::{Cuda, CudaSparseBatch, KernelChoices, NEW_KERNELS_ENV};

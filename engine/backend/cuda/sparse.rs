@@ -35,6 +35,13 @@ impl Cuda {
             })
             .transpose()?;
         let n_cols = view.n_cols() as usize;
+        // Host-side facts first: an upload from pageable memory may wait for the queued
+        // kernels, and the device is idle from then until the next launch.
+        let unique = rows_are_unique(&view);
+        let max_row_nnz = (0..view.n_rows())
+            .map(|b| view.row(b).0.len())
+            .max()
+            .unwrap_or(0);
         let offsets_d = self.upload_vec(&rebased)?;
         let cols_d = self.upload_vec(cols)?;
         let vals_d = vals.map(|v| self.upload_vec(v)).transpose()?;
@@ -46,11 +53,8 @@ impl Cuda {
         Ok(CudaSparseBatch {
             n_rows: view.n_rows(),
             n_cols,
-            unique: rows_are_unique(&view),
-            max_row_nnz: (0..view.n_rows())
-                .map(|b| view.row(b).0.len())
-                .max()
-                .unwrap_or(0),
+            unique,
+            max_row_nnz,
             offsets: offsets_d,
             cols: cols_d,
             vals: vals_d,
@@ -95,7 +99,15 @@ impl Cuda {
             })
             .map_err(dev("allocating spmm partial sums"))?;
         let col_blocks = w.cols.div_ceil(BLOCK as usize);
-        let f = self.func("spmm")?;
+        // Four columns per thread where every row of `W`, `out` and `parts` starts on a
+        // 16-byte boundary (allocations are 256-byte aligned).
+        let quads = self.choices.spmm_quads && w.cols.is_multiple_of(4);
+        let (name, launch_col_blocks) = if quads {
+            ("spmm_quads", (w.cols / 4).div_ceil(BLOCK as usize))
+        } else {
+            ("spmm", col_blocks)
+        };
+        let f = self.func(name)?;
         let mut l = self.stream.launch_builder(f);
         l.arg(&mut *out.buf)
             .arg(&x.offsets)
@@ -107,12 +119,12 @@ impl Cuda {
             .arg(&beta)
             .arg(&mut parts);
         let cfg = LaunchConfig {
-            grid_dim: (x.n_rows as u32, col_blocks as u32, chunks as u32),
-            ..Self::cfg_grid(x.n_rows, col_blocks)?
+            grid_dim: (x.n_rows as u32, launch_col_blocks as u32, chunks as u32),
+            ..Self::cfg_grid(x.n_rows, launch_col_blocks)?
         };
         // SAFETY: shapes checked; column indices are below `n_in` by the CSR's invariant;
         // `parts` holds rows·chunks·n_out when any row spans several chunks.
-        unsafe { l.launch(cfg) }.map_err(Self::launch_err("spmm"))?;
+        unsafe { l.launch(cfg) }.map_err(Self::launch_err(name))?;
         if chunks > 1 {
             let chunks64 = chunks as u64;
             let f = self.func("spmm_combine")?;
@@ -154,6 +166,27 @@ impl Cuda {
             return Ok(());
         }
         let (n, n_in) = (dw.cols as u64, dw.rows as u64);
+        let split = self.choices.split_sparse_gradient;
+        if split && beta != 1.0 {
+            let per_row = if dw.cols.is_multiple_of(4) {
+                dw.cols / 4
+            } else {
+                dw.cols
+            };
+            let f = self.func("sparse_gradient_absent_rows")?;
+            let mut l = self.stream.launch_builder(f);
+            l.arg(&mut *dw.buf)
+                .arg(&t.starts)
+                .arg(&n)
+                .arg(&n_in)
+                .arg(&beta);
+            // SAFETY: `dw` holds `n_in · n` elements (checked); `starts` has `n_in + 1`; a
+            // float4 row access happens only when `n % 4 == 0`, where every row starts on a
+            // 16-byte boundary of the (256-byte aligned) allocation.
+            unsafe { l.launch(self.cfg_elems(dw.rows * per_row)) }
+                .map_err(Self::launch_err("sparse_gradient_absent_rows"))?;
+        }
+        let absent_rows = i32::from(!split);
         let (vals, has_vals) = self.vals_arg(&t.vals);
         let f = self.func("sparse_weight_gradient")?;
         let mut l = self.stream.launch_builder(f);
@@ -166,7 +199,8 @@ impl Cuda {
             .arg(&n)
             .arg(&n_in)
             .arg(&alpha)
-            .arg(&beta);
+            .arg(&beta)
+            .arg(&absent_rows);
         // Blocks stride over the features: about four waves of the device (32 blocks of 256
         // per SM, 8 resident), not one block per feature.
         let col_blocks = dw.cols.div_ceil(BLOCK as usize);
