@@ -1,18 +1,21 @@
 //! The CUDA backend's optional kernel paths against the paths they replace and the CPU:
 //! - the fused output pass (`Backend::sparse_output_forward` with
-//!   `KernelChoices::fused_output`: one kernel for the activation, the zero-target deltas and
+//!   `CudaChoices::fused_output`: one kernel for the activation, the zero-target deltas and
 //!   loss terms, then the non-zeros) against the activation, loss and delta kernels one after
 //!   the other: the same activations, deltas and loss, bit for bit; on the CPU's bits for
 //!   Sigmoid, within 1e-5 otherwise (`tanh` and friends come from CUDA's libdevice);
-//! - the split sparse gradient (`KernelChoices::split_sparse_gradient`: absent features' rows
+//! - the split sparse gradient (`CudaChoices::split_sparse_gradient`: absent features' rows
 //!   in a pass of their own) against the single kernel and the CPU, bit for bit;
-//! - `spmm` four columns per thread (`KernelChoices::spmm_quads`) against one column per
-//!   thread and the CPU, bit for bit, with rows longer than one chunk.
+//! - `spmm` four columns per thread (`CudaChoices::spmm_quads`) against one column per
+//!   thread and the CPU, bit for bit, with rows longer than one chunk;
+//! - minibatch uploads through the pinned staging ring (`CudaChoices::pinned_uploads`): more
+//!   batches than the ring has slots, of growing sizes, all uploaded before any is used, give
+//!   the products and gradients of ordinary uploads, bit for bit.
 //!
 //! Prints "skipped: no CUDA device" and passes where there is no device.
 #![cfg(feature = "cuda")]
 
-use moira::backend::cuda::KernelChoices;
+use moira::backend::cuda::{Cuda, CudaChoices};
 use moira::backend::traits::{Mat, MatMut};
 use moira::backend::{Backend, Cpu};
 use moira::ops::loss::LossSpec;
@@ -58,9 +61,9 @@ fn fused_output_pass_matches_the_composed_kernels_and_the_cpu() {
                         random_csr(rows, cols as u32, 60, 90, values)
                     };
                     let mut run = |fused: bool| {
-                        cuda.set_kernel_choices(KernelChoices {
+                        cuda.set_choices(CudaChoices {
                             fused_output: fused,
-                            ..KernelChoices::default()
+                            ..CudaChoices::default()
                         });
                         let tg = cuda.upload_sparse(t.clone(), false).unwrap();
                         let mut a = Pair::new(&cuda, &z);
@@ -133,9 +136,9 @@ fn split_sparse_gradient_matches_the_single_kernel_and_the_cpu() {
             for beta in [0.0f32, 1.0, 0.5] {
                 let what = format!("n_out={n_out} values={values} beta={beta}");
                 let mut run = |split: bool| {
-                    cuda.set_kernel_choices(KernelChoices {
+                    cuda.set_choices(CudaChoices {
                         split_sparse_gradient: split,
-                        ..KernelChoices::default()
+                        ..CudaChoices::default()
                     });
                     let mut dw = Pair::new(&cuda, &random(len, 15, -1.0, 1.0));
                     cuda.sparse_weight_gradient(
@@ -185,9 +188,9 @@ fn spmm_quads_match_the_scalar_kernel_and_the_cpu() {
             for beta in [0.0f32, 1.0] {
                 let what = format!("n_out={n_out} values={values} max_nnz={max_nnz} beta={beta}");
                 let mut run = |quads: bool| {
-                    cuda.set_kernel_choices(KernelChoices {
+                    cuda.set_choices(CudaChoices {
                         spmm_quads: quads,
-                        ..KernelChoices::default()
+                        ..CudaChoices::default()
                     });
                     let mut out = Pair::new(&cuda, &random(len, 13, -1.0, 1.0));
                     cuda.spmm(
@@ -215,5 +218,68 @@ fn spmm_quads_match_the_scalar_kernel_and_the_cpu() {
                 same_bits(&format!("{what}: quads vs CPU"), &quads, &out);
             }
         }
+    }
+}
+
+#[test]
+fn pinned_uploads_give_the_batches_of_ordinary_uploads() {
+    let Some(mut cuda) = device() else { return };
+    let (batch, n_in, n_out) = (61, 3000, 128);
+    let hosts: Vec<_> = [3u64, 40, 700, 10, 5000, 0, 200, 5000]
+        .iter()
+        .enumerate()
+        .map(|(i, &max_nnz)| random_csr(batch, n_in, max_nnz, 30 + i as u64, i % 2 == 1))
+        .collect();
+    let upload_all = |cuda: &mut Cuda, pinned: bool| {
+        cuda.set_choices(CudaChoices {
+            pinned_uploads: pinned,
+            ..CudaChoices::default()
+        });
+        hosts
+            .iter()
+            .map(|x| cuda.upload_sparse(x.clone(), true).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let pinned = upload_all(&mut cuda, true);
+    let ordinary = upload_all(&mut cuda, false);
+    let w = Pair::new(&cuda, &random(n_in as usize * n_out, 12, -0.1, 0.1));
+    let delta = Pair::new(&cuda, &random(batch * n_out, 14, -1.0, 1.0));
+    let results = |x: &<Cuda as Backend>::SparseBatch| {
+        let mut out = Pair::new(&cuda, &random(batch * n_out, 13, -1.0, 1.0));
+        cuda.spmm(
+            MatMut::new(&mut out.gpu, batch, n_out),
+            x,
+            Mat::new(&w.gpu, n_in as usize, n_out),
+            0.0,
+        )
+        .unwrap();
+        let len = n_in as usize * n_out;
+        let mut dw = Pair::new(&cuda, &random(len, 15, -1.0, 1.0));
+        cuda.sparse_weight_gradient(
+            MatMut::new(&mut dw.gpu, n_in as usize, n_out),
+            x,
+            Mat::new(&delta.gpu, batch, n_out),
+            -1.0 / batch as f32,
+            0.0,
+        )
+        .unwrap();
+        (
+            out.gpu_values(&cuda, batch * n_out),
+            dw.gpu_values(&cuda, len),
+        )
+    };
+    for (i, (p, o)) in pinned.iter().zip(&ordinary).enumerate() {
+        let (p_out, p_dw) = results(p);
+        let (o_out, o_dw) = results(o);
+        same_bits(
+            &format!("batch {i}: spmm, pinned vs ordinary"),
+            &p_out,
+            &o_out,
+        );
+        same_bits(
+            &format!("batch {i}: gradient, pinned vs ordinary"),
+            &p_dw,
+            &o_dw,
+        );
     }
 }

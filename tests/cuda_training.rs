@@ -4,7 +4,7 @@
 //! "skipped: no CUDA device" and passes where there is no device.
 #![cfg(feature = "cuda")]
 
-use moira::backend::cuda::{Cuda, KernelChoices};
+use moira::backend::cuda::{Cuda, CudaChoices};
 use moira::backend::{Backend, Cpu};
 use moira::dataset::Dataset;
 use moira::descriptor::Descriptor;
@@ -168,26 +168,31 @@ fn fused_sgd_epoch_matches_the_cpu_and_repeats_bit_for_bit() {
 }
 
 #[test]
-fn fused_output_pass_trains_the_same_bits_as_the_composed_kernels() {
+fn optional_paths_train_the_same_bits_as_the_default_ones() {
     if !Cuda::available() {
         eprintln!("skipped: no CUDA device");
         return;
     }
-    let backend = |fused: bool| {
+    let backend = |choices: CudaChoices| {
         let mut cuda = Cuda::new(0, false).unwrap();
-        cuda.set_kernel_choices(KernelChoices {
-            fused_output: fused,
-            ..KernelChoices::default()
-        });
+        cuda.set_choices(choices);
         cuda
     };
     for json in [SIGMOID_NET, SOFTMAX_NET] {
-        let (fused_loss, fused_w) = train_on(backend(true), json, 2, Optimizer::Adam);
-        let (loss, w) = train_on(backend(false), json, 2, Optimizer::Adam);
-        assert_eq!(fused_loss, loss, "losses, fused vs composed");
-        for (i, (a, b)) in fused_w.iter().zip(&w).enumerate() {
-            let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
-            assert!(same, "parameter array {i}: fused vs composed");
+        for optimizer in [Optimizer::Adam, Optimizer::Sgd] {
+            let (new_loss, new_w) = train_on(backend(CudaChoices::all()), json, 2, optimizer);
+            let (loss, w) = train_on(backend(CudaChoices::default()), json, 2, optimizer);
+            assert_eq!(
+                new_loss, loss,
+                "{optimizer:?}: losses, optional vs default paths"
+            );
+            for (i, (a, b)) in new_w.iter().zip(&w).enumerate() {
+                let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(
+                    same,
+                    "{optimizer:?}: parameter array {i}, optional vs default"
+                );
+            }
         }
     }
 }

@@ -190,16 +190,16 @@ fn fused_training_forward_gives_the_unfused_bits_on_the_cpu() {
 #[cfg(feature = "cuda")]
 #[test]
 fn fused_training_forward_gives_the_unfused_bits_on_cuda() {
-    use moira::backend::cuda::{Cuda, KernelChoices};
+    use moira::backend::cuda::{Cuda, CudaChoices};
     if !Cuda::available() {
         eprintln!("skipped: no CUDA device");
         return;
     }
     check(|| {
         let mut cuda = Cuda::new(0, false).unwrap();
-        cuda.set_kernel_choices(KernelChoices {
+        cuda.set_choices(CudaChoices {
             fused_output: true,
-            ..KernelChoices::default()
+            ..CudaChoices::default()
         });
         cuda
     });

@@ -1,7 +1,7 @@
 //! [`Cuda`]: the [`Backend`] implementation on one CUDA device.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cudarc::cublas::sys::cublasMath_t;
 use cudarc::cublas::CudaBlas;
@@ -10,6 +10,7 @@ use cudarc::driver::{
 };
 
 use super::kernels;
+use super::staging::Staging;
 use crate::backend::cpu::{check_dim, FixedSum, Trans};
 use crate::backend::traits::{Backend, DropoutMask, Mat, MatMut};
 use crate::error::{Error, Result};
@@ -25,15 +26,15 @@ pub(super) const BLOCK: u32 = 256;
 /// larger K are selected on the host.
 pub(super) const TOPK_MAX: usize = 2048;
 /// The environment variable that, set to `1`, makes every backend start with
-/// [`KernelChoices::all`] (the default is [`KernelChoices::default`]).
+/// [`CudaChoices::all`] (the default is [`CudaChoices::default`]).
 pub const NEW_KERNELS_ENV: &str = "MOIRA_CUDA_NEW_KERNELS";
 
-/// Optional kernel paths, each giving the same bits as the path it replaces, and each off by
-/// default until it has run on a GPU (benches/gpu/NOTES.md says which have): a backend starts
-/// with all of them on when the environment sets `MOIRA_CUDA_NEW_KERNELS=1`
+/// Optional paths of the backend, each giving the same bits as the path it replaces, and
+/// each off by default until it has run on a GPU (benches/gpu/NOTES.md says which have): a
+/// backend starts with all of them on when the environment sets `MOIRA_CUDA_NEW_KERNELS=1`
 /// ([`NEW_KERNELS_ENV`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KernelChoices {
+pub struct CudaChoices {
     /// [`Backend::sparse_output_forward`] for non-SoftMax outputs in one pass over the output
     /// (`output_zero_pass` in cuda/loss.cu: activation, zero-target deltas and loss terms)
     /// instead of the activation, loss and delta kernels one after the other.
@@ -46,15 +47,19 @@ pub struct KernelChoices {
     /// [`Backend::spmm`] loads four columns of `W` at a time (`spmm_quads`) when the width is
     /// a multiple of four; each column's sum keeps its order.
     pub spmm_quads: bool,
+    /// [`Backend::upload_sparse`] copies through a ring of pinned host buffers, so the host
+    /// does not wait for the queued kernels (`staging.rs`).
+    pub pinned_uploads: bool,
 }
 
-impl KernelChoices {
+impl CudaChoices {
     /// Every optional path on.
     pub fn all() -> Self {
-        KernelChoices {
+        CudaChoices {
             fused_output: true,
             split_sparse_gradient: true,
             spmm_quads: true,
+            pinned_uploads: true,
         }
     }
 }
@@ -72,8 +77,10 @@ pub struct Cuda {
     pub(super) dummy_f32: CudaSlice<f32>,
     pub(super) device_name: String,
     pub(super) sm_count: u32,
-    /// The optional kernel paths in use ([`Cuda::set_kernel_choices`]).
-    pub(super) choices: KernelChoices,
+    /// The optional paths in use ([`Cuda::set_choices`]).
+    pub(super) choices: CudaChoices,
+    /// Pinned host buffers of [`CudaChoices::pinned_uploads`].
+    pub(super) staging: Mutex<Staging>,
 }
 
 impl std::fmt::Debug for Cuda {
@@ -257,6 +264,7 @@ impl Cuda {
             .result()
             .map_err(|e| Error::Device(format!("setting the cuBLAS math mode: {e}")))?;
         let dummy_f32 = stream.alloc_zeros(1).map_err(dev("allocating"))?;
+        let staging = Staging::new(&ctx)?;
         let device_name = ctx.name().unwrap_or_else(|_| "unknown".into());
         let new_kernels = std::env::var_os(NEW_KERNELS_ENV).is_some_and(|v| v == "1");
         let sm_count = ctx
@@ -272,22 +280,22 @@ impl Cuda {
             dummy_f32,
             device_name,
             sm_count,
+            staging: Mutex::new(staging),
             choices: if new_kernels {
-                KernelChoices::all()
+                CudaChoices::all()
             } else {
-                KernelChoices::default()
+                CudaChoices::default()
             },
         })
     }
 
-    /// Chooses the optional kernel paths ([`KernelChoices`]); every choice gives the same
-    /// bits.
-    pub fn set_kernel_choices(&mut self, choices: KernelChoices) {
+    /// Chooses the optional paths ([`CudaChoices`]); every choice gives the same bits.
+    pub fn set_choices(&mut self, choices: CudaChoices) {
         self.choices = choices;
     }
 
-    /// The optional kernel paths in use ([`Cuda::set_kernel_choices`]).
-    pub fn kernel_choices(&self) -> KernelChoices {
+    /// The optional paths in use ([`Cuda::set_choices`]).
+    pub fn choices(&self) -> CudaChoices {
         self.choices
     }
 

@@ -90,7 +90,7 @@ impl Cuda {
     }
 
     /// [`crate::backend::Backend::sparse_output_forward`]: for non-SoftMax outputs, when
-    /// enabled ([`super::KernelChoices::fused_output`]), one pass over `z` (`output_zero_pass`: the
+    /// enabled ([`super::CudaChoices::fused_output`]), one pass over `z` (`output_zero_pass`: the
     /// activation, the zero-target deltas and loss terms) then the non-zeros' deltas and loss
     /// terms (`sparse_target_delta`, `sparse_loss_rows`), with one download of the loss
     /// partials; otherwise the composed primitives. The same bits either way: the element

@@ -16,6 +16,7 @@ mod dense;
 pub mod kernels;
 mod loss;
 mod sparse;
+mod staging;
 mod topk;
 
-pub use backend::{Cuda, CudaSparseBatch, KernelChoices, NEW_KERNELS_ENV};
+pub use backend::{Cuda, CudaChoices, CudaSparseBatch, NEW_KERNELS_ENV};

@@ -42,9 +42,15 @@ impl Cuda {
             .map(|b| view.row(b).0.len())
             .max()
             .unwrap_or(0);
-        let offsets_d = self.upload_vec(&rebased)?;
-        let cols_d = self.upload_vec(cols)?;
-        let vals_d = vals.map(|v| self.upload_vec(v)).transpose()?;
+        let (offsets_d, cols_d, vals_d) = if self.choices.pinned_uploads {
+            self.upload_staged(&rebased, cols, vals)?
+        } else {
+            (
+                self.upload_vec(&rebased)?,
+                self.upload_vec(cols)?,
+                vals.map(|v| self.upload_vec(v)).transpose()?,
+            )
+        };
         let transposed = if for_gradient {
             Some(self.transpose(&offsets_d, &cols_d, &vals_d, view.n_rows(), n_cols, hi - lo)?)
         } else {
