@@ -6,6 +6,7 @@
 # (a step is one minibatch: forward, loss, backward, update). NET, BATCH and TRAIN_ARGS pick
 # another network (default: networks/deep-recommender.json, 256, none), e.g.
 #   NET=networks/ae-200.json BATCH=500 TRAIN_ARGS="--optimizer adam --alpha 0.001" bash benches/gpu/profile.sh
+# MOIRA_CUDA_NEW_KERNELS=1 profiles with every optional path of the CUDA backend on.
 set -uo pipefail
 root="$(pwd)"
 out="${OUT:-$root/gpu-out}"
@@ -30,7 +31,9 @@ else
          -n "$d/p.nc" --force -b "${BATCH:-256}" -e 1 --device cuda ${TRAIN_ARGS:-} "$@")
 fi
 
-run ncu --launch-skip "$skip" --launch-count "$count" --metrics gpu__time_duration.sum --csv \
+# NCU_ARGS: more ncu flags (e.g. "--clock-control none" to leave the clocks alone; the
+# recorded profiles in NOTES.md used ncu's default, clocks locked to base).
+run ncu ${NCU_ARGS:-} --launch-skip "$skip" --launch-count "$count" --metrics gpu__time_duration.sum --csv \
     "${cmd[@]}" >"$out/ncu.csv" 2>"$out/ncu.err"
 echo "ncu exit $?"
 python3 - "$out/ncu.csv" <<'PY'

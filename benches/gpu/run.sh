@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine, from the repository root, after benches/gpu/pack.sh here:
 #   device run (carry .gpu):  bash benches/gpu/run.sh [tests|bench|sanitizer|all]
-# tests: the CUDA parity and training tests.
+# tests: the CUDA parity and training tests, and the optional paths (engine/backend/cuda's
+#        CudaChoices) against the default ones; then the parity and training tests again with
+#        every optional path on (MOIRA_CUDA_NEW_KERNELS=1).
 # sanitizer: compute-sanitizer memcheck and racecheck on the parity and top-K tests (last in
 #        `all`, each bounded by SANITIZER_TIMEOUT seconds).
 # bench: DSSTNE's MovieLens-20M benchmark network (networks/deep-recommender.json: 27K -> 3 x
 #        1024 sigmoid, dropout 0.5 -> 27K, SMCE, batch 256) on a generated ML-20M-shaped
 #        dataset, Moira (--device cuda, FP32 and TF32) against PyTorch (torch.sparse input,
-#        FP32 and TF32) on the same GPU; median epoch time after a warm-up epoch.
+#        FP32 and TF32) on the same GPU; median epoch time after a warm-up epoch. Each Moira
+#        run twice: default paths, then every optional path on (names *-new-*; NEW="0" or
+#        "1" runs one). Also I -> 200 -> I (networks/ae-200.json) with Adam and with plain SGD.
 # mpi: the multi-rank GPU path: networks/deep-recommender.json alone and under `mpirun -np 2`
 #        with both ranks on the one GPU (the machine's Open MPI; the bundle's copies of its
 #        libraries are set aside), same seed: loss per epoch and epoch time of each.
@@ -98,6 +102,10 @@ if [[ "$mode" == bench || "$mode" == all ]]; then
             MOIRA_CUDA_NEW_KERNELS=$new RUST_LOG=${RUST_LOG:-debug} run "$work/bin/trainer" networks/ae-200.json -i "$d/input.nc" -o "$d/output.nc" \
                 -n "$d/ae200$tag-$prec.nc" --force -b 500 -e "$epochs" --optimizer adam --alpha 0.001 \
                 --device cuda $flag --metrics-log "$out/ae200$tag-$prec.jsonl" 2>&1 | grep -E "epoch [12]" | tail -4
+            # Plain SGD (DSSTNE's default optimizer): the update fused into the gradient products.
+            MOIRA_CUDA_NEW_KERNELS=$new RUST_LOG=${RUST_LOG:-debug} run "$work/bin/trainer" networks/ae-200.json -i "$d/input.nc" -o "$d/output.nc" \
+                -n "$d/ae200sgd$tag-$prec.nc" --force -b 500 -e "$epochs" --optimizer sgd --alpha 0.05 \
+                --device cuda $flag --metrics-log "$out/ae200sgd$tag-$prec.jsonl" 2>&1 | grep -E "epoch [12]" | tail -4
         done
     done
     echo "== predictor (ML-20M shape, the fp32 model, top-10 and top-100, own items excluded)"

@@ -12,6 +12,7 @@
 //! so every run gives the same bits.
 
 mod backend;
+mod choices;
 mod dense;
 pub mod kernels;
 mod loss;
@@ -19,4 +20,5 @@ mod sparse;
 mod staging;
 mod topk;
 
-pub use backend::{Cuda, CudaChoices, CudaSparseBatch, NEW_KERNELS_ENV};
+pub use backend::{Cuda, CudaSparseBatch};
+pub use choices::{CudaChoices, NEW_KERNELS_ENV};
