@@ -45,7 +45,8 @@ extern "C" __global__ void spmm(float* out, const u64* offsets, const u32* cols,
 
 // `spmm` four columns per thread (n % 4 == 0): each thread loads w[c, j..j+4] as one float4
 // and keeps four sums, each over the chunk's non-zeros in the same order as `spmm`'s, so the
-// bits are `spmm`'s. Grid: (rows, blocks of 4·blockDim.x columns, chunks).
+// bits are `spmm`'s. Grid: (rows, blocks of 4·blockDim.x columns, chunks); any block size
+// that is a multiple of 32 up to SPMM_CHUNK (narrow layers take fewer threads).
 extern "C" __global__ void spmm_quads(float* out, const u64* offsets, const u32* cols, const float* vals,
                                       int has_vals, const float* w, u64 n, float beta, float* parts) {
     __shared__ u32 sc[SPMM_CHUNK];
@@ -55,10 +56,12 @@ extern "C" __global__ void spmm_quads(float* out, const u64* offsets, const u32*
     u64 row_start = offsets[b], end = offsets[b + 1];
     u64 start = row_start + z * SPMM_CHUNK;
     if (start >= end && z > 0) return;
-    u64 k = start + threadIdx.x;
-    if (k < end) {
-        sc[threadIdx.x] = cols[k];
-        sv[threadIdx.x] = has_vals ? vals[k] : 1.0f;
+    for (u64 i = threadIdx.x; i < SPMM_CHUNK; i += blockDim.x) {
+        u64 k = start + i;
+        if (k < end) {
+            sc[i] = cols[k];
+            sv[i] = has_vals ? vals[k] : 1.0f;
+        }
     }
     __syncthreads();
     if (j >= n) return;

@@ -108,10 +108,12 @@ impl Cuda {
         // Four columns per thread where every row of `W`, `out` and `parts` starts on a
         // 16-byte boundary (allocations are 256-byte aligned).
         let quads = self.choices.spmm_quads && w.cols.is_multiple_of(4);
-        let (name, launch_col_blocks) = if quads {
-            ("spmm_quads", (w.cols / 4).div_ceil(BLOCK as usize))
+        // A narrow layer's quads take a smaller block (a multiple of 32 threads).
+        let (name, launch_col_blocks, threads) = if quads {
+            let threads = (w.cols / 4).next_multiple_of(32).clamp(32, BLOCK as usize);
+            ("spmm_quads", (w.cols / 4).div_ceil(threads), threads as u32)
         } else {
-            ("spmm", col_blocks)
+            ("spmm", col_blocks, BLOCK)
         };
         let f = self.func(name)?;
         let mut l = self.stream.launch_builder(f);
@@ -126,6 +128,7 @@ impl Cuda {
             .arg(&mut parts);
         let cfg = LaunchConfig {
             grid_dim: (x.n_rows as u32, launch_col_blocks as u32, chunks as u32),
+            block_dim: (threads, 1, 1),
             ..Self::cfg_grid(x.n_rows, launch_col_blocks)?
         };
         // SAFETY: shapes checked; column indices are below `n_in` by the CSR's invariant;
