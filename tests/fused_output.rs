@@ -3,7 +3,8 @@
 //! that delta by the data weights and applies `DeltaNorm`. Checked against the unfused route
 //! (`forward(false)`, whose loss and delta are computed afterwards, one primitive each): the
 //! same loss, activations and gradients, bit for bit, over output activations, error
-//! functions, `SparseIgnoreZero` targets, data weights and `DeltaNorm`, on MovieLens-1M rows.
+//! functions, `SparseIgnoreZero` targets, data weights and `DeltaNorm`, on MovieLens-1M rows;
+//! and a second backward pass over the same forward gives the same gradients again.
 //! On the CPU always; on the CUDA backend, with its fused kernel switched on, where a device
 //! is present.
 
@@ -117,13 +118,25 @@ fn pass<B: Backend>(
         .unwrap()
         .data()
         .to_vec();
-    net.backward(3).unwrap();
-    let grads = net
-        .download_gradients()
-        .unwrap()
-        .into_iter()
-        .flat_map(|(w, b)| [w.data().to_vec(), b])
-        .collect();
+    let gradients = |net: &mut Network<B>| -> Vec<Vec<f32>> {
+        net.backward(3).unwrap();
+        net.download_gradients()
+            .unwrap()
+            .into_iter()
+            .flat_map(|(w, b)| [w.data().to_vec(), b])
+            .collect()
+    };
+    let grads = gradients(&mut net);
+    // A second backward pass over the same forward recomputes the same gradients (the first
+    // scaled the fused delta in place).
+    let again = gradients(&mut net);
+    for (i, (a, g)) in again.iter().zip(&grads).enumerate() {
+        same_bits(
+            &format!("training={training}: second backward, array {i}"),
+            a,
+            g,
+        );
+    }
     (loss, out, grads)
 }
 

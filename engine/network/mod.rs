@@ -154,6 +154,9 @@ pub struct Network<B: Backend> {
     /// loss, computed with its delta in the same pass ([`Backend::sparse_output_forward`]);
     /// cleared by every forward and minibatch.
     fused_loss: Vec<Option<crate::backend::cpu::FixedSum>>,
+    /// Per output layer: its delta buffer holds the delta that pass wrote, not yet taken by
+    /// a backward pass (which then scales it in place, so a second backward recomputes it).
+    fused_delta: Vec<bool>,
     /// Scratch of [`Network::non_finite_output`]: ones (the widest output layer's units) and
     /// one sum per example.
     finite_check: (B::Vector, B::Vector),
@@ -368,6 +371,7 @@ impl<B: Backend> Network<B> {
             step: 0,
             fused_sgd: true,
             fused_loss: vec![None; n],
+            fused_delta: vec![false; n],
             finite_check,
         })
     }
@@ -447,6 +451,7 @@ impl<B: Backend> Network<B> {
         }
         self.rows = batch.rows;
         self.fused_loss.iter_mut().for_each(|l| *l = None);
+        self.fused_delta.iter_mut().for_each(|d| *d = false);
         for slot in &mut self.loaded {
             *slot = Loaded::None;
         }

@@ -60,6 +60,7 @@ impl<B: Backend> Network<B> {
             return Err(Error::invalid_argument("batch", "no minibatch is loaded"));
         }
         self.fused_loss.iter_mut().for_each(|l| *l = None);
+        self.fused_delta.iter_mut().for_each(|d| *d = false);
         for li in 0..self.graph.layers().len() {
             let layer = &self.graph.layers()[li];
             if layer.kind == LayerKind::Input {
@@ -150,6 +151,7 @@ impl<B: Backend> Network<B> {
                         self.ignore_zero[li],
                     )?;
                     self.fused_loss[li] = Some(loss);
+                    self.fused_delta[li] = true;
                     continue;
                 }
             }
@@ -432,7 +434,7 @@ impl<B: Backend> Network<B> {
         let layer = self.graph.layer(id);
         let spec = self.losses[id.0].expect("outputs have a loss");
         let targets = match (&self.loaded[id.0], &self.targets[id.0]) {
-            _ if self.fused_loss[id.0].is_some() => Targets::Written,
+            _ if std::mem::take(&mut self.fused_delta[id.0]) => Targets::Written,
             (Loaded::Sparse(t), _) => Targets::Sparse(t),
             (Loaded::Dense, Some(t)) => Targets::Dense(t),
             _ => Targets::Missing,

@@ -141,6 +141,10 @@ impl Cuda {
         // (same stream).
         let mut device = unsafe { self.stream.alloc::<T>(len) }.map_err(dev("allocating"))?;
         let (ptr, written) = device.device_ptr_mut(&self.stream);
+        // The raw copy below needs the context current on this thread.
+        self.ctx
+            .bind_to_thread()
+            .map_err(dev("binding the context"))?;
         // SAFETY: `ptr` holds `len` elements of `T`, exactly `bytes.len()` bytes; `bytes` is
         // pinned memory that the caller's slot event keeps unchanged until the copy is done.
         unsafe { result::memcpy_htod_async(ptr, bytes, self.stream.cu_stream()) }
