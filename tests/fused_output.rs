@@ -6,18 +6,14 @@
 //! functions, `SparseIgnoreZero` targets, data weights and `DeltaNorm`, on MovieLens-1M rows;
 //! and a second backward pass over the same forward gives the same gradients again.
 //! On the CPU always; on the CUDA backend, with its fused kernel switched on, where a device
-//! is present. And the CPU's one-sweep primitive against the three passes it replaces, for
-//! every error function and element-wise activation, on 1 and 2 threads.
+//! is present.
 
-use moira::backend::traits::{sparse_output_forward_composed, MatMut};
 use moira::backend::{Backend, Cpu};
 use moira::descriptor::Descriptor;
 use moira::graph::{DataShape, Graph, LayerId};
 use moira::network::{HostRows, MiniBatch, Network};
-use moira::ops::loss::LossSpec;
 use moira::ops::Optimizer;
-use moira::ops::{Activation, ErrorFunction};
-use moira::rng::{u64_at, uniform_f32};
+use moira::rng::uniform_f32;
 use moira::sparse::Csr;
 
 const ML1M_TRAIN: &str = concat!(
@@ -202,80 +198,6 @@ fn check<B: Backend>(make: impl Fn() -> B) {
 #[test]
 fn fused_training_forward_gives_the_unfused_bits_on_the_cpu() {
     check(|| Cpu::new(2).unwrap());
-}
-
-/// `rows` random sparse rows over `cols` columns, some listing a column twice, with values
-/// when `values`.
-fn random_targets(rows: usize, cols: u32, values: bool) -> Csr {
-    let mut offsets = vec![0u64];
-    let mut idx = Vec::new();
-    for r in 0..rows as u64 {
-        let n = u64_at(40, 1, r) % 50;
-        for k in 0..n {
-            idx.push((u64_at(40, 2, r * 64 + k) % cols as u64) as u32);
-        }
-        if r % 7 == 3 && n > 0 {
-            idx.push(idx[idx.len() - 1]);
-        }
-        offsets.push(idx.len() as u64);
-    }
-    let vals = values.then(|| {
-        (0..idx.len() as u64)
-            .map(|i| 0.1 + 2.0 * uniform_f32(41, 0, i))
-            .collect()
-    });
-    Csr::try_new(cols, offsets, idx, vals).unwrap()
-}
-
-#[test]
-fn cpu_one_sweep_output_pass_gives_the_bits_of_the_three_passes() {
-    let (rows, cols) = (37, 1013);
-    let z: Vec<f32> = (0..(rows * cols) as u64)
-        .map(|i| -4.0 + 8.0 * uniform_f32(42, 0, i))
-        .collect();
-    let mut cases = 0;
-    for threads in [1, 2] {
-        let cpu = Cpu::new(threads).unwrap();
-        for &error in ErrorFunction::ALL {
-            for &act in Activation::ALL {
-                let spec = LossSpec::new(error, act);
-                if act == Activation::SoftMax || spec.check().is_err() {
-                    continue;
-                }
-                for (values, ignore_zero) in [(false, false), (true, false), (false, true)] {
-                    let what = format!("{error} {act} values={values} ignore_zero={ignore_zero}");
-                    let t = cpu
-                        .upload_sparse(random_targets(rows, cols as u32, values), false)
-                        .unwrap();
-                    let (mut a1, mut d1) = (z.clone(), vec![f32::NAN; rows * cols]);
-                    let l1 = cpu
-                        .sparse_output_forward(
-                            MatMut::new(&mut a1, rows, cols),
-                            MatMut::new(&mut d1, rows, cols),
-                            &t,
-                            &spec,
-                            ignore_zero,
-                        )
-                        .unwrap();
-                    let (mut a2, mut d2) = (z.clone(), vec![f32::NAN; rows * cols]);
-                    let l2 = sparse_output_forward_composed(
-                        &cpu,
-                        MatMut::new(&mut a2, rows, cols),
-                        MatMut::new(&mut d2, rows, cols),
-                        &t,
-                        &spec,
-                        ignore_zero,
-                    )
-                    .unwrap();
-                    assert_eq!(l1, l2, "{what}: loss");
-                    same_bits(&format!("{what}: activations"), &a1, &a2);
-                    same_bits(&format!("{what}: deltas"), &d1, &d2);
-                    cases += 1;
-                }
-            }
-        }
-    }
-    assert!(cases >= 100, "only {cases} cases");
 }
 
 #[cfg(feature = "cuda")]

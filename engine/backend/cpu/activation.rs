@@ -33,13 +33,6 @@ fn forward_row(act: Activation, p: &ActivationParams, row: &mut [f32]) {
 }
 multiversion!(fn forward_row_mv = forward_row(act: Activation, p: &ActivationParams, row: &mut [f32]));
 
-/// One row of [`activation_forward`] (`z ← f(z)`), at the best instruction set of `isa`.
-pub(super) fn activation_row(isa: Isa, act: Activation, p: &ActivationParams, row: &mut [f32]) {
-    if act != Activation::Linear {
-        forward_row_mv(isa, act, p, row);
-    }
-}
-
 /// Backward through the activation of a hidden layer, in place: with `delta = ∂L/∂a` on entry,
 /// leaves `∂L/∂z`: `delta ⊙ f'(a)` element-wise, or the SoftMax Jacobian-vector product
 /// `a ⊙ (delta − ⟨a, delta⟩)` per row. `a` is the layer's output, same shape as `delta`.

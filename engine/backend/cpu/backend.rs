@@ -6,8 +6,7 @@ use std::sync::Arc;
 use super::{
     activation_backward, activation_forward, add_bias, bias_gradient, dense_output_delta,
     dense_output_loss, gemm, optimizer_step, set_rows_to_bias, sparse_output_delta,
-    sparse_output_forward, sparse_output_loss, sparse_weight_gradient, spmm, FixedSum, Par,
-    SparseTranspose, Trans,
+    sparse_output_loss, sparse_weight_gradient, spmm, FixedSum, Par, SparseTranspose, Trans,
 };
 use crate::backend::traits::{Backend, BatchNormState, DropoutMask, Mat, MatMut};
 use crate::dense::{MatrixMut, MatrixRef};
@@ -331,30 +330,6 @@ impl Backend for Cpu {
     ) -> Result<FixedSum> {
         let a = view(&a)?;
         self.run(|par| sparse_output_loss(a, targets.rows.view(), spec, ignore_zero, par))
-    }
-
-    /// One sweep per row (`cpu::sparse_output_forward`) for element-wise activations; the
-    /// three passes for SoftMax.
-    fn sparse_output_forward(
-        &self,
-        z: MatMut<Vec<f32>>,
-        delta: MatMut<Vec<f32>>,
-        targets: &CpuSparseBatch,
-        spec: &LossSpec,
-        ignore_zero: bool,
-    ) -> Result<FixedSum> {
-        if spec.activation == Activation::SoftMax {
-            return crate::backend::traits::sparse_output_forward_composed(
-                self,
-                z,
-                delta,
-                targets,
-                spec,
-                ignore_zero,
-            );
-        }
-        let (z, delta) = (view_mut(z)?, view_mut(delta)?);
-        self.run(|par| sparse_output_forward(z, delta, targets.rows.view(), spec, ignore_zero, par))
     }
 
     fn dense_output_delta(

@@ -3,14 +3,12 @@
 //! each unit's loss enters as `to_fixed(L)`, so the total is the same bits on any number of
 //! threads, and the sparse and dense paths give the same total for the same targets.
 
-use super::activation::activation_row;
 use super::{check_dim, for_each_row, multiversion, sum_rows_i128, Isa, Par};
 use crate::dense::{MatrixMut, MatrixRef};
 use crate::error::Result;
 use crate::ops::fixed::{from_fixed_wide, to_fixed};
 use crate::ops::{Activation, ErrorFunction, LossSpec};
 use crate::sparse::CsrView;
-use rayon::prelude::*;
 
 /// A loss total in fixed point (units of `2⁻³⁰`), exact and order-independent; add totals of
 /// several batches or ranks with `+` before converting.
@@ -159,76 +157,6 @@ pub fn sparse_output_loss(
         }
         row
     });
-    Ok(FixedSum(sum))
-}
-
-/// [`crate::backend::Backend::sparse_output_forward`] for non-SoftMax outputs, one row at a
-/// time while it is in cache: `z ← f(z)` ([`super::activation_forward`]'s row), the row's loss
-/// terms ([`sparse_output_loss`]'s) and its delta ([`sparse_output_delta`]'s). The same bits
-/// as the three passes: the same element formulas in the same order per element, and an
-/// exact integer loss. Parallel over rows. Errors for SoftMax (row-wise; use the passes).
-pub fn sparse_output_forward(
-    mut z: MatrixMut,
-    mut delta: MatrixMut,
-    targets: CsrView,
-    spec: &LossSpec,
-    ignore_zero: bool,
-    par: Par,
-) -> Result<FixedSum> {
-    check_sparse(&z.as_ref(), &targets, "sparse output forward")?;
-    check_dim("sparse output forward: delta rows", delta.rows(), z.rows())?;
-    check_dim("sparse output forward: delta cols", delta.cols(), z.cols())?;
-    if spec.activation == Activation::SoftMax {
-        return Err(crate::error::Error::invalid_argument(
-            "activation",
-            "the fused output pass takes element-wise activations, not SoftMax",
-        ));
-    }
-    let n = z.cols();
-    if n == 0 || z.rows() == 0 {
-        return Ok(FixedSum(0));
-    }
-    let isa = Isa::detect();
-    let row = |b: usize, zr: &mut [f32], d: &mut [f32]| -> i128 {
-        activation_row(isa, spec.activation, &spec.act_params, zr);
-        let a: &[f32] = zr;
-        let mut total: i128 = 0;
-        if ignore_zero {
-            d.fill(0.0);
-        } else {
-            zero_delta_mv(isa, spec, d, a);
-            total += zero_loss_mv(isa, spec, a);
-        }
-        let (cols, vals) = targets.row(b);
-        for (k, &c) in cols.iter().enumerate() {
-            let t = target_value(spec, vals, k, cols.len());
-            let av = a[c as usize];
-            total += to_fixed(spec.unit_loss(av, t)) as i128;
-            if !ignore_zero {
-                total -= to_fixed(spec.zero_target_loss(av)) as i128;
-            }
-            d[c as usize] = spec.unit_delta(av, t);
-        }
-        total
-    };
-    let rows = z.rows();
-    let (zs, ds) = (z.data_mut(), delta.data_mut());
-    let threads = par.threads();
-    let sum = if threads <= 1 || rows <= 1 {
-        zs.chunks_mut(n)
-            .zip(ds.chunks_mut(n))
-            .enumerate()
-            .map(|(b, (zr, d))| row(b, zr, d))
-            .sum()
-    } else {
-        let min_len = rows.div_ceil(threads * 4).max(1);
-        zs.par_chunks_mut(n)
-            .zip(ds.par_chunks_mut(n))
-            .with_min_len(min_len)
-            .enumerate()
-            .map(|(b, (zr, d))| row(b, zr, d))
-            .sum()
-    };
     Ok(FixedSum(sum))
 }
 

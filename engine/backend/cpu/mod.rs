@@ -25,8 +25,7 @@ pub use activation::{activation_backward, activation_forward};
 pub use backend::{Cpu, CpuSparseBatch};
 pub use dense::{add_bias, bias_gradient, dense_weight_gradient, gemm, set_rows_to_bias, Trans};
 pub use loss::{
-    dense_output_delta, dense_output_loss, sparse_output_delta, sparse_output_forward,
-    sparse_output_loss, FixedSum,
+    dense_output_delta, dense_output_loss, sparse_output_delta, sparse_output_loss, FixedSum,
 };
 pub use sparse::{sparse_weight_gradient, spmm, SparseTranspose, SPMM_NNZ_CHUNK};
 pub use update::optimizer_step;
