@@ -12,7 +12,9 @@
 //!   while training;
 //! - output delta `δ = ∂L/∂z` from the error function (two-pass for sparse targets, zeros
 //!   ignored for `SparseIgnoreZero` targets), scaled per example by the data weights when the
-//!   target dataset has them, then `DeltaNorm`;
+//!   target dataset has them, then `DeltaNorm`; for sparse targets the training forward
+//!   computes the activation, the loss and this delta (before the scaling) together
+//!   ([`Backend::sparse_output_forward`]), and the backward pass takes the delta from there;
 //! - backward, in reverse order: a hidden layer's `∂L/∂a` (summed over its outgoing edges
 //!   `δ_t·op(W_e)ᵀ` and skip targets) gets the sparseness penalty, goes back through dropout
 //!   and `f'`, `DeltaNorm` and batch normalisation to `δ_L`; for each incoming edge
