@@ -267,6 +267,7 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
             return Ok(());
         }
         let targets = match (&self.sparse_local[id.0], &self.targets[id.0]) {
+            _ if std::mem::take(&mut self.fused_delta[id.0]) => Targets::Written,
             (Some(t), _) => Targets::Sparse(t),
             (None, Some(t)) if self.loaded[id.0] => Targets::Dense(t),
             _ => Targets::Missing,

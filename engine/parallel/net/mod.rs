@@ -97,6 +97,11 @@ pub struct ShardedNetwork<'c, B: Backend, C: Collective> {
     example_weights: Vec<Option<Vec<f32>>>,
     ignore_zero: Vec<bool>,
     losses: Vec<Option<LossSpec>>,
+    /// Per output layer with sparse targets, after a training forward: its local loss and
+    /// whether its local delta, written in the same pass, awaits the backward pass (as in
+    /// [`crate::network::Network`]).
+    fused_loss: Vec<Option<crate::backend::cpu::FixedSum>>,
+    fused_delta: Vec<bool>,
     params: Vec<Param<B::Vector>>,
     biases: Vec<EdgeBias<B::Vector>>,
     /// Per layer: the batch-normalisation state of its local units.
@@ -191,6 +196,8 @@ impl<'c, B: Backend, C: Collective> ShardedNetwork<'c, B, C> {
             example_weights: vec![None; n],
             ignore_zero: vec![false; n],
             losses: Vec::with_capacity(n),
+            fused_loss: vec![None; n],
+            fused_delta: vec![false; n],
             params: Vec::new(),
             biases: Vec::new(),
             batch_norm: Vec::with_capacity(n),
@@ -429,6 +436,8 @@ impl<'c, B: Backend, C: Collective> ShardedNetwork<'c, B, C> {
             ));
         }
         self.rows = batch.rows;
+        self.fused_loss.iter_mut().for_each(|l| *l = None);
+        self.fused_delta.iter_mut().for_each(|d| *d = false);
         self.loaded.iter_mut().for_each(|l| *l = false);
         self.sparse_full.iter_mut().for_each(|s| *s = None);
         self.sparse_local.iter_mut().for_each(|s| *s = None);

@@ -51,6 +51,8 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
             return Err(Error::invalid_argument("batch", "no minibatch is loaded"));
         }
         let rank = self.rank();
+        self.fused_loss.iter_mut().for_each(|l| *l = None);
+        self.fused_delta.iter_mut().for_each(|d| *d = false);
         for li in 0..self.graph.layers().len() {
             let layer = self.graph.layers()[li].clone();
             if layer.kind == LayerKind::Input {
@@ -161,8 +163,22 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
             if let Some(bn) = self.batch_norm[li].as_mut() {
                 bn.forward(&self.backend, MatMut::new(dst, rows, local), training)?;
             }
+            let fused_targets = (training && layer.kind == LayerKind::Output)
+                .then(|| self.sparse_local[li].as_ref())
+                .flatten();
             if layer.activation == Activation::SoftMax {
                 softmax_rows(&self.backend, self.comm, dst, rows, local)?;
+            } else if let (Some(t), Some(spec)) = (fused_targets, self.losses[li].as_ref()) {
+                let delta = self.deltas[li].as_mut().expect("outputs have deltas");
+                let loss = self.backend.sparse_output_forward(
+                    MatMut::new(dst, rows, local),
+                    MatMut::new(delta, rows, local),
+                    t,
+                    spec,
+                    self.ignore_zero[li],
+                )?;
+                self.fused_loss[li] = Some(loss);
+                self.fused_delta[li] = true;
             } else {
                 self.backend.activation_forward(
                     MatMut::new(dst, rows, local),
@@ -209,10 +225,13 @@ impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {
             let a = self.units[layer.id.0].as_ref().expect("outputs are dense");
             let a = Mat::new(a, self.rows, local);
             let loss = match (&self.sparse_local[layer.id.0], &self.targets[layer.id.0]) {
-                (Some(t), _) => {
-                    self.backend
-                        .sparse_output_loss(a, t, spec, self.ignore_zero[layer.id.0])?
-                }
+                (Some(t), _) => match self.fused_loss[layer.id.0] {
+                    Some(loss) => loss,
+                    None => {
+                        self.backend
+                            .sparse_output_loss(a, t, spec, self.ignore_zero[layer.id.0])?
+                    }
+                },
                 (None, Some(t)) if self.loaded[layer.id.0] => {
                     self.backend
                         .dense_output_loss(a, Mat::new(t, self.rows, local), spec)?
