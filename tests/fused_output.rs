@@ -16,6 +16,8 @@ use moira::ops::Optimizer;
 use moira::rng::uniform_f32;
 use moira::sparse::Csr;
 
+/// MovieLens-1M's training lists; `MOIRA_ML1M_TRAIN` names another copy (the GPU bundle of
+/// benches/gpu/pack.sh carries one, since the GPU machine has no ../shared).
 const ML1M_TRAIN: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../shared/data/ml-1m-lightgcnpp/train.txt"
@@ -25,7 +27,9 @@ const BATCH: usize = 96;
 /// The first `users` rows of ML-1M's training lists as a CSR over every item id seen in
 /// them (columns sorted, duplicates removed).
 fn ml1m(users: usize) -> Csr {
-    let text = std::fs::read_to_string(ML1M_TRAIN).expect("../shared/data must be present");
+    let path = std::env::var("MOIRA_ML1M_TRAIN").unwrap_or_else(|_| ML1M_TRAIN.to_string());
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path} (../shared/data must be present): {e}"));
     let mut rows: Vec<Vec<u32>> = text
         .lines()
         .take(users)

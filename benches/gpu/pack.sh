@@ -36,10 +36,13 @@ for line in sys.stdin:
 ' | while read -r name exe; do cp "$exe" "$stage/tests/$name"; done
 
 strip "$stage"/bin/* "$stage"/tests/*
+# The real data tests/fused_output.rs reads (the GPU machine has no ../shared).
+mkdir -p "$stage/shared-data"
+cp "$root/../shared/data/ml-1m-lightgcnpp/train.txt" "$stage/shared-data/ml1m-train.txt"
 # Shared libraries beyond the C runtime (NetCDF, HDF5 and theirs).
 ldd "$stage/bin/trainer" | awk '/=> \// {print $3}' |
     grep -vE '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*|libgcc_s)\.so' |
     xargs -I{} cp -L {} "$stage/lib/"
-tar -C "$stage" -cJf "$out/bundle.tar.xz.tmp" bin tests lib
+tar -C "$stage" -cJf "$out/bundle.tar.xz.tmp" bin tests lib shared-data
 mv "$out/bundle.tar.xz.tmp" "$out/bundle.tar.xz"
 ls -la "$out/bundle.tar.xz"

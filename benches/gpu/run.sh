@@ -31,6 +31,8 @@ for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
 done
 export MOIRA_LD="$work/lib$cudalibs"
 run() { env LD_LIBRARY_PATH="$MOIRA_LD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$@"; }
+# The bundle's copy of the real data tests/fused_output.rs reads.
+export MOIRA_ML1M_TRAIN="$work/shared-data/ml1m-train.txt"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 
 status=0
