@@ -16,36 +16,8 @@ use moira::parallel::{ShardedNetwork, Sharding};
 use moira::sparse::Csr;
 use moira::train::{shapes, train, DataBinding, Quiet, TrainConfig, Trainable};
 
-const ML1M_TRAIN: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/data/ml-1m-lightgcnpp/train.txt"
-);
-
-/// The first `users` rows of ML-1M's training lists (`user item item …`), as a CSR of the
-/// items they cover (columns sorted).
-fn ml1m(users: usize) -> Csr {
-    let text = std::fs::read_to_string(ML1M_TRAIN).expect("../shared/data must be present");
-    let mut rows: Vec<Vec<u32>> = text
-        .lines()
-        .take(users)
-        .map(|l| {
-            l.split_whitespace()
-                .skip(1)
-                .map(|t| t.parse().unwrap())
-                .collect()
-        })
-        .collect();
-    let items = rows.iter().flatten().max().unwrap() + 1;
-    let mut offsets = vec![0u64];
-    let mut cols = Vec::new();
-    for r in &mut rows {
-        r.sort_unstable();
-        r.dedup();
-        cols.extend_from_slice(r);
-        offsets.push(cols.len() as u64);
-    }
-    Csr::try_new(items, offsets, cols, None).unwrap()
-}
+mod ml1m_common;
+use ml1m_common::ml1m;
 
 fn descriptor(hidden: &str, output: &str, error: &str) -> Descriptor {
     let json = format!(
