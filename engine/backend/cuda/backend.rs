@@ -9,7 +9,7 @@ use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, ValidAsZeroBits,
 };
 
-use super::choices::{CudaChoices, NEW_KERNELS_ENV};
+use super::choices::CudaChoices;
 use super::kernels;
 use super::staging::Staging;
 use crate::backend::cpu::{check_dim, FixedSum, Trans};
@@ -228,7 +228,6 @@ impl Cuda {
         let dummy_f32 = stream.alloc_zeros(1).map_err(dev("allocating"))?;
         let staging = Staging::new(&ctx)?;
         let device_name = ctx.name().unwrap_or_else(|_| "unknown".into());
-        let new_kernels = std::env::var_os(NEW_KERNELS_ENV).is_some_and(|v| v == "1");
         let sm_count = ctx
             .attribute(
                 cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
@@ -243,11 +242,7 @@ impl Cuda {
             device_name,
             sm_count,
             staging: Mutex::new(staging),
-            choices: if new_kernels {
-                CudaChoices::all()
-            } else {
-                CudaChoices::default()
-            },
+            choices: CudaChoices::from_environment(),
         })
     }
 

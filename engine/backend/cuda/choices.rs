@@ -44,6 +44,16 @@ impl CudaChoices {
         .collect()
     }
 
+    /// What a new backend starts with: [`CudaChoices::all`] when the environment sets
+    /// `MOIRA_CUDA_NEW_KERNELS=1` ([`NEW_KERNELS_ENV`]), else [`CudaChoices::default`].
+    pub fn from_environment() -> Self {
+        if std::env::var_os(NEW_KERNELS_ENV).is_some_and(|v| v == "1") {
+            Self::all()
+        } else {
+            Self::default()
+        }
+    }
+
     /// Every optional path on.
     pub fn all() -> Self {
         CudaChoices {

@@ -114,15 +114,23 @@ impl Cuda {
             put(host, vals_at, bytemuck::cast_slice(v));
         }
         let host: &[u8] = host;
-        let offsets_d = self.copy_staged(host, 0, offsets.len())?;
-        let cols_d = self.copy_staged(host, cols_at, cols.len())?;
-        let vals_d = vals
-            .map(|v| self.copy_staged(host, vals_at, v.len()))
-            .transpose()?;
-        slot.copied
+        let copies = (|| {
+            let offsets_d = self.copy_staged(host, 0, offsets.len())?;
+            let cols_d = self.copy_staged(host, cols_at, cols.len())?;
+            let vals_d = vals
+                .map(|v| self.copy_staged(host, vals_at, v.len()))
+                .transpose()?;
+            Ok((offsets_d, cols_d, vals_d))
+        })();
+        // Recorded even when a copy failed, so that the slot is not rewritten under the
+        // copies that were queued.
+        let recorded = slot
+            .copied
             .record(&self.stream)
-            .map_err(dev("recording a staging event"))?;
-        Ok((offsets_d, cols_d, vals_d))
+            .map_err(dev("recording a staging event"));
+        let device = copies?;
+        recorded?;
+        Ok(device)
     }
 
     /// A device buffer of `len` elements of `T` filled from `host[at..]` by an asynchronous
