@@ -112,7 +112,7 @@ impl Isa {
 /// `multiversion!(fn name = inner(arg: Type, …) [-> Ret]);` defines
 /// `fn name(isa: Isa, arg: Type, …) [-> Ret]`, which calls the `#[inline(always)]` function
 /// `inner` compiled for `isa` (baseline, AVX2 or AVX-512F). `isa` must come from
-/// [`Isa::detect`] or [`Isa::available`].
+/// [`Isa::detect`] (or, in tests, `Isa::available`).
 macro_rules! multiversion {
     (fn $name:ident = $inner:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?) => {
         #[allow(clippy::too_many_arguments)]

@@ -22,7 +22,8 @@
 //! Cross-rank float sums go through [`super::exact`] (fixed point with a shared scale), so a
 //! run is bit-identical to itself on the same rank count whatever MPI's reduction order; runs
 //! on different rank counts differ by float rounding (the tests bound it). Dropout draws the
-//! same number for a unit whatever the rank count ([`DropoutMask`]), and weights are
+//! same number for a unit whatever the rank count
+//! ([`DropoutMask`](crate::backend::traits::DropoutMask)), and weights are
 //! initialised element by element from their global position, so `P` ranks start from the
 //! single-rank network's exact weights.
 //!
