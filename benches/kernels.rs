@@ -13,10 +13,10 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use moira::backend::cpu::{
     gemm, sparse_output_delta, sparse_output_loss, sparse_weight_gradient, spmm, Par,
-    SparseTranspose, Trans,
+    SparseTranspose,
 };
 use moira::dense::Matrix;
-use moira::ops::{Activation, ErrorFunction, LossSpec};
+use moira::ops::{Activation, ErrorFunction, LossSpec, Trans};
 use moira::rng::{u32_at, uniform_f32};
 use moira::sparse::Csr;
 use std::hint::black_box;

@@ -15,7 +15,7 @@ use moira::ops::loss::LossSpec;
 use moira::ops::optimizer::Hyper;
 use moira::ops::{Activation, ErrorFunction, Optimizer};
 
-use moira::backend::cpu::Trans;
+use moira::ops::Trans;
 
 mod cuda_common;
 use cuda_common::{close, device, random, random_csr, same_bits, with_duplicates, Pair};

@@ -9,15 +9,15 @@
 //! Every primitive must give the same bits whatever the number of threads the device uses:
 //! sums whose order could vary are taken in 64-bit fixed point.
 
-use crate::backend::cpu::FixedSum;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ops::activation::ActivationParams;
+use crate::ops::fixed::FixedSum;
 use crate::ops::loss::LossSpec;
 use crate::ops::optimizer::Hyper;
 use crate::ops::{Activation, Optimizer};
 use crate::sparse::{Csr, CsrView};
 
-pub use crate::backend::cpu::Trans;
+use crate::ops::Trans;
 
 /// A read-only matrix on the device: the first `rows * cols` elements of `buf`, row-major.
 #[derive(Debug)]
@@ -414,8 +414,8 @@ pub trait Backend: Send + Sync {
     }
 
     /// Exact top-K of each row of `scores` over its first `items` columns, with
-    /// [`crate::predict::top_k_batch`]'s contract (higher score first, ties to the lower index,
-    /// NaN and `exclude`d columns never selected, padding with [`crate::predict::NO_ITEM`] and
+    /// [`crate::topk::top_k_batch`]'s contract (higher score first, ties to the lower index,
+    /// NaN and `exclude`d columns never selected, padding with [`crate::topk::NO_ITEM`] and
     /// `−∞`): `indices` and `out_scores` receive `k` entries per row. The default downloads
     /// the scores and selects on the host; device backends may select where the scores are.
     #[allow(clippy::too_many_arguments)]
@@ -474,7 +474,7 @@ fn download_mat<B: Backend + ?Sized>(b: &B, m: Mat<B::Vector>) -> Result<Vec<f32
 }
 
 /// [`Backend::top_k`] on the host: downloads the scores, keeps the first `items` columns of
-/// each row and selects with [`crate::predict::top_k_batch`] (the default of the trait, and the
+/// each row and selects with [`crate::topk::top_k_batch`] (the default of the trait, and the
 /// fallback of device backends for the cases their kernels do not take).
 pub fn top_k_on_host<B: Backend + ?Sized>(
     backend: &B,
@@ -494,5 +494,17 @@ pub fn top_k_on_host<B: Backend + ?Sized>(
     } else {
         all
     };
-    crate::predict::top_k_batch(&compact, items, k, exclude, 0, indices, out_scores)
+    crate::topk::top_k_batch(&compact, items, k, exclude, 0, indices, out_scores)
+}
+
+/// An [`crate::Error::InvalidArgument`] naming `name` unless `got == expected`.
+pub fn check_dim(name: &str, got: usize, expected: usize) -> Result<()> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(Error::invalid_argument(
+            name,
+            format!("expected {expected}, got {got}"),
+        ))
+    }
 }

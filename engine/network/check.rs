@@ -7,8 +7,9 @@
 //! activation is, and only one number per example is downloaded.
 
 use super::Network;
-use crate::backend::traits::{Backend, Mat, MatMut, Trans};
+use crate::backend::traits::{Backend, Mat, MatMut};
 use crate::error::{Error, Result};
+use crate::ops::Trans;
 
 impl<B: Backend> Network<B> {
     /// After [`Network::forward`]: the name of the first output layer (in graph order) with a

@@ -155,7 +155,7 @@ pub struct Network<B: Backend> {
     /// Per output layer with sparse targets, after a training [`Network::forward`]: its
     /// loss, computed with its delta in the same pass ([`Backend::sparse_output_forward`]);
     /// cleared by every forward and minibatch.
-    fused_loss: Vec<Option<crate::backend::cpu::FixedSum>>,
+    fused_loss: Vec<Option<crate::ops::fixed::FixedSum>>,
     /// Per output layer: its delta buffer holds the delta that pass wrote, not yet taken by
     /// a backward pass (which then scales it in place, so a second backward recomputes it).
     fused_delta: Vec<bool>,

@@ -6,12 +6,13 @@ use super::update::fuses_weight;
 use super::{
     act_params, hidden_layer_delta, output_layer_delta, AlphaDropout, Loaded, Network, Targets,
 };
-use crate::backend::cpu::FixedSum;
-use crate::backend::traits::{Backend, DropoutMask, Mat, MatMut, Trans};
+use crate::backend::traits::{Backend, DropoutMask, Mat, MatMut};
 use crate::descriptor::LayerKind;
 use crate::error::{Error, Result};
 use crate::graph::LayerId;
+use crate::ops::fixed::FixedSum;
 use crate::ops::optimizer::Hyper;
+use crate::ops::Trans;
 
 /// What one training step measured.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

@@ -51,6 +51,25 @@ pub fn from_fixed_wide(sum: i128) -> f64 {
     sum as f64 * FIXED_UNIT
 }
 
+/// A loss total in fixed point (units of `2⁻³⁰`), exact and order-independent; add totals of
+/// several batches or ranks with `+` before converting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FixedSum(pub i128);
+
+impl FixedSum {
+    /// The total as a float: `sum · 2⁻³⁰`.
+    pub fn to_f64(self) -> f64 {
+        from_fixed_wide(self.0)
+    }
+}
+
+impl std::ops::Add for FixedSum {
+    type Output = FixedSum;
+    fn add(self, rhs: FixedSum) -> FixedSum {
+        FixedSum(self.0.wrapping_add(rhs.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

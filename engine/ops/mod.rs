@@ -18,6 +18,15 @@ pub use init::Distribution;
 pub use loss::{DeltaBoost, LossSpec, SmceParams};
 pub use optimizer::{Hyper, LrSchedule};
 
+/// Whether an operand enters a matrix product as stored or transposed (`op(M) = M` or `Mᵀ`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trans {
+    /// As stored.
+    No,
+    /// Transposed.
+    Yes,
+}
+
 /// Generates `from_name`, `name` and `ALL` for a fieldless enum.
 macro_rules! named_enum {
     ($ty:ident { $($variant:ident = [$canonical:literal $(, $alias:literal)*]),+ $(,)? }) => {

@@ -184,7 +184,7 @@ pub fn train_with<N: Trainable + ?Sized>(
     for epoch in config.first_epoch..config.first_epoch + config.epochs {
         let start = Instant::now();
         let order = epoch_order(n, config.shuffle, config.seed, epoch);
-        let mut loss = crate::backend::cpu::FixedSum::default();
+        let mut loss = crate::ops::fixed::FixedSum::default();
         let mut done = 0usize;
         let mut h = config.hyper;
         let denoise = (denoising_p > 0.0).then_some((denoising_p, config.seed, epoch));

@@ -7,7 +7,6 @@
 //! collective); losses, the finite check and top-K are the global values on every rank, and
 //! the `download_*`/`to_model` methods return whole tensors on rank 0 and empty ones elsewhere.
 
-use crate::backend::cpu::FixedSum;
 use crate::backend::traits::Backend;
 use crate::checkpoint::{Extras, Model};
 use crate::collective::Collective;
@@ -15,6 +14,7 @@ use crate::dense::Matrix;
 use crate::error::Result;
 use crate::graph::{Graph, LayerId};
 use crate::network::{BatchNormTrainState, MiniBatch, Network, SlotState};
+use crate::ops::fixed::FixedSum;
 use crate::ops::optimizer::Hyper;
 use crate::ops::Optimizer;
 use crate::parallel::ShardedNetwork;

@@ -1,7 +1,8 @@
 //! Activation forward (in place) and backward (Hadamard product with `f'`, or the SoftMax
 //! Jacobian-vector product) over a batch, from the formulas of [`crate::ops::activation`].
 
-use super::{check_dim, for_each_row, multiversion, Isa, Par};
+use super::{for_each_row, multiversion, Isa, Par};
+use crate::backend::traits::check_dim;
 use crate::dense::{MatrixMut, MatrixRef};
 use crate::error::Result;
 use crate::ops::activation::{

@@ -6,14 +6,16 @@ use std::sync::Arc;
 use super::{
     activation_backward, activation_forward, add_bias, bias_gradient, dense_output_delta,
     dense_output_loss, gemm, optimizer_step, set_rows_to_bias, sparse_output_delta,
-    sparse_output_loss, sparse_weight_gradient, spmm, FixedSum, Par, SparseTranspose, Trans,
+    sparse_output_loss, sparse_weight_gradient, spmm, Par, SparseTranspose,
 };
 use crate::backend::traits::{Backend, BatchNormState, DropoutMask, Mat, MatMut};
 use crate::dense::{MatrixMut, MatrixRef};
 use crate::error::{Error, Result};
 use crate::ops::activation::ActivationParams;
+use crate::ops::fixed::FixedSum;
 use crate::ops::loss::LossSpec;
 use crate::ops::optimizer::Hyper;
+use crate::ops::Trans;
 use crate::ops::{Activation, Optimizer};
 use crate::rng::uniform_f32;
 use crate::sparse::Csr;

@@ -1,20 +1,14 @@
 //! Dense kernels: GEMM through the `gemm` crate (the three products of a fully connected
 //! layer: `X·W`, `Δ·Wᵀ`, `Xᵀ·Δ`), bias fill/add, and the bias gradient in fixed point.
 
-use super::{check_dim, for_each_row, multiversion, Isa, Par};
+use super::{for_each_row, multiversion, Isa, Par};
+use crate::backend::traits::check_dim;
 use crate::dense::{MatrixMut, MatrixRef};
 use crate::error::Result;
 use crate::ops::fixed::{scaled_from_fixed, to_fixed};
 use rayon::prelude::*;
 
-/// Whether an operand enters a product as stored or transposed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Trans {
-    /// As stored.
-    No,
-    /// Transposed.
-    Yes,
-}
+use crate::ops::Trans;
 
 /// `(rows, cols, row stride, column stride)` of `op(m)` for a row-major `m`.
 fn op_shape(m: &MatrixRef, t: Trans) -> (usize, usize, isize, isize) {

@@ -3,31 +3,13 @@
 //! each unit's loss enters as `to_fixed(L)`, so the total is the same bits on any number of
 //! threads, and the sparse and dense paths give the same total for the same targets.
 
-use super::{check_dim, for_each_row, multiversion, sum_rows_i128, Isa, Par};
+use super::{for_each_row, multiversion, sum_rows_i128, Isa, Par};
+use crate::backend::traits::check_dim;
 use crate::dense::{MatrixMut, MatrixRef};
 use crate::error::Result;
-use crate::ops::fixed::{from_fixed_wide, to_fixed};
+use crate::ops::fixed::{to_fixed, FixedSum};
 use crate::ops::{Activation, ErrorFunction, LossSpec};
 use crate::sparse::CsrView;
-
-/// A loss total in fixed point (units of `2⁻³⁰`), exact and order-independent; add totals of
-/// several batches or ranks with `+` before converting.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct FixedSum(pub i128);
-
-impl FixedSum {
-    /// The total as a float: `sum · 2⁻³⁰`.
-    pub fn to_f64(self) -> f64 {
-        from_fixed_wide(self.0)
-    }
-}
-
-impl std::ops::Add for FixedSum {
-    type Output = FixedSum;
-    fn add(self, rhs: FixedSum) -> FixedSum {
-        FixedSum(self.0.wrapping_add(rhs.0))
-    }
-}
 
 #[inline(always)]
 fn zero_delta(spec: &LossSpec, d: &mut [f32], a: &[f32]) {

@@ -23,14 +23,11 @@ mod update;
 
 pub use activation::{activation_backward, activation_forward};
 pub use backend::{Cpu, CpuSparseBatch};
-pub use dense::{add_bias, bias_gradient, dense_weight_gradient, gemm, set_rows_to_bias, Trans};
-pub use loss::{
-    dense_output_delta, dense_output_loss, sparse_output_delta, sparse_output_loss, FixedSum,
-};
+pub use dense::{add_bias, bias_gradient, dense_weight_gradient, gemm, set_rows_to_bias};
+pub use loss::{dense_output_delta, dense_output_loss, sparse_output_delta, sparse_output_loss};
 pub use sparse::{sparse_weight_gradient, spmm, SparseTranspose, SPMM_NNZ_CHUNK};
 pub use update::optimizer_step;
 
-use crate::error::{Error, Result};
 use rayon::prelude::*;
 
 /// How a kernel may run in parallel.
@@ -178,18 +175,6 @@ where
     } else {
         let min_len = rows.div_ceil(threads * 4).max(1);
         (0..rows).into_par_iter().with_min_len(min_len).map(f).sum()
-    }
-}
-
-/// An [`Error::InvalidArgument`] unless `got == expected`.
-pub(crate) fn check_dim(name: &str, got: usize, expected: usize) -> Result<()> {
-    if got == expected {
-        Ok(())
-    } else {
-        Err(Error::invalid_argument(
-            name,
-            format!("expected {expected}, got {got}"),
-        ))
     }
 }
 

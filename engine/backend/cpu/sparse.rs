@@ -2,7 +2,8 @@
 //! `kCalculateSparseZ` family) and the weight gradient `Xᵀ·Δ` in 64-bit fixed point
 //! (`kCalculateSparseTransposedMatrix` + `kCalculateSparseTransposedWeightGradient`).
 
-use super::{check_dim, for_each_row, multiversion, Isa, Par};
+use super::{for_each_row, multiversion, Isa, Par};
+use crate::backend::traits::check_dim;
 use crate::dense::{MatrixMut, MatrixRef};
 use crate::error::Result;
 use crate::ops::fixed::{scaled_from_fixed, to_fixed};

@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::dense::Matrix;
-use crate::ops::{Activation, ActivationParams, ErrorFunction, Hyper, LossSpec, Optimizer};
+use crate::ops::fixed::FixedSum;
+use crate::ops::{Activation, ActivationParams, ErrorFunction, Hyper, LossSpec, Optimizer, Trans};
 use crate::rng::{u32_at, uniform_f32};
 use crate::sparse::Csr;
 

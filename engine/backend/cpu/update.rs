@@ -1,6 +1,7 @@
 //! The optimizer step over a parameter array, from [`crate::ops::optimizer::update`].
 
-use super::{check_dim, Par};
+use super::Par;
+use crate::backend::traits::check_dim;
 use crate::error::Result;
 use crate::ops::optimizer::{state_len, update_step, StepConsts};
 use crate::ops::{Hyper, Optimizer};

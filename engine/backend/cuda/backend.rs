@@ -12,12 +12,14 @@ use cudarc::driver::{
 use super::choices::CudaChoices;
 use super::kernels;
 use super::staging::Staging;
-use crate::backend::cpu::{check_dim, FixedSum, Trans};
+use crate::backend::traits::check_dim;
 use crate::backend::traits::{Backend, DropoutMask, Mat, MatMut};
 use crate::error::{Error, Result};
 use crate::ops::activation::ActivationParams;
+use crate::ops::fixed::FixedSum;
 use crate::ops::loss::LossSpec;
 use crate::ops::optimizer::Hyper;
+use crate::ops::Trans;
 use crate::ops::{Activation, Optimizer};
 use crate::sparse::{Csr, CsrView};
 

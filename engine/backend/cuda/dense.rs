@@ -4,16 +4,16 @@
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 use super::backend::{check_fits, dev, mat_len, Cuda};
-use crate::backend::cpu::check_dim;
+use crate::backend::traits::check_dim;
 use crate::backend::traits::{DropoutMask, Mat, MatMut};
 use crate::error::{Error, Result};
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::{Gemm, GemmConfig};
 
 use super::backend::{ActParams, DeviceHyper};
-use crate::backend::cpu::Trans;
 use crate::ops::activation::ActivationParams;
 use crate::ops::optimizer::{Hyper, StepConsts};
+use crate::ops::Trans;
 use crate::ops::{Activation, Optimizer};
 
 impl Cuda {

@@ -5,10 +5,10 @@ use cudarc::driver::{CudaSlice, CudaViewMut, PushKernelArg};
 
 use super::backend::{check_fits, dev, mat_len, Cuda};
 use super::backend::{ActParams, CudaSparseBatch, LossParams, LOSS_SPAN};
-use crate::backend::cpu::check_dim;
-use crate::backend::cpu::FixedSum;
+use crate::backend::traits::check_dim;
 use crate::backend::traits::{sparse_output_forward_composed, Mat, MatMut};
 use crate::error::Result;
+use crate::ops::fixed::FixedSum;
 use crate::ops::loss::LossSpec;
 use crate::ops::{Activation, ErrorFunction};
 

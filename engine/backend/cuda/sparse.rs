@@ -5,8 +5,8 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 use super::backend::{check_fits, dev, mat_len, Cuda, BLOCK};
 use super::backend::{CudaSparseBatch, DeviceTranspose};
-use crate::backend::cpu::check_dim;
 use crate::backend::cpu::SPMM_NNZ_CHUNK;
+use crate::backend::traits::check_dim;
 use crate::backend::traits::{Mat, MatMut};
 use crate::error::{Error, Result};
 use crate::sparse::{Csr, CsrView};

@@ -1,6 +1,6 @@
 //! Exact top-K on the device (cuda/sparse.cu): `topk_small` reads rows of up to 65,536 items
 //! in place; wider rows go through 64-bit keys in a scratch array (`topk_keys`,
-//! `topk_select`). Both follow [`crate::predict::top_k_batch`]'s contract.
+//! `topk_select`). Both follow [`crate::topk::top_k_batch`]'s contract.
 
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 

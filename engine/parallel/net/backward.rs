@@ -7,7 +7,7 @@ use super::host::{
 };
 use super::pass::{not_loaded, two};
 use super::ShardedNetwork;
-use crate::backend::traits::{Backend, Mat, MatMut, Trans};
+use crate::backend::traits::{Backend, Mat, MatMut};
 use crate::collective::Collective;
 use crate::descriptor::LayerKind;
 use crate::error::{Error, Result};
@@ -15,6 +15,7 @@ use crate::graph::Layer;
 use crate::network::{hidden_layer_delta, output_layer_delta, Targets};
 use crate::ops::optimizer::Hyper;
 use crate::ops::Activation;
+use crate::ops::Trans;
 use crate::parallel::Sharding;
 
 impl<B: Backend, C: Collective> ShardedNetwork<'_, B, C> {

@@ -101,7 +101,7 @@ pub struct ShardedNetwork<'c, B: Backend, C: Collective> {
     /// Per output layer with sparse targets, after a training forward: its local loss and
     /// whether its local delta, written in the same pass, awaits the backward pass (as in
     /// [`crate::network::Network`]).
-    fused_loss: Vec<Option<crate::backend::cpu::FixedSum>>,
+    fused_loss: Vec<Option<crate::ops::fixed::FixedSum>>,
     fused_delta: Vec<bool>,
     params: Vec<Param<B::Vector>>,
     biases: Vec<EdgeBias<B::Vector>>,

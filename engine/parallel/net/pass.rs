@@ -3,14 +3,15 @@
 
 use super::host::{gather_columns, reduce_columns, softmax_rows};
 use super::ShardedNetwork;
-use crate::backend::cpu::FixedSum;
-use crate::backend::traits::{Backend, DropoutMask, Mat, MatMut, Trans};
+use crate::backend::traits::{Backend, DropoutMask, Mat, MatMut};
 use crate::collective::{Collective, ReduceOp};
 use crate::descriptor::LayerKind;
 use crate::error::{Error, Result};
 use crate::graph::Layer;
 use crate::network::{act_params, dropout_stream, rows_finite, AlphaDropout};
+use crate::ops::fixed::FixedSum;
 use crate::ops::Activation;
+use crate::ops::Trans;
 use crate::parallel::Sharding;
 
 /// `(&mut v[i], &v[j])` or `(&v[j], ...)` helpers for two distinct entries.

@@ -4,7 +4,7 @@ use super::*;
 use crate::sparse::Csr;
 
 /// SplitMix64: a tiny deterministic generator for test data.
-pub(in crate::predict) struct Rng(pub(in crate::predict) u64);
+pub(in crate::topk) struct Rng(pub(in crate::topk) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -14,7 +14,7 @@ impl Rng {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
-    pub(in crate::predict) fn below(&mut self, n: usize) -> usize {
+    pub(in crate::topk) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 }
@@ -64,7 +64,7 @@ fn naive(scores: &[f32], offset: u32, exclude: &[u32], k: usize) -> (Vec<u32>, V
     )
 }
 
-pub(in crate::predict) fn bits(v: &[f32]) -> Vec<u32> {
+pub(in crate::topk) fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
@@ -155,11 +155,7 @@ fn matches_full_sort_on_random_rows() {
 }
 
 /// A random `[batch × width]` matrix and exclusion CSR.
-pub(in crate::predict) fn random_batch(
-    rng: &mut Rng,
-    batch: usize,
-    width: usize,
-) -> (Vec<f32>, Csr) {
+pub(in crate::topk) fn random_batch(rng: &mut Rng, batch: usize, width: usize) -> (Vec<f32>, Csr) {
     let scores = (0..batch).flat_map(|_| random_row(rng, width)).collect();
     let (mut offsets, mut cols) = (vec![0u64], Vec::new());
     for _ in 0..batch {
@@ -176,7 +172,7 @@ pub(in crate::predict) fn random_batch(
     )
 }
 
-pub(in crate::predict) fn run_batch(
+pub(in crate::topk) fn run_batch(
     threads: usize,
     scores: &[f32],
     width: usize,

@@ -1,4 +1,9 @@
-//! Exact top-K selection over rows of scores, with per-row exclusions.
+//! Exact top-K selection over rows of scores, with per-row exclusions, and the merge of
+//! per-shard lists into the global top-K ([`merge`]).
+//!
+//! The selection is the host implementation of [`crate::backend::Backend::top_k`]'s contract
+//! (the CPU backend's, and the fallback of any backend) and the reference the CUDA kernels
+//! are tested against; [`crate::predict`] and the model-parallel network use both.
 //!
 //! # Contract
 //!
@@ -36,9 +41,13 @@
 //!
 //! A rank that holds columns `col_offset..col_offset + width` of the output layer calls
 //! [`top_k_batch`] with that offset: exclusions are global column indices and the output holds
-//! local ones. [`merge_top_k`](super::merge_top_k) and
-//! [`merge_top_k_batch`](super::merge_top_k_batch) then combine the per-shard lists (each with
+//! local ones. [`merge_top_k`](merge::merge_top_k) and
+//! [`merge_top_k_batch`](merge::merge_top_k_batch) then combine the per-shard lists (each with
 //! its offset) into the global top-K, in the same order (DSSTNE's multi-GPU predict).
+
+pub mod merge;
+
+pub use merge::{merge_top_k, merge_top_k_batch, ShardTopK, ShardTopKBatch};
 
 use rayon::prelude::*;
 
@@ -50,7 +59,7 @@ use crate::sparse::CsrView;
 pub const NO_ITEM: u32 = u32::MAX;
 
 /// Rows handled by one rayon task in the batch functions.
-pub(super) const ROWS_PER_TASK: usize = 8;
+pub(crate) const ROWS_PER_TASK: usize = 8;
 
 /// Scores compared against the threshold at once in the scan.
 const BLOCK: usize = 64;
@@ -121,7 +130,7 @@ fn check_k(k: usize, width: usize) -> Result<()> {
 }
 
 /// Checks that an output slice has `expected` entries.
-pub(super) fn check_len(name: &str, len: usize, expected: usize) -> Result<()> {
+pub(crate) fn check_len(name: &str, len: usize, expected: usize) -> Result<()> {
     if len != expected {
         return Err(Error::invalid_argument(
             name,
@@ -412,5 +421,4 @@ pub fn top_k_batch(
 }
 
 #[cfg(test)]
-#[path = "topk_tests.rs"]
-pub(super) mod tests;
+pub(crate) mod tests;

@@ -3,7 +3,7 @@
 //! When the output layer is split by columns across ranks, each rank selects the top K' of its
 //! columns with [`top_k_batch`](super::top_k_batch) (passing its `col_offset`, so that the exclusions stay global
 //! and the output is local). The merge maps each shard's local indices to global columns
-//! (`offset + index`) and keeps the best K in the order of [`super::topk`]: higher score first,
+//! (`offset + index`) and keeps the best K in the order of [`super`]: higher score first,
 //! equal scores by lower global column. If the shards cover disjoint column ranges and
 //! each list is its shard's top K' with K' ≥ min(K, shard width), the result is exactly the
 //! top K of the concatenated row (DSSTNE's multi-GPU predict, without its K×5 heuristic).
@@ -12,7 +12,7 @@ use std::cmp::Ordering;
 
 use rayon::prelude::*;
 
-use super::topk::{check_len, NO_ITEM, ROWS_PER_TASK};
+use super::{check_len, NO_ITEM, ROWS_PER_TASK};
 use crate::error::{Error, Result};
 
 /// A candidate: a (non-NaN) score and its column index.
@@ -186,8 +186,8 @@ pub fn merge_top_k_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::predict::topk::tests::{bits, random_batch, run_batch, Rng};
-    use crate::predict::topk::top_k_batch;
+    use crate::topk::tests::{bits, random_batch, run_batch, Rng};
+    use crate::topk::top_k_batch;
 
     #[test]
     fn merged_shards_equal_top_k_of_the_whole_row() {
