@@ -1,9 +1,8 @@
 //! The multi-rank GPU path inside one process: `RANKS` ranks (the `Threads` collective), each
 //! with its own CUDA backend on GPU 0, train `NET` on the given datasets; prints each epoch's
-//! time and loss. With `RANKS=1` it is the sharded code path with trivial collectives, so the
-//! difference to the trainer alone is the cost of staging activations and deltas through the
-//! host; against `mpirun -np RANKS` on one GPU it separates that cost from the cost of two CUDA
-//! contexts sharing the GPU.
+//! time and loss. With `RANKS=1` it runs the one-rank instructions (the trainer's); against
+//! `mpirun -np RANKS` on one GPU it separates the cost of the cross-rank steps from the cost of
+//! several CUDA contexts sharing the GPU.
 //!
 //!   sharded_gpu NET.json INPUT.nc OUTPUT.nc [RANKS] [EPOCHS] [BATCH]
 
@@ -14,9 +13,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     use moira::dataset::io::netcdf;
     use moira::descriptor::Descriptor;
     use moira::graph::Graph;
+    use moira::network::Network;
     use moira::ops::optimizer::{Hyper, LrSchedule};
     use moira::ops::Optimizer;
-    use moira::parallel::ShardedNetwork;
     use moira::train::{shapes, train, DataBinding, Quiet, TrainConfig};
 
     let args: Vec<String> = std::env::args().collect();
@@ -44,7 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let reports = Threads::run(ranks, |comm| {
         let graph = Graph::compile(&descriptor, &shapes(&datasets))?;
         let binding = DataBinding::new(&graph, &datasets, false)?;
-        let mut net = ShardedNetwork::build(
+        let mut net = Network::build_with(
             Cuda::new(0, false)?,
             comm,
             graph,

@@ -206,7 +206,6 @@ fn train_sharded_on<B: Backend>(
     optimizer: Optimizer,
 ) -> (Vec<f64>, Vec<Vec<f32>>) {
     use moira::collective::Threads;
-    use moira::parallel::ShardedNetwork;
     let mut out = Threads::run(ranks, |comm| {
         let descriptor = Descriptor::from_str(json, "net.json")?;
         let datasets = vec![
@@ -215,7 +214,7 @@ fn train_sharded_on<B: Backend>(
         ];
         let graph = Graph::compile(&descriptor, &shapes(&datasets))?;
         let data = DataBinding::new(&graph, &datasets, false)?;
-        let mut network = ShardedNetwork::build(backend(), comm, graph, BATCH, optimizer, 21)?;
+        let mut network = Network::build_with(backend(), comm, graph, BATCH, optimizer, 21)?;
         let config = TrainConfig {
             epochs: 1,
             batch: BATCH,

@@ -12,9 +12,9 @@ use moira::graph::Graph;
 use moira::network::Network;
 use moira::ops::optimizer::{Hyper, LrSchedule};
 use moira::ops::Optimizer;
-use moira::parallel::{ShardedNetwork, Sharding};
+use moira::parallel::Sharding;
 use moira::sparse::Csr;
-use moira::train::{shapes, train, DataBinding, Quiet, TrainConfig, Trainable};
+use moira::train::{shapes, train, DataBinding, Quiet, TrainConfig};
 
 mod ml1m_common;
 use ml1m_common::ml1m;
@@ -89,7 +89,11 @@ struct Trained {
 }
 
 /// Trains one epoch and ranks the first 512 users' items (own items excluded).
-fn run<N: Trainable>(net: &mut N, data: &[Dataset], cfg: &TrainConfig) -> (f64, Vec<u32>) {
+fn run<B: moira::backend::Backend, C: Collective>(
+    net: &mut Network<B, C>,
+    data: &[Dataset],
+    cfg: &TrainConfig,
+) -> (f64, Vec<u32>) {
     let binding = DataBinding::new(net.graph(), data, false).unwrap();
     let reports = train(net, &binding, cfg, None, &mut Quiet).unwrap();
     let rows = data[0].sparse_data().unwrap();
@@ -159,7 +163,7 @@ fn sharded(
 ) -> Trained {
     let mut out = Threads::run(ranks, |comm| {
         let graph = Graph::compile(d, &shapes(data))?;
-        let mut net = ShardedNetwork::build(
+        let mut net = Network::build_with(
             Cpu::new(threads)?,
             comm,
             graph,
@@ -287,7 +291,7 @@ fn checkpoints_move_between_rank_counts() {
     // Train on 3 ranks; the gathered model loads on 1 and on 2 ranks with the same weights.
     let models = Threads::run(3, |comm| {
         let graph = Graph::compile(&d, &shapes(&data))?;
-        let mut net = ShardedNetwork::build(
+        let mut net = Network::build_with(
             Cpu::new(1)?,
             comm,
             graph,
@@ -297,7 +301,7 @@ fn checkpoints_move_between_rank_counts() {
         )?;
         let binding = DataBinding::new(net.graph(), &data, false)?;
         train(&mut net, &binding, &cfg, None, &mut Quiet)?;
-        let state = Trainable::download_optimizer_state(&net)?;
+        let state = net.download_optimizer_state()?;
         Ok((net.to_model(Default::default())?, state, comm.rank()))
     })
     .unwrap();
@@ -315,13 +319,10 @@ fn checkpoints_move_between_rank_counts() {
     }
     let back = Threads::run(2, |comm| {
         let mut net =
-            ShardedNetwork::build(Cpu::new(1)?, comm, graph.clone(), 128, cfg.optimizer, 1)?;
+            Network::build_with(Cpu::new(1)?, comm, graph.clone(), 128, cfg.optimizer, 1)?;
         net.load_weights(model)?;
         net.upload_optimizer_state(state)?;
-        Ok((
-            net.download_params()?,
-            Trainable::download_optimizer_state(&net)?,
-        ))
+        Ok((net.download_params()?, net.download_optimizer_state()?))
     })
     .unwrap();
     assert_eq!(back[0].0.len(), whole.len());
@@ -348,7 +349,7 @@ fn a_softmax_hidden_layer_is_refused_by_name() {
     );
     let err = Threads::run(2, |comm| {
         let graph = Graph::compile(&d, &shapes(&data))?;
-        ShardedNetwork::build(Cpu::new(1)?, comm, graph, 8, Optimizer::Sgd, 1).map(|_| ())
+        Network::build_with(Cpu::new(1)?, comm, graph, 8, Optimizer::Sgd, 1).map(|_| ())
     })
     .unwrap_err()
     .to_string();
@@ -383,7 +384,7 @@ fn shared_weights_train_across_ranks() {
     }
     let graph = Graph::compile(&tied, &shapes(&data)).unwrap();
     let models = Threads::run(3, |comm| {
-        let mut net = ShardedNetwork::build(
+        let mut net = Network::build_with(
             Cpu::new(1)?,
             comm,
             graph.clone(),
@@ -435,7 +436,7 @@ fn batch_normalised_layers_train_across_ranks() {
     let want = one.to_model(Default::default()).unwrap();
     for ranks in [2, 3] {
         let got = Threads::run(ranks, |comm| {
-            let mut net = ShardedNetwork::build(
+            let mut net = Network::build_with(
                 Cpu::new(1)?,
                 comm,
                 graph.clone(),
@@ -445,7 +446,7 @@ fn batch_normalised_layers_train_across_ranks() {
             )?;
             let binding = DataBinding::new(&graph, &data, false)?;
             train(&mut net, &binding, &cfg, None, &mut Quiet)?;
-            let state = Trainable::download_batch_norm_state(&net)?;
+            let state = net.download_batch_norm_state()?;
             Ok((net.to_model(Default::default())?, state))
         })
         .unwrap();
@@ -502,12 +503,12 @@ fn batch_normalised_layers_train_across_ranks() {
         // The gathered model and BN state load on another rank count and come back whole.
         let back = Threads::run(2, |comm| {
             let mut net =
-                ShardedNetwork::build(Cpu::new(1)?, comm, graph.clone(), 128, cfg.optimizer, 1)?;
+                Network::build_with(Cpu::new(1)?, comm, graph.clone(), 128, cfg.optimizer, 1)?;
             net.load_weights(model)?;
             net.upload_batch_norm_state(state)?;
             Ok((
                 net.to_model(Default::default())?,
-                Trainable::download_batch_norm_state(&net)?,
+                net.download_batch_norm_state()?,
             ))
         })
         .unwrap();
@@ -532,7 +533,7 @@ fn ranks_keeping_only_their_columns_train_the_same_bits() {
             nnz.iter().zip(&all).all(|(k, a)| k < a),
             "{nnz:?} of {all:?}"
         );
-        let mut net = ShardedNetwork::build(
+        let mut net = Network::build_with(
             Cpu::new(1)?,
             comm,
             graph,

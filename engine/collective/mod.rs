@@ -190,6 +190,44 @@ pub trait Collective {
     }
 }
 
+/// A reference to a collective is the same collective (so that a network can hold `&Mpi` or
+/// the `&Threads` of [`Threads::run`]).
+impl<C: Collective + ?Sized> Collective for &C {
+    fn rank(&self) -> usize {
+        (**self).rank()
+    }
+
+    fn size(&self) -> usize {
+        (**self).size()
+    }
+
+    fn barrier(&self) -> Result<()> {
+        (**self).barrier()
+    }
+
+    fn all_gather_bytes(&self, send: &[u8], counts: &[usize], recv: &mut [u8]) -> Result<()> {
+        (**self).all_gather_bytes(send, counts, recv)
+    }
+
+    fn broadcast_bytes(&self, root: usize, buf: &mut [u8]) -> Result<()> {
+        (**self).broadcast_bytes(root, buf)
+    }
+
+    fn all_reduce_wire(&self, buf: WireMut<'_>, op: ReduceOp) -> Result<()> {
+        (**self).all_reduce_wire(buf, op)
+    }
+
+    fn reduce_scatter_wire(
+        &self,
+        send: Wire<'_>,
+        counts: &[usize],
+        recv: WireMut<'_>,
+        op: ReduceOp,
+    ) -> Result<()> {
+        (**self).reduce_scatter_wire(send, counts, recv, op)
+    }
+}
+
 /// Sums `terms[i]` over all ranks in 64-bit fixed point, bit-identically whatever the rank
 /// count and order: each rank converts its terms with [`to_fixed`], the `i64`s are summed
 /// exactly (wrapping), and `sums[i]` receives the total (still in fixed point: convert with

@@ -5,14 +5,16 @@
 //! [`crate::ops::norm::batch_norm_forward`]), between the incoming sums (and skips) and the
 //! activation; the running mean and variance follow DSSTNE's cumulative average
 //! (`f = 1/(1 + calls)`). Prediction uses the running statistics. `γ` starts at 1, `β` at 0,
-//! and both train with the network's optimizer, unregularised.
+//! and both train with the network's optimizer, unregularised. Normalisation is per unit, so
+//! each rank normalises its units over the minibatch exactly as one rank would.
 
 use super::{Network, SlotState};
 use crate::backend::traits::Backend;
+use crate::collective::Collective;
 use crate::error::{Error, Result};
 use crate::ops::optimizer::state_len;
 
-/// The batch-normalisation state of one layer on the device.
+/// The batch-normalisation state of one layer's local units on the device.
 pub(crate) struct BatchNorm<V> {
     pub scale: V,
     pub bias: V,
@@ -75,47 +77,43 @@ pub struct BatchNormValues {
     pub running_var: Vec<f32>,
 }
 
-impl<B: Backend> Network<B> {
-    /// The batch-normalisation values of every `BatchNormalization` layer, in layer order.
-    pub fn download_batch_norm(&self) -> Result<Vec<BatchNormValues>> {
-        let get = |v: &B::Vector, n: usize| -> Result<Vec<f32>> {
-            let mut h = vec![0.0; n];
-            self.backend.download(v, &mut h)?;
-            Ok(h)
-        };
+impl<B: Backend, C: Collective> Network<B, C> {
+    /// The batch-normalised layers with their local state, in layer order.
+    fn batch_norm_layers(
+        &self,
+    ) -> impl Iterator<Item = (&crate::graph::Layer, &BatchNorm<B::Vector>)> {
         self.graph
             .layers()
             .iter()
             .zip(&self.batch_norm)
             .filter_map(|(l, bn)| bn.as_ref().map(|bn| (l, bn)))
+    }
+
+    /// The batch-normalisation values of every `BatchNormalization` layer, in layer order
+    /// (whole on rank 0, empty elsewhere).
+    pub fn download_batch_norm(&self) -> Result<Vec<BatchNormValues>> {
+        self.batch_norm_layers()
             .map(|(l, bn)| {
                 Ok(BatchNormValues {
                     layer: l.name.clone(),
-                    scale: get(&bn.scale, bn.units)?,
-                    bias: get(&bn.bias, bn.units)?,
-                    running_mean: get(&bn.running_mean, bn.units)?,
-                    running_var: get(&bn.running_var, bn.units)?,
+                    scale: self.gather_units(l.id, &bn.scale)?,
+                    bias: self.gather_units(l.id, &bn.bias)?,
+                    running_mean: self.gather_units(l.id, &bn.running_mean)?,
+                    running_var: self.gather_units(l.id, &bn.running_var)?,
                 })
             })
             .collect()
     }
 
     /// The negative mean gradients of `γ` and `β` of the last [`Network::backward`], per
-    /// batch-normalised layer in layer order (`running_*` are empty).
+    /// batch-normalised layer in layer order (`running_*` are empty; whole on rank 0).
     pub fn download_batch_norm_gradients(&self) -> Result<Vec<BatchNormValues>> {
-        self.graph
-            .layers()
-            .iter()
-            .zip(&self.batch_norm)
-            .filter_map(|(l, bn)| bn.as_ref().map(|bn| (l, bn)))
+        self.batch_norm_layers()
             .map(|(l, bn)| {
-                let (mut s, mut b) = (vec![0.0; bn.units], vec![0.0; bn.units]);
-                self.backend.download(&bn.dscale, &mut s)?;
-                self.backend.download(&bn.dbias, &mut b)?;
                 Ok(BatchNormValues {
                     layer: l.name.clone(),
-                    scale: s,
-                    bias: b,
+                    scale: self.gather_units(l.id, &bn.dscale)?,
+                    bias: self.gather_units(l.id, &bn.dbias)?,
                     running_mean: Vec::new(),
                     running_var: Vec::new(),
                 })
@@ -123,49 +121,112 @@ impl<B: Backend> Network<B> {
             .collect()
     }
 
-    /// Replaces the values of the batch-normalised layers named in `values`. Errors (nothing
-    /// uploaded) for a layer that is not batch-normalised or a vector of the wrong length.
+    /// The batch-normalised layer `name`'s index; errors naming `what` for an unknown or
+    /// unnormalised layer or a vector whose length (one of `lens`) is not the layer's units.
+    fn batch_norm_target(&self, name: &str, lens: &[usize], what: &str) -> Result<usize> {
+        let bad = |m: String| Error::invalid_argument(what, format!("layer `{name}`: {m}"));
+        let layer = self
+            .graph
+            .layer_by_name(name)
+            .ok_or_else(|| bad("not a layer of the network".into()))?;
+        if self.batch_norm[layer.id.0].is_none() {
+            return Err(bad("has no BatchNormalization".into()));
+        }
+        if let Some(&n) = lens.iter().find(|&&n| n != layer.units) {
+            return Err(bad(format!(
+                "{n} values; the layer has {} units",
+                layer.units
+            )));
+        }
+        Ok(layer.id.0)
+    }
+
+    /// Replaces the values of the batch-normalised layers named in `values` (whole, the same
+    /// on every rank). Errors (nothing uploaded) for a layer that is not batch-normalised or a
+    /// vector of the wrong length.
     pub fn upload_batch_norm(&mut self, values: &[BatchNormValues]) -> Result<()> {
         let mut targets = Vec::with_capacity(values.len());
         for v in values {
-            let layer = self.graph.layer_by_name(&v.layer).ok_or_else(|| {
-                Error::invalid_argument(
-                    "batch normalization",
-                    format!("the network has no layer `{}`", v.layer),
-                )
-            })?;
-            let bn = self.batch_norm[layer.id.0].as_ref().ok_or_else(|| {
-                Error::invalid_argument(
-                    "batch normalization",
-                    format!("layer `{}` has no BatchNormalization", v.layer),
-                )
-            })?;
-            for (what, x) in [
-                ("scale", &v.scale),
-                ("bias", &v.bias),
-                ("running mean", &v.running_mean),
-                ("running variance", &v.running_var),
-            ] {
-                if x.len() != bn.units {
-                    return Err(Error::invalid_argument(
-                        "batch normalization",
-                        format!(
-                            "layer `{}`: {} {what} values; the layer has {} units",
-                            v.layer,
-                            x.len(),
-                            bn.units
-                        ),
-                    ));
-                }
-            }
-            targets.push(layer.id.0);
+            let lens = [
+                v.scale.len(),
+                v.bias.len(),
+                v.running_mean.len(),
+                v.running_var.len(),
+            ];
+            targets.push(self.batch_norm_target(&v.layer, &lens, "batch normalization")?);
         }
         for (v, i) in values.iter().zip(targets) {
+            let range = self.local_units(crate::graph::LayerId(i));
             let bn = self.batch_norm[i].as_mut().expect("checked above");
-            self.backend.upload(&mut bn.scale, &v.scale)?;
-            self.backend.upload(&mut bn.bias, &v.bias)?;
-            self.backend.upload(&mut bn.running_mean, &v.running_mean)?;
-            self.backend.upload(&mut bn.running_var, &v.running_var)?;
+            self.backend
+                .upload(&mut bn.scale, &v.scale[range.clone()])?;
+            self.backend.upload(&mut bn.bias, &v.bias[range.clone()])?;
+            self.backend
+                .upload(&mut bn.running_mean, &v.running_mean[range.clone()])?;
+            self.backend
+                .upload(&mut bn.running_var, &v.running_var[range])?;
+        }
+        Ok(())
+    }
+
+    /// The training state of every batch-normalised layer, in layer order (whole on rank 0,
+    /// empty slots elsewhere).
+    pub fn download_batch_norm_state(&self) -> Result<Vec<BatchNormTrainState>> {
+        let slots = state_len(self.optimizer);
+        self.batch_norm_layers()
+            .map(|(l, bn)| {
+                let slots = (0..slots)
+                    .map(|k| {
+                        Ok(SlotState {
+                            weights: self.gather_units(l.id, &bn.scale_state[k])?,
+                            bias: self.gather_units(l.id, &bn.bias_state[k])?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(BatchNormTrainState {
+                    layer: l.name.clone(),
+                    calls: bn.calls,
+                    slots,
+                })
+            })
+            .collect()
+    }
+
+    /// Replaces the training state of the batch-normalised layers (the shape
+    /// [`Network::download_batch_norm_state`] returns, whole, the same on every rank). Errors
+    /// (nothing uploaded) for an unknown or unnormalised layer, a wrong number of slots or a
+    /// wrong length.
+    pub fn upload_batch_norm_state(&mut self, state: &[BatchNormTrainState]) -> Result<()> {
+        let slots = state_len(self.optimizer);
+        let mut targets = Vec::with_capacity(state.len());
+        for s in state {
+            if s.slots.len() != slots {
+                return Err(Error::invalid_argument(
+                    "batch normalization state",
+                    format!(
+                        "layer `{}`: {} slots given; expected {slots}",
+                        s.layer,
+                        s.slots.len()
+                    ),
+                ));
+            }
+            let lens: Vec<usize> = s
+                .slots
+                .iter()
+                .flat_map(|x| [x.weights.len(), x.bias.len()])
+                .collect();
+            targets.push(self.batch_norm_target(&s.layer, &lens, "batch normalization state")?);
+        }
+        for (s, i) in state.iter().zip(targets) {
+            let range = self.local_units(crate::graph::LayerId(i));
+            let bn = self.batch_norm[i].as_mut().expect("checked above");
+            bn.calls = s.calls;
+            for (k, slot) in s.slots.iter().enumerate() {
+                self.backend
+                    .upload(&mut bn.scale_state[k], &slot.weights[range.clone()])?;
+                self.backend
+                    .upload(&mut bn.bias_state[k], &slot.bias[range.clone()])?;
+            }
         }
         Ok(())
     }
@@ -179,74 +240,4 @@ pub struct BatchNormTrainState {
     pub layer: String,
     pub calls: u64,
     pub slots: Vec<SlotState>,
-}
-
-impl<B: Backend> Network<B> {
-    /// The training state of every batch-normalised layer, in layer order.
-    pub fn download_batch_norm_state(&self) -> Result<Vec<BatchNormTrainState>> {
-        let slots = state_len(self.optimizer);
-        let mut out = Vec::new();
-        for (l, bn) in self.graph.layers().iter().zip(&self.batch_norm) {
-            let Some(bn) = bn else { continue };
-            let mut s = Vec::with_capacity(slots);
-            for k in 0..slots {
-                let (mut weights, mut bias) = (vec![0.0; bn.units], vec![0.0; bn.units]);
-                self.backend.download(&bn.scale_state[k], &mut weights)?;
-                self.backend.download(&bn.bias_state[k], &mut bias)?;
-                s.push(SlotState { weights, bias });
-            }
-            out.push(BatchNormTrainState {
-                layer: l.name.clone(),
-                calls: bn.calls,
-                slots: s,
-            });
-        }
-        Ok(out)
-    }
-
-    /// Replaces the training state of the batch-normalised layers (the shape
-    /// [`Network::download_batch_norm_state`] returns). Errors (nothing uploaded) for an
-    /// unknown or unnormalised layer, a wrong number of slots or a wrong length.
-    pub fn upload_batch_norm_state(&mut self, state: &[BatchNormTrainState]) -> Result<()> {
-        let slots = state_len(self.optimizer);
-        let mut targets = Vec::with_capacity(state.len());
-        for s in state {
-            let bad = |m: String| {
-                Error::invalid_argument(
-                    "batch normalization state",
-                    format!("layer `{}`: {m}", s.layer),
-                )
-            };
-            let id = self
-                .graph
-                .layer_by_name(&s.layer)
-                .map(|l| l.id.0)
-                .ok_or_else(|| bad("not a layer of the network".into()))?;
-            let bn = self.batch_norm[id]
-                .as_ref()
-                .ok_or_else(|| bad("has no BatchNormalization".into()))?;
-            if s.slots.len() != slots {
-                return Err(bad(format!(
-                    "{} slots given; expected {slots}",
-                    s.slots.len()
-                )));
-            }
-            if s.slots
-                .iter()
-                .any(|x| x.weights.len() != bn.units || x.bias.len() != bn.units)
-            {
-                return Err(bad(format!("slots must hold {} values each", bn.units)));
-            }
-            targets.push(id);
-        }
-        for (s, id) in state.iter().zip(targets) {
-            let bn = self.batch_norm[id].as_mut().expect("checked above");
-            bn.calls = s.calls;
-            for (k, slot) in s.slots.iter().enumerate() {
-                self.backend.upload(&mut bn.scale_state[k], &slot.weights)?;
-                self.backend.upload(&mut bn.bias_state[k], &slot.bias)?;
-            }
-        }
-        Ok(())
-    }
 }

@@ -8,39 +8,55 @@
 
 use super::Network;
 use crate::backend::traits::{Backend, Mat, MatMut};
+use crate::collective::{Collective, ReduceOp};
 use crate::error::{Error, Result};
 use crate::ops::Trans;
 
-impl<B: Backend> Network<B> {
+impl<B: Backend, C: Collective> Network<B, C> {
     /// After [`Network::forward`]: the name of the first output layer (in graph order) with a
-    /// NaN or infinite activation in the loaded minibatch, or `None` when all are finite.
+    /// NaN or infinite activation in the loaded minibatch on any rank, or `None` when all are
+    /// finite (the same answer on every rank).
     ///
     /// The test is `Σ_j a[b][j]` per example `b`, so finite activations whose sum overflows
     /// `f32` (beyond ~3.4e38, which only a diverged network reaches) count as infinite too.
     /// Costs one `[rows × units] · [units]` product per output layer and a download of `rows`
-    /// floats. Errors when no minibatch is loaded.
+    /// floats (and, on several ranks, an all-reduce of one flag per output layer). Errors
+    /// when no minibatch is loaded.
     pub fn non_finite_output(&mut self) -> Result<Option<String>> {
         let rows = self.rows;
         if rows == 0 {
             return Err(Error::invalid_argument("batch", "no minibatch is loaded"));
         }
+        let mut flags = Vec::new();
         for layer in self.graph.outputs() {
             let a = self.units[layer.id.0]
                 .as_ref()
                 .expect("output layers have a unit buffer");
+            let cols = self.plan.layer_split(layer.id).len(self.comm.rank());
             let (ones, sums) = &mut self.finite_check;
-            if !rows_finite(&self.backend, Mat::new(a, rows, layer.units), ones, sums)? {
-                return Ok(Some(layer.name.clone()));
-            }
+            flags.push(u64::from(!rows_finite(
+                &self.backend,
+                Mat::new(a, rows, cols),
+                ones,
+                sums,
+            )?));
         }
-        Ok(None)
+        if self.is_sharded() {
+            self.comm.all_reduce(&mut flags, ReduceOp::Max)?;
+        }
+        Ok(self
+            .graph
+            .outputs()
+            .zip(&flags)
+            .find(|(_, &f)| f != 0)
+            .map(|(l, _)| l.name.clone()))
     }
 }
 
 /// Whether every row sum of `a` (`Σ_j a[b][j]`, one `[rows × cols] · [cols]` product on the
 /// device with `ones` holding at least `cols` ones, into `sums`, at least `rows` long) is
 /// finite: false when an element is NaN or infinite (or the sum overflows).
-pub(crate) fn rows_finite<B: Backend>(
+fn rows_finite<B: Backend>(
     backend: &B,
     a: Mat<'_, B::Vector>,
     ones: &B::Vector,

@@ -1,11 +1,22 @@
-//! [`Network`]: a compiled [`Graph`] with its weights and buffers on a [`Backend`].
+//! [`Network`]: a compiled [`Graph`] with this rank's weights and buffers on a [`Backend`],
+//! connected to the other ranks of a model-parallel run by a [`Collective`].
 //!
-//! Buffers are allocated once for a maximum batch size. Every layer that is not a sparse
-//! input has a unit buffer `[batch][units]` (its activations `a`); every non-input layer a
-//! delta buffer of the same shape. Each weight `W` of an edge `source → target` is stored
-//! `[source units][target units]` row-major (DSSTNE's layout), with a bias of `target units`.
+//! One network serves one rank and `N`: a run without `mpirun` is the one-rank case
+//! ([`Local`], the default collective), whose steps move no data between ranks and run the
+//! single-device instructions; with `N` ranks every layer's units are split by the
+//! [`ShardPlan`] (DSSTNE.md §4) and the cross-rank steps are the helpers of
+//! [`crate::parallel`].
 //!
-//! The math of one training step (the composite logic, written once for every backend):
+//! # Buffers
+//! Buffers are allocated once for a maximum batch size. Rank `r` holds, per layer, the
+//! activations `a` of its units (`[batch][local units]`; none for a sparse input layer) and,
+//! per non-input layer, a delta buffer of the same shape. A weight `W` of an edge
+//! `source → target` is `[source units][target units]` row-major (DSSTNE's layout); a rank holds
+//! its block: `W[:, its outputs]` for an output-sharded weight, `W[its inputs, :]` for an
+//! input-sharded one, the whole weight on one rank, with the block's gradient and optimizer
+//! state. Every edge has its own bias, split like its target layer.
+//!
+//! # The math of one training step (written once for every backend and rank count)
 //! - forward, in topological order: `z_L = Σ_e (a_src(e)·op(W_e) + b_e) + Σ_skip a_s`
 //!   (`op(W) = Wᵀ` for an edge using a shared weight transposed), batch normalisation of `z_L`
 //!   on `BatchNormalization` layers, `a_L = f_L(z_L)`, then inverted dropout on hidden layers
@@ -25,9 +36,33 @@
 //!   normalisation scale and shift with the chosen optimizer (biases, scales and shifts
 //!   unregularised).
 //!
-//! Fused SGD ([`Network::train_step`], [`Network::backward_update`]): with plain SGD and
-//! `λ1 = 0` the update `W ← W + α·(g_W − λ·W)` is `W ← (1 − αλ)·W + α·g_W`, so the backward
-//! pass writes it straight into each weight that no other edge shares,
+//! # Across ranks ([`Route`] per edge)
+//! - forward through an output-sharded edge: all-gather the source activations (a sparse or
+//!   dense Input's rows are whole on every rank), then `z_local += a·W_local`; through an
+//!   input-sharded edge: `P = a_local·W_local` (`batch × out`, partial sums), reduce-scattered
+//!   so that each rank gets the sum over ranks of its output columns;
+//! - the loss is summed over each rank's output columns and all-reduced (exact, `i128`);
+//!   SoftMax outputs take their row maxima and sums across ranks;
+//! - backward through an output-sharded edge: `g_W_local` from the gathered input and the
+//!   local `δ`, and the partial `δ_src = δ_local·W_localᵀ` (`batch × in`) reduce-scattered;
+//!   through an input-sharded edge: all-gather `δ` of the target, then `g_W_local` and the
+//!   local `δ_src` without communication;
+//! - `WeightNorm` of an input-sharded weight and `DeltaNorm` sum their squares across ranks.
+//!
+//! Cross-rank float sums are exact (fixed point with a shared scale), so a run is
+//! bit-identical to itself on the same rank count whatever the transport's order; runs on
+//! different rank counts differ by float rounding. Every random draw is keyed by global
+//! indices: dropout by (example in the minibatch, global unit) ([`DropoutMask`]), input
+//! denoising by (example, feature) ([`crate::train::DataBinding::batch`]), and weights are
+//! initialised element by element from their global position, so `P` ranks start from the
+//! one-rank network's exact weights and draw the same masks. Not supported across ranks (an
+//! [`Error::Unsupported`] at build, naming the layer): SoftMax on a hidden layer, and a Skip
+//! from an input layer.
+//!
+//! # Fused SGD
+//! ([`Network::train_step`], [`Network::backward_update`]): with plain SGD and `λ1 = 0` the
+//! update `W ← W + α·(g_W − λ·W)` is `W ← (1 − αλ)·W + α·g_W`, so the backward pass writes it
+//! straight into each weight block that no other edge shares,
 //! `W ← (1 − αλ)·W − (α/B)·a_srcᵀ·δ_L` (one gradient product with `W` as its output), and into
 //! every edge's bias, `b ← b − (α/B)·Σ_b δ_L`, after the edge's `δ_src = δ_L·op(W)ᵀ` has read
 //! the old `W`; the update pass then skips them (it still applies `WeightNorm`, and updates
@@ -37,34 +72,42 @@
 //!
 //! Every edge has its own bias; weights are per graph weight, so an edge sharing another's
 //! weight has a bias but no matrix (see `params.rs`).
+//!
+//! # Collective calls
+//! On `N` ranks every rank must call the same methods in the same order (they are
+//! collective); losses, the finite check, top-K and layer outputs are the global values on
+//! every rank, and the `download_*`/`to_model` methods return whole tensors on rank 0 and
+//! empty ones elsewhere (`upload_*` take whole tensors on every rank).
 
+mod backward;
 mod batchnorm;
+mod build;
 mod check;
 mod dropout;
+mod load;
 mod model;
 mod params;
 mod pass;
+mod readout;
 mod steps;
 mod update;
 
-use crate::backend::traits::{Backend, Mat};
-use crate::dense::Matrix;
+use crate::backend::traits::{Backend, DropoutMask, Mat};
+use crate::collective::{Collective, Local};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, LayerId};
 use crate::ops::activation::ActivationParams;
-use crate::ops::init::{init_bias, init_weights};
+use crate::ops::fixed::FixedSum;
 use crate::ops::loss::LossSpec;
-use crate::ops::optimizer::state_len;
 use crate::ops::{Activation, Optimizer};
+use crate::parallel::host::Timers;
+use crate::parallel::{ShardPlan, Sharding, Split};
 use crate::sparse::Csr;
 
 pub(crate) use batchnorm::BatchNorm;
 pub use batchnorm::{BatchNormTrainState, BatchNormValues};
-pub(crate) use check::rows_finite;
 pub(crate) use dropout::AlphaDropout;
 pub use model::SlotState;
-pub(crate) use model::{assemble_model, model_values};
-pub(crate) use pass::dropout_stream;
 pub use pass::StepStats;
 pub(crate) use steps::{hidden_layer_delta, output_layer_delta, Targets};
 
@@ -91,7 +134,8 @@ pub struct MiniBatch {
     pub ignore_zero: Vec<LayerId>,
 }
 
-/// One weight matrix with its gradient and optimizer state (shared by every edge using it).
+/// This rank's block of one weight matrix with its gradient and optimizer state (shared by
+/// every edge using the weight).
 pub(crate) struct Param<V> {
     pub w: V,
     pub dw: V,
@@ -100,8 +144,8 @@ pub(crate) struct Param<V> {
     pub cols: usize,
 }
 
-/// The bias of one edge (DSSTNE gives every edge its own bias, shared weight or not), with its
-/// gradient and optimizer state.
+/// This rank's part of the bias of one edge (DSSTNE gives every edge its own bias, shared
+/// weight or not), with its gradient and optimizer state.
 pub(crate) struct EdgeBias<V> {
     pub b: V,
     pub db: V,
@@ -109,59 +153,90 @@ pub(crate) struct EdgeBias<V> {
     pub cols: usize,
 }
 
-/// Where a layer's minibatch rows live on the device.
-pub(crate) enum Loaded<B: Backend> {
-    None,
-    Sparse(B::SparseBatch),
-    /// Dense rows uploaded into the layer's unit buffer (inputs) or target buffer (outputs).
-    Dense,
+/// How an edge's products run on this rank.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// One rank: the whole weight, the whole source rows; nothing is communicated.
+    Whole,
+    /// Output-sharded over several ranks: the whole source rows (all-gathered from a hidden
+    /// layer) times the local output columns of `W`; the partial `δ_src` is reduce-scattered.
+    GatherSource,
+    /// Input-sharded over several ranks: the local source columns times the local rows of
+    /// `W`, partial products reduce-scattered; the target's whole `δ` is all-gathered.
+    ReducePartials,
 }
 
-/// A network ready to train or predict on backend `B`. See the [module documentation](self).
-pub struct Network<B: Backend> {
+/// A network ready to train or predict: one rank's part of it (the whole of it on one rank).
+/// See the [module documentation](self).
+pub struct Network<B: Backend, C: Collective = Local> {
     backend: B,
+    comm: C,
     graph: Graph,
+    plan: ShardPlan,
+    /// Per edge: how its products run on this rank.
+    routes: Vec<Route>,
     capacity: usize,
     optimizer: Optimizer,
-    /// Activations per layer (`None` for sparse input layers).
+    /// Activations of the local units per layer (`None` for sparse input layers).
     units: Vec<Option<B::Vector>>,
-    /// `∂L/∂a` then `∂L/∂z` per non-input layer.
+    /// `∂L/∂a` then `∂L/∂z` of the local units, per non-input layer.
     deltas: Vec<Option<B::Vector>>,
+    /// Per layer with a [`Route::ReducePartials`] incoming edge: the whole `δ`.
+    delta_full: Vec<Option<B::Vector>>,
     /// The activations before dropout, per hidden layer with dropout: the backward pass takes
     /// `f'` from them (after dropout the unit buffer holds `a/(1−p)` or the dropped value).
     pre_dropout: Vec<Option<B::Vector>>,
     /// Per ELU/SELU hidden layer with dropout: a row of the alpha-dropout bias `b`
     /// ([`AlphaDropout`]).
     alpha_bias: Vec<Option<B::Vector>>,
-    /// Dense targets per output layer.
+    /// Dense targets per output layer, local columns.
     targets: Vec<Option<B::Vector>>,
-    /// The current minibatch of each data-bound layer.
-    loaded: Vec<Loaded<B>>,
+    /// Sparse rows used whole: an input's rows for its [`Route::Whole`] and
+    /// [`Route::GatherSource`] edges.
+    sparse_full: Vec<Option<B::SparseBatch>>,
+    /// Sparse rows, local columns (re-based to 0 on several ranks): an input's rows for its
+    /// [`Route::ReducePartials`] edges, and every output's sparse targets.
+    sparse_local: Vec<Option<B::SparseBatch>>,
+    /// Per SoftMax output with sparse targets on several ranks: the local targets on the
+    /// host, with explicit values (an indicator row's `1/nnz` taken over the whole row).
+    softmax_targets: Vec<Option<Csr>>,
+    /// Per layer: rows are loaded (inputs) or targets are loaded (outputs).
+    loaded: Vec<bool>,
+    /// Per [`Route::GatherSource`] edge from a dense layer: the whole source activations.
+    gathered: Vec<Option<B::Vector>>,
+    /// Partial products reduce-scattered: `capacity ×` the widest such matrix (empty on one
+    /// rank).
+    scratch: B::Vector,
+    /// Reduced blocks: `capacity ×` that matrix's widest local share (empty on one rank).
+    scratch_local: B::Vector,
     example_weights: Vec<Option<Vec<f32>>>,
-    rows: usize,
-    /// One per graph weight.
-    params: Vec<Param<B::Vector>>,
-    /// One per graph edge.
-    biases: Vec<EdgeBias<B::Vector>>,
-    /// Per layer: the batch-normalisation state of a `BatchNormalization` hidden layer.
-    batch_norm: Vec<Option<BatchNorm<B::Vector>>>,
     /// Per layer: its sparse targets are `SparseIgnoreZero` (set by [`Network::load_batch`]).
     ignore_zero: Vec<bool>,
     losses: Vec<Option<LossSpec>>,
+    /// Per output layer with sparse targets, after a training [`Network::forward`]: its
+    /// local loss, computed with its delta in the same pass
+    /// ([`Backend::sparse_output_forward`]); cleared by every forward and minibatch.
+    fused_loss: Vec<Option<FixedSum>>,
+    /// Per output layer: its delta buffer holds the delta that pass wrote, not yet taken by
+    /// a backward pass (which then scales it in place, so a second backward recomputes it).
+    fused_delta: Vec<bool>,
+    /// One per graph weight: this rank's block.
+    params: Vec<Param<B::Vector>>,
+    /// One per graph edge: this rank's part.
+    biases: Vec<EdgeBias<B::Vector>>,
+    /// Per layer: the batch-normalisation state of a `BatchNormalization` hidden layer's
+    /// local units.
+    batch_norm: Vec<Option<BatchNorm<B::Vector>>>,
+    rows: usize,
     /// Number of updates applied (Adam's `t`).
     step: u64,
     /// Whether [`Network::backward_update`] may fuse plain SGD into the backward pass.
     fused_sgd: bool,
-    /// Per output layer with sparse targets, after a training [`Network::forward`]: its
-    /// loss, computed with its delta in the same pass ([`Backend::sparse_output_forward`]);
-    /// cleared by every forward and minibatch.
-    fused_loss: Vec<Option<crate::ops::fixed::FixedSum>>,
-    /// Per output layer: its delta buffer holds the delta that pass wrote, not yet taken by
-    /// a backward pass (which then scales it in place, so a second backward recomputes it).
-    fused_delta: Vec<bool>,
-    /// Scratch of [`Network::non_finite_output`]: ones (the widest output layer's units) and
-    /// one sum per example.
+    /// Scratch of [`Network::non_finite_output`]: ones (the widest local output) and one sum
+    /// per example.
     finite_check: (B::Vector, B::Vector),
+    /// Time spent in the cross-rank steps ([`Network::take_collective_seconds`]).
+    timers: Timers,
 }
 
 /// The loss of an output layer (`None` for other layers); errors when the error function has
@@ -186,23 +261,6 @@ pub(crate) fn output_loss(graph: &Graph, layer: &crate::graph::Layer) -> Result<
     Ok(Some(spec))
 }
 
-/// A row of `len` copies of the alpha-dropout bias of an ELU/SELU hidden layer with dropout
-/// ([`AlphaDropout`]), `None` for other layers.
-pub(crate) fn alpha_bias_row<B: Backend>(
-    backend: &B,
-    layer: &crate::graph::Layer,
-    len: usize,
-) -> Result<Option<B::Vector>> {
-    match AlphaDropout::of(layer) {
-        Some(ad) if layer.kind == crate::descriptor::LayerKind::Hidden => {
-            let mut row = backend.zeros(len)?;
-            backend.upload(&mut row, &vec![ad.bias; len])?;
-            Ok(Some(row))
-        }
-        _ => Ok(None),
-    }
-}
-
 /// The activation parameters of a compiled layer.
 pub(crate) fn act_params(layer: &crate::graph::Layer) -> ActivationParams {
     ActivationParams {
@@ -212,173 +270,15 @@ pub(crate) fn act_params(layer: &crate::graph::Layer) -> ActivationParams {
     }
 }
 
-impl<B: Backend> Network<B> {
-    /// Allocates a network for `graph` on `backend` for minibatches of up to `capacity`
-    /// examples, with weights initialised from `seed` (weight `i` draws from RNG stream `i`)
-    /// and optimizer state for `optimizer`.
-    ///
-    /// Errors: a skip from a sparse input and a transposed shared weight on an edge from a
-    /// sparse input ([`Error::Unsupported`]), `BatchNormalization` on a non-hidden layer, an
-    /// output layer whose error function has no kernel for its activation, a zero capacity.
-    pub fn build(
-        backend: B,
-        graph: Graph,
-        capacity: usize,
-        optimizer: Optimizer,
-        seed: u64,
-    ) -> Result<Self> {
-        if capacity == 0 {
-            return Err(Error::invalid_argument("batch", "must be at least 1"));
-        }
-        for edge in graph.edges() {
-            let source = graph.layer(edge.source);
-            if edge.transposed
-                && source.kind == crate::descriptor::LayerKind::Input
-                && source.sparse
-            {
-                return Err(Error::Unsupported(format!(
-                    "layer `{}`: a transposed shared weight from the sparse input layer `{}` \
-                     (share the weight untransposed, or make the input dense)",
-                    graph.layer(edge.target).name,
-                    source.name
-                )));
-            }
-        }
-        for layer in graph.layers() {
-            if let Some(&skip) = layer.skips.iter().find(|&&s| {
-                let source = graph.layer(s);
-                source.kind == crate::descriptor::LayerKind::Input && source.sparse
-            }) {
-                return Err(Error::Unsupported(format!(
-                    "layer `{}`: a Skip from the sparse input layer `{}` (a sparse input has no \
-                     dense unit buffer to add; make the input dense or drop the skip)",
-                    layer.name,
-                    graph.layer(skip).name
-                )));
-            }
-            if layer.batch_normalization && layer.kind != crate::descriptor::LayerKind::Hidden {
-                return Err(Error::Graph {
-                    network: graph.name().to_owned(),
-                    layer: layer.name.clone(),
-                    message: format!(
-                        "BatchNormalization applies to Hidden layers only; this is a {} layer",
-                        layer.kind
-                    ),
-                });
-            }
-        }
-        let n = graph.layers().len();
-        let mut units = Vec::with_capacity(n);
-        let mut deltas = Vec::with_capacity(n);
-        let mut pre_dropout = Vec::with_capacity(n);
-        let mut alpha_bias = Vec::with_capacity(n);
-        let mut targets = Vec::with_capacity(n);
-        let mut losses = Vec::with_capacity(n);
-        let d = graph.descriptor();
-        for layer in graph.layers() {
-            let len = capacity * layer.units;
-            let is_input = layer.kind == crate::descriptor::LayerKind::Input;
-            units.push(if is_input && layer.sparse {
-                None
-            } else {
-                Some(backend.zeros(len)?)
-            });
-            deltas.push(if is_input {
-                None
-            } else {
-                Some(backend.zeros(len)?)
-            });
-            let hidden = layer.kind == crate::descriptor::LayerKind::Hidden;
-            pre_dropout.push(if hidden && layer.p_dropout > 0.0 {
-                Some(backend.zeros(len)?)
-            } else {
-                None
-            });
-            alpha_bias.push(alpha_bias_row(&backend, layer, layer.units)?);
-            targets.push(None);
-            losses.push(output_loss(&graph, layer)?);
-        }
-        let state = state_len(optimizer);
-        let state_buf = |k: usize, len: usize| backend.zeros(if state > k { len } else { 0 });
-        let mut params = Vec::with_capacity(graph.weights().len());
-        for (i, weight) in graph.weights().iter().enumerate() {
-            let (rows, cols) = (weight.input_units, weight.output_units);
-            let mut w = vec![0.0f32; rows * cols];
-            init_weights(
-                &mut w,
-                0,
-                weight.init.scheme,
-                weight.init.scale,
-                rows as u64,
-                cols as u64,
-                seed,
-                i as u64,
-            )?;
-            let mut wv = backend.zeros(rows * cols)?;
-            backend.upload(&mut wv, &w)?;
-            params.push(Param {
-                w: wv,
-                dw: backend.zeros(rows * cols)?,
-                w_state: [state_buf(0, rows * cols)?, state_buf(1, rows * cols)?],
-                rows,
-                cols,
-            });
-        }
-        let mut biases = Vec::with_capacity(graph.edges().len());
-        for edge in graph.edges() {
-            let cols = graph.layer(edge.target).units;
-            let init = d.layers[graph.layer(edge.target).descriptor_index].weight_init;
-            let mut b = vec![0.0f32; cols];
-            init_bias(&mut b, init.bias);
-            let mut bv = backend.zeros(cols)?;
-            backend.upload(&mut bv, &b)?;
-            biases.push(EdgeBias {
-                b: bv,
-                db: backend.zeros(cols)?,
-                state: [state_buf(0, cols)?, state_buf(1, cols)?],
-                cols,
-            });
-        }
-        let mut batch_norm = Vec::with_capacity(n);
-        for layer in graph.layers() {
-            batch_norm.push(if layer.batch_normalization {
-                Some(BatchNorm::new(&backend, layer.units, capacity, state)?)
-            } else {
-                None
-            });
-        }
-        let loaded = (0..n).map(|_| Loaded::None).collect();
-        let widest = graph.outputs().map(|l| l.units).max().unwrap_or(0);
-        let mut ones = backend.zeros(widest)?;
-        backend.upload(&mut ones, &vec![1.0; widest])?;
-        let finite_check = (ones, backend.zeros(capacity)?);
-        Ok(Network {
-            backend,
-            graph,
-            capacity,
-            optimizer,
-            units,
-            deltas,
-            pre_dropout,
-            alpha_bias,
-            targets,
-            loaded,
-            example_weights: vec![None; n],
-            rows: 0,
-            params,
-            biases,
-            batch_norm,
-            ignore_zero: vec![false; n],
-            losses,
-            step: 0,
-            fused_sgd: true,
-            fused_loss: vec![None; n],
-            fused_delta: vec![false; n],
-            finite_check,
-        })
-    }
+/// RNG streams: dropout of layer `l` in update `t` uses stream `DROPOUT_STREAM + t·2¹⁶ + l`.
+const DROPOUT_STREAM: u64 = 1 << 40;
 
-    /// The compiled graph.
+pub(crate) fn dropout_stream(step: u64, layer: LayerId) -> u64 {
+    DROPOUT_STREAM + (step << 16) + layer.0 as u64
+}
+
+impl<B: Backend, C: Collective> Network<B, C> {
+    /// The compiled graph (whole, not sharded).
     pub fn graph(&self) -> &Graph {
         &self.graph
     }
@@ -386,6 +286,16 @@ impl<B: Backend> Network<B> {
     /// The backend.
     pub fn backend(&self) -> &B {
         &self.backend
+    }
+
+    /// The collective connecting the ranks.
+    pub fn comm(&self) -> &C {
+        &self.comm
+    }
+
+    /// The plan this rank follows (every layer whole on one rank).
+    pub fn plan(&self) -> &ShardPlan {
+        &self.plan
     }
 
     /// The largest minibatch the buffers hold.
@@ -408,167 +318,69 @@ impl<B: Backend> Network<B> {
         self.step = step;
     }
 
-    /// Bytes held by the network's device buffers (weights, gradients, optimizer state,
-    /// activations, deltas) for its capacity, not counting the current minibatch.
-    pub fn buffer_bytes(&self) -> u64 {
-        let slots = 2 + state_len(self.optimizer) as u64;
-        let per_param: u64 = self
-            .params
-            .iter()
-            .map(|p| (p.rows * p.cols) as u64 * slots)
-            .chain(self.biases.iter().map(|b| b.cols as u64 * slots))
-            .sum::<u64>()
-            + self
-                .batch_norm
-                .iter()
-                .flatten()
-                .map(|bn| bn.bytes(self.capacity) / 4)
-                .sum::<u64>();
-        let per_layer: u64 = self
-            .graph
-            .layers()
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                let len = (self.capacity * l.units) as u64;
-                len * (self.units[i].is_some() as u64
-                    + self.deltas[i].is_some() as u64
-                    + self.pre_dropout[i].is_some() as u64)
-            })
-            .sum();
-        4 * (per_param + per_layer)
+    /// Whether this is the rank that writes files and logs (rank 0; one rank always).
+    pub fn is_root(&self) -> bool {
+        self.comm.rank() == 0
     }
 
-    /// Uploads a minibatch: the rows of every data-bound layer. Input layers must all be
-    /// given; output layers must be given for training and loss, not for prediction.
-    pub fn load_batch(&mut self, batch: MiniBatch) -> Result<()> {
-        if batch.rows == 0 || batch.rows > self.capacity {
-            return Err(Error::invalid_argument(
-                "batch",
-                format!(
-                    "{} rows; this network holds 1 to {}",
-                    batch.rows, self.capacity
-                ),
-            ));
+    /// Every rank's `local` outcome made common ([`Collective::check`]): `Ok` only when all
+    /// ranks are; one rank returns `local`.
+    pub fn agree<T>(&self, local: Result<T>) -> Result<T> {
+        if self.is_sharded() {
+            self.comm.check(local)
+        } else {
+            local
         }
-        self.rows = batch.rows;
-        self.fused_loss.iter_mut().for_each(|l| *l = None);
-        self.fused_delta.iter_mut().for_each(|d| *d = false);
-        for slot in &mut self.loaded {
-            *slot = Loaded::None;
-        }
-        self.example_weights.iter_mut().for_each(|w| *w = None);
-        self.ignore_zero.iter_mut().for_each(|f| *f = false);
-        for id in &batch.ignore_zero {
-            if let Some(flag) = self.ignore_zero.get_mut(id.0) {
-                *flag = true;
-            }
-        }
-        for (id, rows) in batch.layers {
-            let layer = self.graph.layer(id);
-            let is_output = layer.kind == crate::descriptor::LayerKind::Output;
-            let units = layer.units;
-            match rows {
-                HostRows::Sparse(csr) => {
-                    if csr.n_rows() != batch.rows || csr.n_cols() as usize != units {
-                        return Err(shape_error(
-                            &layer.name,
-                            csr.n_rows(),
-                            csr.n_cols() as usize,
-                            batch.rows,
-                            units,
-                        ));
-                    }
-                    let for_gradient = !is_output;
-                    self.loaded[id.0] =
-                        Loaded::Sparse(self.backend.upload_sparse(csr, for_gradient)?);
-                }
-                HostRows::Dense(values) => {
-                    if values.len() != batch.rows * units {
-                        return Err(shape_error(
-                            &layer.name,
-                            values.len() / units.max(1),
-                            units,
-                            batch.rows,
-                            units,
-                        ));
-                    }
-                    let slot = if is_output {
-                        let capacity = self.capacity * units;
-                        let backend = &self.backend;
-                        if self.targets[id.0].is_none() {
-                            self.targets[id.0] = Some(backend.zeros(capacity)?);
-                        }
-                        self.targets[id.0].as_mut()
-                    } else {
-                        self.units[id.0].as_mut()
-                    };
-                    let slot = slot.ok_or_else(|| {
-                        Error::invalid_argument(
-                            "batch",
-                            format!("layer `{}` is sparse; dense rows were given", layer.name),
-                        )
-                    })?;
-                    self.backend.upload(slot, &values)?;
-                    self.loaded[id.0] = Loaded::Dense;
-                }
-            }
-        }
-        for (id, w) in batch.example_weights {
-            if w.len() != batch.rows {
-                return Err(Error::invalid_argument(
-                    "example weights",
-                    format!("{} weights for {} rows", w.len(), batch.rows),
-                ));
-            }
-            self.example_weights[id.0] = Some(w);
-        }
-        Ok(())
     }
 
-    /// Downloads the activations of layer `id` for the current minibatch, row-major
-    /// `[rows][units]`. Errors for a sparse input layer (it has no unit buffer).
-    pub fn layer_output(&self, id: LayerId) -> Result<Matrix> {
-        let layer = self.graph.layer(id);
-        let buf = self.units[id.0].as_ref().ok_or_else(|| {
-            Error::invalid_argument("layer", format!("`{}` is a sparse input", layer.name))
-        })?;
-        let mut out = vec![0.0; self.rows * layer.units];
-        self.backend.download(buf, &mut out)?;
-        Matrix::from_vec(self.rows, layer.units, out)
+    /// This rank's units of layer `id`.
+    pub fn local_units(&self, id: LayerId) -> std::ops::Range<usize> {
+        self.split(id).range(self.rank())
     }
 
-    /// Exact top-K of each row of layer `id`'s activations over its first `items` units, on
-    /// the device where the backend can ([`Backend::top_k`]'s contract).
-    pub fn top_k(
-        &self,
-        id: LayerId,
-        items: usize,
-        k: usize,
-        exclude: Option<crate::sparse::CsrView<'_>>,
-        indices: &mut [u32],
-        scores: &mut [f32],
-    ) -> Result<()> {
-        let layer = self.graph.layer(id);
-        let buf = self.units[id.0].as_ref().ok_or_else(|| {
-            Error::invalid_argument("layer", format!("`{}` is a sparse input", layer.name))
-        })?;
-        self.backend.top_k(
-            Mat::new(buf, self.rows, layer.units),
-            items,
-            k,
-            exclude,
-            indices,
-            scores,
-        )
+    /// Seconds this rank spent in cross-rank steps since the last call: `(staging, exchange)`
+    /// — copying blocks between device and host (on a GPU including the wait for the queued
+    /// kernels), and the exchange itself (fixed-point conversion and the transport). Zero on
+    /// one rank.
+    pub fn take_collective_seconds(&mut self) -> (f64, f64) {
+        self.timers.take()
     }
 
-    /// Read access to a layer's unit buffer as a matrix of the current rows.
+    /// Whether the network is split over several ranks.
+    pub(crate) fn is_sharded(&self) -> bool {
+        self.comm.size() > 1
+    }
+
+    fn rank(&self) -> usize {
+        self.comm.rank()
+    }
+
+    fn split(&self, id: LayerId) -> Split {
+        self.plan.layer_split(id)
+    }
+
+    /// The number of this rank's units of layer `id`.
+    fn local_len(&self, id: LayerId) -> usize {
+        self.split(id).len(self.rank())
+    }
+
+    /// The dropout mask of this rank's units of `layer` in the current update: element
+    /// `(b, j)` draws number `b·units + (first local unit + j)` of the layer's stream.
+    fn mask(&self, layer: &crate::graph::Layer, seed: u64) -> DropoutMask {
+        DropoutMask {
+            seed,
+            stream: dropout_stream(self.step, layer.id),
+            col_offset: self.local_units(layer.id).start as u64,
+            row_stride: layer.units as u64,
+        }
+    }
+
+    /// Read access to a layer's local unit buffer as a matrix of the current rows.
     pub(crate) fn units_mat(&self, id: LayerId) -> Option<Mat<'_, B::Vector>> {
-        let units = self.graph.layer(id).units;
+        let cols = self.local_len(id);
         self.units[id.0]
             .as_ref()
-            .map(|buf| Mat::new(buf, self.rows, units))
+            .map(|buf| Mat::new(buf, self.rows, cols))
     }
 
     /// Whether `activation` drops units to 0.5 (DSSTNE: Sigmoid) or 0.
@@ -581,9 +393,33 @@ impl<B: Backend> Network<B> {
     }
 }
 
-fn shape_error(layer: &str, rows: usize, cols: usize, want_rows: usize, want_cols: usize) -> Error {
+/// How edge `sharding` runs on `ranks` ranks.
+pub(crate) fn route(sharding: Sharding, ranks: usize) -> Route {
+    match sharding {
+        _ if ranks == 1 => Route::Whole,
+        Sharding::ByOutput => Route::GatherSource,
+        Sharding::ByInput => Route::ReducePartials,
+    }
+}
+
+/// `(&mut v[i], &v[j])` for `i < j`.
+pub(crate) fn split_pair_mut_first<T>(v: &mut [T], i: usize, j: usize) -> (&mut T, &T) {
+    debug_assert!(i < j);
+    let (head, tail) = v.split_at_mut(j);
+    (&mut head[i], &tail[0])
+}
+
+/// `(&v[i], &mut v[j])` for `i < j`.
+pub(crate) fn split_pair<T>(v: &mut [T], i: usize, j: usize) -> (&T, &mut T) {
+    debug_assert!(i < j);
+    let (head, tail) = v.split_at_mut(j);
+    (&head[i], &mut tail[0])
+}
+
+/// The error of a layer used before its rows are loaded.
+pub(crate) fn not_loaded(layer: &crate::graph::Layer) -> Error {
     Error::invalid_argument(
         "batch",
-        format!("layer `{layer}` was given {rows}x{cols} rows; expected {want_rows}x{want_cols}"),
+        format!("layer `{}` has no rows loaded", layer.name),
     )
 }

@@ -6,14 +6,16 @@ use crate::backend::traits::Backend;
 use crate::checkpoint::{
     resolved_descriptor, BatchNormTensors, Extras, Model, SharedRef, WeightTensor,
 };
+use crate::collective::Collective;
 use crate::dense::Matrix;
 use crate::error::{Error, Result};
 use crate::ops::optimizer::state_len;
 
-impl<B: Backend> Network<B> {
+impl<B: Backend, C: Collective> Network<B, C> {
     /// The network as a model file's content: the descriptor with resolved sizes, one tensor
     /// per edge (a shared edge with its own bias and a reference to the weight it uses), the
-    /// batch-normalisation values, and `extras`.
+    /// batch-normalisation values, and `extras` (on several ranks: whole on rank 0, empty
+    /// tensors elsewhere).
     pub fn to_model(&self, extras: Extras) -> Result<Model> {
         assemble_model(
             self.graph(),
@@ -27,7 +29,7 @@ impl<B: Backend> Network<B> {
     /// of their input and output layers) and the batch-normalisation values of its
     /// batch-normalised layers (a model without them, e.g. DSSTNE's of a network without
     /// BatchNormalization, leaves the fresh values: γ = 1, β = 0, running mean 0 and
-    /// variance 0).
+    /// variance 0). On several ranks every rank passes the whole model and keeps its blocks.
     pub fn load_weights(&mut self, model: &Model) -> Result<()> {
         let (values, bn) = model_values(self.graph(), model)?;
         self.upload_params(&values)?;
@@ -154,39 +156,39 @@ pub struct SlotState {
     pub bias: Vec<f32>,
 }
 
-impl<B: Backend> Network<B> {
+impl<B: Backend, C: Collective> Network<B, C> {
     /// The optimizer state, downloaded: per graph edge (in the order of
     /// [`Network::download_params`]), one [`SlotState`] per slot the optimizer keeps
     /// ([`crate::ops::optimizer::state_len`]: none for SGD, one for Momentum, Nesterov,
     /// AdaGrad and RMSProp, two for AdaDelta and Adam). An edge using a shared weight has
-    /// empty `weights` (the weight's state is its owning edge's).
+    /// empty `weights` (the weight's state is its owning edge's). Whole on rank 0, empty
+    /// slots elsewhere.
     pub fn download_optimizer_state(&self) -> Result<Vec<Vec<SlotState>>> {
         let slots = state_len(self.optimizer);
         self.graph
             .edges()
             .iter()
             .map(|edge| {
-                let (shared, p, b) = (
-                    edge.is_shared(&self.graph),
-                    &self.params[edge.weight.0],
-                    &self.biases[edge.id.0],
-                );
+                let shared = edge.is_shared(&self.graph);
+                let (i, bias) = (edge.weight.0, &self.biases[edge.id.0]);
                 (0..slots)
                     .map(|k| {
-                        let mut weights = vec![0.0; if shared { 0 } else { p.rows * p.cols }];
-                        if !shared {
-                            self.backend.download(&p.w_state[k], &mut weights)?;
-                        }
-                        let mut bias = vec![0.0; b.cols];
-                        self.backend.download(&b.state[k], &mut bias)?;
-                        Ok(SlotState { weights, bias })
+                        Ok(SlotState {
+                            weights: if shared {
+                                Vec::new()
+                            } else {
+                                self.gather_weight(i, &self.params[i].w_state[k])?
+                            },
+                            bias: self.gather_units(edge.target, &bias.state[k])?,
+                        })
                     })
                     .collect()
             })
             .collect()
     }
 
-    /// Replaces the optimizer state (the shape [`Network::download_optimizer_state`] returns).
+    /// Replaces the optimizer state (the shape [`Network::download_optimizer_state`] returns,
+    /// whole, the same on every rank).
     ///
     /// Errors ([`Error::InvalidArgument`], nothing uploaded): a different number of edges
     /// or slots than this network's optimizer keeps, or a slot of the wrong length (naming
@@ -220,13 +222,13 @@ impl<B: Backend> Network<B> {
                     ),
                 ));
             }
-            let p = &self.params[edge.weight.0];
+            let wp = &self.plan.weights()[edge.weight.0];
             let want_w = if edge.is_shared(&self.graph) {
                 0
             } else {
-                p.rows * p.cols
+                wp.input_units * wp.output_units
             };
-            let want_b = self.biases[edge.id.0].cols;
+            let want_b = self.graph.layer(edge.target).units;
             for (k, slot) in s.iter().enumerate() {
                 if slot.weights.len() != want_w || slot.bias.len() != want_b {
                     return Err(Error::invalid_argument(
@@ -241,15 +243,17 @@ impl<B: Backend> Network<B> {
                 }
             }
         }
-        for (edge, s) in edges.iter().zip(state) {
+        for (edge, s) in self.graph.edges().iter().zip(state) {
             let shared = edge.is_shared(&self.graph);
             for (k, slot) in s.iter().enumerate() {
                 if !shared {
+                    let block = self.weight_block(edge.weight.0, &slot.weights);
                     self.backend
-                        .upload(&mut self.params[edge.weight.0].w_state[k], &slot.weights)?;
+                        .upload(&mut self.params[edge.weight.0].w_state[k], &block)?;
                 }
+                let bias = self.local_part(edge.target, &slot.bias);
                 self.backend
-                    .upload(&mut self.biases[edge.id.0].state[k], &slot.bias)?;
+                    .upload(&mut self.biases[edge.id.0].state[k], bias)?;
             }
         }
         Ok(())

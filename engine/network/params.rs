@@ -1,17 +1,115 @@
-//! Reading and replacing a [`Network`]'s parameters and gradients, one entry per graph edge.
+//! Reading and replacing a [`Network`]'s parameters and gradients as whole tensors, one entry
+//! per graph edge.
 //!
 //! Every edge has its own bias; an edge that owns its weight also reports the weight, an edge
 //! that shares another edge's weight (DSSTNE's `SharedWeights`) reports an empty `0 × 0`
 //! matrix in its place. Without shared weights the edges are the graph weights, in order.
+//!
+//! On several ranks the blocks are gathered to rank 0 only ([`gather_to_root`], a bounded
+//! chunk at a time): rank 0 returns whole tensors, the other ranks empty ones (`0 × 0`
+//! matrices, empty vectors), so only rank 0 ever holds a whole weight. Uploads take whole
+//! tensors on every rank (each rank keeps its block). On one rank every call is a plain copy.
+
+use std::borrow::Cow;
 
 use super::Network;
 use crate::backend::traits::Backend;
+use crate::collective::Collective;
 use crate::dense::Matrix;
 use crate::error::{Error, Result};
+use crate::graph::LayerId;
+use crate::parallel::exact::{gather_to_root, gather_to_root_with};
+use crate::parallel::Sharding;
 
-impl<B: Backend> Network<B> {
+/// Values per rank per round of a gather (16 MiB of `f32`).
+const GATHER_CHUNK: usize = 1 << 22;
+
+impl<B: Backend, C: Collective> Network<B, C> {
+    /// Weight `i`'s block in `buf` (its value, gradient or an optimizer slot), whole on rank
+    /// 0 (`[in][out]` row-major), empty elsewhere.
+    pub(super) fn gather_weight(&self, i: usize, buf: &B::Vector) -> Result<Vec<f32>> {
+        let wp = &self.plan.weights()[i];
+        let (rank, size) = (self.rank(), self.comm.size());
+        let (r, c) = wp.local_shape(rank);
+        let mut local = vec![0.0; r * c];
+        self.backend.download(buf, &mut local)?;
+        if size == 1 {
+            return Ok(local);
+        }
+        let counts: Vec<usize> = (0..size)
+            .map(|q| {
+                let (a, b) = wp.local_shape(q);
+                a * b
+            })
+            .collect();
+        if wp.sharding == Sharding::ByInput {
+            // Row blocks: the concatenation is the whole matrix.
+            return gather_to_root(&self.comm, &local, &counts, 0, GATHER_CHUNK);
+        }
+        // Column blocks: each piece of rank q's `in × len(q)` block goes to its rows' columns.
+        let (n_in, n_out) = (wp.input_units, wp.output_units);
+        let mut whole = if rank == 0 {
+            vec![0.0; n_in * n_out]
+        } else {
+            Vec::new()
+        };
+        gather_to_root_with(
+            &self.comm,
+            &local,
+            &counts,
+            0,
+            GATHER_CHUNK,
+            |q, at, values| {
+                let range = wp.split.range(q);
+                let width = range.len();
+                for (k, &v) in values.iter().enumerate() {
+                    let (row, col) = ((at + k) / width, (at + k) % width);
+                    whole[row * n_out + range.start + col] = v;
+                }
+            },
+        )?;
+        Ok(whole)
+    }
+
+    /// This rank's block of weight `i` from the whole `[in][out]` values (the values
+    /// themselves on one rank).
+    pub(super) fn weight_block<'a>(&self, i: usize, whole: &'a [f32]) -> Cow<'a, [f32]> {
+        if !self.is_sharded() {
+            return Cow::Borrowed(whole);
+        }
+        let wp = &self.plan.weights()[i];
+        let (rows, cols) = wp.local_block(self.rank());
+        let n_out = wp.output_units;
+        Cow::Owned(
+            rows.flat_map(|r| {
+                whole[r * n_out + cols.start..r * n_out + cols.end]
+                    .iter()
+                    .copied()
+            })
+            .collect(),
+        )
+    }
+
+    /// A vector of layer `layer`'s local units in `buf` (a bias, a batch-normalisation
+    /// value or slot), whole on rank 0, empty elsewhere.
+    pub(super) fn gather_units(&self, layer: LayerId, buf: &B::Vector) -> Result<Vec<f32>> {
+        let split = self.split(layer);
+        let mut local = vec![0.0; split.len(self.rank())];
+        self.backend.download(buf, &mut local)?;
+        if !self.is_sharded() {
+            return Ok(local);
+        }
+        gather_to_root(&self.comm, &local, &split.counts(), 0, GATHER_CHUNK)
+    }
+
+    /// This rank's part of a whole vector of layer `layer`'s units.
+    pub(super) fn local_part<'a>(&self, layer: LayerId, whole: &'a [f32]) -> &'a [f32] {
+        &whole[self.local_units(layer)]
+    }
+
     /// Per graph edge, in edge order: `(W [rows][cols], bias)`, `W` empty (`0 × 0`) for an
-    /// edge using a shared weight (see the [module documentation](self)).
+    /// edge using a shared weight (see the [module documentation](self)); whole on rank 0,
+    /// `0 × 0` and empty on other ranks.
     pub fn download_params(&self) -> Result<Vec<(Matrix, Vec<f32>)>> {
         self.per_edge(|p| &p.w, |b| &b.b)
     }
@@ -35,24 +133,26 @@ impl<B: Backend> Network<B> {
             .edges()
             .iter()
             .map(|edge| {
-                let bias = &self.biases[edge.id.0];
-                let mut bh = vec![0.0; bias.cols];
-                self.backend.download(b(bias), &mut bh)?;
-                let m = if edge.is_shared(&self.graph) {
-                    Matrix::zeros(0, 0)
+                let bias = self.gather_units(edge.target, b(&self.biases[edge.id.0]))?;
+                if edge.is_shared(&self.graph) {
+                    return Ok((Matrix::zeros(0, 0), bias));
+                }
+                let i = edge.weight.0;
+                let values = self.gather_weight(i, w(&self.params[i]))?;
+                let m = if self.is_root() {
+                    let wp = &self.plan.weights()[i];
+                    Matrix::from_vec(wp.input_units, wp.output_units, values)?
                 } else {
-                    let p = &self.params[edge.weight.0];
-                    let mut wh = vec![0.0; p.rows * p.cols];
-                    self.backend.download(w(p), &mut wh)?;
-                    Matrix::from_vec(p.rows, p.cols, wh)?
+                    Matrix::zeros(0, 0)
                 };
-                Ok((m, bh))
+                Ok((m, bias))
             })
             .collect()
     }
 
-    /// Replaces the weights and biases (the order and shapes of [`Network::download_params`];
-    /// the matrix of a shared edge must be empty).
+    /// Replaces the weights and biases (the order and shapes of [`Network::download_params`],
+    /// whole, the same on every rank; the matrix of a shared edge must be empty). Errors
+    /// (nothing uploaded) on a wrong count or shape, naming the edge.
     pub fn upload_params(&mut self, values: &[(Matrix, Vec<f32>)]) -> Result<()> {
         let edges = self.graph.edges().len();
         if values.len() != edges {
@@ -66,10 +166,10 @@ impl<B: Backend> Network<B> {
             let (rows, cols) = if shared {
                 (0, 0)
             } else {
-                let p = &self.params[edge.weight.0];
-                (p.rows, p.cols)
+                let wp = &self.plan.weights()[edge.weight.0];
+                (wp.input_units, wp.output_units)
             };
-            let bias_len = self.biases[edge.id.0].cols;
+            let bias_len = self.graph.layer(edge.target).units;
             if w.rows() * w.cols() != rows * cols
                 || (!shared && (w.rows(), w.cols()) != (rows, cols))
                 || b.len() != bias_len
@@ -95,10 +195,12 @@ impl<B: Backend> Network<B> {
         }
         for (edge, (w, b)) in self.graph.edges().iter().zip(values) {
             if !edge.is_shared(&self.graph) {
+                let block = self.weight_block(edge.weight.0, w.data());
                 self.backend
-                    .upload(&mut self.params[edge.weight.0].w, w.data())?;
+                    .upload(&mut self.params[edge.weight.0].w, &block)?;
             }
-            self.backend.upload(&mut self.biases[edge.id.0].b, b)?;
+            let bias = self.local_part(edge.target, b);
+            self.backend.upload(&mut self.biases[edge.id.0].b, bias)?;
         }
         Ok(())
     }

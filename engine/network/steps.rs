@@ -1,6 +1,5 @@
-//! Per-layer steps shared by the single-device [`Network`](super::Network) and the
-//! model-parallel [`crate::parallel::ShardedNetwork`] (which runs them on its local units):
-//! a hidden layer's delta, an output layer's delta, and batch normalisation and bias updates.
+//! Per-layer steps of a [`Network`](super::Network), run on a rank's local units: a hidden
+//! layer's delta, an output layer's delta, and batch normalisation and bias updates.
 
 use super::{act_params, AlphaDropout, BatchNorm, EdgeBias};
 use crate::backend::traits::{Backend, BatchNormState, DropoutMask, Mat, MatMut};

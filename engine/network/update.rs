@@ -1,6 +1,6 @@
-//! The update step of a [`Network`]: one optimizer pass over every parameter, or plain SGD
-//! fused into the backward pass's gradient products (the math is in the module documentation
-//! of [`crate::network`]).
+//! The update step of a [`Network`]: one optimizer pass over every parameter block of this
+//! rank, or plain SGD fused into the backward pass's gradient products (the math is in the
+//! module documentation of [`crate::network`]).
 //!
 //! Fused SGD. With [`Optimizer::Sgd`] and `λ1 = 0` the update `w ← w + α·(g − λ·w)` is linear,
 //! `w ← (1 − αλ)·w + α·g`, and every gradient product already has the form
@@ -14,16 +14,20 @@
 //! and its value is read again by their delta products later in the backward pass, so it
 //! keeps its gradient and the optimizer pass. Batch-normalisation `γ`, `β` keep theirs too
 //! (their gradients come out of the normalisation's backward kernel). `WeightNorm` is applied
-//! to every weight after the update, fused or not.
+//! to every weight after the update, fused or not (the squares of an input-sharded weight's
+//! columns summed across ranks).
 
 use super::pass::StepStats;
-use super::{Loaded, Network};
+use super::Network;
 use crate::backend::traits::{Backend, MatMut};
+use crate::collective::Collective;
 use crate::descriptor::LayerKind;
 use crate::error::{Error, Result};
 use crate::graph::Weight;
 use crate::ops::optimizer::Hyper;
 use crate::ops::Optimizer;
+use crate::parallel::host::clip_split_column_norms;
+use crate::parallel::Sharding;
 
 /// Whether a fused backward pass writes the SGD update of `weight` into it: only for a weight
 /// that no other edge uses.
@@ -31,8 +35,8 @@ pub(super) fn fuses_weight(weight: &Weight) -> bool {
     weight.sharing_count <= 1
 }
 
-impl<B: Backend> Network<B> {
-    /// Applies one optimizer update with hyperparameters `h` to every weight (then its
+impl<B: Backend, C: Collective> Network<B, C> {
+    /// Applies one optimizer update with hyperparameters `h` to every weight block (then its
     /// `WeightNorm`, DSSTNE's `kNormalizeWeights`), every edge's bias and every batch
     /// normalisation `γ`, `β` (biases and `γ`, `β` without L1/L2), then counts the update.
     /// Reads the gradients of the last [`Network::backward`]; never fused.
@@ -52,7 +56,8 @@ impl<B: Backend> Network<B> {
             lambda1: 0.0,
             ..*h
         };
-        for (p, weight) in self.params.iter_mut().zip(self.graph.weights()) {
+        let sharded = self.is_sharded();
+        for (i, (p, weight)) in self.params.iter_mut().zip(self.graph.weights()).enumerate() {
             if !(fused && fuses_weight(weight)) {
                 let [s0, s1] = &mut p.w_state;
                 let len = p.rows * p.cols;
@@ -60,8 +65,21 @@ impl<B: Backend> Network<B> {
                     .optimizer_step(&mut p.w, &p.dw, s0, s1, len, opt, h, t)?;
             }
             if weight.norm > 0.0 {
-                self.backend
-                    .clip_column_norms(MatMut::new(&mut p.w, p.rows, p.cols), weight.norm)?;
+                if sharded && self.plan.weights()[i].sharding == Sharding::ByInput {
+                    let (rows, cols) = (p.rows, p.cols);
+                    let comm = &self.comm;
+                    clip_split_column_norms(
+                        &self.backend,
+                        comm,
+                        &mut p.w,
+                        rows,
+                        cols,
+                        weight.norm,
+                    )?;
+                } else {
+                    self.backend
+                        .clip_column_norms(MatMut::new(&mut p.w, p.rows, p.cols), weight.norm)?;
+                }
             }
         }
         if !fused {
@@ -128,11 +146,10 @@ impl<B: Backend> Network<B> {
         for layer in self.graph.layers() {
             let i = layer.id.0;
             let loaded = match layer.kind {
-                LayerKind::Input => !matches!(self.loaded[i], Loaded::None),
-                LayerKind::Output => matches!(
-                    (&self.loaded[i], &self.targets[i]),
-                    (Loaded::Sparse(_), _) | (Loaded::Dense, Some(_))
-                ),
+                LayerKind::Input => self.loaded[i],
+                LayerKind::Output => {
+                    self.loaded[i] && (self.sparse_local[i].is_some() || self.targets[i].is_some())
+                }
                 LayerKind::Hidden | LayerKind::Target => true,
             };
             if !loaded {

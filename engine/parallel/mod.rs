@@ -7,17 +7,19 @@
 //!   the bytes each collective moves per minibatch;
 //! - [`shard`]: CSR matrices split by column range into per-rank matrices, and merged back.
 //!
-//! - [`ShardedNetwork`]: one rank's part of a network, trained with the same loop as a
-//!   single-device [`crate::network::Network`] ([`crate::train::Trainable`]);
 //! - [`exact`]: cross-rank sums that do not depend on the transport's order, and column-block
-//!   gathers.
+//!   gathers;
+//! - `host`: the cross-rank steps of a pass (gathers and reductions of activations and
+//!   deltas, SoftMax and the norms over a split row) on host copies of device buffers.
+//!
+//! These are the helpers the one [`crate::network::Network`] calls on several ranks; there is
+//! no second network.
 
 pub mod exact;
-mod net;
+pub(crate) mod host;
 pub mod plan;
 pub mod shard;
 
-pub use net::ShardedNetwork;
 pub use plan::{DataLayout, EdgePlan, ShardPlan, Sharding, Transfer, TransferKind};
 pub use shard::{column_shard, merge_columns, retain_rank_columns, split_columns};
 

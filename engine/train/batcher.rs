@@ -120,8 +120,12 @@ impl<'a> DataBinding<'a> {
 
     /// The minibatch of `examples` (indices into the datasets). `denoise`, when set to
     /// `(p, seed, epoch)`, drops each non-zero of a sparse *input* whose layer has denoising
-    /// with probability `p` (reproducibly from the seed, the epoch, and the non-zero's
-    /// position in its dataset) and scales the kept ones by `1/(1−p)`.
+    /// with probability `p` and scales the kept ones by `1/(1−p)`. The draw of the non-zero
+    /// of example `e` in column `j` of a dataset `n` columns wide is number `e·n + j` of the
+    /// epoch's stream: keyed by global indices only, so every rank draws the same mask for a
+    /// non-zero whatever the rank count and whichever columns of the dataset it keeps
+    /// ([`crate::dataset::Dataset::retain_columns`]), and a minibatch draws the same mask
+    /// whatever the other examples in it.
     pub fn batch(
         &self,
         graph: &Graph,
@@ -171,7 +175,7 @@ impl<'a> DataBinding<'a> {
     }
 }
 
-/// The rows of `examples` as a new CSR, denoised when asked.
+/// The rows of `examples` as a new CSR, denoised when asked ([`DataBinding::batch`]'s rule).
 fn gather_sparse(
     dataset: &Dataset,
     csr: &Csr,
@@ -204,8 +208,9 @@ fn gather_sparse(
             Some((p, seed, epoch)) => {
                 let q = 1.0 / (1.0 - p);
                 let out = vals.as_mut().expect("denoised rows carry values");
+                let first = e as u64 * csr.n_cols() as u64;
                 for (k, &col) in c.iter().enumerate() {
-                    let position = offsets[r] + k as u64;
+                    let position = first + col as u64;
                     if uniform_f32(seed, DENOISE_STREAM + epoch as u64, position) >= p {
                         cols.push(col);
                         out.push(v.map_or(1.0, |v| v[k]) * q);

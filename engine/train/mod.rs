@@ -11,19 +11,20 @@ mod batcher;
 mod brake;
 mod prefetch;
 mod resume;
-mod trainable;
 mod validate;
 
 pub use batcher::{epoch_order, shapes, DataBinding};
 pub use brake::{Brake, BrakeStep};
 pub use resume::{checkpoint_model, non_finite_weight, resume, CheckpointPlan, Resumed, FORMAT};
-pub use trainable::Trainable;
 pub use validate::{evaluate, Validation};
 
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::backend::traits::Backend;
+use crate::collective::Collective;
 use crate::error::{Error, Result};
+use crate::network::Network;
 use crate::ops::optimizer::{learning_rate, Hyper, LrSchedule};
 use crate::ops::Optimizer;
 use crate::predict::metrics::RankingMetrics;
@@ -110,8 +111,8 @@ impl Observer for Quiet {}
 
 /// Trains `network` on the bound data for `config.epochs` epochs, from a fresh
 /// [`TrainState`] and without checkpoints: [`train_with`].
-pub fn train<N: Trainable + ?Sized>(
-    network: &mut N,
+pub fn train<B: Backend, C: Collective>(
+    network: &mut Network<B, C>,
     data: &DataBinding,
     config: &TrainConfig,
     validation: Option<&Validation>,
@@ -140,8 +141,8 @@ pub fn train<N: Trainable + ?Sized>(
 /// is not written: training stops with [`Error::Diverged`], and the checkpoints already
 /// written (the last good one is named in the message) stay as they are. Existing files at
 /// the checkpoint paths are replaced; refusing to overwrite is the caller's choice.
-pub fn train_with<N: Trainable + ?Sized>(
-    network: &mut N,
+pub fn train_with<B: Backend, C: Collective>(
+    network: &mut Network<B, C>,
     data: &DataBinding,
     config: &TrainConfig,
     validation: Option<&Validation>,
@@ -244,15 +245,15 @@ pub fn train_with<N: Trainable + ?Sized>(
             Ok(())
         })?;
         let seconds = start.elapsed().as_secs_f64();
-        let collectives = network
-            .take_collective_seconds()
-            .map(|(staging, exchange)| {
-                format!(
-                    " ({staging:.3} s of them staging blocks through the host, {exchange:.3} s \
-                     exchanging them)"
-                )
-            })
-            .unwrap_or_default();
+        let (staging, exchange) = network.take_collective_seconds();
+        let collectives = if network.comm().size() > 1 {
+            format!(
+                " ({staging:.3} s of them staging blocks through the host, {exchange:.3} s \
+                 exchanging them)"
+            )
+        } else {
+            String::new()
+        };
         tracing::debug!(
             "epoch {epoch}: {:.3} s waiting for batches, {:.3} s loading them, {:.3} s in \
              steps{collectives}",

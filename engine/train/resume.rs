@@ -23,10 +23,13 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Brake, TrainConfig, TrainState, Trainable};
+use super::{Brake, TrainConfig, TrainState};
+use crate::backend::traits::Backend;
 use crate::checkpoint::{check_against_graph, load_model, Extras, Model};
+use crate::collective::Collective;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
+use crate::network::Network;
 use crate::network::{BatchNormTrainState, SlotState};
 use crate::ops::optimizer::{state_len, LrSchedule};
 use crate::ops::Optimizer;
@@ -87,7 +90,7 @@ fn slot_name(k: usize, input: &str, output: &str, part: &str) -> String {
 }
 
 /// `(input, output)` layer names of every graph edge, in edge order (the order of
-/// [`Trainable::download_optimizer_state`]).
+/// [`Network::download_optimizer_state`]).
 fn weight_names(graph: &Graph) -> Vec<(String, String)> {
     graph
         .edges()
@@ -135,8 +138,8 @@ fn settings(config: &TrainConfig) -> Vec<(&'static str, u64, String)> {
 
 /// The content of a checkpoint of `network` after `epochs_done` epochs of training with
 /// `config`, `state` the state of the training loop (see the [module documentation](self)).
-pub fn checkpoint_model<N: Trainable + ?Sized>(
-    network: &N,
+pub fn checkpoint_model<B: Backend, C: Collective>(
+    network: &Network<B, C>,
     config: &TrainConfig,
     state: &TrainState,
     epochs_done: u32,
@@ -225,9 +228,9 @@ pub struct Resumed {
 /// that differ from `network`'s (naming the layer or weight and both values); another
 /// optimizer; a missing or wrong-length optimizer tensor or scalar (naming it); a
 /// checkpoint taken inside an epoch.
-pub fn resume<N: Trainable + ?Sized>(
+pub fn resume<B: Backend, C: Collective>(
     path: &Path,
-    network: &mut N,
+    network: &mut Network<B, C>,
     config: &TrainConfig,
 ) -> Result<Resumed> {
     let model = load_model(path)?;

@@ -1,9 +1,12 @@
 //! Ranking validation: score each user's input, exclude what the user already has, and
 //! measure P@K, Recall@K and NDCG@K against held-out items (EVALUATION.md's definitions).
 
-use super::{DataBinding, Trainable};
+use super::DataBinding;
+use crate::backend::traits::Backend;
+use crate::collective::Collective;
 use crate::descriptor::LayerKind;
 use crate::error::{Error, Result};
+use crate::network::Network;
 use crate::predict::metrics::RankingMetrics;
 use crate::sparse::{Csr, CsrView};
 
@@ -31,8 +34,8 @@ impl Validation {
 /// Ranks the output units of the first output layer for every example with held-out items,
 /// excluding the example's own items of the first sparse input layer (when it is as wide as
 /// the output), and accumulates the metrics. No dropout or denoising.
-pub fn evaluate<N: Trainable + ?Sized>(
-    network: &mut N,
+pub fn evaluate<B: Backend, C: Collective>(
+    network: &mut Network<B, C>,
     data: &DataBinding,
     validation: &Validation,
 ) -> Result<RankingMetrics> {

@@ -14,9 +14,9 @@ use moira::graph::Graph;
 use moira::network::Network;
 use moira::ops::optimizer::{Hyper, LrSchedule};
 use moira::ops::Optimizer;
-use moira::parallel::{retain_rank_columns, ShardPlan, ShardedNetwork};
+use moira::parallel::{retain_rank_columns, ShardPlan};
 use moira::train::{
-    self, CheckpointPlan, DataBinding, Observer, TrainConfig, TrainState, Trainable, Validation,
+    self, CheckpointPlan, DataBinding, Observer, TrainConfig, TrainState, Validation,
 };
 use moira_tools::device::{choose, DeviceArg};
 use moira_tools::progress::Progress;
@@ -320,14 +320,14 @@ fn train_sharded<B: Backend, C: Collective>(
         "rank {rank} of {size}: {} ({threads} host threads)",
         backend.description()
     );
-    let built = (|| -> Result<ShardedNetwork<'_, B, C>> {
+    let built = (|| -> Result<Network<B, &C>> {
         let plan = ShardPlan::new(&setup.graph, size)?;
         if rank == 0 {
             tracing::info!("{}", plan.table(Some(args.batch)).trim_end());
         }
         retain_rank_columns(&setup.graph, &plan, rank, &mut setup.datasets)?;
         let config = &setup.config;
-        Ok(ShardedNetwork::build(
+        Ok(Network::build_with(
             backend,
             comm,
             setup.graph.clone(),
@@ -342,8 +342,8 @@ fn train_sharded<B: Backend, C: Collective>(
 }
 
 /// Trains `network` (alone or one rank's part) and saves it to `setup.out` (rank 0 writes).
-fn train_net<N: Trainable>(
-    network: &mut N,
+fn train_net<B: Backend, C: Collective>(
+    network: &mut Network<B, C>,
     args: &Args,
     setup: &Setup,
     description: String,

@@ -1,5 +1,7 @@
-//! The prediction loop: forward pass batch by batch, then top-K (with exclusions and the
-//! filter), metrics, recommendations or layer activations, each written as the batch ends.
+//! The `predictor` command: checks the arguments, loads the model, the input, the filter
+//! and the held-out file, builds the network, and runs the library's prediction loop
+//! ([`moira::predict::run()`]) with a callback that writes each batch's recommendations or
+//! layer activations and advances the progress bar.
 
 use std::time::Instant;
 
@@ -15,13 +17,11 @@ use moira::descriptor::{LayerKind, Size};
 use moira::graph::{DataShape, Graph};
 use moira::network::Network;
 use moira::ops::Optimizer;
-use moira::parallel::ShardedNetwork;
 use moira::predict::recs::{format_user, names, RecsFormat};
-use moira::predict::{top_k_batch, RankingMetrics, NO_ITEM};
-use moira::sparse::Csr;
-use moira::train::{self, DataBinding, Trainable};
+use moira::predict::{self, input_items, PredictConfig, PredictedBatch, RankingMetrics, NO_ITEM};
+use moira::train::{self, DataBinding};
 
-use super::args::{Args, FilterMode};
+use super::args::Args;
 use super::filter::{self, single_sparse};
 use super::input::{self, check_index};
 use super::output::{layer_format, AtomicFile, LayerWriter};
@@ -166,13 +166,7 @@ pub fn run<C: Collective>(args: Args, comm: Option<&C>) -> Result<()> {
         None => None,
     };
     let exclude = (!args.no_exclude_input)
-        .then(|| {
-            graph
-                .inputs()
-                .filter_map(|l| binding.dataset(l.id))
-                .find(|d| d.stride() as usize == width)
-                .and_then(|d| d.sparse_data().map(|csr| (d, csr)))
-        })
+        .then(|| input_items(&graph, &binding, output_id))
         .flatten();
     let layer = match &args.layer {
         Some(name) => {
@@ -190,8 +184,6 @@ pub fn run<C: Collective>(args: Args, comm: Option<&C>) -> Result<()> {
         None => None,
     };
     let batch = args.batch.max(1);
-    let rank = recs || metrics.is_some();
-    let kk = if recs { args.k } else { 0 }.max(metrics.as_ref().map_or(0, RankingMetrics::max_k));
     let mut sink = match (&args.recs_out, &layer) {
         (None, _) => Sink::None,
         // One rank writes (every rank computes the same rows).
@@ -210,23 +202,47 @@ pub fn run<C: Collective>(args: Args, comm: Option<&C>) -> Result<()> {
         args.quiet || !root,
     );
     let started = Instant::now();
-    let ctx = Loop {
-        args: &args,
-        binding: &binding,
-        samples: &samples,
-        labels: &labels,
-        filter: filter.as_ref(),
-        exclude,
-        held_out: held_out.as_ref(),
-        layer: layer.as_ref().map(|l| l.0),
-        output_id,
-        width,
+    let config = PredictConfig {
+        output: output_id,
         items,
-        kk,
-        rank,
-        precision,
-        n,
+        k: if recs { args.k } else { 0 },
+        layer: layer.as_ref().map(|l| l.0),
         batch,
+        exclude,
+        filter: filter.as_ref().map(|f| (f, args.filter_mode.into())),
+    };
+    let evaluate = held_out.as_ref().zip(metrics.as_mut());
+    let mut text = String::new();
+    // Writes one batch's recommendations or layer rows (the sink is `None` off rank 0).
+    let mut on_batch = |b: &PredictedBatch<'_>| -> Result<()> {
+        match &mut sink {
+            Sink::None => {}
+            Sink::Layer(w) => {
+                if let Some(values) = b.layer {
+                    let names: Vec<&str> = b
+                        .examples
+                        .iter()
+                        .map(|&e| samples[e as usize].as_str())
+                        .collect();
+                    w.write(&names, values.data())?;
+                }
+            }
+            Sink::Recs(out, format) => {
+                text.clear();
+                for (i, &e) in b.examples.iter().enumerate() {
+                    let (ranked, scores) = b.recommendations(i);
+                    let items = ranked
+                        .iter()
+                        .zip(scores)
+                        .filter(|(&item, _)| item != NO_ITEM)
+                        .map(|(&item, &s)| (labels[item as usize].as_str(), s));
+                    format_user(&mut text, *format, &samples[e as usize], items, precision);
+                }
+                out.write(&text)?;
+            }
+        }
+        bar.inc(b.len() as u64);
+        Ok(())
     };
     crate::with_backend!(chosen, |backend| {
         tracing::info!("predicting on {}", backend.description());
@@ -234,17 +250,17 @@ pub fn run<C: Collective>(args: Args, comm: Option<&C>) -> Result<()> {
             Some(comm) => {
                 let built = (|| {
                     let mut network =
-                        ShardedNetwork::build(backend, comm, graph, batch, Optimizer::Sgd, 0)?;
+                        Network::build_with(backend, comm, graph, batch, Optimizer::Sgd, 0)?;
                     network.load_weights(&model)?;
                     anyhow::Ok(network)
                 })();
                 let mut network = ranks::agree(Some(comm), built)?;
-                predict_all(&mut network, &ctx, &mut sink, &mut metrics, &bar)
+                predict::run(&mut network, &binding, &config, evaluate, &mut on_batch)
             }
             None => {
                 let mut network = Network::build(backend, graph, batch, Optimizer::Sgd, 0)?;
                 network.load_weights(&model)?;
-                predict_all(&mut network, &ctx, &mut sink, &mut metrics, &bar)
+                predict::run(&mut network, &binding, &config, evaluate, &mut on_batch)
             }
         }
     })?;
@@ -272,126 +288,6 @@ pub fn run<C: Collective>(args: Args, comm: Option<&C>) -> Result<()> {
     if let Some(m) = metrics.as_ref().filter(|_| root) {
         println!("{m}");
         println!("{}", m.to_json());
-    }
-    Ok(())
-}
-
-/// What the prediction loop reads.
-struct Loop<'a> {
-    args: &'a Args,
-    binding: &'a DataBinding<'a>,
-    samples: &'a [String],
-    labels: &'a [String],
-    filter: Option<&'a Csr>,
-    exclude: Option<(&'a Dataset, &'a Csr)>,
-    held_out: Option<&'a Csr>,
-    /// `--layer`'s layer.
-    layer: Option<moira::graph::LayerId>,
-    output_id: moira::graph::LayerId,
-    width: usize,
-    items: usize,
-    /// The longest list needed (recommendations, metrics).
-    kk: usize,
-    /// Whether to rank at all.
-    rank: bool,
-    precision: usize,
-    n: usize,
-    batch: usize,
-}
-
-/// Forward pass batch by batch, then top-K (with exclusions and the filter), metrics,
-/// recommendations or layer activations, each written as the batch ends. Collective on a
-/// sharded network (every rank runs every step; `sink` is `Sink::None` on other ranks).
-fn predict_all<N: Trainable>(
-    network: &mut N,
-    c: &Loop<'_>,
-    sink: &mut Sink,
-    metrics: &mut Option<RankingMetrics>,
-    bar: &indicatif::ProgressBar,
-) -> Result<()> {
-    let (args, kk, items, width) = (c.args, c.kk, c.items, c.width);
-    let (mut ranked, mut scores, mut text) = (Vec::new(), Vec::new(), String::new());
-    let mut work: Vec<f32> = Vec::new();
-    let mut chunk: Vec<u32> = Vec::with_capacity(c.batch);
-    for start in (0..c.n).step_by(c.batch) {
-        chunk.clear();
-        chunk.extend((start..c.n.min(start + c.batch)).map(|e| e as u32));
-        let mut mb = c.binding.batch(network.graph(), &chunk, None)?;
-        mb.example_weights.clear();
-        network.load_batch(mb)?;
-        network.forward(false, 0)?;
-        if let Some(id) = c.layer {
-            let values = network.layer_output(id)?;
-            if let Sink::Layer(w) = sink {
-                let names: Vec<&str> = chunk
-                    .iter()
-                    .map(|&e| c.samples[e as usize].as_str())
-                    .collect();
-                w.write(&names, values.data())?;
-            }
-        }
-        if c.rank {
-            let mode = args.filter_mode;
-            let seen = filter::exclusions(&chunk, c.exclude, c.filter.map(|f| (f, mode)), items);
-            ranked.resize(chunk.len() * kk, 0);
-            scores.resize(chunk.len() * kk, 0.0);
-            if let (Some(f), FilterMode::Multiply) = (c.filter, mode) {
-                // Scores change on the host first: select there.
-                let out = network.layer_output(c.output_id)?;
-                work.clear();
-                for row in out.data().chunks(width) {
-                    work.extend_from_slice(&row[..items]);
-                }
-                filter::multiply(&mut work, items, &chunk, f);
-                top_k_batch(
-                    &work,
-                    items,
-                    kk,
-                    seen.as_ref().map(Csr::view),
-                    0,
-                    &mut ranked,
-                    &mut scores,
-                )?;
-            } else {
-                // On the device where the scores are (the CPU backend selects in place).
-                network.top_k(
-                    c.output_id,
-                    items,
-                    kk,
-                    seen.as_ref().map(Csr::view),
-                    &mut ranked,
-                    &mut scores,
-                )?;
-            }
-        }
-        if let (Some(m), Some(held)) = (metrics.as_mut(), c.held_out) {
-            for (i, &e) in chunk.iter().enumerate() {
-                let e = e as usize;
-                if e < held.n_rows() && !held.row(e).0.is_empty() {
-                    m.add_user(&ranked[i * kk..(i + 1) * kk], held.row(e).0)?;
-                }
-            }
-        }
-        if let Sink::Recs(out, format) = sink {
-            text.clear();
-            for (i, &e) in chunk.iter().enumerate() {
-                let row = i * kk..i * kk + args.k;
-                let items = ranked[row.clone()]
-                    .iter()
-                    .zip(&scores[row])
-                    .filter(|(&item, _)| item != NO_ITEM)
-                    .map(|(&item, &s)| (c.labels[item as usize].as_str(), s));
-                format_user(
-                    &mut text,
-                    *format,
-                    &c.samples[e as usize],
-                    items,
-                    c.precision,
-                );
-            }
-            out.write(&text)?;
-        }
-        bar.inc(chunk.len() as u64);
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! The cross-rank steps of a [`ShardedNetwork`](super::ShardedNetwork) pass, run on host
+//! The cross-rank steps of a sharded [`Network`](crate::network::Network) pass, run on host
 //! copies of device buffers: column gathers and reductions of activations and deltas,
 //! SoftMax over a row split across ranks, and the norms of `DeltaNorm` and `WeightNorm`.
 
@@ -23,7 +23,7 @@ thread_local! {
 /// between the device and the host (on a GPU this includes waiting for the queued kernels),
 /// and the exchange itself (fixed-point conversion and MPI).
 #[derive(Debug, Default)]
-pub(super) struct Timers {
+pub(crate) struct Timers {
     pub staging: Cell<Duration>,
     pub exchange: Cell<Duration>,
 }
@@ -68,7 +68,7 @@ fn through_host<B: Backend>(
 
 /// `dst` (`rows × split.total()`) ← the column blocks `src` (`rows × split.len(rank)`) of
 /// every rank.
-pub(super) fn gather_columns<B: Backend, C: Collective>(
+pub(crate) fn gather_columns<B: Backend, C: Collective>(
     backend: &B,
     comm: &C,
     timers: &Timers,
@@ -91,7 +91,7 @@ pub(super) fn gather_columns<B: Backend, C: Collective>(
 
 /// `dst` (`rows × split.len(rank)`) ← this rank's columns of the sum over ranks of every
 /// rank's `partial` (`rows × split.total()`).
-pub(super) fn reduce_columns<B: Backend, C: Collective>(
+pub(crate) fn reduce_columns<B: Backend, C: Collective>(
     backend: &B,
     comm: &C,
     timers: &Timers,
@@ -117,7 +117,7 @@ pub(super) fn reduce_columns<B: Backend, C: Collective>(
 /// maximum and the sum taken over the whole row (the maximum exactly, the sum in
 /// [`sum_all`]'s fixed point). Equals [`crate::ops::activation::softmax_row`] on one rank up
 /// to the rounding of the sum.
-pub(super) fn softmax_rows<B: Backend, C: Collective>(
+pub(crate) fn softmax_rows<B: Backend, C: Collective>(
     backend: &B,
     comm: &C,
     x: &mut B::Vector,
@@ -155,7 +155,7 @@ pub(super) fn softmax_rows<B: Backend, C: Collective>(
 /// `DeltaNorm` of a layer split by columns: every row whose L2 norm over all ranks' columns
 /// exceeds `max_norm` is scaled to it ([`crate::ops::norm::clip_row_norms`]'s rule, the
 /// squares summed across ranks).
-pub(super) fn clip_split_row_norms<B: Backend, C: Collective>(
+pub(crate) fn clip_split_row_norms<B: Backend, C: Collective>(
     backend: &B,
     comm: &C,
     x: &mut B::Vector,
@@ -175,7 +175,7 @@ pub(super) fn clip_split_row_norms<B: Backend, C: Collective>(
 /// `WeightNorm` of an input-sharded weight (each rank holds some rows of every column):
 /// every column whose L2 norm over all ranks' rows exceeds `max_norm` is scaled to it
 /// ([`crate::ops::norm::clip_column_norms`]'s rule, the squares summed across ranks).
-pub(super) fn clip_split_column_norms<B: Backend, C: Collective>(
+pub(crate) fn clip_split_column_norms<B: Backend, C: Collective>(
     backend: &B,
     comm: &C,
     w: &mut B::Vector,
@@ -193,7 +193,7 @@ pub(super) fn clip_split_column_norms<B: Backend, C: Collective>(
 }
 
 /// The targets of a SoftMax output's rows on this rank, for [`softmax_delta`].
-pub(super) enum SoftmaxTargets<'a> {
+pub(crate) enum SoftmaxTargets<'a> {
     /// Local columns with explicit values (indicator rows already turned into `1/nnz` of
     /// the whole row).
     Sparse(&'a crate::sparse::Csr, bool),
@@ -206,7 +206,7 @@ pub(super) enum SoftmaxTargets<'a> {
 /// per unit `g = ∂L/∂a` (CrossEntropy: the target), then `δ_i = a_i·Σ_j t_j − t_i`
 /// (CrossEntropy) or `δ_i = a_i·(g_i − Σ_j a_j g_j)`, the sums in [`sum_all`]'s fixed point.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn softmax_delta<B: Backend, C: Collective>(
+pub(crate) fn softmax_delta<B: Backend, C: Collective>(
     backend: &B,
     comm: &C,
     delta: &mut B::Vector,

@@ -1,0 +1,342 @@
+//! Backward pass of a [`Network`] (the math is in the module documentation of
+//! [`crate::network`]), with plain SGD optionally fused into its gradient products
+//! (`update.rs`).
+
+use super::pass::{source_rows, Rows};
+use super::update::fuses_weight;
+use super::{
+    hidden_layer_delta, not_loaded, output_layer_delta, split_pair_mut_first, Network, Route,
+    Targets,
+};
+use crate::backend::traits::{Backend, Mat, MatMut};
+use crate::collective::Collective;
+use crate::descriptor::LayerKind;
+use crate::error::{Error, Result};
+use crate::graph::Layer;
+use crate::ops::optimizer::Hyper;
+use crate::ops::{Activation, Trans};
+use crate::parallel::host::{
+    clip_split_row_norms, gather_columns, reduce_columns, softmax_delta, SoftmaxTargets,
+};
+
+/// `out = alpha·xᵀ·δ + beta·out` (`transposed`: `alpha·δᵀ·x`), the weight-gradient product of
+/// an edge with source rows `x`; `out` is the gradient or, for a fused update, the weight.
+fn gradient_product<B: Backend>(
+    backend: &B,
+    out: MatMut<'_, B::Vector>,
+    x: Rows<'_, B>,
+    delta: Mat<'_, B::Vector>,
+    transposed: bool,
+    alpha: f32,
+    beta: f32,
+) -> Result<()> {
+    match x {
+        // Network::build_with refuses transposed edges from sparse inputs.
+        Rows::Sparse(x) => backend.sparse_weight_gradient(out, x, delta, alpha, beta),
+        // A transposed edge computes z = a·Wᵀ, so g_W = α·δᵀ·a.
+        Rows::Dense(a) if transposed => {
+            backend.gemm(out, alpha, delta, Trans::Yes, a, Trans::No, beta)
+        }
+        Rows::Dense(a) => backend.gemm(out, alpha, a, Trans::Yes, delta, Trans::No, beta),
+    }
+}
+
+impl<B: Backend, C: Collective> Network<B, C> {
+    /// Backward pass: output deltas from the loaded targets, then every layer's delta and
+    /// every weight's negative mean gradient.
+    ///
+    /// A hidden layer's `∂L/∂a` (from its outgoing edges and skip targets) gets, in DSSTNE's
+    /// order: the sparseness penalty (on the activations after dropout, what the next layers
+    /// see), the gradient through dropout, `f'`, `DeltaNorm`, and the gradient through batch
+    /// normalisation. An output layer's delta gets `DeltaNorm` after the data weights.
+    pub fn backward(&mut self, seed: u64) -> Result<()> {
+        self.backward_inner(seed, None)
+    }
+
+    /// [`Network::backward`]; with `fused = Some(h)` (plain SGD without L1, see
+    /// `update.rs`) the gradient products of every unshared weight and of every edge's bias
+    /// write the SGD update straight into the weight or bias instead of into `dw`, `db`:
+    /// `W ← (1 − αλ)·W + α·g_W` and `b ← b + α·g_b`. Every edge propagates its delta
+    /// `δ_src = δ·op(W)ᵀ` before its gradient product, so that it reads `W` before the update.
+    pub(super) fn backward_inner(&mut self, seed: u64, fused: Option<&Hyper>) -> Result<()> {
+        let (rows, rank, sharded) = (self.rows, self.rank(), self.is_sharded());
+        let n = self.graph.layers().len();
+        let mut written = vec![false; n];
+        let mut grad_written = vec![false; self.params.len()];
+        for li in (0..n).rev() {
+            let layer = &self.graph.layers()[li];
+            if layer.kind == LayerKind::Input {
+                continue;
+            }
+            let split = self.plan.layer_split(layer.id);
+            let local = split.len(rank);
+            if layer.kind == LayerKind::Output {
+                self.output_delta(li)?;
+            } else {
+                self.hidden_delta(li, written[li], seed)?;
+            }
+            let layer = &self.graph.layers()[li];
+            let delta = self.deltas[li]
+                .as_mut()
+                .expect("non-input layers have deltas");
+            if layer.delta_norm > 0.0 {
+                if sharded {
+                    let norm = layer.delta_norm;
+                    clip_split_row_norms(&self.backend, &self.comm, delta, rows, local, norm)?;
+                } else {
+                    self.backend
+                        .clip_row_norms(MatMut::new(delta, rows, local), layer.delta_norm)?;
+                }
+            }
+            if let Some(bn) = self.batch_norm[li].as_mut() {
+                bn.backward(&self.backend, MatMut::new(delta, rows, local))?;
+            }
+            if let Some(full) = self.delta_full[li].as_mut() {
+                let timers = &self.timers;
+                gather_columns(&self.backend, &self.comm, timers, delta, rows, &split, full)?;
+            }
+            let alpha = -1.0 / rows as f32;
+            for &eid in &layer.incoming {
+                let edge = self.graph.edge(eid);
+                let (src, wi, route) = (edge.source.0, edge.weight.0, self.routes[eid.0]);
+                let source = self.graph.layer(edge.source);
+                let src_split = self.plan.layer_split(edge.source);
+                let src_local = src_split.len(rank);
+                // δ_src = δ·op(W)ᵀ: `Wᵀ` for a plain edge, `W` for a transposed one.
+                let back = if edge.transposed {
+                    Trans::No
+                } else {
+                    Trans::Yes
+                };
+                // δ_src first: it must read W before a fused update changes it.
+                if source.kind != LayerKind::Input {
+                    let p = &self.params[wi];
+                    let w = Mat::new(&p.w, p.rows, p.cols);
+                    let (src_delta, delta) = split_pair_mut_first(&mut self.deltas, src, li);
+                    let src_delta = src_delta.as_mut().expect("hidden layers have deltas");
+                    let delta = delta.as_ref().expect("non-input layers have deltas");
+                    match route {
+                        Route::Whole | Route::ReducePartials => {
+                            let (d, width) = match route {
+                                Route::Whole => (delta, local),
+                                _ => (
+                                    self.delta_full[li].as_ref().expect("allocated at build"),
+                                    layer.units,
+                                ),
+                            };
+                            let beta = if written[src] { 1.0 } else { 0.0 };
+                            self.backend.gemm(
+                                MatMut::new(src_delta, rows, src_local),
+                                1.0,
+                                Mat::new(d, rows, width),
+                                Trans::No,
+                                w,
+                                back,
+                                beta,
+                            )?;
+                        }
+                        Route::GatherSource => {
+                            self.backend.gemm(
+                                MatMut::new(&mut self.scratch, rows, source.units),
+                                1.0,
+                                Mat::new(delta, rows, local),
+                                Trans::No,
+                                w,
+                                back,
+                                0.0,
+                            )?;
+                            reduce_columns(
+                                &self.backend,
+                                &self.comm,
+                                &self.timers,
+                                &self.scratch,
+                                rows,
+                                &src_split,
+                                &mut self.scratch_local,
+                            )?;
+                            let n = rows * src_local;
+                            if written[src] {
+                                self.backend.add_assign(src_delta, &self.scratch_local, n)?;
+                            } else {
+                                self.backend.copy(src_delta, &self.scratch_local, n)?;
+                            }
+                        }
+                    }
+                    written[src] = true;
+                }
+                let weight = self.graph.weight(edge.weight);
+                let (alpha_w, beta_w, into_param) = match fused.filter(|_| fuses_weight(weight)) {
+                    Some(h) => (h.alpha * alpha, 1.0 - h.alpha * h.lambda, true),
+                    None => {
+                        let beta = if grad_written[wi] { 1.0 } else { 0.0 };
+                        grad_written[wi] = true;
+                        let sharing = weight.sharing_count.max(1) as f32;
+                        (alpha / sharing, beta, false)
+                    }
+                };
+                let delta = self.deltas[li]
+                    .as_ref()
+                    .expect("non-input layers have deltas");
+                let delta_local = Mat::new(delta, rows, local);
+                let delta_for_grad = match route {
+                    Route::ReducePartials => Mat::new(
+                        self.delta_full[li].as_ref().expect("allocated at build"),
+                        rows,
+                        layer.units,
+                    ),
+                    Route::Whole | Route::GatherSource => delta_local,
+                };
+                let x = source_rows::<B>(
+                    route,
+                    rows,
+                    (source.units, src_local),
+                    &self.units[src],
+                    &self.sparse_full[src],
+                    &self.sparse_local[src],
+                    &self.gathered[eid.0],
+                )
+                .ok_or_else(|| not_loaded(source))?;
+                let p = &mut self.params[wi];
+                let out = if into_param { &mut p.w } else { &mut p.dw };
+                gradient_product(
+                    &self.backend,
+                    MatMut::new(out, p.rows, p.cols),
+                    x,
+                    delta_for_grad,
+                    edge.transposed,
+                    alpha_w,
+                    beta_w,
+                )?;
+                let bias = &mut self.biases[eid.0];
+                match fused {
+                    Some(h) => self.backend.bias_gradient(
+                        &mut bias.b,
+                        delta_local,
+                        h.alpha * alpha,
+                        1.0,
+                    )?,
+                    None => self
+                        .backend
+                        .bias_gradient(&mut bias.db, delta_local, alpha, 0.0)?,
+                }
+            }
+            for &skip in &layer.skips {
+                if self.graph.layer(skip).kind == LayerKind::Input {
+                    continue;
+                }
+                let (dst, src) = split_pair_mut_first(&mut self.deltas, skip.0, li);
+                let (dst, src) = (
+                    dst.as_mut().expect("skip sources are hidden layers"),
+                    src.as_ref().expect("non-input layers have deltas"),
+                );
+                if written[skip.0] {
+                    self.backend.add_assign(dst, src, rows * local)?;
+                } else {
+                    self.backend.copy(dst, src, rows * local)?;
+                }
+                written[skip.0] = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hidden layer `li`'s local `∂L/∂a` (zero when nothing was `written` to it) to `∂L/∂z`
+    /// before `DeltaNorm` and batch normalisation ([`hidden_layer_delta`]: the sparseness
+    /// penalty is per unit over the batch, so local; dropout draws the global mask).
+    fn hidden_delta(&mut self, li: usize, written: bool, seed: u64) -> Result<()> {
+        let layer = &self.graph.layers()[li];
+        let (mask, cols) = (self.mask(layer, seed), self.local_len(layer.id));
+        hidden_layer_delta(
+            &self.backend,
+            layer,
+            self.deltas[li]
+                .as_mut()
+                .expect("non-input layers have deltas"),
+            self.units[li].as_ref().expect("hidden layers are dense"),
+            self.pre_dropout[li].as_ref(),
+            (self.rows, cols),
+            written,
+            mask,
+        )
+    }
+
+    /// Output layer `li`'s local `δ = ∂L/∂z`, scaled per example by the data weights.
+    fn output_delta(&mut self, li: usize) -> Result<()> {
+        let layer = &self.graph.layers()[li];
+        let (rows, cols) = (self.rows, self.local_len(layer.id));
+        let spec = self.losses[li].expect("outputs have a loss");
+        let sharded_softmax = self.is_sharded() && layer.activation == Activation::SoftMax;
+        let a = self.units[li].as_ref().expect("outputs are dense");
+        let delta = self.deltas[li].as_mut().expect("outputs have deltas");
+        if sharded_softmax {
+            return softmax_output_delta(
+                &self.backend,
+                &self.comm,
+                layer,
+                delta,
+                a,
+                (rows, cols),
+                &spec,
+                (
+                    self.softmax_targets[li].as_ref(),
+                    self.targets[li].as_ref().filter(|_| self.loaded[li]),
+                    self.ignore_zero[li],
+                ),
+                self.example_weights[li].as_deref(),
+            );
+        }
+        let targets = match (&self.sparse_local[li], &self.targets[li]) {
+            _ if std::mem::take(&mut self.fused_delta[li]) => Targets::Written,
+            (Some(t), _) => Targets::Sparse(t),
+            (None, Some(t)) if self.loaded[li] => Targets::Dense(t),
+            _ => Targets::Missing,
+        };
+        output_layer_delta(
+            &self.backend,
+            layer,
+            delta,
+            a,
+            targets,
+            (rows, cols),
+            &spec,
+            self.ignore_zero[li],
+            self.example_weights[li].as_deref(),
+        )
+    }
+}
+
+/// The local delta of a SoftMax output layer split over several ranks ([`softmax_delta`]:
+/// the row sums across ranks), from its sparse targets on the host (`targets.0`) or its
+/// dense targets on the device (`targets.1`), then scaled per example by the data weights.
+#[allow(clippy::too_many_arguments)]
+fn softmax_output_delta<B: Backend, C: Collective>(
+    backend: &B,
+    comm: &C,
+    layer: &Layer,
+    delta: &mut B::Vector,
+    a: &B::Vector,
+    (rows, cols): (usize, usize),
+    spec: &crate::ops::loss::LossSpec,
+    targets: (Option<&crate::sparse::Csr>, Option<&B::Vector>, bool),
+    example_weights: Option<&[f32]>,
+) -> Result<()> {
+    let targets = match targets {
+        (Some(t), _, ignore_zero) => SoftmaxTargets::Sparse(t, ignore_zero),
+        (None, Some(t), _) => {
+            let mut host = vec![0.0; rows * cols];
+            backend.download(t, &mut host)?;
+            SoftmaxTargets::Dense(host)
+        }
+        _ => {
+            return Err(Error::invalid_argument(
+                "batch",
+                format!("output layer `{}` has no targets loaded", layer.name),
+            ))
+        }
+    };
+    softmax_delta(backend, comm, delta, a, rows, cols, targets, spec)?;
+    if let Some(w) = example_weights {
+        backend.scale_rows(MatMut::new(delta, rows, cols), w)?;
+    }
+    Ok(())
+}

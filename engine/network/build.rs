@@ -1,0 +1,352 @@
+//! Building a [`Network`]: the checks of the graph, this rank's weight blocks initialised
+//! from their global positions, and the buffers for a maximum batch size.
+
+use super::{output_loss, route, AlphaDropout, BatchNorm, EdgeBias, Network, Param, Route};
+use crate::backend::traits::Backend;
+use crate::collective::{Collective, Local};
+use crate::descriptor::LayerKind;
+use crate::error::{Error, Result};
+use crate::graph::Graph;
+use crate::ops::init::{init_bias, init_weights};
+use crate::ops::optimizer::state_len;
+use crate::ops::{Activation, Optimizer};
+use crate::parallel::host::Timers;
+use crate::parallel::ShardPlan;
+
+impl<B: Backend> Network<B, Local> {
+    /// Allocates a one-rank network for `graph` on `backend` for minibatches of up to
+    /// `capacity` examples, with weights initialised from `seed` (weight `i` draws from RNG
+    /// stream `i`) and optimizer state for `optimizer`: [`Network::build_with`] on [`Local`].
+    pub fn build(
+        backend: B,
+        graph: Graph,
+        capacity: usize,
+        optimizer: Optimizer,
+        seed: u64,
+    ) -> Result<Self> {
+        Self::build_with(backend, Local, graph, capacity, optimizer, seed)
+    }
+}
+
+impl<B: Backend, C: Collective> Network<B, C> {
+    /// Rank `comm.rank()`'s part of `graph` split over `comm.size()` ranks by
+    /// [`ShardPlan::new`] (the whole network on one rank), for minibatches of up to
+    /// `capacity` examples, with the weights a one-rank network gets for `seed` (each rank
+    /// initialising its block element by element from the global positions: weight `i` draws
+    /// from RNG stream `i`) and optimizer state for `optimizer`.
+    ///
+    /// Errors: a skip from a sparse input and a transposed shared weight on an edge from a
+    /// sparse input ([`Error::Unsupported`]), `BatchNormalization` on a non-hidden layer, an
+    /// output layer whose error function has no kernel for its activation, a zero capacity;
+    /// on several ranks also a SoftMax hidden layer and a skip from any input layer
+    /// ([`Error::Unsupported`], naming the layer).
+    pub fn build_with(
+        backend: B,
+        comm: C,
+        graph: Graph,
+        capacity: usize,
+        optimizer: Optimizer,
+        seed: u64,
+    ) -> Result<Self> {
+        if capacity == 0 {
+            return Err(Error::invalid_argument("batch", "must be at least 1"));
+        }
+        check_graph(&graph, comm.size())?;
+        let plan = ShardPlan::new(&graph, comm.size())?;
+        let (rank, ranks) = (comm.rank(), comm.size());
+        let routes: Vec<Route> = plan
+            .edges()
+            .iter()
+            .map(|e| route(e.sharding, ranks))
+            .collect();
+        let n = graph.layers().len();
+        let (mut units, mut deltas, mut delta_full) = (vec![], vec![], vec![]);
+        let (mut pre_dropout, mut alpha_bias, mut losses) = (vec![], vec![], vec![]);
+        let mut batch_norm = Vec::with_capacity(n);
+        let state = state_len(optimizer);
+        for layer in graph.layers() {
+            let local = plan.layer_split(layer.id).len(rank);
+            let len = capacity * local;
+            let is_input = layer.kind == LayerKind::Input;
+            let hidden = layer.kind == LayerKind::Hidden;
+            units.push(if is_input && layer.sparse {
+                None
+            } else {
+                Some(backend.zeros(len)?)
+            });
+            deltas.push(if is_input {
+                None
+            } else {
+                Some(backend.zeros(len)?)
+            });
+            let reduces_in = layer
+                .incoming
+                .iter()
+                .any(|&e| routes[e.0] == Route::ReducePartials);
+            delta_full.push(if reduces_in {
+                Some(backend.zeros(capacity * layer.units)?)
+            } else {
+                None
+            });
+            pre_dropout.push(if hidden && layer.p_dropout > 0.0 {
+                Some(backend.zeros(len)?)
+            } else {
+                None
+            });
+            alpha_bias.push(alpha_bias_row(&backend, layer, local)?);
+            losses.push(output_loss(&graph, layer)?);
+            batch_norm.push(if layer.batch_normalization {
+                Some(BatchNorm::new(&backend, local, capacity, state)?)
+            } else {
+                None
+            });
+        }
+        let state_buf = |k: usize, len: usize| backend.zeros(if state > k { len } else { 0 });
+        let mut params = Vec::with_capacity(graph.weights().len());
+        for (i, weight) in graph.weights().iter().enumerate() {
+            let wp = &plan.weights()[i];
+            let (rows, cols) = wp.local_shape(rank);
+            let (row_range, col_range) = wp.local_block(rank);
+            let (n_in, n_out) = (weight.input_units, weight.output_units);
+            let mut w = vec![0.0f32; rows * cols];
+            let init = |block: &mut [f32], offset: usize| {
+                init_weights(
+                    block,
+                    offset as u64,
+                    weight.init.scheme,
+                    weight.init.scale,
+                    n_in as u64,
+                    n_out as u64,
+                    seed,
+                    i as u64,
+                )
+            };
+            if cols == n_out {
+                // Whole rows: one contiguous run of the weight's elements.
+                init(&mut w, row_range.start * n_out)?;
+            } else {
+                for (r, row) in row_range.zip(w.chunks_mut(cols.max(1))) {
+                    init(&mut row[..cols], r * n_out + col_range.start)?;
+                }
+            }
+            let mut wv = backend.zeros(rows * cols)?;
+            backend.upload(&mut wv, &w)?;
+            params.push(Param {
+                w: wv,
+                dw: backend.zeros(rows * cols)?,
+                w_state: [state_buf(0, rows * cols)?, state_buf(1, rows * cols)?],
+                rows,
+                cols,
+            });
+        }
+        let d = graph.descriptor();
+        let mut biases = Vec::with_capacity(graph.edges().len());
+        let mut gathered = Vec::with_capacity(graph.edges().len());
+        for edge in graph.edges() {
+            let (source, target) = (graph.layer(edge.source), graph.layer(edge.target));
+            let cols = plan.layer_split(edge.target).len(rank);
+            let init = d.layers[target.descriptor_index].weight_init;
+            let mut b = vec![0.0f32; cols];
+            init_bias(&mut b, init.bias);
+            let mut bv = backend.zeros(cols)?;
+            backend.upload(&mut bv, &b)?;
+            biases.push(EdgeBias {
+                b: bv,
+                db: backend.zeros(cols)?,
+                state: [state_buf(0, cols)?, state_buf(1, cols)?],
+                cols,
+            });
+            let dense_source = !(source.kind == LayerKind::Input && source.sparse);
+            gathered.push(
+                if routes[edge.id.0] == Route::GatherSource && dense_source {
+                    Some(backend.zeros(capacity * source.units)?)
+                } else {
+                    None
+                },
+            );
+        }
+        let (widest, widest_local) = reduced_width(&graph, &plan, &routes, rank);
+        let widest_out = graph
+            .outputs()
+            .map(|l| plan.layer_split(l.id).len(rank))
+            .max()
+            .unwrap_or(0);
+        let mut ones = backend.zeros(widest_out)?;
+        backend.upload(&mut ones, &vec![1.0; widest_out])?;
+        Ok(Network {
+            scratch: backend.zeros(capacity * widest)?,
+            scratch_local: backend.zeros(capacity * widest_local)?,
+            finite_check: (ones, backend.zeros(capacity)?),
+            backend,
+            comm,
+            plan,
+            routes,
+            capacity,
+            optimizer,
+            units,
+            deltas,
+            delta_full,
+            pre_dropout,
+            alpha_bias,
+            targets: (0..n).map(|_| None).collect(),
+            sparse_full: (0..n).map(|_| None).collect(),
+            sparse_local: (0..n).map(|_| None).collect(),
+            softmax_targets: (0..n).map(|_| None).collect(),
+            loaded: vec![false; n],
+            gathered,
+            example_weights: vec![None; n],
+            ignore_zero: vec![false; n],
+            losses,
+            fused_loss: vec![None; n],
+            fused_delta: vec![false; n],
+            params,
+            biases,
+            batch_norm,
+            rows: 0,
+            step: 0,
+            fused_sgd: true,
+            timers: Timers::default(),
+            graph,
+        })
+    }
+
+    /// Bytes this rank's device buffers hold (weight blocks, gradients, optimizer state,
+    /// batch normalisation, activations, deltas, gathered inputs, scratch) for its capacity,
+    /// not counting the current minibatch.
+    pub fn buffer_bytes(&self) -> u64 {
+        let slots = 2 + state_len(self.optimizer) as u64;
+        let params: u64 = self
+            .params
+            .iter()
+            .map(|p| (p.rows * p.cols) as u64 * slots)
+            .chain(self.biases.iter().map(|b| b.cols as u64 * slots))
+            .sum();
+        let cap = self.capacity as u64;
+        let layers: u64 = self
+            .graph
+            .layers()
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let local = self.local_len(l.id) as u64;
+                cap * local
+                    * (self.units[i].is_some() as u64
+                        + self.deltas[i].is_some() as u64
+                        + self.pre_dropout[i].is_some() as u64)
+                    + cap * l.units as u64 * self.delta_full[i].is_some() as u64
+            })
+            .sum();
+        let batch_norm: u64 = self
+            .batch_norm
+            .iter()
+            .flatten()
+            .map(|bn| bn.bytes(self.capacity) / 4)
+            .sum();
+        let gathered: u64 = self
+            .graph
+            .edges()
+            .iter()
+            .filter(|e| self.gathered[e.id.0].is_some())
+            .map(|e| cap * self.graph.layer(e.source).units as u64)
+            .sum();
+        let rank = self.rank();
+        let (widest, widest_local) = reduced_width(&self.graph, &self.plan, &self.routes, rank);
+        4 * (params + batch_norm + layers + gathered + cap * (widest + widest_local) as u64)
+    }
+}
+
+/// The checks of [`Network::build_with`] on the graph for `ranks` ranks.
+fn check_graph(graph: &Graph, ranks: usize) -> Result<()> {
+    let unsupported = |layer: &str, what: &str| {
+        Err(Error::Unsupported(format!(
+            "layer `{layer}`: {what} is not supported under model parallelism \
+             (run on one rank)"
+        )))
+    };
+    for edge in graph.edges() {
+        let source = graph.layer(edge.source);
+        if edge.transposed && source.kind == LayerKind::Input && source.sparse {
+            return Err(Error::Unsupported(format!(
+                "layer `{}`: a transposed shared weight from the sparse input layer `{}` \
+                 (share the weight untransposed, or make the input dense)",
+                graph.layer(edge.target).name,
+                source.name
+            )));
+        }
+    }
+    for layer in graph.layers() {
+        if let Some(&skip) = layer.skips.iter().find(|&&s| {
+            let source = graph.layer(s);
+            source.kind == LayerKind::Input && source.sparse
+        }) {
+            return Err(Error::Unsupported(format!(
+                "layer `{}`: a Skip from the sparse input layer `{}` (a sparse input has no \
+                 dense unit buffer to add; make the input dense or drop the skip)",
+                layer.name,
+                graph.layer(skip).name
+            )));
+        }
+        if layer.batch_normalization && layer.kind != LayerKind::Hidden {
+            return Err(Error::Graph {
+                network: graph.name().to_owned(),
+                layer: layer.name.clone(),
+                message: format!(
+                    "BatchNormalization applies to Hidden layers only; this is a {} layer",
+                    layer.kind
+                ),
+            });
+        }
+        if ranks > 1 {
+            if layer.kind == LayerKind::Hidden && layer.activation == Activation::SoftMax {
+                return unsupported(&layer.name, "a SoftMax hidden layer");
+            }
+            if layer
+                .skips
+                .iter()
+                .any(|&s| graph.layer(s).kind == LayerKind::Input)
+            {
+                return unsupported(&layer.name, "a Skip from an input layer");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A row of `len` copies of the alpha-dropout bias of an ELU/SELU hidden layer with dropout
+/// ([`AlphaDropout`]), `None` for other layers.
+fn alpha_bias_row<B: Backend>(
+    backend: &B,
+    layer: &crate::graph::Layer,
+    len: usize,
+) -> Result<Option<B::Vector>> {
+    match AlphaDropout::of(layer) {
+        Some(ad) if layer.kind == LayerKind::Hidden => {
+            let mut row = backend.zeros(len)?;
+            backend.upload(&mut row, &vec![ad.bias; len])?;
+            Ok(Some(row))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The widest matrix any edge reduce-scatters (a [`Route::ReducePartials`] edge its target's
+/// units in the forward pass, a [`Route::GatherSource`] edge from a hidden layer its source's
+/// units in the backward pass) and its widest share on `rank`; 0 when none does (one rank).
+fn reduced_width(graph: &Graph, plan: &ShardPlan, routes: &[Route], rank: usize) -> (usize, usize) {
+    let mut widths = (0, 0);
+    for (edge, route) in graph.edges().iter().zip(routes) {
+        let layer = match route {
+            Route::ReducePartials => Some(edge.target),
+            Route::GatherSource if graph.layer(edge.source).kind != LayerKind::Input => {
+                Some(edge.source)
+            }
+            Route::GatherSource | Route::Whole => None,
+        };
+        if let Some(id) = layer {
+            let split = plan.layer_split(id);
+            widths.0 = widths.0.max(split.total());
+            widths.1 = widths.1.max(split.len(rank));
+        }
+    }
+    widths
+}

@@ -1,0 +1,108 @@
+//! Reading a [`Network`]'s results after a forward pass: a layer's activations and the exact
+//! top-K of an output layer, whole on every rank.
+
+use super::Network;
+use crate::backend::traits::{Backend, Mat};
+use crate::collective::Collective;
+use crate::dense::Matrix;
+use crate::error::{Error, Result};
+use crate::graph::LayerId;
+use crate::parallel::column_shard;
+use crate::sparse::CsrView;
+use crate::topk::{merge_top_k_batch, ShardTopKBatch, NO_ITEM};
+
+impl<B: Backend, C: Collective> Network<B, C> {
+    /// The activations of layer `id` for the current minibatch, row-major `[rows][units]`,
+    /// on every rank (on several ranks each rank's columns, all-gathered). Errors for a
+    /// sparse input layer (it has no unit buffer).
+    pub fn layer_output(&self, id: LayerId) -> Result<Matrix> {
+        let layer = self.graph.layer(id);
+        let buf = self.units[id.0].as_ref().ok_or_else(|| {
+            Error::invalid_argument("layer", format!("`{}` is a sparse input", layer.name))
+        })?;
+        let split = self.split(id);
+        let mut local = vec![0.0; self.rows * split.len(self.rank())];
+        self.backend.download(buf, &mut local)?;
+        if !self.is_sharded() {
+            return Matrix::from_vec(self.rows, layer.units, local);
+        }
+        let mut whole = vec![0.0; self.rows * layer.units];
+        crate::parallel::exact::all_gather_columns(
+            &self.comm, &local, self.rows, &split, &mut whole,
+        )?;
+        Matrix::from_vec(self.rows, layer.units, whole)
+    }
+
+    /// The exact top-K of each row of layer `id`'s activations over its first `items` units,
+    /// excluding `exclude`'s columns (whole rows, global columns), on every rank
+    /// ([`Backend::top_k`]'s contract: higher score first, ties to the lower index, padding
+    /// with [`NO_ITEM`]). On one rank the backend selects where the scores are; on several,
+    /// each rank selects among its columns, and the lists are all-gathered and merged
+    /// ([`merge_top_k_batch`]: the same order, ties and padding).
+    pub fn top_k(
+        &self,
+        id: LayerId,
+        items: usize,
+        k: usize,
+        exclude: Option<CsrView<'_>>,
+        indices: &mut [u32],
+        scores: &mut [f32],
+    ) -> Result<()> {
+        let layer = self.graph.layer(id);
+        let buf = self.units[id.0].as_ref().ok_or_else(|| {
+            Error::invalid_argument("layer", format!("`{}` is a sparse input", layer.name))
+        })?;
+        let rows = self.rows;
+        if !self.is_sharded() {
+            let a = Mat::new(buf, rows, layer.units);
+            return self.backend.top_k(a, items, k, exclude, indices, scores);
+        }
+        if k == 0 || items == 0 || items > layer.units {
+            return Err(Error::invalid_argument(
+                "top-k",
+                format!(
+                    "k {k} over {items} of `{}`'s {} units",
+                    layer.name, layer.units
+                ),
+            ));
+        }
+        let (rank, size) = (self.rank(), self.comm.size());
+        let split = self.split(id);
+        let local_items = |q: usize| items.saturating_sub(split.start(q)).min(split.len(q));
+        let local_k: Vec<usize> = (0..size).map(|q| k.min(local_items(q))).collect();
+        let kq = local_k[rank];
+        let mut li = vec![NO_ITEM; rows * kq];
+        let mut ls = vec![f32::NEG_INFINITY; rows * kq];
+        if kq > 0 {
+            let excl = exclude.map(|e| column_shard(e, &split, rank)).transpose()?;
+            self.backend.top_k(
+                Mat::new(buf, rows, split.len(rank)),
+                local_items(rank),
+                kq,
+                excl.as_ref().map(|c| c.view()),
+                &mut li,
+                &mut ls,
+            )?;
+        }
+        let counts: Vec<usize> = local_k.iter().map(|&c| c * rows).collect();
+        let total: usize = counts.iter().sum();
+        let (mut all_i, mut all_s) = (vec![0u32; total], vec![0.0f32; total]);
+        self.comm.all_gather(&li, &counts, &mut all_i)?;
+        self.comm.all_gather(&ls, &counts, &mut all_s)?;
+        let mut shards = Vec::with_capacity(size);
+        let mut at = 0;
+        for q in 0..size {
+            let n = counts[q];
+            if n > 0 {
+                shards.push(ShardTopKBatch {
+                    offset: split.start(q) as u32,
+                    k: local_k[q],
+                    indices: &all_i[at..at + n],
+                    scores: &all_s[at..at + n],
+                });
+            }
+            at += n;
+        }
+        merge_top_k_batch(&shards, k, indices, scores)
+    }
+}
