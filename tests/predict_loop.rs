@@ -370,14 +370,13 @@ fn bad_configurations_and_callback_errors_stop_the_loop() {
     };
     let narrow = Csr::try_new(ITEMS - 1, vec![0, 1], vec![3], None).unwrap();
     let mut metrics = RankingMetrics::new(&[60]).unwrap();
-    let bad: Vec<(PredictConfig<'_>, Option<(&Csr, &mut RankingMetrics)>, &str)> = vec![
-        (PredictConfig { k: 51, ..base }, None, "`k`"),
+    let bad = [
+        (PredictConfig { k: 51, ..base }, "`k`"),
         (
             PredictConfig {
                 items: ITEMS as usize + 1,
                 ..base
             },
-            None,
             "`items`",
         ),
         (
@@ -385,7 +384,6 @@ fn bad_configurations_and_callback_errors_stop_the_loop() {
                 output: LayerId(9),
                 ..base
             },
-            None,
             "`output`",
         ),
         (
@@ -393,7 +391,6 @@ fn bad_configurations_and_callback_errors_stop_the_loop() {
                 layer: Some(LayerId(3)),
                 ..base
             },
-            None,
             "`layer`",
         ),
         (
@@ -401,7 +398,6 @@ fn bad_configurations_and_callback_errors_stop_the_loop() {
                 filter: Some((&narrow, FilterMode::Exclude)),
                 ..base
             },
-            None,
             "`filter`",
         ),
         // A sparse input layer has no activations.
@@ -410,13 +406,12 @@ fn bad_configurations_and_callback_errors_stop_the_loop() {
                 layer: Some(LayerId(0)),
                 ..base
             },
-            None,
             "sparse input",
         ),
     ];
-    for (config, evaluate, what) in bad {
+    for (config, what) in bad {
         let mut calls = 0;
-        let e = predict::run(&mut network, &data, &config, evaluate, |_| {
+        let e = predict::run(&mut network, &data, &config, None, |_| {
             calls += 1;
             Ok::<_, Error>(())
         })

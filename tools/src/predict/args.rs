@@ -105,6 +105,15 @@ pub enum FilterMode {
     Multiply,
 }
 
+impl From<FilterMode> for moira::predict::FilterMode {
+    fn from(mode: FilterMode) -> Self {
+        match mode {
+            FilterMode::Exclude => moira::predict::FilterMode::Exclude,
+            FilterMode::Multiply => moira::predict::FilterMode::Multiply,
+        }
+    }
+}
+
 /// The layer output's file format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LayerFormat {

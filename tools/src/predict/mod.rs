@@ -3,9 +3,10 @@
 //!
 //! - [`args`]: the command line and its help text (the user-facing contract);
 //! - [`input`]: the input (NetCDF, or text through the features index) bound to the input layer;
-//! - [`filter`]: the per-sample filter (exclude or DSSTNE's multiply) and the exclusions;
+//! - [`filter`]: loading the per-sample filter and the held-out file (the library applies them);
 //! - [`output`]: recommendations and layer files, written atomically batch by batch;
-//! - [`run`]: the prediction loop.
+//! - [`run`](mod@run): the command: checks, files and writers around the library's
+//!   prediction loop ([`moira::predict::run()`]).
 
 pub mod args;
 pub mod filter;
