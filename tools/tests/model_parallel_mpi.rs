@@ -7,20 +7,15 @@
 
 mod mpi_common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use moira::checkpoint::load_model;
+use mpi_common::{available, recs, relative_difference, weights, Fixture, ML1M_TRAIN};
 
 const TRAINER: &str = env!("CARGO_BIN_EXE_trainer");
 const PREDICTOR: &str = env!("CARGO_BIN_EXE_predictor");
 const CONVERTER: &str = env!("CARGO_BIN_EXE_converter");
-const CHECK: &str = env!("CARGO_BIN_EXE_collective-check");
-const ML1M_TRAIN: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/data/ml-1m-lightgcnpp/train.txt"
-);
 
 /// Input → H1 (128, input-sharded: reduce-scatter) → H2 (96, output-sharded: all-gather) →
 /// Output (output-sharded), dropout on both hidden layers.
@@ -35,119 +30,25 @@ const NET: &str = r#"{ "Version": 0.8, "Name": "mp", "Kind": "FeedForward", "Shu
       "Sparse": true, "Activation": "Sigmoid" } ],
   "ErrorFunction": "CrossEntropy" }"#;
 
-fn available() -> bool {
-    let transport = Command::new(CHECK).arg("--transport").output();
-    if !transport.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "mpi") {
-        eprintln!("skipped: the tools were built without the `mpi` feature");
-        return false;
-    }
-    mpi_common::mpirun_found()
+/// ML-1M's first 1,500 users and [`NET`].
+fn fixture() -> Fixture {
+    Fixture::new(1500, NET)
 }
 
-/// ML-1M's first 1,500 users converted to `input.nc` / `output.nc` with a features index.
-struct Fixture {
-    dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let text = std::fs::read_to_string(ML1M_TRAIN).expect("../shared/data must be present");
-        let lists: String = text.lines().take(1500).map(|l| format!("{l}\n")).collect();
-        std::fs::write(dir.path().join("train.txt"), lists).unwrap();
-        std::fs::write(dir.path().join("net.json"), NET).unwrap();
-        let f = Fixture { dir };
-        for (name, create) in [("input", true), ("output", false)] {
-            let mut args = vec![
-                "--format",
-                "lists",
-                "-d",
-                name,
-                "-i",
-                "train.txt",
-                "-f",
-                "features",
-                "-s",
-                "samples",
-            ];
-            let out = format!("{name}.nc");
-            args.extend(["-o", &out]);
-            if create {
-                args.push("-c");
-            }
-            let o = Command::new(CONVERTER)
-                .current_dir(f.dir.path())
-                .args(&args)
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        }
-        f
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn p(&self, name: &str) -> String {
-        self.path(name).display().to_string()
-    }
-
-    /// `mpirun -np N trainer` two epochs into `out`; returns the run's outcome.
-    fn train(&self, np: usize, out: &str, extra: &[&str]) -> mpi_common::Outcome {
-        let (net, input, output, out) = (
-            self.p("net.json"),
-            self.p("input.nc"),
-            self.p("output.nc"),
-            self.p(out),
-        );
-        let mut args = vec![
-            net.as_str(),
-            "-i",
-            &input,
-            "-o",
-            &output,
-            "-n",
-            &out,
-            "--force",
-            "-b",
-            "128",
-            "-e",
-            "2",
-            "--optimizer",
-            "adam",
-            "--alpha",
-            "0.002",
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-        ];
-        args.extend(extra);
-        mpi_common::mpirun(np, TRAINER, &args)
-    }
-}
-
-/// Every weight and bias of a model file, in file order.
-fn weights(path: &Path) -> Vec<Vec<f32>> {
-    load_model(path)
-        .unwrap()
-        .weights
-        .into_iter()
-        .flat_map(|w| [w.data, w.bias])
-        .collect()
-}
-
-fn relative_difference(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
-    let (mut diff, mut norm) = (0.0f64, 0.0f64);
-    for (x, y) in a.iter().zip(b) {
-        assert_eq!(x.len(), y.len());
-        for (p, q) in x.iter().zip(y) {
-            diff += (*p as f64 - *q as f64).powi(2);
-            norm += (*q as f64).powi(2);
-        }
-    }
-    (diff / norm).sqrt()
+/// `mpirun -np N trainer` two epochs of Adam into `out`, with `extra` arguments.
+fn train_two_epochs(f: &Fixture, np: usize, out: &str, extra: &[&str]) -> mpi_common::Outcome {
+    let mut args = vec![
+        "-b",
+        "128",
+        "-e",
+        "2",
+        "--optimizer",
+        "adam",
+        "--alpha",
+        "0.002",
+    ];
+    args.extend(extra);
+    f.train(np, out, &args)
 }
 
 #[test]
@@ -155,8 +56,8 @@ fn one_two_and_four_ranks_train_the_same_model() {
     if !available() {
         return;
     }
-    let f = Fixture::new();
-    let one = f.train(1, "one.nc", &[]);
+    let f = fixture();
+    let one = train_two_epochs(&f, 1, "one.nc", &[]);
     assert_eq!(one.code, Some(0), "{}", one.stderr);
     assert!(
         !one.stderr.contains("shard plan"),
@@ -165,7 +66,7 @@ fn one_two_and_four_ranks_train_the_same_model() {
     );
     let reference = weights(&f.path("one.nc"));
     for np in [2, 4] {
-        let o = f.train(np, &format!("np{np}.nc"), &[]);
+        let o = train_two_epochs(&f, np, &format!("np{np}.nc"), &[]);
         assert_eq!(o.code, Some(0), "np {np}: {}", o.stderr);
         assert!(
             o.stderr.contains(&format!("shard plan: {np} ranks"))
@@ -179,7 +80,7 @@ fn one_two_and_four_ranks_train_the_same_model() {
         assert!(rel < 1e-5, "np {np}: weights differ by {rel:e}");
     }
     // The same rank count repeats itself bit for bit.
-    let again = f.train(2, "np2-again.nc", &[]);
+    let again = train_two_epochs(&f, 2, "np2-again.nc", &[]);
     assert_eq!(again.code, Some(0), "{}", again.stderr);
     assert_eq!(weights(&f.path("np2.nc")), weights(&f.path("np2-again.nc")));
 }
@@ -189,8 +90,8 @@ fn a_model_trained_on_four_ranks_predicts_alike_on_any_rank_count() {
     if !available() {
         return;
     }
-    let f = Fixture::new();
-    let o = f.train(4, "model.nc", &[]);
+    let f = fixture();
+    let o = train_two_epochs(&f, 4, "model.nc", &[]);
     assert_eq!(o.code, Some(0), "{}", o.stderr);
     let (model, input, features) = (f.p("model.nc"), f.p("input.nc"), f.p("features"));
     let predict = |np: usize, out: &str| {
@@ -212,18 +113,7 @@ fn a_model_trained_on_four_ranks_predicts_alike_on_any_rank_count() {
         ];
         let o = mpi_common::mpirun(np, PREDICTOR, &args);
         assert_eq!(o.code, Some(0), "np {np}: {}", o.stderr);
-        let text = std::fs::read_to_string(&out).unwrap();
-        text.lines()
-            .map(|l| {
-                l.split('\t')
-                    .nth(1)
-                    .unwrap_or("")
-                    .split(':')
-                    .filter(|s| !s.is_empty())
-                    .map(|e| e.split(',').next().unwrap().to_owned())
-                    .collect::<Vec<_>>()
-            })
-            .collect::<Vec<_>>()
+        recs(&std::fs::read_to_string(&out).unwrap())
     };
     let alone = predict(1, "recs1");
     let three = predict(3, "recs3");
@@ -241,10 +131,10 @@ fn a_bad_data_file_fails_every_rank_with_the_reason() {
     if !available() {
         return;
     }
-    let f = Fixture::new();
+    let f = fixture();
     let bytes = std::fs::read(f.path("input.nc")).unwrap();
     std::fs::write(f.path("input.nc"), &bytes[..bytes.len() / 3]).unwrap();
-    let o = f.train(2, "bad.nc", &[]);
+    let o = train_two_epochs(&f, 2, "bad.nc", &[]);
     assert_ne!(o.code, Some(0));
     assert!(o.elapsed < Duration::from_secs(30), "{:?}", o.elapsed);
     for r in 0..2 {
@@ -263,7 +153,7 @@ fn a_killed_rank_ends_the_job_within_seconds() {
     if !available() {
         return;
     }
-    let f = Fixture::new();
+    let f = fixture();
     let (net, input, output, out) = (
         f.p("net.json"),
         f.p("input.nc"),
@@ -331,7 +221,7 @@ fn validation_under_mpirun_ranks_like_a_single_run() {
     if !available() {
         return;
     }
-    let f = Fixture::new();
+    let f = fixture();
     let held = std::fs::read_to_string(ML1M_TRAIN.replace("train.txt", "test.txt"))
         .expect("../shared/data must be present");
     // The held-out items of the fixture's users (rows aligned through the samples index).
@@ -362,7 +252,8 @@ fn validation_under_mpirun_ranks_like_a_single_run() {
     let held = f.p("held.nc");
     let recall = |np: usize| {
         let log = f.p(&format!("v{np}.jsonl"));
-        let o = f.train(
+        let o = train_two_epochs(
+            &f,
             np,
             &format!("v{np}.nc"),
             &["--validation", &held, "--metrics-log", &log],
@@ -392,21 +283,21 @@ fn checkpoints_resume_on_the_same_and_on_other_rank_counts() {
     if !available() {
         return;
     }
-    let f = Fixture::new();
-    let full = f.train(2, "full.nc", &[]);
+    let f = fixture();
+    let full = train_two_epochs(&f, 2, "full.nc", &[]);
     assert_eq!(full.code, Some(0), "{}", full.stderr);
-    let ck = f.train(2, "ck.nc", &["--checkpoint-every", "1"]);
+    let ck = train_two_epochs(&f, 2, "ck.nc", &["--checkpoint-every", "1"]);
     assert_eq!(ck.code, Some(0), "{}", ck.stderr);
     let checkpoint = f.p("ck.epoch1.nc");
     assert!(Path::new(&checkpoint).exists(), "{}", ck.stderr);
     // Same rank count: the resumed run ends with the uninterrupted run's bits.
-    let same = f.train(2, "resumed2.nc", &["--resume", &checkpoint]);
+    let same = train_two_epochs(&f, 2, "resumed2.nc", &["--resume", &checkpoint]);
     assert_eq!(same.code, Some(0), "{}", same.stderr);
     assert_eq!(weights(&f.path("resumed2.nc")), weights(&f.path("full.nc")));
     // Another rank count (and alone): the same model up to the cross-rank sums' rounding.
     for np in [1, 4] {
         let out = format!("resumed{np}.nc");
-        let o = f.train(np, &out, &["--resume", &checkpoint]);
+        let o = train_two_epochs(&f, np, &out, &["--resume", &checkpoint]);
         assert_eq!(o.code, Some(0), "np {np}: {}", o.stderr);
         let rel = relative_difference(&weights(&f.path(&out)), &weights(&f.path("full.nc")));
         assert!(rel < 1e-5, "np {np}: {rel:e}");

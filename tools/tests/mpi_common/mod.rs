@@ -1,12 +1,145 @@
 //! Running the tools under a real `mpirun` in the CLI tests: the launcher command (as root
-//! when need be, oversubscribed), a time limit that turns a hang into a failure, and whether
-//! MPI can be tested here at all.
+//! when need be, oversubscribed), a time limit that turns a hang into a failure, whether MPI
+//! can be tested here at all, and MovieLens-1M users converted for the trainer ([`Fixture`]).
 
 #![allow(dead_code)]
 
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+const TRAINER: &str = env!("CARGO_BIN_EXE_trainer");
+const PREDICTOR: &str = env!("CARGO_BIN_EXE_predictor");
+const CONVERTER: &str = env!("CARGO_BIN_EXE_converter");
+const CHECK: &str = env!("CARGO_BIN_EXE_collective-check");
+/// MovieLens-1M's training lists (`user item item …`).
+pub const ML1M_TRAIN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/data/ml-1m-lightgcnpp/train.txt"
+);
+
+/// Whether the tools were built with the `mpi` feature and `mpirun` exists; prints why not.
+pub fn available() -> bool {
+    let transport = Command::new(CHECK).arg("--transport").output();
+    if !transport.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "mpi") {
+        eprintln!("skipped: the tools were built without the `mpi` feature");
+        return false;
+    }
+    mpirun_found()
+}
+
+/// ML-1M's first users converted to `input.nc` / `output.nc` (with `features` and `samples`
+/// indices) in a temporary folder, with a descriptor `net.json`.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// The first `users` users of ML-1M's training lists, and the descriptor `net`.
+    pub fn new(users: usize, net: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let text = std::fs::read_to_string(ML1M_TRAIN).expect("../shared/data must be present");
+        let lists: String = text.lines().take(users).map(|l| format!("{l}\n")).collect();
+        std::fs::write(dir.path().join("train.txt"), lists).unwrap();
+        std::fs::write(dir.path().join("net.json"), net).unwrap();
+        let f = Fixture { dir };
+        for (name, create) in [("input", true), ("output", false)] {
+            let out = format!("{name}.nc");
+            let mut args = vec!["--format", "lists", "-d", name, "-i", "train.txt"];
+            args.extend(["-f", "features", "-s", "samples", "-o", &out]);
+            if create {
+                args.push("-c");
+            }
+            let o = Command::new(CONVERTER)
+                .current_dir(f.dir.path())
+                .args(&args)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+        f
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn p(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    /// `mpirun -np N trainer net.json` on the fixture's data into `out`, on the CPU with one
+    /// thread per rank, with `args` (batch, epochs, optimizer…); returns the run's outcome.
+    pub fn train(&self, np: usize, out: &str, args: &[&str]) -> Outcome {
+        let (net, input, output, out) = (
+            self.p("net.json"),
+            self.p("input.nc"),
+            self.p("output.nc"),
+            self.p(out),
+        );
+        let mut all = vec![net.as_str(), "-i", &input, "-o", &output, "-n", &out];
+        all.extend(["--force", "--device", "cpu", "--threads", "1"]);
+        all.extend(args);
+        mpirun(np, TRAINER, &all)
+    }
+
+    /// Each user's top-10 item labels (in rank order) of `model` on the fixture's input,
+    /// predicted by one process.
+    pub fn top10(&self, model: &str) -> Vec<Vec<String>> {
+        let (model, input, features, out) = (
+            self.p(model),
+            self.p("input.nc"),
+            self.p("features"),
+            self.p("recs.txt"),
+        );
+        let args = [
+            "-n", &model, "-r", &input, "-i", &features, "-k", "10", "-s", &out, "--device", "cpu",
+            "--quiet",
+        ];
+        let o = Command::new(PREDICTOR).args(args).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        recs(&std::fs::read_to_string(&out).unwrap())
+    }
+}
+
+/// The item labels of each line of a recs file (`sample\tlabel,score:label,score:…`).
+pub fn recs(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .map(|l| {
+            l.split('\t')
+                .nth(1)
+                .unwrap_or("")
+                .split(':')
+                .filter(|s| !s.is_empty())
+                .map(|e| e.split(',').next().unwrap().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+/// Every weight and bias of a model file, in file order.
+pub fn weights(path: &Path) -> Vec<Vec<f32>> {
+    moira::checkpoint::load_model(path)
+        .unwrap()
+        .weights
+        .into_iter()
+        .flat_map(|w| [w.data, w.bias])
+        .collect()
+}
+
+/// `‖a − b‖ / ‖b‖` over every value.
+pub fn relative_difference(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
+    let (mut diff, mut norm) = (0.0f64, 0.0f64);
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.len(), y.len());
+        for (p, q) in x.iter().zip(y) {
+            diff += (*p as f64 - *q as f64).powi(2);
+            norm += (*q as f64).powi(2);
+        }
+    }
+    (diff / norm).sqrt()
+}
 
 /// Far above what these runs take; a hang fails the test instead of stalling the suite.
 pub const TIMEOUT: Duration = Duration::from_secs(120);
