@@ -29,8 +29,7 @@ use crate::checkpoint::{check_against_graph, load_model, Extras, Model};
 use crate::collective::Collective;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::network::Network;
-use crate::network::{BatchNormTrainState, SlotState};
+use crate::network::{BatchNormTrainState, Network, SlotState};
 use crate::ops::optimizer::{state_len, LrSchedule};
 use crate::ops::Optimizer;
 
