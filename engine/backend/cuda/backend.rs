@@ -244,7 +244,7 @@ impl Cuda {
             device_name,
             sm_count,
             staging: Mutex::new(staging),
-            choices: CudaChoices::from_environment(),
+            choices: CudaChoices::from_environment()?,
         })
     }
 

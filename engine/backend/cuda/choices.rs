@@ -3,8 +3,9 @@
 #[cfg(doc)]
 use crate::backend::Backend;
 
-/// The environment variable that, set to `1`, makes every backend start with
-/// [`CudaChoices::all`] (the default is [`CudaChoices::default`]).
+/// The environment variable that chooses the paths a backend starts with: `1` for
+/// [`CudaChoices::all`], a comma-separated list of names ([`CudaChoices::NAMES`]) for those
+/// alone (to measure each on its own), unset, empty or `0` for [`CudaChoices::default`].
 pub const NEW_KERNELS_ENV: &str = "MOIRA_CUDA_NEW_KERNELS";
 
 /// Optional paths of the backend, each giving the same bits as the path it replaces, and
@@ -31,26 +32,64 @@ pub struct CudaChoices {
 }
 
 impl CudaChoices {
-    /// The names of the paths that are on.
-    pub fn names_on(&self) -> Vec<&'static str> {
+    /// The name of each path, in field order.
+    pub const NAMES: [&'static str; 4] = [
+        "fused_output",
+        "split_sparse_gradient",
+        "spmm_quads",
+        "pinned_uploads",
+    ];
+
+    fn flags(&mut self) -> [&mut bool; 4] {
         [
-            (self.fused_output, "fused_output"),
-            (self.split_sparse_gradient, "split_sparse_gradient"),
-            (self.spmm_quads, "spmm_quads"),
-            (self.pinned_uploads, "pinned_uploads"),
+            &mut self.fused_output,
+            &mut self.split_sparse_gradient,
+            &mut self.spmm_quads,
+            &mut self.pinned_uploads,
         ]
-        .iter()
-        .filter_map(|&(on, name)| on.then_some(name))
-        .collect()
     }
 
-    /// What a new backend starts with: [`CudaChoices::all`] when the environment sets
-    /// `MOIRA_CUDA_NEW_KERNELS=1` ([`NEW_KERNELS_ENV`]), else [`CudaChoices::default`].
-    pub fn from_environment() -> Self {
-        if std::env::var_os(NEW_KERNELS_ENV).is_some_and(|v| v == "1") {
-            Self::all()
-        } else {
-            Self::default()
+    /// The names of the paths that are on.
+    pub fn names_on(&self) -> Vec<&'static str> {
+        let mut copy = *self;
+        Self::NAMES
+            .iter()
+            .zip(copy.flags())
+            .filter_map(|(&name, on)| on.then_some(name))
+            .collect()
+    }
+
+    /// The paths `spec` names: `1` for all, a comma-separated list of names for those, empty
+    /// or `0` for none. Errors ([`crate::Error::InvalidArgument`] naming
+    /// [`NEW_KERNELS_ENV`]) on an unknown name, listing the known ones.
+    pub fn parse(spec: &str) -> crate::Result<Self> {
+        match spec.trim() {
+            "1" => return Ok(Self::all()),
+            "" | "0" => return Ok(Self::default()),
+            _ => {}
+        }
+        let mut choices = Self::default();
+        for name in spec.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let i = Self::NAMES.iter().position(|&n| n == name).ok_or_else(|| {
+                crate::Error::invalid_argument(
+                    NEW_KERNELS_ENV,
+                    format!(
+                        "`{name}` is not a CUDA path; the paths are {} (or 1 for all)",
+                        Self::NAMES.join(", ")
+                    ),
+                )
+            })?;
+            *choices.flags()[i] = true;
+        }
+        Ok(choices)
+    }
+
+    /// What a new backend starts with: the paths [`NEW_KERNELS_ENV`] names
+    /// ([`CudaChoices::parse`]), else [`CudaChoices::default`].
+    pub fn from_environment() -> crate::Result<Self> {
+        match std::env::var(NEW_KERNELS_ENV) {
+            Ok(spec) => Self::parse(&spec),
+            Err(_) => Ok(Self::default()),
         }
     }
 
@@ -62,5 +101,26 @@ impl CudaChoices {
             spmm_quads: true,
             pinned_uploads: true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CudaChoices;
+
+    #[test]
+    fn the_environment_names_all_some_or_no_paths() {
+        assert_eq!(CudaChoices::parse("1").unwrap(), CudaChoices::all());
+        assert_eq!(CudaChoices::parse("0").unwrap(), CudaChoices::default());
+        assert_eq!(CudaChoices::parse("").unwrap(), CudaChoices::default());
+        let two = CudaChoices::parse("spmm_quads, fused_output").unwrap();
+        assert_eq!(two.names_on(), ["fused_output", "spmm_quads"]);
+        for name in CudaChoices::NAMES {
+            assert_eq!(CudaChoices::parse(name).unwrap().names_on(), [name]);
+        }
+        let e = CudaChoices::parse("fused_output,quads")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`quads`") && e.contains("spmm_quads"), "{e}");
     }
 }
