@@ -359,3 +359,25 @@ fn damaged_files_are_refused_naming_the_file_never_loaded_as_other_weights() {
     }
     assert!(by_checksum > 0, "no damage was caught by the checksum");
 }
+
+/// An observer's error after a minibatch stops training there (the update of that minibatch
+/// stays applied): what an interrupt uses.
+#[test]
+fn an_observer_error_stops_training_after_that_minibatch() {
+    struct StopAfter(usize);
+    impl train::Observer for StopAfter {
+        fn on_batch(&mut self, _: u32, _: usize, _: usize, _: f64) -> moira::Result<()> {
+            self.0 -= 1;
+            if self.0 == 0 {
+                return Err(Error::invalid_argument("training", "interrupted"));
+            }
+            Ok(())
+        }
+    }
+    let data = datasets();
+    let mut net = network(&data, 1, Optimizer::Sgd);
+    let binding = DataBinding::new(net.graph(), &data, false).unwrap();
+    let err = train::train(&mut net, &binding, &config(2), None, &mut StopAfter(3)).unwrap_err();
+    assert!(err.to_string().contains("interrupted"), "{err}");
+    assert_eq!(net.step_count(), 3);
+}

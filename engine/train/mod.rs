@@ -97,8 +97,18 @@ pub struct EpochReport {
 
 /// Receives progress while training (the binaries draw progress bars and logs with it).
 pub trait Observer {
-    /// After each minibatch: examples done in this epoch, examples per epoch, mean loss so far.
-    fn on_batch(&mut self, _epoch: u32, _done: usize, _total: usize, _mean_loss: f64) {}
+    /// After each minibatch (and its update): examples done in this epoch, examples per
+    /// epoch, mean loss so far. An error stops training (on every rank: the outcome is
+    /// agreed across ranks), e.g. to honour an interrupt.
+    fn on_batch(
+        &mut self,
+        _epoch: u32,
+        _done: usize,
+        _total: usize,
+        _mean_loss: f64,
+    ) -> Result<()> {
+        Ok(())
+    }
     /// After each epoch (and its validation). An error stops training.
     fn on_epoch(&mut self, _report: &EpochReport) -> Result<()> {
         Ok(())
@@ -241,8 +251,7 @@ pub fn train_with<B: Backend, C: Collective>(
             loss = loss + batch_loss;
             done += rows;
             b += 1;
-            observer.on_batch(epoch, done, n, loss.to_f64() / done as f64);
-            Ok(())
+            network.agree(observer.on_batch(epoch, done, n, loss.to_f64() / done as f64))
         })?;
         let seconds = start.elapsed().as_secs_f64();
         let (staging, exchange) = network.take_collective_seconds();

@@ -59,12 +59,19 @@ impl Progress {
 }
 
 impl Observer for Progress {
-    fn on_batch(&mut self, epoch: u32, done: usize, _total: usize, mean_loss: f64) {
+    fn on_batch(
+        &mut self,
+        epoch: u32,
+        done: usize,
+        _total: usize,
+        mean_loss: f64,
+    ) -> moira::Result<()> {
         if let Some(bar) = &self.bar {
             bar.set_prefix(epoch.to_string());
             bar.set_position(done as u64);
             bar.set_message(format!("{mean_loss:.5}"));
         }
+        Ok(())
     }
 
     fn on_epoch(&mut self, r: &EpochReport) -> moira::Result<()> {
