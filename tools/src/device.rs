@@ -1,10 +1,11 @@
-//! `--device cpu|cuda|auto`: which backend a binary runs on, and the generic dispatch to it.
+//! `--device cpu|cuda|auto`: which backend a binary runs on, and the generic dispatch to it
+//! (the library's [`moira::backend::device`] under the flag's names).
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, Result};
 use clap::ValueEnum;
-use moira::backend::Cpu;
-#[cfg(feature = "cuda")]
-use moira::backend::Cuda;
+use moira::backend::Device;
+
+pub use moira::backend::Chosen;
 
 /// The `--device` flag.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -17,81 +18,29 @@ pub enum DeviceArg {
     Auto,
 }
 
-/// A backend chosen by [`choose`].
-pub enum Chosen {
-    Cpu(Cpu),
-    #[cfg(feature = "cuda")]
-    Cuda(Cuda),
-}
-
-/// The GPU ordinal for this process: under `mpirun`, local rank r uses GPU r mod (GPUs on
-/// the node); alone, GPU 0.
-#[cfg(feature = "cuda")]
-fn local_ordinal(count: usize) -> usize {
-    let rank = [
-        "OMPI_COMM_WORLD_LOCAL_RANK",
-        "MPI_LOCALRANKID",
-        "SLURM_LOCALID",
-    ]
-    .iter()
-    .find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok())
-    .unwrap_or(0);
-    rank % count.max(1)
+impl From<DeviceArg> for Device {
+    fn from(d: DeviceArg) -> Self {
+        match d {
+            DeviceArg::Cpu => Device::Cpu,
+            DeviceArg::Cuda => Device::Cuda,
+            DeviceArg::Auto => Device::Auto,
+        }
+    }
 }
 
 /// Picks the backend for `device`: the CPU on `threads` threads (0: one per core), or a CUDA
 /// device (`tf32`: allow TF32 tensor-core products in dense layers).
 pub fn choose(device: DeviceArg, threads: usize, tf32: bool) -> Result<Chosen> {
-    #[cfg(feature = "cuda")]
-    {
-        let want_cuda = match device {
-            DeviceArg::Cpu => false,
-            DeviceArg::Cuda => true,
-            DeviceArg::Auto => Cuda::available(),
-        };
-        if want_cuda {
-            let count = Cuda::device_count();
-            if count == 0 {
-                bail!("--device cuda: no CUDA driver or GPU found on this machine");
-            }
-            let cuda = Cuda::new(local_ordinal(count), tf32)?;
-            return Ok(Chosen::Cuda(cuda));
+    moira::backend::choose(device.into(), threads, tf32).map_err(|e| match e {
+        moira::Error::InvalidArgument { name, message } if name == "device" => {
+            anyhow!("--device {message}")
         }
-    }
-    #[cfg(not(feature = "cuda"))]
-    {
-        let _ = tf32;
-        if device == DeviceArg::Cuda {
-            bail!("--device cuda: this build has no CUDA support (build with --features cuda)");
-        }
-    }
-    Ok(Chosen::Cpu(Cpu::new(threads)?))
+        e => e.into(),
+    })
 }
 
 /// The host threads for `--threads` (0: one per core), with rayon's global pool sized to
 /// them (the pool the library's host work runs on).
 pub fn host_threads(threads: usize) -> usize {
-    let threads = if threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        threads
-    };
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .ok();
-    threads
-}
-
-/// Calls `$body` with `$backend` bound to the chosen backend, whichever it is (the body is
-/// compiled once per backend type).
-#[macro_export]
-macro_rules! with_backend {
-    ($chosen:expr, |$backend:ident| $body:expr) => {
-        match $chosen {
-            $crate::device::Chosen::Cpu($backend) => $body,
-            #[cfg(feature = "cuda")]
-            $crate::device::Chosen::Cuda($backend) => $body,
-        }
-    };
+    moira::backend::device::host_threads(threads)
 }

@@ -6,6 +6,10 @@ pub mod predict;
 pub mod progress;
 pub mod ranks;
 
+/// Calls `$body` with `$backend` bound to the chosen backend ([`device::choose`]), whichever
+/// it is (the body is compiled once per backend type).
+pub use moira::with_backend;
+
 use std::io::IsTerminal;
 
 /// Logs to stderr through `tracing` (level from `RUST_LOG`, `info` by default; `warn` on the
