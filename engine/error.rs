@@ -86,6 +86,11 @@ pub enum Error {
         message: String,
     },
 
+    /// A model save refused (nothing written) because a weight matrix or bias holds NaN or
+    /// infinite values; `weight` names it (`` `input` -> `output` ``).
+    #[error("weight {weight} has NaN or infinite values")]
+    NonFiniteWeight { weight: String },
+
     /// A feature that DSSTNE has and Moira does not support yet.
     #[error("not supported yet: {0}")]
     Unsupported(String),

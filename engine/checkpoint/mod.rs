@@ -56,8 +56,11 @@
 //! are required. When `bSparsenessPenalty` (or `bDenoising`) is 0, the penalty's beta (or the
 //! denoising p) is loaded as 0, which is what DSSTNE does with them.
 
+mod checksum;
 mod read;
 mod write;
+
+pub use checksum::checksum;
 
 use std::path::Path;
 
@@ -179,9 +182,78 @@ pub struct BatchNormTensors {
 /// and renamed over `path`, so `path` holds either its old content or the whole new model;
 /// on failure no file is left behind ([`Error::Io`] or [`Error::NetCdf`]).
 pub fn save_model(path: &Path, model: &Model) -> Result<()> {
-    check_model(model).map_err(|p| Error::InvalidData(p.describe(model)))?;
+    check_model(model, false).map_err(|p| Error::InvalidData(p.describe(model)))?;
     let _lock = crate::netcdf_lock::hold();
-    write::save_atomically(path, model)
+    write::save_atomically(
+        path,
+        model,
+        &mut write::Streams::new(model, &mut Held),
+        false,
+    )
+}
+
+/// Where the large arrays of a model being saved come from when the [`Model`] leaves them
+/// empty: pieces produced on demand (a model gathered from the ranks that hold its blocks,
+/// a band at a time), so that the writer never holds a whole array.
+///
+/// The writer asks for each array once, in file order (the unshared weight matrices the
+/// model leaves empty, in weight order, then the extra tensors it leaves empty, in order);
+/// an implementation calls `put` with consecutive pieces of the array, `rows × cols` (or
+/// [`TensorSource::extra_len`]) values in all, and stops calling it after an error, which it
+/// returns once the array is done (so that ranks producing the pieces together stay in
+/// step).
+pub trait TensorSource {
+    /// The values of weight tensor `i`'s matrix (`W[in][out]` row-major).
+    fn weight(&mut self, i: usize, put: &mut dyn FnMut(&[f32]) -> Result<()>) -> Result<()>;
+    /// The values of extra tensor `k`.
+    fn extra(&mut self, k: usize, put: &mut dyn FnMut(&[f32]) -> Result<()>) -> Result<()>;
+    /// The length of extra tensor `k` when this source provides it, else 0.
+    fn extra_len(&self, k: usize) -> usize;
+}
+
+/// The source of a [`Model`] that holds all its arrays: none.
+struct Held;
+
+impl TensorSource for Held {
+    fn weight(&mut self, i: usize, _: &mut dyn FnMut(&[f32]) -> Result<()>) -> Result<()> {
+        Err(Error::InvalidData(format!("weight {i} has no values")))
+    }
+    fn extra(&mut self, k: usize, _: &mut dyn FnMut(&[f32]) -> Result<()>) -> Result<()> {
+        Err(Error::InvalidData(format!(
+            "extra tensor {k} has no values"
+        )))
+    }
+    fn extra_len(&self, _: usize) -> usize {
+        0
+    }
+}
+
+/// [`save_model`] for a model whose empty arrays come from `source` (see [`TensorSource`]):
+/// the same file, checksum and atomicity, holding one piece of an array at a time. With
+/// `refuse_non_finite`, a NaN or infinite value in a weight matrix or bias stops the save
+/// before the file is renamed into place ([`Error::NonFiniteWeight`] naming the weight).
+/// Whatever happens, every array `source` provides is asked for, so that ranks producing
+/// them together (each calling [`drain_model`] but the writing one) stay in step.
+pub fn save_model_streamed(
+    path: &Path,
+    model: &Model,
+    source: &mut dyn TensorSource,
+    refuse_non_finite: bool,
+) -> Result<()> {
+    let mut streams = write::Streams::new(model, source);
+    if let Err(p) = check_model(model, true) {
+        streams.drain()?;
+        return Err(Error::InvalidData(p.describe(model)));
+    }
+    let _lock = crate::netcdf_lock::hold();
+    write::save_atomically(path, model, &mut streams, refuse_non_finite)
+}
+
+/// What a rank that does not write calls while another rank runs [`save_model_streamed`]
+/// with the same `model` skeleton: asks `source` for every array the writer asks for, in the
+/// same order, and drops the pieces.
+pub fn drain_model(model: &Model, source: &mut dyn TensorSource) -> Result<()> {
+    write::Streams::new(model, source).drain()
 }
 
 /// Reads the model at `path`, written by [`save_model`] or by DSSTNE.
@@ -197,7 +269,7 @@ pub fn load_model(path: &Path) -> Result<Model> {
         let _lock = crate::netcdf_lock::hold();
         read::load(path)?
     };
-    check_model(&model).map_err(|p| {
+    check_model(&model, false).map_err(|p| {
         let item = match p.weight {
             Some(i) => format!("weight{i}_{}", p.item),
             None => p.item.to_owned(),
@@ -205,60 +277,6 @@ pub fn load_model(path: &Path) -> Result<Model> {
         Error::netcdf(path, Some(&item), p.message)
     })?;
     Ok(model)
-}
-
-/// A 64-bit checksum of a model's data: each weight's layer names, matrix and bias, in order,
-/// then every extra (names, tensors, scalars, strings). Floats count by their bits (so
-/// `-0.0 ≠ 0.0`), and each array's length is mixed in. The descriptor's attributes are not
-/// covered. Not cryptographic: it catches corruption, not tampering.
-pub fn checksum(model: &Model) -> u64 {
-    // A multiply–xorshift mix per 64-bit word (after SplitMix64's finaliser).
-    fn mix(h: u64, word: u64) -> u64 {
-        let mut x = (h ^ word).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        x ^= x >> 29;
-        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x ^ (x >> 32)
-    }
-    fn floats(h: u64, a: &[f32]) -> u64 {
-        let mut h = mix(h, a.len() as u64);
-        for pair in a.chunks(2) {
-            let lo = u64::from(pair[0].to_bits());
-            let hi = pair.get(1).map_or(0, |x| u64::from(x.to_bits()));
-            h = mix(h, lo | hi << 32);
-        }
-        h
-    }
-    fn text(h: u64, s: &str) -> u64 {
-        let mut h = mix(h, s.len() as u64);
-        for chunk in s.as_bytes().chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            h = mix(h, u64::from_le_bytes(word));
-        }
-        h
-    }
-    let mut h = 0x6D6F_6972_615F_636Bu64;
-    for w in &model.weights {
-        h = text(text(h, &w.input_layer), &w.output_layer);
-        h = floats(floats(h, &w.data), &w.bias);
-    }
-    for b in &model.batch_norm {
-        h = text(h, &b.layer);
-        for v in [&b.scale, &b.bias, &b.running_mean, &b.running_variance] {
-            h = floats(h, v);
-        }
-    }
-    let x = &model.extras;
-    for (name, t) in &x.tensors {
-        h = floats(text(h, name), t);
-    }
-    for (name, v) in &x.scalars {
-        h = mix(text(h, name), *v);
-    }
-    for (name, v) in &x.strings {
-        h = text(text(h, name), v);
-    }
-    h
 }
 
 /// The descriptor `graph` was compiled from, with every `Size::Auto` replaced by the compiled
@@ -394,7 +412,10 @@ fn layer_units(l: &LayerDescriptor) -> std::result::Result<usize, Problem> {
 
 /// Checks that the weights of `model` are exactly the edges of its descriptor, with the right
 /// shapes, lengths and sharing.
-fn check_model(model: &Model) -> std::result::Result<(), Problem> {
+///
+/// With `streamed`, an unshared weight with no values stands for `rows × cols` values that
+/// a [`TensorSource`] provides.
+fn check_model(model: &Model, streamed: bool) -> std::result::Result<(), Problem> {
     let d = &model.descriptor;
     let units = d
         .layers
@@ -463,7 +484,12 @@ fn check_model(model: &Model) -> std::result::Result<(), Problem> {
         match (&w.shared, declared) {
             (None, None) => {
                 let expected = w.rows.checked_mul(w.cols);
-                if expected != Some(w.data.len()) {
+                let given = if streamed && w.data.is_empty() {
+                    expected
+                } else {
+                    Some(w.data.len())
+                };
+                if expected != given {
                     return err(
                         "weights",
                         format!(

@@ -58,13 +58,13 @@ fn model() -> Model {
 }
 
 fn problem(m: &Model) -> String {
-    let p = check_model(m).expect_err("the model should be rejected");
+    let p = check_model(m, false).expect_err("the model should be rejected");
     p.describe(m)
 }
 
 #[test]
 fn consistent_model_passes() {
-    check_model(&model()).unwrap();
+    check_model(&model(), false).unwrap();
 }
 
 #[test]

@@ -1,4 +1,6 @@
-//! Writing a [`Model`] in DSSTNE's schema, atomically.
+//! Writing a [`Model`] in DSSTNE's schema, atomically, its large arrays either held by the
+//! model or pulled a piece at a time from a [`TensorSource`] (a model gathered from several
+//! ranks), with the checksum and the finite check computed as the values pass.
 
 use std::fs;
 use std::io;
@@ -10,7 +12,8 @@ use netcdf::AttributeValue;
 use crate::descriptor::{LayerDescriptor, Size, VERSION};
 use crate::error::{Error, Result};
 
-use super::{Model, WeightTensor};
+use super::checksum::Checksum;
+use super::{Model, TensorSource, WeightTensor};
 
 /// Layer attribute bits (DSSTNE `NNLayer::Attributes`).
 pub(super) const ATTRIBUTE_SPARSE: u32 = 0x1;
@@ -20,9 +23,83 @@ pub(super) const ATTRIBUTE_BATCH_NORMALIZATION: u32 = 0x4;
 /// Distinguishes the temporary files of concurrent saves within one process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Writes `model` to a temporary file next to `path`, syncs it and renames it over `path`.
-/// The temporary file is removed on any failure.
-pub(super) fn save_atomically(path: &Path, model: &Model) -> Result<()> {
+/// An array a streamed save takes from its [`TensorSource`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Streamed {
+    /// The matrix of weight tensor `i`.
+    Weight(usize),
+    /// Extra tensor `k`.
+    Extra(usize),
+}
+
+/// The arrays of `model` that `source` provides, in file order, pulled one by one; what is
+/// left is pulled without writing after a failure ([`Streams::drain`]), so that ranks
+/// producing them collectively stay in step.
+pub(super) struct Streams<'s> {
+    source: &'s mut dyn TensorSource,
+    order: Vec<Streamed>,
+    next: usize,
+}
+
+impl<'s> Streams<'s> {
+    /// The arrays `model` leaves empty that `source` provides: the matrix of every unshared
+    /// weight with no values but `rows × cols > 0`, then every extra tensor with no values
+    /// and a positive [`TensorSource::extra_len`].
+    pub(super) fn new(model: &Model, source: &'s mut dyn TensorSource) -> Self {
+        let weights = model.weights.iter().enumerate().filter_map(|(i, w)| {
+            (w.shared.is_none() && w.data.is_empty() && w.rows * w.cols > 0)
+                .then_some(Streamed::Weight(i))
+        });
+        let extras = model
+            .extras
+            .tensors
+            .iter()
+            .enumerate()
+            .filter_map(|(k, t)| {
+                (t.1.is_empty() && source.extra_len(k) > 0).then_some(Streamed::Extra(k))
+            });
+        let order = weights.chain(extras).collect();
+        Streams {
+            source,
+            order,
+            next: 0,
+        }
+    }
+
+    /// Whether `which` is streamed.
+    fn has(&self, which: Streamed) -> bool {
+        self.order.contains(&which)
+    }
+
+    /// Feeds `which` (the next array in order) to `put`, a piece at a time.
+    fn pull(&mut self, which: Streamed, put: &mut dyn FnMut(&[f32]) -> Result<()>) -> Result<()> {
+        debug_assert_eq!(self.order.get(self.next), Some(&which));
+        self.next += 1;
+        match which {
+            Streamed::Weight(i) => self.source.weight(i, put),
+            Streamed::Extra(k) => self.source.extra(k, put),
+        }
+    }
+
+    /// Pulls every array not pulled yet, writing nothing.
+    pub(super) fn drain(&mut self) -> Result<()> {
+        while let Some(&which) = self.order.get(self.next) {
+            self.pull(which, &mut |_| Ok(()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `model` (its empty arrays from `streams`) to a temporary file next to `path`,
+/// syncs it and renames it over `path`. With `refuse_non_finite`, a weight matrix or bias
+/// with a NaN or infinite value stops the save ([`Error::NonFiniteWeight`]). The temporary
+/// file is removed on any failure, and the arrays not pulled yet are pulled (and dropped).
+pub(super) fn save_atomically(
+    path: &Path,
+    model: &Model,
+    streams: &mut Streams<'_>,
+    refuse_non_finite: bool,
+) -> Result<()> {
     let invalid =
         |message: &str| Error::io(path, io::Error::new(io::ErrorKind::InvalidInput, message));
     let name = path
@@ -44,7 +121,7 @@ pub(super) fn save_atomically(path: &Path, model: &Model) -> Result<()> {
     ));
     let temp = dir.join(temp_name);
 
-    let result = write_file(&temp, path, model)
+    let result = write_file(&temp, path, model, streams, refuse_non_finite)
         .and_then(|()| {
             fs::File::open(&temp)
                 .and_then(|f| f.sync_all())
@@ -53,6 +130,7 @@ pub(super) fn save_atomically(path: &Path, model: &Model) -> Result<()> {
         .and_then(|()| fs::rename(&temp, path).map_err(|e| Error::io(path, e)));
     if result.is_err() {
         let _ = fs::remove_file(&temp);
+        streams.drain()?;
         return result;
     }
     // Make the rename durable; not all platforms can open a directory, so this is best-effort.
@@ -66,6 +144,10 @@ pub(super) fn save_atomically(path: &Path, model: &Model) -> Result<()> {
 struct Writer<'a> {
     file: netcdf::FileMut,
     target: &'a Path,
+    /// The checksum of the data written so far, in [`super::checksum`]'s order.
+    hash: Checksum,
+    /// Refuse NaN and infinite values in weight matrices and biases.
+    refuse_non_finite: bool,
 }
 
 impl Writer<'_> {
@@ -101,6 +183,62 @@ impl Writer<'_> {
 }
 
 impl Writer<'_> {
+    /// A one-dimensional float variable `var` over a new dimension `dim` of `len` values,
+    /// filled by `fill` a piece at a time (the pieces in order, `len` values in all), each
+    /// piece also fed to the checksum; `weight` names the weight whose values these are when
+    /// non-finite values must be refused.
+    fn streamed_floats(
+        &mut self,
+        (dim, var, len): (&str, &str, usize),
+        weight: Option<&str>,
+        fill: impl FnOnce(&mut dyn FnMut(&[f32]) -> Result<()>) -> Result<()>,
+    ) -> Result<()> {
+        if let Err(e) = self.file.add_dimension(dim, len) {
+            return Err(self.fail(dim, e));
+        }
+        let mut v = match self.file.add_variable::<f32>(var, &[dim]) {
+            Ok(v) => v,
+            Err(e) => {
+                return Err(Error::netcdf(
+                    self.target,
+                    Some(var),
+                    format!("cannot write: {e}"),
+                ))
+            }
+        };
+        let (target, hash, refuse) = (self.target, &mut self.hash, self.refuse_non_finite);
+        hash.floats_begin(len);
+        let mut at = 0usize;
+        fill(&mut |piece: &[f32]| {
+            if at + piece.len() > len {
+                return Err(Error::InvalidData(format!(
+                    "`{var}`: more than its {len} values were given"
+                )));
+            }
+            if let Some(weight) = weight.filter(|_| refuse) {
+                if piece.iter().any(|x| !x.is_finite()) {
+                    return Err(Error::NonFiniteWeight {
+                        weight: weight.to_owned(),
+                    });
+                }
+            }
+            hash.floats_piece(piece);
+            if !piece.is_empty() {
+                v.put_values(piece, at..at + piece.len())
+                    .map_err(|e| Error::netcdf(target, Some(var), format!("cannot write: {e}")))?;
+            }
+            at += piece.len();
+            Ok(())
+        })?;
+        hash.floats_end();
+        if at != len {
+            return Err(Error::InvalidData(format!(
+                "`{var}`: {at} of its {len} values were given"
+            )));
+        }
+        Ok(())
+    }
+
     /// Float variables `<prefix of dim>NAME` sharing one new dimension `dim` of `len` values
     /// (`dim` is `layer<i>_bnDim`; each variable is `layer<i>_NAME`).
     fn floats_on(&mut self, dim: &str, len: usize, vars: &[(&str, &Vec<f32>)]) -> Result<()> {
@@ -126,7 +264,13 @@ impl Writer<'_> {
     }
 }
 
-fn write_file(temp: &Path, target: &Path, model: &Model) -> Result<()> {
+fn write_file(
+    temp: &Path,
+    target: &Path,
+    model: &Model,
+    streams: &mut Streams<'_>,
+    refuse_non_finite: bool,
+) -> Result<()> {
     let file = netcdf::create(temp).map_err(|e| {
         Error::netcdf(
             target,
@@ -134,17 +278,22 @@ fn write_file(temp: &Path, target: &Path, model: &Model) -> Result<()> {
             format!("cannot create the temporary file {}: {e}", temp.display()),
         )
     })?;
-    let mut w = Writer { file, target };
+    let mut w = Writer {
+        file,
+        target,
+        hash: Checksum::new(),
+        refuse_non_finite,
+    };
     write_globals(&mut w, model)?;
     for (i, layer) in model.descriptor.layers.iter().enumerate() {
         write_layer(&mut w, i, layer, model)?;
     }
     w.att("weights", count(model.weights.len(), "weights")?)?;
     for (i, weight) in model.weights.iter().enumerate() {
-        write_weight(&mut w, i, weight)?;
+        write_weight(&mut w, i, weight, streams)?;
     }
-    write_moira(&mut w, model)?;
-    let Writer { file, target } = w;
+    write_moira(&mut w, model, streams)?;
+    let Writer { file, target, .. } = w;
     file.close()
         .map_err(|e| Error::netcdf(target, None, format!("cannot finish writing: {e}")))
 }
@@ -278,8 +427,14 @@ fn write_layer(w: &mut Writer<'_>, i: usize, l: &LayerDescriptor, model: &Model)
     Ok(())
 }
 
-fn write_weight(w: &mut Writer<'_>, i: usize, t: &WeightTensor) -> Result<()> {
+fn write_weight(
+    w: &mut Writer<'_>,
+    i: usize,
+    t: &WeightTensor,
+    streams: &mut Streams<'_>,
+) -> Result<()> {
     let p = format!("weight{i}_");
+    let name = format!("`{}` -> `{}`", t.input_layer, t.output_layer);
     w.att(&format!("{p}inputLayer"), t.input_layer.as_str())?;
     w.att(&format!("{p}outputLayer"), t.output_layer.as_str())?;
     w.att(&format!("{p}width"), t.cols as u64)?;
@@ -290,7 +445,13 @@ fn write_weight(w: &mut Writer<'_>, i: usize, t: &WeightTensor) -> Result<()> {
     w.att(&format!("{p}bShared"), u32::from(t.shared.is_some()))?;
     w.att(&format!("{p}bLocked"), u32::from(t.locked))?;
     w.att(&format!("{p}norm"), t.norm)?;
+    if w.refuse_non_finite && t.bias.iter().any(|x| !x.is_finite()) {
+        return Err(Error::NonFiniteWeight { weight: name });
+    }
     w.floats(&format!("{p}biasDim"), &format!("{p}bias"), &t.bias)?;
+    // The checksum takes the names, the matrix, then the bias.
+    w.hash.text(&t.input_layer);
+    w.hash.text(&t.output_layer);
     match &t.shared {
         Some(s) => {
             w.att(&format!("{p}bTransposed"), u32::from(s.transposed))?;
@@ -301,13 +462,27 @@ fn write_weight(w: &mut Writer<'_>, i: usize, t: &WeightTensor) -> Result<()> {
             w.att(
                 &format!("{p}sourceOutputLayer"),
                 s.source_output_layer.as_str(),
-            )
+            )?;
+            w.hash.floats(&t.data);
         }
-        None => w.floats(&format!("{p}weightDim"), &format!("{p}weights"), &t.data),
+        None => {
+            let which = Streamed::Weight(i);
+            let (dim, var) = (format!("{p}weightDim"), format!("{p}weights"));
+            if streams.has(which) {
+                let len = t.rows * t.cols;
+                w.streamed_floats((&dim, &var, len), Some(&name), |put| {
+                    streams.pull(which, put)
+                })?;
+            } else {
+                w.streamed_floats((&dim, &var, t.data.len()), Some(&name), |put| put(&t.data))?;
+            }
+        }
     }
+    w.hash.floats(&t.bias);
+    Ok(())
 }
 
-fn write_moira(w: &mut Writer<'_>, model: &Model) -> Result<()> {
+fn write_moira(w: &mut Writer<'_>, model: &Model, streams: &mut Streams<'_>) -> Result<()> {
     let d = &model.descriptor;
     w.att("moira_descriptorVersion", d.version)?;
     w.att("moira_RELUSlope", d.relu_slope)?;
@@ -316,15 +491,20 @@ fn write_moira(w: &mut Writer<'_>, model: &Model) -> Result<()> {
     if let Some(weights_data) = &d.weights_data {
         w.att("moira_weightsData", weights_data.as_str())?;
     }
+    w.hash.batch_norm(model);
     let x = &model.extras;
     w.att("moira_tensors", count(x.tensors.len(), "extra tensors")?)?;
     for (k, (name, data)) in x.tensors.iter().enumerate() {
         w.att(&format!("moira_tensor{k}_name"), name.as_str())?;
-        w.floats(
-            &format!("moira_tensor{k}Dim"),
-            &format!("moira_tensor{k}"),
-            data,
-        )?;
+        w.hash.text(name);
+        let (dim, var) = (format!("moira_tensor{k}Dim"), format!("moira_tensor{k}"));
+        let which = Streamed::Extra(k);
+        if streams.has(which) {
+            let len = streams.source.extra_len(k);
+            w.streamed_floats((&dim, &var, len), None, |put| streams.pull(which, put))?;
+        } else {
+            w.streamed_floats((&dim, &var, data.len()), None, |put| put(data))?;
+        }
     }
     w.att("moira_scalars", count(x.scalars.len(), "extra scalars")?)?;
     for (k, (name, value)) in x.scalars.iter().enumerate() {
@@ -336,6 +516,8 @@ fn write_moira(w: &mut Writer<'_>, model: &Model) -> Result<()> {
         w.att(&format!("moira_string{k}_name"), name.as_str())?;
         w.att(&format!("moira_string{k}"), value.as_str())?;
     }
-    w.att("moira_checksum", super::checksum(model))?;
+    w.hash.extras_rest(model);
+    let sum = w.hash.value();
+    w.att("moira_checksum", sum)?;
     Ok(())
 }

@@ -89,6 +89,7 @@ mod model;
 mod params;
 mod pass;
 mod readout;
+mod save;
 mod steps;
 mod update;
 
@@ -109,6 +110,7 @@ pub use batchnorm::{BatchNormTrainState, BatchNormValues};
 pub(crate) use dropout::AlphaDropout;
 pub use model::SlotState;
 pub use pass::StepStats;
+pub use save::SlotTensor;
 pub(crate) use steps::{hidden_layer_delta, output_layer_delta, Targets};
 
 /// The rows of one layer for one minibatch, on the host.

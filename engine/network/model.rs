@@ -164,24 +164,44 @@ impl<B: Backend, C: Collective> Network<B, C> {
     /// empty `weights` (the weight's state is its owning edge's). Whole on rank 0, empty
     /// slots elsewhere.
     pub fn download_optimizer_state(&self) -> Result<Vec<Vec<SlotState>>> {
-        let slots = state_len(self.optimizer);
+        let biases = self.download_bias_optimizer_state()?;
         self.graph
             .edges()
             .iter()
-            .map(|edge| {
+            .zip(biases)
+            .map(|(edge, bias_slots)| {
                 let shared = edge.is_shared(&self.graph);
-                let (i, bias) = (edge.weight.0, &self.biases[edge.id.0]);
-                (0..slots)
-                    .map(|k| {
+                let i = edge.weight.0;
+                bias_slots
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, bias)| {
                         Ok(SlotState {
                             weights: if shared {
                                 Vec::new()
                             } else {
                                 self.gather_weight(i, &self.params[i].w_state[k])?
                             },
-                            bias: self.gather_units(edge.target, &bias.state[k])?,
+                            bias,
                         })
                     })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The optimizer slots of every edge's bias (per edge, per slot), whole on rank 0 and
+    /// empty elsewhere: [`Network::download_optimizer_state`] without the weight matrices'
+    /// slots (a streamed checkpoint takes those from [`Network::save`]).
+    pub fn download_bias_optimizer_state(&self) -> Result<Vec<Vec<Vec<f32>>>> {
+        let slots = state_len(self.optimizer);
+        self.graph
+            .edges()
+            .iter()
+            .map(|edge| {
+                let bias = &self.biases[edge.id.0];
+                (0..slots)
+                    .map(|k| self.gather_units(edge.target, &bias.state[k]))
                     .collect()
             })
             .collect()

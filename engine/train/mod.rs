@@ -15,7 +15,9 @@ mod validate;
 
 pub use batcher::{epoch_order, shapes, DataBinding};
 pub use brake::{Brake, BrakeStep};
-pub use resume::{checkpoint_model, non_finite_weight, resume, CheckpointPlan, Resumed, FORMAT};
+pub use resume::{
+    checkpoint_model, non_finite_weight, resume, save_checkpoint, CheckpointPlan, Resumed, FORMAT,
+};
 pub use validate::{evaluate, Validation};
 
 use std::path::PathBuf;
@@ -147,7 +149,7 @@ pub fn train<B: Backend, C: Collective>(
 ///
 /// After every epoch, `validation` (if any) is evaluated when its schedule says so, the
 /// observer hears of it, and, when `checkpoints` says so, a checkpoint
-/// ([`checkpoint_model`]) is saved atomically. A checkpoint whose weights are not all finite
+/// ([`save_checkpoint`]) is saved atomically. A checkpoint whose weights are not all finite
 /// is not written: training stops with [`Error::Diverged`], and the checkpoints already
 /// written (the last good one is named in the message) stay as they are. Existing files at
 /// the checkpoint paths are replaced; refusing to overwrite is the caller's choice.
@@ -288,24 +290,19 @@ pub fn train_with<B: Backend, C: Collective>(
         reports.push(report);
         let epochs_done = epoch + 1;
         if let Some(plan) = checkpoints.filter(|p| p.due(epochs_done)) {
-            // Collective (a sharded network gathers its blocks to rank 0); rank 0 writes.
-            let model = checkpoint_model(network, config, state, epochs_done)?;
+            // Collective (the ranks' blocks stream to rank 0, which writes).
             let path = plan.path(epochs_done);
-            let saved = if network.is_root() {
-                match non_finite_weight(&model) {
-                    Some(weight) => Err(diverged(
-                        epoch,
-                        None,
-                        format!(
-                            "weight {weight} has NaN or infinite values at the end of the epoch, \
-                             so it was not saved as a checkpoint"
-                        ),
-                        &last_good,
-                    )),
-                    None => crate::checkpoint::save_model(&path, &model),
-                }
-            } else {
-                Ok(())
+            let saved = match save_checkpoint(network, config, state, epochs_done, &path) {
+                Err(Error::NonFiniteWeight { weight }) => Err(diverged(
+                    epoch,
+                    None,
+                    format!(
+                        "weight {weight} has NaN or infinite values at the end of the epoch, so \
+                         it was not saved as a checkpoint"
+                    ),
+                    &last_good,
+                )),
+                other => other,
             };
             network.agree(saved)?;
             if network.is_root() {

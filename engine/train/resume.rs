@@ -29,7 +29,7 @@ use crate::checkpoint::{check_against_graph, load_model, Extras, Model};
 use crate::collective::Collective;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::network::{BatchNormTrainState, Network, SlotState};
+use crate::network::{BatchNormTrainState, Network, SlotState, SlotTensor};
 use crate::ops::optimizer::{state_len, LrSchedule};
 use crate::ops::Optimizer;
 
@@ -135,14 +135,15 @@ fn settings(config: &TrainConfig) -> Vec<(&'static str, u64, String)> {
     ]
 }
 
-/// The content of a checkpoint of `network` after `epochs_done` epochs of training with
-/// `config`, `state` the state of the training loop (see the [module documentation](self)).
-pub fn checkpoint_model<B: Backend, C: Collective>(
+/// The extras of a checkpoint of `network` after `epochs_done` epochs of training with
+/// `config` (`state` the state of the training loop; see the [module documentation](self)),
+/// the optimizer slots of the weight matrices left empty, and where those come from.
+fn checkpoint_extras<B: Backend, C: Collective>(
     network: &Network<B, C>,
     config: &TrainConfig,
     state: &TrainState,
     epochs_done: u32,
-) -> Result<Model> {
+) -> Result<(Extras, Vec<SlotTensor>)> {
     let mut extras = Extras::default();
     let mut scalars = vec![
         ("checkpoint_format", FORMAT),
@@ -162,15 +163,25 @@ pub fn checkpoint_model<B: Backend, C: Collective>(
         ("optimizer".into(), network.optimizer().name().to_owned()),
         ("lr_schedule".into(), schedule_text(config.schedule)),
     ];
-    let names = weight_names(network.graph());
-    for ((input, output), slots) in names.iter().zip(network.download_optimizer_state()?) {
-        for (k, slot) in slots.into_iter().enumerate() {
+    let graph = network.graph();
+    let names = weight_names(graph);
+    let mut slot_tensors = Vec::new();
+    let bias_slots = network.download_bias_optimizer_state()?;
+    for ((edge, (input, output)), slots) in graph.edges().iter().zip(&names).zip(bias_slots) {
+        for (k, bias) in slots.into_iter().enumerate() {
+            if !edge.is_shared(graph) {
+                slot_tensors.push(SlotTensor {
+                    extra: extras.tensors.len(),
+                    edge: edge.id,
+                    slot: k,
+                });
+            }
             extras
                 .tensors
-                .push((slot_name(k, input, output, "weights"), slot.weights));
+                .push((slot_name(k, input, output, "weights"), Vec::new()));
             extras
                 .tensors
-                .push((slot_name(k, input, output, "bias"), slot.bias));
+                .push((slot_name(k, input, output, "bias"), bias));
         }
     }
     for bn in network.download_batch_norm_state()? {
@@ -186,13 +197,42 @@ pub fn checkpoint_model<B: Backend, C: Collective>(
                 .push((bn_slot_name(k, &bn.layer, "bias"), slot.bias));
         }
     }
-    network.to_model(extras)
+    Ok((extras, slot_tensors))
 }
 
-/// The extras name of optimizer slot `k` of a batch-normalised layer's `part` (`scale` or
-/// `bias`).
-fn bn_slot_name(k: usize, layer: &str, part: &str) -> String {
-    format!("optimizer_s{k}:{layer}:bn_{part}")
+/// Writes the checkpoint of `network` after `epochs_done` epochs of training with `config`
+/// to `path` (`state` the state of the training loop; see the [module documentation](self)):
+/// the model with the optimizer state, the update count and the loop's state in its extras,
+/// streamed by [`Network::save`] (rank 0 writes; no rank holds the whole model). A weight or
+/// bias with NaN or infinite values stops the save ([`Error::NonFiniteWeight`]).
+///
+/// Collective: every rank calls it; the outcome is this rank's (make it common with
+/// [`Network::agree`]).
+pub fn save_checkpoint<B: Backend, C: Collective>(
+    network: &Network<B, C>,
+    config: &TrainConfig,
+    state: &TrainState,
+    epochs_done: u32,
+    path: &Path,
+) -> Result<()> {
+    let (extras, slot_tensors) = checkpoint_extras(network, config, state, epochs_done)?;
+    network.save(path, extras, &slot_tensors, true)
+}
+
+/// The content of the checkpoint [`save_checkpoint`] writes, assembled in memory (whole on
+/// rank 0; collective).
+pub fn checkpoint_model<B: Backend, C: Collective>(
+    network: &Network<B, C>,
+    config: &TrainConfig,
+    state: &TrainState,
+    epochs_done: u32,
+) -> Result<Model> {
+    let (mut extras, slot_tensors) = checkpoint_extras(network, config, state, epochs_done)?;
+    let mut slots = network.download_optimizer_state()?;
+    for t in slot_tensors {
+        extras.tensors[t.extra].1 = std::mem::take(&mut slots[t.edge.0][t.slot].weights);
+    }
+    network.to_model(extras)
 }
 
 /// The first weight of `model` (as `` `in` -> `out` ``) with a NaN or infinite value in its
@@ -203,6 +243,12 @@ pub fn non_finite_weight(model: &Model) -> Option<String> {
         .iter()
         .find(|w| !w.data.iter().chain(&w.bias).all(|x| x.is_finite()))
         .map(|w| format!("`{}` -> `{}`", w.input_layer, w.output_layer))
+}
+
+/// The extras name of optimizer slot `k` of a batch-normalised layer's `part` (`scale` or
+/// `bias`).
+fn bn_slot_name(k: usize, layer: &str, part: &str) -> String {
+    format!("optimizer_s{k}:{layer}:bn_{part}")
 }
 
 /// What [`resume`] restored besides the network.

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use moira::backend::Backend;
-use moira::checkpoint::{save_model, Extras};
+use moira::checkpoint::Extras;
 use moira::collective::{Collective, Local};
 use moira::dataset::{io::netcdf, Dataset};
 use moira::descriptor::Descriptor;
@@ -438,22 +438,18 @@ fn train_net<B: Backend, C: Collective>(
     if let Some(p) = progress.as_mut() {
         p.finish();
     }
-    let model = network.to_model(Extras::default())?;
-    let saved = if root {
-        match train::non_finite_weight(&model) {
-            Some(weight) => Err(moira::Error::Diverged {
-                epoch: config.first_epoch + config.epochs,
-                batch: None,
-                message: format!(
-                    "weight {weight} has NaN or infinite values after the last epoch; {} was \
-                     not written",
-                    out.display()
-                ),
-            }),
-            None => save_model(out, &model),
-        }
-    } else {
-        Ok(())
+    // Collective: the ranks' blocks stream to rank 0, which writes.
+    let saved = match network.save(out, Extras::default(), &[], true) {
+        Err(moira::Error::NonFiniteWeight { weight }) => Err(moira::Error::Diverged {
+            epoch: config.first_epoch + config.epochs,
+            batch: None,
+            message: format!(
+                "weight {weight} has NaN or infinite values after the last epoch; {} was not \
+                 written",
+                out.display()
+            ),
+        }),
+        other => other,
     };
     network.agree(saved)?;
     tracing::info!(
