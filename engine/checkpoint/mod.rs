@@ -256,6 +256,54 @@ pub fn drain_model(model: &Model, source: &mut dyn TensorSource) -> Result<()> {
     write::Streams::new(model, source).drain()
 }
 
+/// Removes the temporary files an interrupted save of `path` left behind
+/// (`.NAME.PID.K.tmp` beside it, written by [`save_model`] and [`save_model_streamed`] before
+/// their rename) whose process no longer runs, and returns their paths. A temporary file of
+/// a process that still runs is left alone. Errors: a directory or file that cannot be read
+/// or removed ([`Error::Io`] naming it).
+pub fn remove_stale_temporaries(path: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Ok(Vec::new());
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let prefix = format!(".{name}.");
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let file = entry.file_name();
+        let Some(middle) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|f| f.strip_suffix(".tmp"))
+        else {
+            continue;
+        };
+        let Some((pid, counter)) = middle.split_once('.') else {
+            continue;
+        };
+        let (Ok(pid), Ok(_)) = (pid.parse::<u32>(), counter.parse::<u64>()) else {
+            continue;
+        };
+        let running = pid == std::process::id()
+            || Path::new("/proc").join(pid.to_string()).exists()
+            || !Path::new("/proc/self").exists();
+        if !running {
+            let stale = entry.path();
+            std::fs::remove_file(&stale).map_err(|e| Error::io(&stale, e))?;
+            removed.push(stale);
+        }
+    }
+    Ok(removed)
+}
+
 /// Reads the model at `path`, written by [`save_model`] or by DSSTNE.
 ///
 /// Errors: [`Error::Io`] if the file cannot be found or read; [`Error::NetCdf`] naming the

@@ -218,10 +218,12 @@ pub fn convert(options: &ConvertOptions, progress: &mut dyn FnMut(u64)) -> Resul
         true => Some(samples.write_temp(&options.samples_index)?),
         false => None,
     };
+    // The dataset first: when its rename fails (the path is a directory, say), no index has
+    // changed yet.
     for (tmp, path) in [
+        (Some(nc_tmp), &options.output),
         (feat_tmp, &options.features_index),
         (samp_tmp, &options.samples_index),
-        (Some(nc_tmp), &options.output),
     ] {
         if let Some(tmp) = tmp {
             tmp.persist(path).map_err(|e| Error::io(path, e.error))?;

@@ -458,3 +458,131 @@ fn a_missing_data_file_is_reported_once() {
     assert!(err.contains("output.nc"), "{err}");
     assert_eq!(err.matches("os error 2").count(), 1, "{err}");
 }
+
+/// No tool writes an output over one of its inputs, whatever the spelling of the path (a
+/// symbolic link, `./`), even with `--force`: each refuses naming both flags, and the input
+/// is unchanged.
+#[test]
+fn no_output_replaces_an_input() {
+    let f = Fixture::new();
+    f.train_ae("model.nc", &["-e", "1"]);
+    let bytes = |name: &str| std::fs::read(f.path(name)).unwrap();
+    let (input, model) = (bytes("input.nc"), bytes("model.nc"));
+    std::os::unix::fs::symlink(f.path("input.nc"), f.path("link.nc")).unwrap();
+    let refused = |out: &Output, flags: [&str; 2]| {
+        let e = stderr(out);
+        assert!(!out.status.success(), "{e}");
+        assert!(
+            e.contains("would replace an input") && flags.iter().all(|fl| e.contains(fl)),
+            "{e}"
+        );
+    };
+    // trainer: -n over the input (through a link), the metrics log over the output data.
+    let base = [
+        "net.json",
+        "-i",
+        "input.nc",
+        "-o",
+        "output.nc",
+        "-e",
+        "1",
+        "--force",
+    ];
+    let o = f.trainer(&[&base[..], &["-n", "link.nc"]].concat());
+    refused(&o, ["-n", "-i/-o"]);
+    let o = f.trainer(&[&base[..], &["-n", "m2.nc", "--metrics-log", "./output.nc"]].concat());
+    refused(&o, ["--metrics-log", "-i/-o"]);
+    let o = f.trainer(&[&base[..], &["-n", "m3.nc", "--validation", "held.nc"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = f.trainer(&[&base[..], &["-n", "./held.nc", "--validation", "held.nc"]].concat());
+    refused(&o, ["-n", "--validation"]);
+    // predictor: -s over the model, over the input.
+    let predictor = |s: &str| {
+        Command::new(env!("CARGO_BIN_EXE_predictor"))
+            .current_dir(f.0.path())
+            .args([
+                "-n", "model.nc", "-i", "input.nc", "-k", "3", "-s", s, "--quiet",
+            ])
+            .output()
+            .unwrap()
+    };
+    refused(&predictor("model.nc"), ["-s", "-n"]);
+    refused(&predictor("link.nc"), ["-s", "-i"]);
+    // converter: -o over its input text or an index, the samples index over the input.
+    let convert = |extra: &[&str]| {
+        Command::new(CONVERTER)
+            .current_dir(f.0.path())
+            .args(["--format", "lists", "-d", "x", "-i", "train.txt"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    refused(
+        &convert(&["-o", "train.txt", "-f", "features.idx", "-s", "samples.idx"]),
+        ["-o", "-i"],
+    );
+    refused(
+        &convert(&["-o", "x.nc", "-f", "features.idx", "-s", "train.txt"]),
+        ["-s", "-i"],
+    );
+    assert_eq!(bytes("input.nc"), input);
+    assert_eq!(bytes("model.nc"), model);
+}
+
+/// A conversion whose output is a directory fails before any index changes.
+#[test]
+fn a_conversion_into_a_directory_changes_no_index() {
+    let f = Fixture::new();
+    std::fs::create_dir(f.path("dir")).unwrap();
+    let (features, samples) = (
+        std::fs::read(f.path("features.idx")).unwrap(),
+        std::fs::read(f.path("samples.idx")).unwrap(),
+    );
+    f.write("more.txt", "new-user 9001 9002\n");
+    let o = Command::new(CONVERTER)
+        .current_dir(f.0.path())
+        .args([
+            "--format", "lists", "-d", "x", "-i", "more.txt", "-o", "dir",
+        ])
+        .args(["-f", "features.idx", "-s", "samples.idx", "-m"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is a directory"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(f.path("features.idx")).unwrap(), features);
+    assert_eq!(std::fs::read(f.path("samples.idx")).unwrap(), samples);
+}
+
+/// Numeric flags outside their ranges are refused naming the flag, before anything is read
+/// or written.
+#[test]
+fn numeric_flags_out_of_range_are_refused() {
+    let f = Fixture::new();
+    let base = [
+        "net.json",
+        "-i",
+        "input.nc",
+        "-o",
+        "output.nc",
+        "-n",
+        "m.nc",
+    ];
+    for (flag, value) in [
+        ("--alpha", "nan"),
+        ("--alpha", "inf"),
+        ("--alpha", "-1"),
+        ("--alpha", "0"),
+        ("--lambda", "-0.1"),
+        ("--lambda1", "nan"),
+        ("--mu", "1"),
+        ("--mu1", "-0.5"),
+        ("--alpha-multiplier", "0"),
+        ("-e", "0"),
+    ] {
+        let arg = format!("{flag}={value}");
+        let o = f.trainer(&[&base[..], &[arg.as_str()]].concat());
+        assert!(!o.status.success(), "{arg} was accepted");
+        assert!(stderr(&o).contains(flag), "{arg}: {}", stderr(&o));
+        assert!(!f.path("m.nc").exists());
+    }
+}

@@ -98,9 +98,11 @@ impl Fixture {
         self.command(TRAINER, args).output().unwrap()
     }
 
-    fn train(&self, args: &[&str]) {
+    /// Runs the trainer expecting success; returns its stderr (the log).
+    fn train(&self, args: &[&str]) -> String {
         let out = self.trainer(args);
         assert!(out.status.success(), "trainer {args:?}: {}", stderr(&out));
+        stderr(&out)
     }
 
     /// Runs the trainer expecting failure; returns its stderr.
@@ -288,8 +290,18 @@ fn checkpoints_and_resume_respect_force() {
     same[n] = "c.epoch1.nc";
     let err = f.train_fails(&[&same[..], &["--force"]].concat());
     assert!(err.contains("same file"), "{err}");
-    // -e counts all epochs: a checkpoint at the end has nothing left to do.
-    let err = f.train_fails(&[&common[..], &["-n", "d.nc", "--resume", "c.epoch2.nc"]].concat());
+    // -e counts all epochs: a run killed after its last checkpoint finishes by writing the
+    // final network, the checkpoint's weights; a checkpoint past -e is refused.
+    f.train(&[&common[..], &["-n", "d.nc", "--resume", "c.epoch2.nc"]].concat());
+    let (last, done) = (
+        load_model(&f.path("c.epoch2.nc")).unwrap(),
+        load_model(&f.path("d.nc")).unwrap(),
+    );
+    for (a, b) in last.weights.iter().zip(&done.weights) {
+        assert!(a.data == b.data && a.bias == b.bias, "{}", a.output_layer);
+    }
+    let one = [&BASE[..], &ADAM, &["-e", "1"]].concat();
+    let err = f.train_fails(&[&one[..], &["-n", "e.nc", "--resume", "c.epoch2.nc"]].concat());
     assert!(err.contains("already done 2 epochs"), "{err}");
 }
 
@@ -499,4 +511,30 @@ fn bad_model_files_are_refused_by_resume_and_predictor_naming_the_file() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Temporary files an interrupted save left (a checkpoint's and the final network's, of a
+/// process that no longer runs) are removed when the run starts, and the log says so; one of
+/// a running process stays.
+#[test]
+fn stale_temporaries_of_the_outputs_are_removed_at_the_start() {
+    let f = Fixture::new(300, 500);
+    let stale = [".s.epoch1.nc.4000000.0.tmp", ".s.nc.4000001.7.tmp"];
+    for name in stale {
+        f.write(name, "half a model");
+    }
+    let alive = format!(".s.epoch2.nc.{}.0.tmp", std::process::id());
+    f.write(&alive, "being written");
+    let run = [
+        &BASE[..],
+        &ADAM,
+        &["-e", "2", "-n", "s.nc", "--checkpoint-every", "1"],
+    ]
+    .concat();
+    let log = f.train(&run);
+    for name in stale {
+        assert!(!f.path(name).exists(), "{name} is still there");
+        assert!(log.contains(name), "{log}");
+    }
+    assert!(f.path(&alive).exists());
 }

@@ -18,6 +18,7 @@ use moira::dataset::convert::{
     convert, ConvertOptions, ConvertReport, FeatureIndexMode, InputFormat, ValueType,
 };
 use moira::dataset::io::csv::{CsvOptions, ValueColumn};
+use moira_tools::paths::refuse_overwriting_inputs;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
@@ -242,6 +243,22 @@ fn summary(r: &ConvertReport, secs: f64) -> String {
 
 fn run(args: &Args, bar: &ProgressBar) -> Result<ConvertReport> {
     let opts = options(args)?;
+    let input = [("-i", Some(args.input.as_path()))];
+    refuse_overwriting_inputs(
+        "-o",
+        &args.output,
+        &[
+            input[0],
+            ("-f", Some(&args.features)),
+            ("-s", Some(&args.samples)),
+        ],
+    )?;
+    // The index files are rewritten too (the samples index when it changes, the features
+    // index with -c or -m): neither may be the input.
+    refuse_overwriting_inputs("-s", &args.samples, &input)?;
+    if args.create_features || args.merge_features {
+        refuse_overwriting_inputs("-f", &args.features, &input)?;
+    }
     if let Ok(total) = moira::dataset::io::input_size(&opts.input) {
         bar.set_length(total);
     }

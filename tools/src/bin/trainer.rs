@@ -19,6 +19,7 @@ use moira::train::{
     self, CheckpointPlan, DataBinding, Observer, TrainConfig, TrainState, Validation,
 };
 use moira_tools::device::{choose, DeviceArg};
+use moira_tools::paths::refuse_overwriting_inputs;
 use moira_tools::progress::Progress;
 use moira_tools::ranks;
 
@@ -195,6 +196,20 @@ struct Setup {
     graph: Graph,
     config: TrainConfig,
     out: PathBuf,
+    /// Every file the run reads, with the flag that names it: no output may replace one.
+    inputs: Vec<(&'static str, PathBuf)>,
+}
+
+impl Setup {
+    /// Errors when `output` (written under `flag`) is one of the run's inputs.
+    fn refuse_overwriting_inputs(&self, flag: &str, output: &Path) -> Result<()> {
+        let inputs: Vec<(&str, Option<&Path>)> = self
+            .inputs
+            .iter()
+            .map(|(f, p)| (*f, Some(p.as_path())))
+            .collect();
+        refuse_overwriting_inputs(flag, output, &inputs)
+    }
 }
 
 /// Trains alone, or as one rank of a model-parallel job when `comm` connects several (every
@@ -229,7 +244,11 @@ fn prepare(args: &Args, root: bool) -> Result<Option<Setup>> {
         (None, None) => bail!("no network descriptor: trainer NET.json … (or -c NET.json)"),
     };
     let descriptor = Descriptor::from_file(&net_path)?;
-    let datasets = load_datasets(args, &descriptor, &net_path)?;
+    let files = data_files(args, &descriptor, &net_path);
+    let mut datasets = Vec::new();
+    for f in &files {
+        datasets.extend(netcdf::read(f)?);
+    }
     if args.check && datasets.is_empty() {
         if !root {
             return Ok(None);
@@ -261,6 +280,7 @@ fn prepare(args: &Args, root: bool) -> Result<Option<Setup>> {
             out.display()
         );
     }
+    check_numbers(args)?;
     let optimizer: Optimizer = args.optimizer.into();
     let mut hyper = Hyper {
         alpha: args.alpha,
@@ -298,12 +318,20 @@ fn prepare(args: &Args, root: bool) -> Result<Option<Setup>> {
         first_epoch: 0,
         brake: !args.no_brake,
     };
-    Ok(Some(Setup {
+    let mut inputs = vec![("the descriptor", net_path.clone())];
+    inputs.extend(files.into_iter().map(|f| ("-i/-o", f)));
+    inputs.extend(args.resume.iter().map(|p| ("--resume", p.clone())));
+    inputs.extend(args.validation.iter().map(|p| ("--validation", p.clone())));
+    let setup = Setup {
         datasets,
         graph,
         config,
         out,
-    }))
+        inputs,
+    };
+    setup.refuse_overwriting_inputs("-n", &setup.out)?;
+    setup.refuse_overwriting_inputs("--metrics-log", &metrics_log(args, &setup.out))?;
+    Ok(Some(setup))
 }
 
 /// One rank of a model-parallel run: logs the shard plan (rank 0), keeps only this rank's
@@ -361,12 +389,21 @@ fn train_net<B: Backend, C: Collective>(
     let mut state = TrainState::default();
     if let Some(path) = &args.resume {
         let resumed = train::resume(path, network, &config)?;
-        if resumed.epochs_done >= args.epochs {
+        if resumed.epochs_done > args.epochs {
             bail!(
-                "{} has already done {} epochs and -e asks for {} in all: nothing to train \
-                 (-e is the total epoch count, counting those already done)",
+                "{} has already done {} epochs and -e asks for {} in all (-e is the total \
+                 epoch count, counting those already done)",
                 path.display(),
                 resumed.epochs_done,
+                args.epochs
+            );
+        }
+        if resumed.epochs_done == args.epochs {
+            // A run stopped after its last checkpoint: nothing left to train, only the final
+            // network to write.
+            tracing::info!(
+                "{} has done all {} epochs: writing the final network",
+                path.display(),
                 args.epochs
             );
         }
@@ -388,7 +425,22 @@ fn train_net<B: Backend, C: Collective>(
     }
     let plan =
         (args.checkpoint_every > 0).then(|| CheckpointPlan::beside(out, args.checkpoint_every));
+    if root {
+        let planned = plan.iter().flat_map(|p| p.planned(&config));
+        for path in std::iter::once(out.clone()).chain(planned) {
+            for stale in moira::checkpoint::remove_stale_temporaries(&path)? {
+                tracing::info!(
+                    "removed {}, left by an interrupted save of {}",
+                    stale.display(),
+                    path.display()
+                );
+            }
+        }
+    }
     if let Some(plan) = &plan {
+        for path in plan.planned(&config) {
+            setup.refuse_overwriting_inputs("--checkpoint-every", &path)?;
+        }
         if !args.force {
             if let Some(existing) = plan.planned(&config).into_iter().find(|p| p.exists()) {
                 bail!(
@@ -411,10 +463,7 @@ fn train_net<B: Backend, C: Collective>(
         .as_ref()
         .map(|p| load_validation(p, args))
         .transpose()?;
-    let log_path = args
-        .metrics_log
-        .clone()
-        .unwrap_or_else(|| out.with_extension("metrics.jsonl"));
+    let log_path = metrics_log(args, out);
     let keep_epochs = args.resume.is_some().then_some(config.first_epoch);
     let mut progress = if root {
         Some(Progress::new(&log_path, binding.examples(), keep_epochs)?)
@@ -462,9 +511,48 @@ fn train_net<B: Backend, C: Collective>(
     Ok(())
 }
 
-/// The datasets: from -i/-o, or each layer's `DataSet` NAME from NAME.nc beside the
-/// descriptor. Empty when neither is given and `--check` only parses.
-fn load_datasets(args: &Args, d: &Descriptor, net_path: &Path) -> Result<Vec<Dataset>> {
+/// Refuses numeric flags outside their ranges, naming the flag and the value: a learning
+/// rate and a step factor that are not finite and positive, a negative or non-finite L1/L2
+/// penalty, a momentum or Adam β outside [0, 1), a zero batch or epoch count.
+fn check_numbers(args: &Args) -> Result<()> {
+    let positive = [
+        ("--alpha", args.alpha),
+        ("--alpha-multiplier", args.alpha_multiplier),
+    ];
+    for (flag, v) in positive {
+        if !(v.is_finite() && v > 0.0) {
+            bail!("{flag} {v}: expected a finite number above 0");
+        }
+    }
+    for (flag, v) in [("--lambda", args.lambda), ("--lambda1", args.lambda1)] {
+        if !(v.is_finite() && v >= 0.0) {
+            bail!("{flag} {v}: expected a finite number, 0 or more");
+        }
+    }
+    for (flag, v) in [("--mu", args.mu.unwrap_or(0.0)), ("--mu1", args.mu1)] {
+        if !(0.0..1.0).contains(&v) {
+            bail!("{flag} {v}: expected a number in [0, 1)");
+        }
+    }
+    if args.batch == 0 {
+        bail!("-b 0: a minibatch needs at least 1 example");
+    }
+    if args.epochs == 0 {
+        bail!("-e 0: expected at least 1 epoch");
+    }
+    Ok(())
+}
+
+/// The metrics log's path: `--metrics-log`, or NETWORK_OUT with `.metrics.jsonl`.
+fn metrics_log(args: &Args, out: &Path) -> PathBuf {
+    args.metrics_log
+        .clone()
+        .unwrap_or_else(|| out.with_extension("metrics.jsonl"))
+}
+
+/// The data files: -i/-o, or each layer's `DataSet` NAME as NAME.nc beside the descriptor.
+/// Empty when neither is given and `--check` only parses.
+fn data_files(args: &Args, d: &Descriptor, net_path: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = Vec::new();
     if args.input.is_some() || args.output.is_some() {
         files.extend(args.input.iter().cloned());
@@ -482,11 +570,7 @@ fn load_datasets(args: &Args, d: &Descriptor, net_path: &Path) -> Result<Vec<Dat
             }
         }
     }
-    let mut datasets = Vec::new();
-    for f in files {
-        datasets.extend(netcdf::read(&f)?);
-    }
-    Ok(datasets)
+    files
 }
 
 fn load_validation(path: &Path, args: &Args) -> Result<Validation> {

@@ -69,6 +69,21 @@ pub fn run<C: Collective>(args: Args, comm: Option<&C>) -> Result<()> {
     if args.layer.is_none() && args.layer_format.is_some() {
         bail!("--layer-format applies to --layer output only");
     }
+    if let Some(out) = &args.recs_out {
+        crate::paths::refuse_overwriting_inputs(
+            "-s",
+            out,
+            &[
+                ("-n", Some(&args.network)),
+                ("-r", args.input.as_deref()),
+                ("-i", args.input_index.as_deref()),
+                ("-o", args.output_index.as_deref()),
+                ("--samples", args.samples.as_deref()),
+                ("-f", args.filter.as_deref()),
+                ("--evaluate", args.evaluate.as_deref()),
+            ],
+        )?;
+    }
     let loaded = (|| {
         let model = load_model(&args.network)
             .with_context(|| format!("cannot load network {}", args.network.display()))?;
