@@ -86,11 +86,10 @@ pub struct Index {
 fn label_problem(label: &[u8]) -> Option<&'static str> {
     if label.is_empty() {
         Some("empty label")
-    } else if label
-        .iter()
-        .any(|&b| b == b'\t' || b == b'\n' || b == b'\r')
-    {
+    } else if label.iter().any(|&b| b == b'\t' || b == b'\n' || b == b'\r') {
         Some("label contains a TAB, CR or LF")
+    } else if label.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        Some("label contains a control character (a NUL byte, say: a damaged or truncated file?)")
     } else {
         None
     }
@@ -185,7 +184,8 @@ impl Index {
 
     /// The index of `label`, adding it (with the next free index) if absent. Returns the
     /// index and whether it was added. Fails on a label that cannot be stored (empty, or with
-    /// TAB, CR or LF) or when the `u32` index space is exhausted.
+    /// a TAB, CR, LF or another control character such as NUL) or when the `u32` index space
+    /// is exhausted.
     #[inline]
     pub fn get_or_insert(&mut self, label: &[u8]) -> Result<(u32, bool)> {
         if let Some(&idx) = self.map.get(label) {
@@ -199,7 +199,7 @@ impl Index {
         if let Some(problem) = label_problem(label) {
             return Err(Error::InvalidData(format!(
                 "cannot index `{}`: {problem}",
-                String::from_utf8_lossy(label)
+                String::from_utf8_lossy(label).escape_debug()
             )));
         }
         let idx = u32::try_from(self.map.len())
@@ -307,6 +307,9 @@ mod tests {
         assert!(ix.is_changed());
         assert_eq!(ix.labels(), vec!["a", "b", "c"]);
         assert!(ix.get_or_insert(b"x\ty").is_err());
+        let nul = ix.get_or_insert(b"\0\0a").unwrap_err().to_string();
+        assert!(nul.contains("control character") && nul.contains("\\0\\0a"), "{nul}");
+        assert!(ix.get_or_insert(b"a\x7fb").is_err());
         assert!(ix.get_or_insert(b"").is_err());
     }
 

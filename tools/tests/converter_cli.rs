@@ -236,3 +236,38 @@ fn help_documents_width_rounding_and_fatal_errors() {
         );
     }
 }
+
+/// A lists file whose tail is NUL bytes (what a crash leaves) is refused naming the file and
+/// the line; nothing is written.
+#[test]
+fn nul_bytes_are_not_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = b"u1 1 2 3\nu2 4 5\n".to_vec();
+    text.extend([0u8; 4096]);
+    std::fs::write(dir.path().join("lists.txt"), text).unwrap();
+    let o = converter(
+        dir.path(),
+        &[
+            "--format",
+            "lists",
+            "-d",
+            "x",
+            "-i",
+            "lists.txt",
+            "-o",
+            "x.nc",
+            "-f",
+            "f",
+            "-s",
+            "s",
+            "-c",
+        ],
+    );
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("lists.txt:3") && e.contains("control character"),
+        "{e}"
+    );
+    assert_eq!(files(dir.path()), ["lists.txt"]);
+}
