@@ -586,3 +586,59 @@ fn numeric_flags_out_of_range_are_refused() {
         assert!(!f.path("m.nc").exists());
     }
 }
+
+/// `--check` without data runs the graph's checks (a source that is no layer, a cycle, no
+/// Output layer), naming the descriptor file; every example network passes.
+#[test]
+fn check_without_data_refuses_broken_graphs_naming_the_file() {
+    let f = Fixture::new();
+    let layers = |hidden: &str, output: bool| {
+        format!(
+            r#"{{ "Kind": "FeedForward", "Layers": [
+              {{ "Name": "Input", "Kind": "Input", "N": "auto", "DataSet": "input", "Sparse": true }},
+              {hidden}{}] }}"#,
+            if output {
+                r#", { "Name": "Output", "Kind": "Output", "N": "auto", "DataSet": "output", "Source": "H" }"#
+            } else {
+                ""
+            }
+        )
+    };
+    for (name, json, want) in [
+        (
+            "nosource.json",
+            layers(
+                r#"{ "Name": "H", "Kind": "Hidden", "N": 8, "Source": "Nope" }"#,
+                true,
+            ),
+            "`Nope` is not a layer",
+        ),
+        (
+            "cycle.json",
+            layers(
+                r#"{ "Name": "H", "Kind": "Hidden", "N": 8, "Source": "G" },
+                   { "Name": "G", "Kind": "Hidden", "N": 8, "Source": "H" }"#,
+                true,
+            ),
+            "cycle",
+        ),
+        (
+            "nooutput.json",
+            layers(
+                r#"{ "Name": "H", "Kind": "Hidden", "N": 8, "Source": "Input" }"#,
+                false,
+            ),
+            "no Output layer",
+        ),
+    ] {
+        f.write(name, &json);
+        let o = f.trainer(&["--check", name]);
+        let e = stderr(&o);
+        assert!(!o.status.success(), "{name} passed --check");
+        assert!(e.contains(name) && e.contains(want), "{name}: {e}");
+    }
+    for net in example_networks() {
+        let o = f.trainer(&["--check", net.to_str().unwrap()]);
+        assert!(o.status.success(), "{}: {}", net.display(), stderr(&o));
+    }
+}

@@ -250,17 +250,22 @@ fn prepare(args: &Args, root: bool) -> Result<Option<Setup>> {
         datasets.extend(netcdf::read(f)?);
     }
     if args.check && datasets.is_empty() {
-        if !root {
-            return Ok(None);
+        // The graph's checks (sources, cycles, outputs, shared weights) without data: each
+        // data-bound layer of size "auto" stands at one unit.
+        Graph::compile(&descriptor, &placeholder_shapes(&descriptor))
+            .with_context(|| net_path.display().to_string())?;
+        if root {
+            println!(
+                "{}: a valid descriptor with {} layers (the data's sizes not checked: give \
+                 -i/-o for the layer table)",
+                net_path.display(),
+                descriptor.layers.len()
+            );
         }
-        println!(
-            "{}: a valid descriptor with {} layers",
-            net_path.display(),
-            descriptor.layers.len()
-        );
         return Ok(None);
     }
-    let graph = Graph::compile(&descriptor, &train::shapes(&datasets))?;
+    let graph = Graph::compile(&descriptor, &train::shapes(&datasets))
+        .with_context(|| net_path.display().to_string())?;
     if args.check {
         if root {
             print!("{}", graph.layer_table());
@@ -541,6 +546,29 @@ fn check_numbers(args: &Args) -> Result<()> {
         bail!("-e 0: expected at least 1 epoch");
     }
     Ok(())
+}
+
+/// A shape for every dataset the descriptor's layers name, for compiling it without data:
+/// the layer's size when fixed, one unit when "auto".
+fn placeholder_shapes(d: &Descriptor) -> Vec<moira::graph::DataShape> {
+    let mut shapes: Vec<moira::graph::DataShape> = Vec::new();
+    for layer in &d.layers {
+        let Some(name) = &layer.dataset else { continue };
+        if shapes.iter().any(|s| &s.name == name) {
+            continue;
+        }
+        let dims = match &layer.size {
+            moira::descriptor::Size::Fixed(dims) => dims.clone(),
+            moira::descriptor::Size::Auto => vec![1],
+        };
+        shapes.push(moira::graph::DataShape {
+            name: name.clone(),
+            dims,
+            examples: 1,
+            sparse: layer.sparse,
+        });
+    }
+    shapes
 }
 
 /// The metrics log's path: `--metrics-log`, or NETWORK_OUT with `.metrics.jsonl`.
