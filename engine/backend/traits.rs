@@ -108,7 +108,15 @@ pub trait Backend: Send + Sync {
         self.name().to_string()
     }
 
-    /// A buffer of `len` zeros.
+    /// Bytes the device can still allocate, when it can tell (the host's available memory
+    /// for the CPU, free device memory for a GPU): what a network checks its buffers against
+    /// before allocating them.
+    fn available_memory(&self) -> Option<u64> {
+        None
+    }
+
+    /// A buffer of `len` zeros. Errors ([`crate::Error::Device`]) when it cannot be
+    /// allocated.
     fn zeros(&self, len: usize) -> Result<Self::Vector>;
     /// Copies `src` into the start of `dst` (which must be at least as long).
     fn upload(&self, dst: &mut Self::Vector, src: &[f32]) -> Result<()>;

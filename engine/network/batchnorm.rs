@@ -58,11 +58,13 @@ impl<V> BatchNorm<V> {
             units,
         })
     }
+}
 
-    /// Bytes of device memory held.
-    pub fn bytes(&self, capacity: usize) -> u64 {
-        4 * (self.units as u64 * (11 + capacity as u64))
-    }
+/// The floats [`BatchNorm::new`] allocates for `units` units and `capacity` examples, at
+/// most: eleven per unit (values, gradients, two optimizer slots each of `γ` and `β`,
+/// running statistics, `1/σ`) and `x̂`.
+pub(crate) fn batch_norm_floats(units: usize, capacity: usize) -> u128 {
+    units as u128 * (11 + capacity as u128)
 }
 
 /// The saved values of one batch-normalised layer (each `units` long), as DSSTNE's model

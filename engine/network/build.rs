@@ -1,6 +1,7 @@
 //! Building a [`Network`]: the checks of the graph, this rank's weight blocks initialised
 //! from their global positions, and the buffers for a maximum batch size.
 
+use super::batchnorm::batch_norm_floats;
 use super::{output_loss, route, AlphaDropout, BatchNorm, EdgeBias, Network, Param, Route};
 use crate::backend::traits::Backend;
 use crate::collective::{Collective, Local};
@@ -59,6 +60,8 @@ impl<B: Backend, C: Collective> Network<B, C> {
             .iter()
             .map(|e| route(e.sharding, ranks))
             .collect();
+        let memory = MemoryPlan::new(&graph, &plan, &routes, capacity, optimizer, rank);
+        memory.check(backend.available_memory(), capacity, backend.name())?;
         let n = graph.layers().len();
         let (mut units, mut deltas, mut delta_full) = (vec![], vec![], vec![]);
         let (mut pre_dropout, mut alpha_bias, mut losses) = (vec![], vec![], vec![]);
@@ -212,46 +215,125 @@ impl<B: Backend, C: Collective> Network<B, C> {
 
     /// Bytes this rank's device buffers hold (weight blocks, gradients, optimizer state,
     /// batch normalisation, activations, deltas, gathered inputs, scratch) for its capacity,
-    /// not counting the current minibatch.
+    /// not counting the current minibatch ([`MemoryPlan`]).
     pub fn buffer_bytes(&self) -> u64 {
-        let slots = 2 + state_len(self.optimizer) as u64;
-        let params: u64 = self
-            .params
-            .iter()
-            .map(|p| (p.rows * p.cols) as u64 * slots)
-            .chain(self.biases.iter().map(|b| b.cols as u64 * slots))
-            .sum();
-        let cap = self.capacity as u64;
-        let layers: u64 = self
-            .graph
-            .layers()
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                let local = self.local_len(l.id) as u64;
-                cap * local
-                    * (self.units[i].is_some() as u64
-                        + self.deltas[i].is_some() as u64
-                        + self.pre_dropout[i].is_some() as u64)
-                    + cap * l.units as u64 * self.delta_full[i].is_some() as u64
-            })
-            .sum();
-        let batch_norm: u64 = self
-            .batch_norm
-            .iter()
-            .flatten()
-            .map(|bn| bn.bytes(self.capacity) / 4)
-            .sum();
-        let gathered: u64 = self
-            .graph
-            .edges()
-            .iter()
-            .filter(|e| self.gathered[e.id.0].is_some())
-            .map(|e| cap * self.graph.layer(e.source).units as u64)
-            .sum();
-        let rank = self.rank();
-        let (widest, widest_local) = reduced_width(&self.graph, &self.plan, &self.routes, rank);
-        4 * (params + batch_norm + layers + gathered + cap * (widest + widest_local) as u64)
+        let plan = MemoryPlan::new(
+            &self.graph,
+            &self.plan,
+            &self.routes,
+            self.capacity,
+            self.optimizer,
+            self.rank(),
+        );
+        u64::try_from(plan.total).unwrap_or(u64::MAX)
+    }
+}
+
+/// The bytes of the buffers [`Network::build_with`] allocates on one rank, computed before
+/// allocating them (in `u128`: sizes that overflow are still measured), and the largest
+/// single part, for the message when they do not fit.
+struct MemoryPlan {
+    total: u128,
+    largest: (String, u128),
+}
+
+impl MemoryPlan {
+    fn new(
+        graph: &Graph,
+        plan: &ShardPlan,
+        routes: &[Route],
+        capacity: usize,
+        optimizer: Optimizer,
+        rank: usize,
+    ) -> Self {
+        let mut memory = MemoryPlan {
+            total: 0,
+            largest: (String::new(), 0),
+        };
+        let cap = capacity as u128;
+        let slots = 2 + state_len(optimizer) as u128;
+        for (i, weight) in graph.weights().iter().enumerate() {
+            let (rows, cols) = plan.weights()[i].local_shape(rank);
+            let what = format!(
+                "weight `{}` -> `{}` ({rows} x {cols}, with its gradient and optimizer state)",
+                graph.layer(weight.input).name,
+                graph.layer(weight.output).name
+            );
+            memory.add(what, rows as u128 * cols as u128 * slots);
+        }
+        for layer in graph.layers() {
+            let local = plan.layer_split(layer.id).len(rank) as u128;
+            let is_input = layer.kind == LayerKind::Input;
+            let buffers = u128::from(!(is_input && layer.sparse))
+                + u128::from(!is_input)
+                + u128::from(layer.kind == LayerKind::Hidden && layer.p_dropout > 0.0);
+            let reduces_in = layer
+                .incoming
+                .iter()
+                .any(|&e| routes[e.0] == Route::ReducePartials);
+            let mut values = cap * local * buffers
+                + cap * layer.units as u128 * u128::from(reduces_in)
+                + graph
+                    .edges()
+                    .iter()
+                    .filter(|e| e.target == layer.id)
+                    .count() as u128
+                    * local
+                    * slots;
+            if layer.batch_normalization {
+                values += batch_norm_floats(local as usize, capacity);
+            }
+            let what = format!(
+                "layer `{}` ({local} units x batch {capacity}: activations, deltas and biases)",
+                layer.name
+            );
+            memory.add(what, values);
+        }
+        for edge in graph.edges() {
+            let source = graph.layer(edge.source);
+            let dense_source = !(source.kind == LayerKind::Input && source.sparse);
+            if routes[edge.id.0] == Route::GatherSource && dense_source {
+                let what = format!("the gathered rows of layer `{}`", source.name);
+                memory.add(what, cap * source.units as u128);
+            }
+        }
+        let (widest, widest_local) = reduced_width(graph, plan, routes, rank);
+        memory.add(
+            "the partial products' scratch".into(),
+            cap * (widest + widest_local) as u128,
+        );
+        memory
+    }
+
+    /// Adds `values` floats, from `what`.
+    fn add(&mut self, what: String, values: u128) {
+        let bytes = 4 * values;
+        self.total += bytes;
+        if bytes > self.largest.1 {
+            self.largest = (what, bytes);
+        }
+    }
+
+    /// Errors ([`Error::InvalidArgument`] about `batch`) when the buffers need more than the
+    /// device's `available` bytes (when known) or more than the address space.
+    fn check(&self, available: Option<u64>, capacity: usize, device: &str) -> Result<()> {
+        let gib = |b: u128| b as f64 / (1u64 << 30) as f64;
+        let limit = available.map_or(isize::MAX as u128, |a| (a as u128).min(isize::MAX as u128));
+        if self.total <= limit {
+            return Ok(());
+        }
+        Err(Error::invalid_argument(
+            "batch",
+            format!(
+                "the network's buffers for minibatches of {capacity} need {:.2} GiB, and the \
+                 {device} has {} available; the largest part is {} ({:.2} GiB): use a smaller \
+                 batch or smaller layers",
+                gib(self.total),
+                available.map_or("less".to_owned(), |a| format!("{:.2} GiB", gib(a as u128))),
+                self.largest.0,
+                gib(self.largest.1)
+            ),
+        ))
     }
 }
 

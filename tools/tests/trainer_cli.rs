@@ -642,3 +642,38 @@ fn check_without_data_refuses_broken_graphs_naming_the_file() {
         assert!(o.status.success(), "{}: {}", net.display(), stderr(&o));
     }
 }
+
+/// Sizes that cannot fit are refused before anything is allocated, naming the largest part
+/// and the bytes (no abort); a batch larger than the data is one minibatch of all of it.
+#[test]
+fn sizes_that_cannot_fit_are_refused_and_huge_batches_shrink_to_the_data() {
+    let f = Fixture::new();
+    f.write(
+        "huge.json",
+        &NET.replace("INPUT", "input")
+            .replace("OUTPUT", "output")
+            .replace(r#""N": 32"#, r#""N": 100000000"#),
+    );
+    let o = f.trainer(&[
+        "huge.json",
+        "-i",
+        "input.nc",
+        "-o",
+        "output.nc",
+        "-n",
+        "h.nc",
+    ]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("GiB") && e.contains("`Hidden`"), "{e}");
+    assert!(!f.path("h.nc").exists());
+    let base = ["net.json", "-i", "input.nc", "-o", "output.nc", "-e", "1"];
+    let o = f.trainer(&[&base[..], &["-n", "b.nc", "-b", "4000000000"]].concat());
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(e.contains("-b 4000000000 exceeds the 300 examples"), "{e}");
+    // The same model as a batch of exactly the data.
+    let o = f.trainer(&[&base[..], &["-n", "c.nc", "-b", "300"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(params(&f.path("b.nc")), params(&f.path("c.nc")));
+}

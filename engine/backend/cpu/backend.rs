@@ -139,8 +139,21 @@ impl Backend for Cpu {
         format!("cpu on {} threads", self.threads)
     }
 
+    /// `MemAvailable` of `/proc/meminfo` (Linux), else unknown.
+    fn available_memory(&self) -> Option<u64> {
+        let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        kib.checked_mul(1024)
+    }
+
     fn zeros(&self, len: usize) -> Result<Vec<f32>> {
-        Ok(vec![0.0; len])
+        zeroed(len).ok_or_else(|| {
+            Error::Device(format!(
+                "cannot allocate {len} floats ({:.1} GiB) in host memory",
+                len as f64 * 4.0 / (1u64 << 30) as f64
+            ))
+        })
     }
 
     fn upload(&self, dst: &mut Vec<f32>, src: &[f32]) -> Result<()> {
@@ -506,5 +519,22 @@ fn check_units(units: usize, vectors: &[&Vec<f32>]) -> Result<()> {
     match vectors.iter().find(|v| v.len() < units) {
         Some(v) => Err(too_small(units, v.len())),
         None => Ok(()),
+    }
+}
+
+/// `len` zeros from the allocator's zeroed memory (pages the system zeroes lazily, as
+/// `vec![0.0; len]` gets them), or `None` when the allocation fails or its size overflows,
+/// instead of aborting the process.
+fn zeroed(len: usize) -> Option<Vec<f32>> {
+    if len == 0 {
+        return Some(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<f32>(len).ok()?;
+    // SAFETY: `layout` has a non-zero size (len > 0); a non-null result is an allocation of
+    // `len` f32 of the global allocator with f32's alignment, all bytes zero (a valid 0.0),
+    // which `Vec::from_raw_parts` takes over with length and capacity `len`.
+    unsafe {
+        let ptr = std::alloc::alloc_zeroed(layout) as *mut f32;
+        (!ptr.is_null()).then(|| Vec::from_raw_parts(ptr, len, len))
     }
 }

@@ -385,3 +385,14 @@ fn optimizer_step_follows_the_scalar_rule() {
         }
     }
 }
+
+/// A buffer that cannot be allocated is an error, not an abort; small ones are zeros.
+#[test]
+fn impossible_allocations_are_errors() {
+    use crate::backend::traits::Backend;
+    let cpu = Cpu::new(1).unwrap();
+    assert!(cpu.zeros(usize::MAX / 2).is_err());
+    assert!(cpu.zeros(1 << 60).is_err());
+    assert_eq!(cpu.zeros(5).unwrap(), vec![0.0; 5]);
+    assert!(cpu.zeros(0).unwrap().is_empty());
+}

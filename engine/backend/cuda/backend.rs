@@ -361,6 +361,11 @@ impl Backend for Cuda {
         )
     }
 
+    /// The device's free memory (`cuMemGetInfo`).
+    fn available_memory(&self) -> Option<u64> {
+        self.ctx.mem_get_info().ok().map(|(free, _)| free as u64)
+    }
+
     fn zeros(&self, len: usize) -> Result<CudaSlice<f32>> {
         self.stream
             .alloc_zeros(len.max(1))

@@ -228,7 +228,7 @@ fn run<C: Collective>(args: Args, comm: Option<&C>) -> Result<()> {
             let description = format!("{} ({threads} host threads)", backend.description());
             let (graph, config) = (setup.graph.clone(), &setup.config);
             let mut network =
-                Network::build(backend, graph, args.batch, config.optimizer, args.seed)?;
+                Network::build(backend, graph, config.batch, config.optimizer, args.seed)?;
             let bytes = network.buffer_bytes();
             train_net(&mut network, &args, &setup, description, bytes)
         }
@@ -312,9 +312,19 @@ fn prepare(args: &Args, root: bool) -> Result<Option<Setup>> {
     } else {
         LrSchedule::Constant
     };
+    // A minibatch larger than the data is one minibatch of all of it: buffers for the
+    // examples there are (the same training, a memory estimate that fits the data).
+    let examples = datasets.first().map_or(0, Dataset::examples);
+    let batch = args.batch.min(examples.max(1));
+    if batch < args.batch && root {
+        tracing::info!(
+            "-b {} exceeds the {examples} examples: minibatches of {batch}",
+            args.batch
+        );
+    }
     let config = TrainConfig {
         epochs: args.epochs,
-        batch: args.batch,
+        batch,
         optimizer,
         hyper,
         schedule,
@@ -356,7 +366,7 @@ fn train_sharded<B: Backend, C: Collective>(
     let built = (|| -> Result<Network<B, &C>> {
         let plan = ShardPlan::new(&setup.graph, size)?;
         if rank == 0 {
-            tracing::info!("{}", plan.table(Some(args.batch)).trim_end());
+            tracing::info!("{}", plan.table(Some(setup.config.batch)).trim_end());
         }
         retain_rank_columns(&setup.graph, &plan, rank, &mut setup.datasets)?;
         let config = &setup.config;
@@ -364,7 +374,7 @@ fn train_sharded<B: Backend, C: Collective>(
             backend,
             comm,
             setup.graph.clone(),
-            args.batch,
+            config.batch,
             config.optimizer,
             args.seed,
         )?)
@@ -466,7 +476,7 @@ fn train_net<B: Backend, C: Collective>(
     let validation = args
         .validation
         .as_ref()
-        .map(|p| load_validation(p, args))
+        .map(|p| load_validation(p, args, config.batch))
         .transpose()?;
     let log_path = metrics_log(args, out);
     let keep_epochs = args.resume.is_some().then_some(config.first_epoch);
@@ -601,7 +611,7 @@ fn data_files(args: &Args, d: &Descriptor, net_path: &Path) -> Vec<PathBuf> {
     files
 }
 
-fn load_validation(path: &Path, args: &Args) -> Result<Validation> {
+fn load_validation(path: &Path, args: &Args, batch: usize) -> Result<Validation> {
     let mut sets = netcdf::read(path)?;
     if sets.len() != 1 {
         bail!(
@@ -619,7 +629,7 @@ fn load_validation(path: &Path, args: &Args) -> Result<Validation> {
         held_out,
         ks: args.validation_k.clone(),
         every: args.validate_every,
-        batch: args.batch,
+        batch,
     })
 }
 
