@@ -86,7 +86,10 @@ pub struct Index {
 fn label_problem(label: &[u8]) -> Option<&'static str> {
     if label.is_empty() {
         Some("empty label")
-    } else if label.iter().any(|&b| b == b'\t' || b == b'\n' || b == b'\r') {
+    } else if label
+        .iter()
+        .any(|&b| b == b'\t' || b == b'\n' || b == b'\r')
+    {
         Some("label contains a TAB, CR or LF")
     } else if label.iter().any(|&b| b < 0x20 || b == 0x7f) {
         Some("label contains a control character (a NUL byte, say: a damaged or truncated file?)")
@@ -308,7 +311,10 @@ mod tests {
         assert_eq!(ix.labels(), vec!["a", "b", "c"]);
         assert!(ix.get_or_insert(b"x\ty").is_err());
         let nul = ix.get_or_insert(b"\0\0a").unwrap_err().to_string();
-        assert!(nul.contains("control character") && nul.contains("\\0\\0a"), "{nul}");
+        assert!(
+            nul.contains("control character") && nul.contains("\\0\\0a"),
+            "{nul}"
+        );
         assert!(ix.get_or_insert(b"a\x7fb").is_err());
         assert!(ix.get_or_insert(b"").is_err());
     }
