@@ -213,10 +213,10 @@ class Recommender:
     ) -> Dict[str, float]:
         """Ranking quality against ``heldout`` (held-out items per row of ``X``, as wide as the
         output): ``{"precision@K": …, "recall@K": …, "ndcg@K": …}`` for each K and ``"users"``
-        (the rows evaluated), means over
-        the rows with held-out items, ranked without their own input items. Recall@K =
-        hits / min(K, |held-out|); NDCG with binary gains (the repository's EVALUATION.md);
-        the same numbers as ``predictor --evaluate``."""
+        (the rows evaluated), means over the rows with held-out items (``nan`` when there
+        is none), ranked without their own input items. Recall@K = hits / min(K,
+        |held-out|); NDCG with binary gains (the repository's EVALUATION.md); the same numbers
+        as ``predictor --evaluate``."""
         self._check_fitted()
         return dict(
             self._core.evaluate(

@@ -221,7 +221,7 @@ impl Core {
             batch,
         };
         py.detach(|| {
-            predict::run(model, &datasets, &self.settings, ask, |b, _| {
+            predict::run(model, &datasets, &self.settings, ask, |b| {
                 for i in 0..b.len() {
                     let (ranked, s) = b.recommendations(i);
                     items.extend(
@@ -248,7 +248,7 @@ impl Core {
         let model = self.model()?;
         let datasets = data::inputs(&model.descriptor, &x)?;
         let n = datasets.first().map_or(0, |d| d.examples());
-        let (mut values, mut width) = (Vec::new(), 0);
+        let mut values = Vec::new();
         let ask = Ask {
             k: 0,
             n_items: None,
@@ -258,23 +258,22 @@ impl Core {
             evaluate: None,
             batch,
         };
-        py.detach(|| {
-            predict::run(model, &datasets, &self.settings, ask, |b, units| {
-                if values.is_empty() {
-                    values.reserve_exact(n * units);
-                }
-                width = units;
+        let units = py.detach(|| {
+            predict::run(model, &datasets, &self.settings, ask, |b| {
                 if let Some(m) = b.layer {
+                    if values.is_empty() {
+                        values.reserve_exact(n * m.cols());
+                    }
                     values.extend_from_slice(m.data());
                 }
                 Ok(())
             })
         })?;
-        matrix(py, values, n, width)
+        matrix(py, values, n, units)
     }
 
     /// P@K, Recall@K and NDCG@K against `held_out`: `{"precision@K": …, "recall@K": …,
-    /// "ndcg@K": …, "users": evaluated rows}`.
+    /// "ndcg@K": …, "users": evaluated rows}` (NaN means when no row has held-out items).
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (x, held_out, ks, exclude_seen, n_items, batch))]
     fn evaluate<'py>(
@@ -300,12 +299,16 @@ impl Core {
             evaluate: Some((&held_out, &mut acc)),
             batch,
         };
-        py.detach(|| predict::run(model, &datasets, &self.settings, ask, |_, _| Ok(())))?;
+        py.detach(|| predict::run(model, &datasets, &self.settings, ask, |_| Ok(())))?;
         let d = PyDict::new(py);
-        for at in acc.means() {
-            d.set_item(format!("precision@{}", at.k), at.precision)?;
-            d.set_item(format!("recall@{}", at.k), at.recall)?;
-            d.set_item(format!("ndcg@{}", at.k), at.ndcg)?;
+        for &k in acc.ks() {
+            let at = acc.mean_at(k);
+            let (p, r, g) = at.map_or((f64::NAN, f64::NAN, f64::NAN), |m| {
+                (m.precision, m.recall, m.ndcg)
+            });
+            d.set_item(format!("precision@{k}"), p)?;
+            d.set_item(format!("recall@{k}"), r)?;
+            d.set_item(format!("ndcg@{k}"), g)?;
         }
         d.set_item("users", acc.users())?;
         Ok(d)

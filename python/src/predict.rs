@@ -79,8 +79,8 @@ pub fn shapes(model: &Model, datasets: &[Dataset]) -> Vec<DataShape> {
     shapes
 }
 
-/// Runs `model` over `datasets` (its input rows) as `ask` says, handing each batch and the
-/// units of `ask.layer` (0 without one) to `on_batch`; call it without the GIL.
+/// Runs `model` over `datasets` (its input rows) as `ask` says, handing each batch to
+/// `on_batch`; returns the units of `ask.layer` (0 without one). Call it without the GIL.
 ///
 /// Errors (`ValueError`s from the engine): inputs that do not fit the model (naming both
 /// widths), `n_items` above the output's units, `k` or a metric cutoff above the candidates,
@@ -91,8 +91,8 @@ pub fn run(
     datasets: &[Dataset],
     settings: &Settings,
     ask: Ask<'_>,
-    mut on_batch: impl FnMut(&PredictedBatch<'_>, usize) -> Result<(), Stop>,
-) -> Result<(), Stop> {
+    mut on_batch: impl FnMut(&PredictedBatch<'_>) -> Result<(), Stop>,
+) -> Result<usize, Stop> {
     let graph = Graph::compile(&model.descriptor, &shapes(model, datasets))?;
     let output = graph
         .outputs()
@@ -146,11 +146,12 @@ pub fn run(
     host_threads(settings.threads);
     let mut each = |b: &PredictedBatch<'_>| -> Result<(), Stop> {
         Python::attach(|py| py.check_signals()).map_err(Stop::Python)?;
-        on_batch(b, units)
+        on_batch(b)
     };
     moira::with_backend!(chosen, |backend| {
         let mut network = Network::build(backend, graph, config.batch, Optimizer::Sgd, 0)?;
         network.load_weights(model)?;
         predict::run(&mut network, &binding, &config, ask.evaluate, &mut each)
-    })
+    })?;
+    Ok(units)
 }

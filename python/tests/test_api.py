@@ -126,6 +126,8 @@ def test_embed_gives_each_layer(fitted, generated):
     assert np.array_equal(e[:10], fitted.embed(generated[:10], batch=3))
     out = fitted.embed(generated, "Output")
     assert np.allclose(out.sum(axis=1), 1, atol=1e-4)  # SoftMax
+    assert fitted.embed(generated[:0]).shape == (0, 32)
+    assert fitted.recommend(generated[:0], k=4)[0].shape == (0, 4)
 
 
 def test_evaluate_is_evaluationmd_metrics(fitted, generated):
@@ -141,6 +143,8 @@ def test_evaluate_is_evaluationmd_metrics(fitted, generated):
     items, _ = fitted.recommend(x, k=20)
     assert m["recall@20"] == pytest.approx(recall_at(items, held, 20), abs=1e-12)
     assert fitted.evaluate(x, held, k=10).keys() == {"precision@10", "recall@10", "ndcg@10", "users"}
+    none = fitted.evaluate(x, sp.csr_matrix(held.shape, dtype=np.float32), k=10)
+    assert none["users"] == 0 and np.isnan(none["recall@10"])
 
 
 def test_save_and_load_round_trip(fitted, generated, tmp_path):
