@@ -184,19 +184,21 @@ impl Descriptor {
     #[allow(clippy::should_implement_trait)]
     pub fn from_str(text: &str, file: impl Into<PathBuf>) -> Result<Descriptor> {
         let file = file.into();
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-            // serde_json's message ends with " at line L column C", which Error::Json prints.
-            let mut message = e.to_string();
-            if let Some(at) = message.rfind(" at line ") {
-                message.truncate(at);
-            }
-            Error::Json {
-                file: file.clone(),
-                line: e.line(),
-                column: e.column(),
-                message,
-            }
-        })?;
+        let value = serde_json::from_str(text)
+            .map(|json::Distinct(v)| v)
+            .map_err(|e| {
+                // serde_json's message ends with " at line L column C", which Error::Json prints.
+                let mut message = e.to_string();
+                if let Some(at) = message.rfind(" at line ") {
+                    message.truncate(at);
+                }
+                Error::Json {
+                    file: file.clone(),
+                    line: e.line(),
+                    column: e.column(),
+                    message,
+                }
+            })?;
         network::parse(&value, &file)
     }
 

@@ -367,7 +367,7 @@ fn structural_problems_are_rejected() {
         &["missing key `SourceInputLayer`, `SourceOutputLayer`"],
     );
     assert_rejected(
-        &with_hidden(r#", "Name": """#),
+        r#"{ "Layers": [ { "Name": "in", "N": 10 }, { "Name": "", "N": 4 } ] }"#,
         "Layers[1].Name",
         &["empty"],
     );
@@ -416,4 +416,29 @@ fn errors_display_file_path_and_message() {
         err,
         "nets/x.json: Layers[1].Activaton: unknown layer key `Activaton`; did you mean `Activation`?"
     );
+}
+
+/// A key repeated in one object (serde_json would keep the last silently) is an error at the
+/// repeated key's line.
+#[test]
+fn repeated_keys_are_rejected_at_their_line() {
+    let text = "{ \"Layers\": [\n  { \"N\": 64,\n    \"N\": 32 } ] }";
+    match Descriptor::from_str(text, "dup.json") {
+        Err(Error::Json {
+            file,
+            line,
+            message,
+            ..
+        }) => {
+            assert_eq!(file, Path::new("dup.json"));
+            assert_eq!(line, 3);
+            assert!(message.contains("the key `N` appears twice"), "{message}");
+        }
+        other => panic!("expected a JSON error, got {other:?}"),
+    }
+    let err = Descriptor::from_str(r#"{ "Name": "a", "Name": "b", "Layers": [] }"#, "d.json");
+    assert!(err
+        .unwrap_err()
+        .to_string()
+        .contains("`Name` appears twice"));
 }

@@ -526,20 +526,21 @@ fn train_net<B: Backend, C: Collective>(
     Ok(())
 }
 
-/// Refuses numeric flags outside their ranges, naming the flag and the value: a learning
-/// rate and a step factor that are not finite and positive, a negative or non-finite L1/L2
-/// penalty, a momentum or Adam β outside [0, 1), a zero batch or epoch count.
+/// Refuses numeric flags outside their ranges, naming the flag and the value: a negative or
+/// non-finite learning rate or L1/L2 penalty (a rate of 0 trains nothing, which writes the
+/// initial network), a step factor that is not finite and positive, a momentum or Adam β
+/// outside [0, 1), a zero batch or epoch count.
 fn check_numbers(args: &Args) -> Result<()> {
-    let positive = [
-        ("--alpha", args.alpha),
-        ("--alpha-multiplier", args.alpha_multiplier),
-    ];
-    for (flag, v) in positive {
-        if !(v.is_finite() && v > 0.0) {
-            bail!("{flag} {v}: expected a finite number above 0");
-        }
+    let v = args.alpha_multiplier;
+    if !(v.is_finite() && v > 0.0) {
+        bail!("--alpha-multiplier {v}: expected a finite number above 0");
     }
-    for (flag, v) in [("--lambda", args.lambda), ("--lambda1", args.lambda1)] {
+    let not_negative = [
+        ("--alpha", args.alpha),
+        ("--lambda", args.lambda),
+        ("--lambda1", args.lambda1),
+    ];
+    for (flag, v) in not_negative {
         if !(v.is_finite() && v >= 0.0) {
             bail!("{flag} {v}: expected a finite number, 0 or more");
         }
