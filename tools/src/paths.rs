@@ -1,5 +1,5 @@
-//! Output paths that must not replace an input: every tool checks its outputs against its
-//! inputs before it writes anything.
+//! Output paths that must not replace an input (every tool checks its outputs against its
+//! inputs before it writes anything), and the room left for them.
 
 use std::path::Path;
 
@@ -49,4 +49,76 @@ pub fn refuse_overwriting_inputs(
         }
     }
     Ok(())
+}
+
+/// Bytes an unprivileged process can still write on the file system holding `path` (its
+/// directory when `path` does not exist yet), or `None` when that cannot be told.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    let dir = if path.is_dir() {
+        path
+    } else {
+        match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        }
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+        // SAFETY: `c` is a NUL-terminated path and `stat` points to a statvfs that the call
+        // fills when it returns 0, the only case in which it is read.
+        if unsafe { libc::statvfs(c.as_ptr(), stat.as_mut_ptr()) } != 0 {
+            return None;
+        }
+        // SAFETY: statvfs returned 0, so it initialised `stat`.
+        let stat = unsafe { stat.assume_init() };
+        Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        None
+    }
+}
+
+/// Errors, naming the directory and both sizes, when the file system of `dir_of` has less
+/// than `needed` bytes free for `what`.
+pub fn require_room(dir_of: &Path, needed: u64, what: &str) -> Result<()> {
+    let Some(free) = free_bytes(dir_of) else {
+        return Ok(());
+    };
+    if free < needed {
+        let mib = |b: u64| b as f64 / 1048576.0;
+        let dir = dir_of.parent().filter(|p| !p.as_os_str().is_empty());
+        bail!(
+            "{} has {:.1} MiB free but {what} need {:.1} MiB: free some space or write elsewhere \
+             (No space left on device, otherwise, part of the way through)",
+            dir.unwrap_or(Path::new(".")).display(),
+            mib(free),
+            mib(needed)
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_is_checked_against_the_file_system_of_the_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("model.nc");
+        assert!(free_bytes(&out).is_some_and(|b| b > 0));
+        require_room(&out, 1, "a byte").unwrap();
+        let e = require_room(&out, u64::MAX / 2, "the network file")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&dir.path().display().to_string()) && e.contains("the network file"),
+            "{e}"
+        );
+    }
 }

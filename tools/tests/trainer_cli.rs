@@ -676,3 +676,36 @@ fn sizes_that_cannot_fit_are_refused_and_huge_batches_shrink_to_the_data() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(params(&f.path("b.nc")), params(&f.path("c.nc")));
 }
+
+/// A run whose files do not fit the free space of their file system is refused before it
+/// trains, naming the directory and the sizes (a 64 KiB tmpfs; skipped where mounting is not
+/// allowed).
+#[test]
+fn a_run_whose_files_cannot_fit_is_refused_before_training() {
+    let f = Fixture::new();
+    let tiny = f.path("tiny");
+    std::fs::create_dir(&tiny).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&tiny)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    let o = f.trainer(&[
+        "net.json",
+        "-i",
+        "input.nc",
+        "-o",
+        "output.nc",
+        "-n",
+        "tiny/m.nc",
+    ]);
+    let _ = Command::new("umount").arg(&tiny).status();
+    let e = stderr(&o);
+    assert!(!o.status.success(), "{e}");
+    assert!(e.contains("tiny") && e.contains("MiB free"), "{e}");
+    assert!(!e.contains("epoch 0"), "it trained first: {e}");
+}

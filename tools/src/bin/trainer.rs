@@ -19,7 +19,7 @@ use moira::train::{
     self, CheckpointPlan, DataBinding, Observer, TrainConfig, TrainState, Validation,
 };
 use moira_tools::device::{choose, DeviceArg};
-use moira_tools::paths::refuse_overwriting_inputs;
+use moira_tools::paths::{refuse_overwriting_inputs, require_room};
 use moira_tools::progress::Progress;
 use moira_tools::ranks;
 
@@ -465,6 +465,29 @@ fn train_net<B: Backend, C: Collective>(
             }
         }
     }
+    // Room for every file the run writes, before it trains (rank 0 writes them).
+    let room = if root {
+        let (model, checkpoint) = file_bytes(network.graph(), config.optimizer);
+        let checkpoints = plan.as_ref().map_or(0, |p| p.planned(&config).len() as u64);
+        let what = format!(
+            "the network file{}",
+            if checkpoints > 0 {
+                format!(" and {checkpoints} checkpoint(s)")
+            } else {
+                String::new()
+            }
+        );
+        require_room(out, model + checkpoints * checkpoint, &what)
+    } else {
+        Ok(())
+    };
+    let shared = room
+        .as_ref()
+        .map(|_| ())
+        .map_err(|e| moira::Error::InvalidData(format!("{e:#}")));
+    if let Err(e) = network.agree(shared) {
+        return Err(room.err().unwrap_or_else(|| e.into()));
+    }
     let data_bytes: u64 = datasets.iter().map(dataset_bytes).sum();
     tracing::info!(
         "{} examples; {description}; memory estimate {:.1} MiB (data {:.1}, network {:.1})",
@@ -580,6 +603,31 @@ fn placeholder_shapes(d: &Descriptor) -> Vec<moira::graph::DataShape> {
         });
     }
     shapes
+}
+
+/// The bytes of the files a run writes, about: the network file (every weight matrix, bias
+/// and batch-normalisation vector) and a checkpoint (the same with the optimizer's slots of
+/// each), with 64 KiB for the attributes.
+fn file_bytes(graph: &Graph, optimizer: Optimizer) -> (u64, u64) {
+    let weights: u64 = graph
+        .weights()
+        .iter()
+        .map(|w| (w.input_units * w.output_units) as u64)
+        .sum();
+    let biases: u64 = graph
+        .edges()
+        .iter()
+        .map(|e| graph.layer(e.target).units as u64)
+        .sum();
+    let norms: u64 = graph
+        .layers()
+        .iter()
+        .filter(|l| l.batch_normalization)
+        .map(|l| 4 * l.units as u64)
+        .sum();
+    let slots = moira::ops::optimizer::state_len(optimizer) as u64;
+    let model = 4 * (weights + biases + norms) + (64 << 10);
+    (model, model + 4 * slots * (weights + biases + norms / 2))
 }
 
 /// The metrics log's path: `--metrics-log`, or NETWORK_OUT with `.metrics.jsonl`.
