@@ -74,6 +74,8 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
         }
         // SAFETY: statvfs returned 0, so it initialised `stat`.
         let stat = unsafe { stat.assume_init() };
+        // The fields' types vary between platforms (u32 on some), hence the casts.
+        #[allow(clippy::unnecessary_cast)]
         Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
     }
     #[cfg(not(unix))]
