@@ -135,10 +135,10 @@ impl Core {
             .as_ref()
             .map_or(&self.descriptor, |m| &m.descriptor);
         let datasets = data::training(descriptor, &x, y.as_ref())?;
-        drop((x, y));
+        drop((x, y)); // the read borrows of the NumPy arrays end here: the engine has copies
         let validation = match validation {
             Some(v) => {
-                metrics(&validation_k)?;
+                metrics(&validation_k)?; // checked now rather than after the first epoch
                 Some((v.to_csr("validation", true)?, validation_k, validate_every))
             }
             None => None,
@@ -160,7 +160,7 @@ impl Core {
             validation,
         };
         let mut observer = PyObserver::new(callback);
-        let fitted = py.detach(|| fit::run(&job, &mut observer));
+        let fitted = py.detach(|| fit::run(job, &mut observer));
         let fitted = match (fitted, observer.error.take()) {
             (Ok(f), _) => f,
             (Err(_), Some(python)) => return Err(python),
@@ -178,6 +178,7 @@ impl Core {
 
     /// The top-`k` items of each row: `(items int32[n, k], scores float32[n, k])`, `-1` and
     /// `-inf` past the eligible items.
+    // The Python method's parameters, one for one.
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (x, k, exclude_seen, filter, filter_mode, n_items, batch))]
     fn recommend<'py>(
@@ -274,6 +275,7 @@ impl Core {
 
     /// P@K, Recall@K and NDCG@K against `held_out`: `{"precision@K": …, "recall@K": …,
     /// "ndcg@K": …, "users": evaluated rows}` (NaN means when no row has held-out items).
+    // The Python method's parameters, one for one.
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (x, held_out, ks, exclude_seen, n_items, batch))]
     fn evaluate<'py>(

@@ -166,7 +166,7 @@ pub fn report_dict<'py>(py: Python<'py>, r: &EpochReport) -> PyResult<Bound<'py,
 
 /// Trains as `job` says (call it without the GIL), then writes the training state to a new
 /// [`StateFile`] and takes the weights (refusing NaN or infinite ones: [`Error::Diverged`]).
-pub fn run(job: &Job<'_>, observer: &mut PyObserver) -> moira::Result<Fitted> {
+pub fn run(job: Job<'_>, observer: &mut PyObserver) -> moira::Result<Fitted> {
     let s = job.settings;
     let graph = Graph::compile(job.descriptor, &train::shapes(job.datasets))?;
     let binding = DataBinding::new(&graph, job.datasets, false)?;
