@@ -126,7 +126,9 @@ class Recommender:
         accepts (rows = examples, columns = the input layer's units), or a dict ``{DataSet
         name: matrix}`` for a network with several Input layers. ``y``: the targets, row-aligned
         with ``X``; ``None`` for an autoencoder (``X`` is its own target). Values that are all
-        1 train as DSSTNE's boolean data. ``validation``: held-out items per row of ``X`` (as
+        1 train as DSSTNE's boolean data; each row's entries are summed in the order given
+        (the converter's order gives ``trainer``'s bits); the matrices are copied once into the
+        engine's own arrays. ``validation``: held-out items per row of ``X`` (as
         wide as the output); after every ``validate_every`` epochs (and the last) the output is
         ranked without each row's own input items and P/Recall/NDCG@``validation_k`` recorded.
 
