@@ -12,6 +12,7 @@ use moira_datagen::{generate, Config, Format};
 #[derive(Parser, Debug)]
 #[command(
     name = "generate-data",
+    version,
     about = "Synthetic user × item implicit feedback: power-law item popularity, \
              log-normal history lengths, deterministic from --seed",
     after_help = "Examples:\n  generate-data --preset ml20m -o ml20m.txt\n  \

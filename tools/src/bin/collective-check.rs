@@ -16,7 +16,11 @@ use moira::collective::{sum_fixed, Collective, ReduceOp};
 use moira::ops::fixed::to_fixed;
 
 #[derive(Parser)]
-#[command(about = "Check Moira's collectives on the ranks of this run")]
+#[command(
+    name = "collective-check",
+    version,
+    about = "Check Moira's collectives on the ranks of this run"
+)]
 struct Args {
     /// Print the transport (`mpi` or `local`) and exit.
     #[arg(long)]

@@ -42,8 +42,12 @@ Fatal errors (exit code 1, `error: <message>`, no output file and no index chang
   gaps in the indices (file:line); in analog mode, a value that is empty, not a number or
   not finite (file:line); a sample or feature name with a TAB or CR inside (file:line);
   CSV: a line with fewer than 3 fields, an empty id, or a rating/timestamp that is used
-  and not a number (file:line); -c together with -m; a missing features index without -c;
-  no entries left to write.
+  and not a number (file:line); a missing features index without -c; no entries left to
+  write; an output (-o, or an index it rewrites) that is the same file as the input or an
+  index, or a directory.
+
+Usage errors (exit code 2, before anything is read): an unknown flag, a missing required
+flag, -c together with -m.
 
 Skipped with a warning (file:line; the first 10 of each kind are shown, then a count):
   text lines without a TAB or with an empty sample name; a feature with more than one
@@ -54,7 +58,7 @@ Skipped with a warning (file:line; the first 10 of each kind are shown, then a c
 
 /// Converts text data into a DSSTNE NetCDF dataset (DSSTNE's generateNetCDF).
 #[derive(Parser, Debug)]
-#[command(version, after_long_help = AFTER_HELP)]
+#[command(name = "converter", version, after_long_help = AFTER_HELP)]
 struct Args {
     /// Dataset name stored in the file (matched against a layer's DataSet)
     #[arg(short = 'd', long = "dataset", value_name = "NAME")]

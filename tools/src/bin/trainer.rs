@@ -63,7 +63,7 @@ impl From<OptimizerArg> for Optimizer {
 /// --force. Training stops with an error naming the epoch and batch when the loss or an
 /// output turns NaN or infinite; a diverged state is never saved.
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(name = "trainer", version)]
 struct Args {
     /// The network descriptor (JSON, DSSTNE dialect).
     #[arg(value_name = "NET.json")]
@@ -74,7 +74,8 @@ struct Args {
     /// Input dataset file (NetCDF).
     #[arg(short = 'i', long)]
     input: Option<PathBuf>,
-    /// Output (target) dataset file (NetCDF); may be the same as the input.
+    /// Output (target) dataset file (NetCDF); may be the input's file when that holds the
+    /// output layer's dataset too.
     #[arg(short = 'o', long)]
     output: Option<PathBuf>,
     /// Where to save the trained network (NetCDF, DSSTNE's model schema).
