@@ -95,8 +95,8 @@ pub fn require_room(dir_of: &Path, needed: u64, what: &str) -> Result<()> {
         let mib = |b: u64| b as f64 / 1048576.0;
         let dir = dir_of.parent().filter(|p| !p.as_os_str().is_empty());
         bail!(
-            "{} has {:.1} MiB free but {what} need {:.1} MiB: free some space or write elsewhere \
-             (No space left on device, otherwise, part of the way through)",
+            "{} has {:.1} MiB free, and {:.1} MiB are needed for {what}: free some space or \
+             write elsewhere (otherwise: No space left on device, part of the way through)",
             dir.unwrap_or(Path::new(".")).display(),
             mib(free),
             mib(needed)

@@ -539,7 +539,11 @@ fn train_net<B: Backend, C: Collective>(
         }),
         other => other,
     };
-    network.agree(saved)?;
+    match network.agree(saved) {
+        Ok(()) => {}
+        Err(e @ moira::Error::Diverged { .. }) => return Err(e.into()),
+        Err(e) => return Err(rescue(network, out, &e, plan.as_ref(), &config)),
+    }
     tracing::info!(
         "trained {} epochs in {:.1} s; saved {}; metrics in {}",
         config.epochs,
@@ -604,6 +608,46 @@ fn placeholder_shapes(d: &Descriptor) -> Vec<moira::graph::DataShape> {
         });
     }
     shapes
+}
+
+/// After the final network could not be written to `out` (`error`): saves it beside the
+/// system's temporary files instead (collective, as `Network::save`), and returns the error
+/// to report: the cause (the free space when the disk is full), where the trained weights
+/// went, and the last checkpoint to resume from, if any.
+fn rescue<B: Backend, C: Collective>(
+    network: &Network<B, C>,
+    out: &Path,
+    error: &moira::Error,
+    plan: Option<&CheckpointPlan>,
+    config: &TrainConfig,
+) -> anyhow::Error {
+    let (needed, _) = file_bytes(network.graph(), config.optimizer);
+    let full = moira_tools::paths::free_bytes(out)
+        .filter(|&free| free < needed)
+        .map(|free| {
+            format!(
+                " (No space left on device: {:.1} MiB free, {:.1} MiB needed)",
+                free as f64 / 1048576.0,
+                needed as f64 / 1048576.0
+            )
+        })
+        .unwrap_or_default();
+    let name = out.file_name().map_or("network.nc".into(), |n| n.to_string_lossy());
+    let spare = std::env::temp_dir().join(format!("{name}.rescued.nc"));
+    let rescued = network
+        .agree(network.save(&spare, Extras::default(), &[], true))
+        .map_or_else(
+            |e| format!("it could not be saved to {} either ({e})", spare.display()),
+            |()| format!("the trained network was saved to {} instead", spare.display()),
+        );
+    let checkpoint = plan
+        .and_then(|p| p.planned(config).into_iter().rev().find(|c| c.exists()))
+        .map(|c| format!("; the last checkpoint is {} (resume with --resume)", c.display()))
+        .unwrap_or_default();
+    anyhow::anyhow!(
+        "{} could not be written: {error}{full}; {rescued}{checkpoint}",
+        out.display()
+    )
 }
 
 /// The bytes of the files a run writes, about: the network file (every weight matrix, bias
