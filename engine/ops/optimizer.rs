@@ -38,6 +38,38 @@ pub struct Hyper {
     pub mu1: f32,
 }
 
+impl Hyper {
+    /// The hyperparameters of `optimizer` from the trainer's settings (shared by `trainer`
+    /// and the Python package, so that both train the same bits): `mu` defaults to 0.9 for
+    /// Adam, RMSProp and AdaDelta and to DSSTNE's 0.5 otherwise; Adam's `mu1` (β₂) of 0 means
+    /// 0.999.
+    pub fn for_optimizer(
+        optimizer: Optimizer,
+        alpha: f32,
+        lambda: f32,
+        lambda1: f32,
+        mu: Option<f32>,
+        mu1: f32,
+    ) -> Self {
+        let mu = mu.unwrap_or(match optimizer {
+            Optimizer::Adam | Optimizer::RmsProp | Optimizer::AdaDelta => 0.9,
+            _ => 0.5,
+        });
+        let mu1 = if optimizer == Optimizer::Adam && mu1 == 0.0 {
+            0.999
+        } else {
+            mu1
+        };
+        Hyper {
+            alpha,
+            lambda,
+            lambda1,
+            mu,
+            mu1,
+        }
+    }
+}
+
 impl Default for Hyper {
     /// DSSTNE's `train` CLI defaults: α 0.025, λ 0.0001, λ1 0, μ 0.5, μ1 0.
     fn default() -> Self {
@@ -182,6 +214,26 @@ pub enum LrSchedule {
     /// DSSTNE's CDL `AlphaInterval`/`AlphaMultiplier`: `α · multiplier^⌊epoch/interval⌋`
     /// (`epoch` 0-based; an interval of 0 means constant).
     Step { interval: u32, multiplier: f32 },
+}
+
+impl LrSchedule {
+    /// The schedule the trainer (and the Python package) derive from their settings: the
+    /// descriptor's `Decay` when positive, else a step schedule of `multiplier` every
+    /// `interval` epochs when `interval > 0`, else constant.
+    pub fn from_settings(descriptor_decay: f32, interval: u32, multiplier: f32) -> Self {
+        if descriptor_decay > 0.0 {
+            LrSchedule::Decay {
+                decay: descriptor_decay,
+            }
+        } else if interval > 0 {
+            LrSchedule::Step {
+                interval,
+                multiplier,
+            }
+        } else {
+            LrSchedule::Constant
+        }
+    }
 }
 
 /// The learning rate for `epoch` (0-based) after `batches` batches, from base rate `alpha`.

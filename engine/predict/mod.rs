@@ -23,4 +23,6 @@ pub use crate::topk::{
 };
 pub use metrics::{AtK, RankingMetrics};
 pub use recs::{format_user, RecsFormat};
-pub use run::{exclusions, input_items, multiply, run, FilterMode, PredictConfig, PredictedBatch};
+pub use run::{
+    exclusions, input_items, model_shapes, multiply, run, FilterMode, PredictConfig, PredictedBatch,
+};

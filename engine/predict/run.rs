@@ -33,7 +33,7 @@ use crate::dataset::Dataset;
 use crate::dense::Matrix;
 use crate::descriptor::LayerKind;
 use crate::error::{Error, Result};
-use crate::graph::{Graph, LayerId};
+use crate::graph::{DataShape, Graph, LayerId};
 use crate::network::Network;
 use crate::predict::metrics::RankingMetrics;
 use crate::sparse::Csr;
@@ -115,6 +115,29 @@ impl<'a> PredictedBatch<'a> {
             _ => (&[], &[]),
         }
     }
+}
+
+/// The shapes to compile a saved `model` against for prediction: those of the input
+/// `datasets`, and for every other data-bound layer (the outputs, whose data prediction does
+/// not read) its saved size.
+pub fn model_shapes(model: &crate::checkpoint::Model, datasets: &[Dataset]) -> Vec<DataShape> {
+    let mut shapes = crate::train::shapes(datasets);
+    let examples = datasets.first().map_or(0, Dataset::examples);
+    for layer in &model.descriptor.layers {
+        let (Some(name), crate::descriptor::Size::Fixed(dims)) = (&layer.dataset, &layer.size)
+        else {
+            continue;
+        };
+        if !shapes.iter().any(|s| &s.name == name) {
+            shapes.push(DataShape {
+                name: name.clone(),
+                dims: dims.clone(),
+                examples,
+                sparse: layer.sparse,
+            });
+        }
+    }
+    shapes
 }
 
 /// The dataset holding each example's own items, to exclude from its recommendations: the

@@ -109,7 +109,8 @@ impl Core {
     /// The layer table of the fitted or loaded network.
     fn summary(&self) -> PyResult<String> {
         let model = self.model()?;
-        let graph = Graph::compile(&model.descriptor, &predict::shapes(model, &[])).py()?;
+        let graph =
+            Graph::compile(&model.descriptor, &moira::predict::model_shapes(model, &[])).py()?;
         Ok(graph.layer_table())
     }
 

@@ -5,8 +5,8 @@
 use moira::backend::device::{choose, host_threads};
 use moira::checkpoint::Model;
 use moira::dataset::Dataset;
-use moira::descriptor::{LayerKind, Size};
-use moira::graph::{DataShape, Graph};
+use moira::descriptor::LayerKind;
+use moira::graph::Graph;
 use moira::network::Network;
 use moira::ops::Optimizer;
 use moira::predict::{
@@ -58,27 +58,6 @@ pub struct Ask<'a> {
     pub batch: usize,
 }
 
-/// The shapes to compile `model` against: the input datasets, and for every other
-/// data-bound layer its saved size (as `predictor` compiles a loaded model).
-pub fn shapes(model: &Model, datasets: &[Dataset]) -> Vec<DataShape> {
-    let mut shapes = train::shapes(datasets);
-    let examples = datasets.first().map_or(0, Dataset::examples);
-    for layer in &model.descriptor.layers {
-        let (Some(name), Size::Fixed(dims)) = (&layer.dataset, &layer.size) else {
-            continue;
-        };
-        if !shapes.iter().any(|s| &s.name == name) {
-            shapes.push(DataShape {
-                name: name.clone(),
-                dims: dims.clone(),
-                examples,
-                sparse: layer.sparse,
-            });
-        }
-    }
-    shapes
-}
-
 /// Runs `model` over `datasets` (its input rows) as `ask` says, handing each batch to
 /// `on_batch`; returns the units of `ask.layer` (0 without one). Call it without the GIL.
 ///
@@ -93,7 +72,7 @@ pub fn run(
     ask: Ask<'_>,
     mut on_batch: impl FnMut(&PredictedBatch<'_>) -> Result<(), Stop>,
 ) -> Result<usize, Stop> {
-    let graph = Graph::compile(&model.descriptor, &shapes(model, datasets))?;
+    let graph = Graph::compile(&model.descriptor, &predict::model_shapes(model, datasets))?;
     let output = graph
         .outputs()
         .next()

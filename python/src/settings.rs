@@ -99,21 +99,8 @@ impl Settings {
         if raw.batch == 0 {
             return Err(invalid("batch", "0; a minibatch holds at least 1 example"));
         }
-        // The trainer's defaults: μ 0.9 for Adam, RMSProp and AdaDelta (DSSTNE's 0.5
-        // otherwise), Adam's β2 0.999 when μ1 is 0.
-        let mut hyper = Hyper {
-            alpha: raw.alpha,
-            lambda: raw.l2,
-            lambda1: raw.l1,
-            mu: raw.mu.unwrap_or(match optimizer {
-                Optimizer::Adam | Optimizer::RmsProp | Optimizer::AdaDelta => 0.9,
-                _ => 0.5,
-            }),
-            mu1: raw.mu1,
-        };
-        if optimizer == Optimizer::Adam && hyper.mu1 == 0.0 {
-            hyper.mu1 = 0.999;
-        }
+        // The trainer's defaults (the same function as `trainer`'s).
+        let hyper = Hyper::for_optimizer(optimizer, raw.alpha, raw.l2, raw.l1, raw.mu, raw.mu1);
         Ok(Settings {
             epochs: raw.epochs,
             batch: raw.batch,
@@ -139,18 +126,8 @@ impl Settings {
         epochs: u32,
         first_epoch: u32,
     ) -> TrainConfig {
-        let schedule = if descriptor.decay > 0.0 {
-            LrSchedule::Decay {
-                decay: descriptor.decay,
-            }
-        } else if self.alpha_interval > 0 {
-            LrSchedule::Step {
-                interval: self.alpha_interval,
-                multiplier: self.alpha_multiplier,
-            }
-        } else {
-            LrSchedule::Constant
-        };
+        let schedule =
+            LrSchedule::from_settings(descriptor.decay, self.alpha_interval, self.alpha_multiplier);
         TrainConfig {
             epochs,
             batch: self.batch,

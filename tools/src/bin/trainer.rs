@@ -288,31 +288,16 @@ fn prepare(args: &Args, root: bool) -> Result<Option<Setup>> {
     }
     check_numbers(args)?;
     let optimizer: Optimizer = args.optimizer.into();
-    let mut hyper = Hyper {
-        alpha: args.alpha,
-        lambda: args.lambda,
-        lambda1: args.lambda1,
-        mu: args.mu.unwrap_or(match optimizer {
-            Optimizer::Adam | Optimizer::RmsProp | Optimizer::AdaDelta => 0.9,
-            _ => 0.5,
-        }),
-        mu1: args.mu1,
-    };
-    if optimizer == Optimizer::Adam && hyper.mu1 == 0.0 {
-        hyper.mu1 = 0.999;
-    }
-    let schedule = if descriptor.decay > 0.0 {
-        LrSchedule::Decay {
-            decay: descriptor.decay,
-        }
-    } else if args.alpha_interval > 0 {
-        LrSchedule::Step {
-            interval: args.alpha_interval,
-            multiplier: args.alpha_multiplier,
-        }
-    } else {
-        LrSchedule::Constant
-    };
+    let hyper = Hyper::for_optimizer(
+        optimizer,
+        args.alpha,
+        args.lambda,
+        args.lambda1,
+        args.mu,
+        args.mu1,
+    );
+    let schedule =
+        LrSchedule::from_settings(descriptor.decay, args.alpha_interval, args.alpha_multiplier);
     // A minibatch larger than the data is one minibatch of all of it: buffers for the
     // examples there are (the same training, a memory estimate that fits the data).
     let examples = datasets.first().map_or(0, Dataset::examples);
@@ -632,17 +617,29 @@ fn rescue<B: Backend, C: Collective>(
             )
         })
         .unwrap_or_default();
-    let name = out.file_name().map_or("network.nc".into(), |n| n.to_string_lossy());
+    let name = out
+        .file_name()
+        .map_or("network.nc".into(), |n| n.to_string_lossy());
     let spare = std::env::temp_dir().join(format!("{name}.rescued.nc"));
     let rescued = network
         .agree(network.save(&spare, Extras::default(), &[], true))
         .map_or_else(
             |e| format!("it could not be saved to {} either ({e})", spare.display()),
-            |()| format!("the trained network was saved to {} instead", spare.display()),
+            |()| {
+                format!(
+                    "the trained network was saved to {} instead",
+                    spare.display()
+                )
+            },
         );
     let checkpoint = plan
         .and_then(|p| p.planned(config).into_iter().rev().find(|c| c.exists()))
-        .map(|c| format!("; the last checkpoint is {} (resume with --resume)", c.display()))
+        .map(|c| {
+            format!(
+                "; the last checkpoint is {} (resume with --resume)",
+                c.display()
+            )
+        })
         .unwrap_or_default();
     anyhow::anyhow!(
         "{} could not be written: {error}{full}; {rescued}{checkpoint}",

@@ -9,43 +9,21 @@ use crate::device::choose;
 use crate::ranks;
 use anyhow::{bail, Context, Result};
 use moira::backend::Backend;
-use moira::checkpoint::{load_model, Model};
+use moira::checkpoint::load_model;
 use moira::collective::Collective;
 use moira::dataset::index::Index;
-use moira::dataset::Dataset;
-use moira::descriptor::{LayerKind, Size};
-use moira::graph::{DataShape, Graph};
+use moira::descriptor::LayerKind;
+use moira::graph::Graph;
 use moira::network::Network;
 use moira::ops::Optimizer;
 use moira::predict::recs::{format_user, names, RecsFormat};
 use moira::predict::{self, input_items, PredictConfig, PredictedBatch, RankingMetrics, NO_ITEM};
-use moira::train::{self, DataBinding};
+use moira::train::DataBinding;
 
 use super::args::Args;
 use super::filter::{self, single_sparse};
 use super::input::{self, check_index};
 use super::output::{layer_format, AtomicFile, LayerWriter};
-
-/// The shapes to compile against: the input datasets, and for every other data-bound layer
-/// its saved size.
-fn shapes(model: &Model, datasets: &[Dataset]) -> Vec<DataShape> {
-    let mut shapes = train::shapes(datasets);
-    let examples = datasets.first().map_or(0, Dataset::examples);
-    for layer in &model.descriptor.layers {
-        let (Some(name), Size::Fixed(dims)) = (&layer.dataset, &layer.size) else {
-            continue;
-        };
-        if !shapes.iter().any(|s| &s.name == name) {
-            shapes.push(DataShape {
-                name: name.clone(),
-                dims: dims.clone(),
-                examples,
-                sparse: layer.sparse,
-            });
-        }
-    }
-    shapes
-}
 
 /// Where the recommendations or the layer go.
 enum Sink {
@@ -92,14 +70,17 @@ pub fn run<C: Collective>(args: Args, comm: Option<&C>) -> Result<()> {
     })();
     let (model, input) = ranks::agree(comm, loaded)?;
     let datasets = &input.datasets;
-    let graph =
-        Graph::compile(&model.descriptor, &shapes(&model, datasets)).with_context(|| {
-            format!(
-                "{} does not fit {}",
-                input.path.display(),
-                args.network.display()
-            )
-        })?;
+    let graph = Graph::compile(
+        &model.descriptor,
+        &moira::predict::model_shapes(&model, datasets),
+    )
+    .with_context(|| {
+        format!(
+            "{} does not fit {}",
+            input.path.display(),
+            args.network.display()
+        )
+    })?;
     let output = graph
         .outputs()
         .next()
