@@ -19,6 +19,7 @@ pub mod parallel;
 pub mod predict;
 pub mod rng;
 pub mod sparse;
+pub mod storage;
 pub mod topk;
 pub mod train;
 

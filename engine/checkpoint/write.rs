@@ -128,10 +128,10 @@ pub(super) fn save_atomically(
                 .map_err(|e| Error::io(&temp, e))
         })
         .and_then(|()| fs::rename(&temp, path).map_err(|e| Error::io(path, e)));
-    if result.is_err() {
+    if let Err(e) = result {
         let _ = fs::remove_file(&temp);
         streams.drain()?;
-        return result;
+        return Err(crate::storage::name_full_disk(path, e));
     }
     // Make the rename durable; not all platforms can open a directory, so this is best-effort.
     if let Ok(d) = fs::File::open(&dir) {

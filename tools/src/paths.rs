@@ -51,39 +51,7 @@ pub fn refuse_overwriting_inputs(
     Ok(())
 }
 
-/// Bytes an unprivileged process can still write on the file system holding `path` (its
-/// directory when `path` does not exist yet), or `None` when that cannot be told.
-pub fn free_bytes(path: &Path) -> Option<u64> {
-    let dir = if path.is_dir() {
-        path
-    } else {
-        match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        }
-    };
-    #[cfg(unix)]
-    {
-        use std::os::unix::ffi::OsStrExt;
-        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-        let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
-        // SAFETY: `c` is a NUL-terminated path and `stat` points to a statvfs that the call
-        // fills when it returns 0, the only case in which it is read.
-        if unsafe { libc::statvfs(c.as_ptr(), stat.as_mut_ptr()) } != 0 {
-            return None;
-        }
-        // SAFETY: statvfs returned 0, so it initialised `stat`.
-        let stat = unsafe { stat.assume_init() };
-        // The fields' types vary between platforms (u32 on some), hence the casts.
-        #[allow(clippy::unnecessary_cast)]
-        Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        None
-    }
-}
+pub use moira::storage::free_bytes;
 
 /// Errors, naming the directory and both sizes, when the file system of `dir_of` has less
 /// than `needed` bytes free for `what`.

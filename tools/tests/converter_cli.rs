@@ -271,3 +271,52 @@ fn nul_bytes_are_not_labels() {
     );
     assert_eq!(files(dir.path()), ["lists.txt"]);
 }
+
+/// A conversion into a full file system names the cause (NetCDF itself says "Permission
+/// denied") and leaves nothing behind (a 64 KiB tmpfs, filled; skipped where mounting is not
+/// allowed).
+#[test]
+fn a_full_disk_is_named_as_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("lists.txt"), "u1 1 2 3\nu2 4 5\n").unwrap();
+    let full = dir.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&full)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    // Fill it (the write stops at the end of the space).
+    let _ = std::fs::write(full.join("filler"), vec![0u8; 1 << 20]);
+    let o = converter(
+        dir.path(),
+        &[
+            "--format",
+            "lists",
+            "-d",
+            "x",
+            "-i",
+            "lists.txt",
+            "-o",
+            "full/x.nc",
+            "-f",
+            "f",
+            "-s",
+            "s",
+            "-c",
+        ],
+    );
+    let listing = files(&full);
+    let _ = std::process::Command::new("umount").arg(&full).status();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("No space left on device"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(listing, ["filler"]);
+}

@@ -75,7 +75,9 @@ impl DenseWriter {
         let tmp = crate::dataset::index::temp_beside(path)?;
         let _lock = crate::netcdf_lock::hold();
         let nc = |item: &'static str| {
-            move |e: netcdf::Error| Error::netcdf(path, Some(item), e.to_string())
+            move |e: netcdf::Error| {
+                crate::storage::name_full_disk(path, Error::netcdf(path, Some(item), e.to_string()))
+            }
         };
         let mut file = netcdf::create(tmp.path()).map_err(nc("(create)"))?;
         let mut attr = |key: &'static str, value: AttributeValue| -> Result<()> {
@@ -134,7 +136,9 @@ impl DenseWriter {
             return Ok(());
         }
         let path = &self.path;
-        let err = |e: netcdf::Error| Error::netcdf(path, Some(VAR), e.to_string());
+        let err = |e: netcdf::Error| {
+            crate::storage::name_full_disk(path, Error::netcdf(path, Some(VAR), e.to_string()))
+        };
         let _lock = crate::netcdf_lock::hold();
         let file = self
             .file
@@ -172,8 +176,10 @@ impl DenseWriter {
         {
             let _lock = crate::netcdf_lock::hold();
             if let Some(file) = self.file.take() {
-                file.close()
-                    .map_err(|e| Error::netcdf(&self.path, Some("(close)"), e.to_string()))?;
+                file.close().map_err(|e| {
+                    let e = Error::netcdf(&self.path, Some("(close)"), e.to_string());
+                    crate::storage::name_full_disk(&self.path, e)
+                })?;
             }
         }
         let tmp = self.tmp.take().expect("present until finished");

@@ -69,7 +69,9 @@ pub(crate) fn write_temp(path: &Path, datasets: &[&Dataset]) -> Result<tempfile:
     let _lock = crate::netcdf_lock::hold();
     let nc = |item: &str| {
         let item = item.to_owned();
-        move |e: netcdf::Error| Error::netcdf(path, Some(&item), e.to_string())
+        move |e: netcdf::Error| {
+            crate::storage::name_full_disk(path, Error::netcdf(path, Some(&item), e.to_string()))
+        }
     };
     let mut file = netcdf::create(tmp.path()).map_err(nc("(create)"))?;
     let count = u32::try_from(datasets.len())
