@@ -499,7 +499,7 @@ fn train_net<B: Backend, C: Collective>(
         Some(p) => p,
         None => &mut train::Quiet,
     };
-    train::train_with(
+    let trained = train::train_with(
         network,
         &binding,
         &config,
@@ -507,7 +507,23 @@ fn train_net<B: Backend, C: Collective>(
         observer,
         &mut state,
         plan.as_ref(),
-    )?;
+    );
+    if let Err(e) = trained {
+        // A checkpoint that could not be written (a full disk, say) must not lose the
+        // trained weights: every rank learns whether rank 0's error was a write error, and
+        // then they save the network elsewhere together.
+        let mut write_failed = [u64::from(
+            network.is_root() && matches!(e, moira::Error::NetCdf { .. } | moira::Error::Io { .. }),
+        )];
+        network
+            .comm()
+            .all_reduce(&mut write_failed, moira::collective::ReduceOp::Max)?;
+        if write_failed[0] == 1 {
+            let headline = format!("training stopped: {e}");
+            return Err(rescue(network, out, headline, plan.as_ref(), &config));
+        }
+        return Err(e.into());
+    }
     if let Some(p) = progress.as_mut() {
         p.finish();
     }
@@ -527,7 +543,10 @@ fn train_net<B: Backend, C: Collective>(
     match network.agree(saved) {
         Ok(()) => {}
         Err(e @ moira::Error::Diverged { .. }) => return Err(e.into()),
-        Err(e) => return Err(rescue(network, out, &e, plan.as_ref(), &config)),
+        Err(e) => {
+            let headline = format!("{} could not be written: {e}", out.display());
+            return Err(rescue(network, out, headline, plan.as_ref(), &config));
+        }
     }
     tracing::info!(
         "trained {} epochs in {:.1} s; saved {}; metrics in {}",
@@ -595,20 +614,21 @@ fn placeholder_shapes(d: &Descriptor) -> Vec<moira::graph::DataShape> {
     shapes
 }
 
-/// After the final network could not be written to `out` (`error`): saves it beside the
-/// system's temporary files instead (collective, as `Network::save`), and returns the error
-/// to report: the cause (the free space when the disk is full), where the trained weights
-/// went, and the last checkpoint to resume from, if any.
+/// After a file of the run could not be written (the final network to `out`, or a
+/// checkpoint beside it; `headline` says which and why): saves the trained network to the
+/// system's temporary directory instead (collective, as `Network::save`), and returns the
+/// error to report: `headline`, the free space when the disk is full, where the trained
+/// weights went, and the last checkpoint to resume from, if any.
 fn rescue<B: Backend, C: Collective>(
     network: &Network<B, C>,
     out: &Path,
-    error: &moira::Error,
+    headline: String,
     plan: Option<&CheckpointPlan>,
     config: &TrainConfig,
 ) -> anyhow::Error {
     let (needed, _) = file_bytes(network.graph(), config.optimizer);
     let full = moira_tools::paths::free_bytes(out)
-        .filter(|&free| free < needed)
+        .filter(|&free| free < needed && !headline.contains("No space left"))
         .map(|free| {
             format!(
                 " (No space left on device: {:.1} MiB free, {:.1} MiB needed)",
@@ -641,10 +661,7 @@ fn rescue<B: Backend, C: Collective>(
             )
         })
         .unwrap_or_default();
-    anyhow::anyhow!(
-        "{} could not be written: {error}{full}; {rescued}{checkpoint}",
-        out.display()
-    )
+    anyhow::anyhow!("{headline}{full}; {rescued}{checkpoint}")
 }
 
 /// The bytes of the files a run writes, about: the network file (every weight matrix, bias
