@@ -426,18 +426,6 @@ fn train_net<B: Backend, C: Collective>(
     }
     let plan =
         (args.checkpoint_every > 0).then(|| CheckpointPlan::beside(out, args.checkpoint_every));
-    if root {
-        let planned = plan.iter().flat_map(|p| p.planned(&config));
-        for path in std::iter::once(out.clone()).chain(planned) {
-            for stale in moira::checkpoint::remove_stale_temporaries(&path)? {
-                tracing::info!(
-                    "removed {}, left by an interrupted save of {}",
-                    stale.display(),
-                    path.display()
-                );
-            }
-        }
-    }
     if let Some(plan) = &plan {
         for path in plan.planned(&config) {
             setup.refuse_overwriting_inputs("--checkpoint-every", &path)?;
@@ -451,19 +439,10 @@ fn train_net<B: Backend, C: Collective>(
             }
         }
     }
-    // Room for every file the run writes, before it trains (rank 0 writes them).
+    // Rank 0 writes the files: it clears what interrupted saves left, and checks the room
+    // for every file the run writes before it trains; the outcome is every rank's.
     let room = if root {
-        let (model, checkpoint) = file_bytes(network.graph(), config.optimizer);
-        let checkpoints = plan.as_ref().map_or(0, |p| p.planned(&config).len() as u64);
-        let what = format!(
-            "the network file{}",
-            if checkpoints > 0 {
-                format!(" and {checkpoints} checkpoint(s)")
-            } else {
-                String::new()
-            }
-        );
-        require_room(out, model + checkpoints * checkpoint, &what)
+        prepare_outputs(network.graph(), out, plan.as_ref(), &config)
     } else {
         Ok(())
     };
@@ -540,13 +519,22 @@ fn train_net<B: Backend, C: Collective>(
         }),
         other => other,
     };
+    // A write error on rank 0 (not a refusal of non-finite weights) sends every rank to the
+    // rescue, which is collective.
+    let mut write_failed = [u64::from(matches!(
+        saved,
+        Err(moira::Error::NetCdf { .. } | moira::Error::Io { .. })
+    ))];
+    network
+        .comm()
+        .all_reduce(&mut write_failed, moira::collective::ReduceOp::Max)?;
     match network.agree(saved) {
         Ok(()) => {}
-        Err(e @ moira::Error::Diverged { .. }) => return Err(e.into()),
-        Err(e) => {
+        Err(e) if write_failed[0] == 1 => {
             let headline = format!("{} could not be written: {e}", out.display());
             return Err(rescue(network, out, headline, plan.as_ref(), &config));
         }
+        Err(e) => return Err(e.into()),
     }
     tracing::info!(
         "trained {} epochs in {:.1} s; saved {}; metrics in {}",
@@ -612,6 +600,38 @@ fn placeholder_shapes(d: &Descriptor) -> Vec<moira::graph::DataShape> {
         });
     }
     shapes
+}
+
+/// What rank 0 does before training: removes the temporary files that interrupted saves of
+/// `out` and of the planned checkpoints left (a log line each), and checks that their file
+/// system has room for the network file and every planned checkpoint.
+fn prepare_outputs(
+    graph: &Graph,
+    out: &Path,
+    plan: Option<&CheckpointPlan>,
+    config: &TrainConfig,
+) -> Result<()> {
+    let planned = plan.map(|p| p.planned(config)).unwrap_or_default();
+    for path in std::iter::once(out).chain(planned.iter().map(PathBuf::as_path)) {
+        for stale in moira::checkpoint::remove_stale_temporaries(path)? {
+            tracing::info!(
+                "removed {}, left by an interrupted save of {}",
+                stale.display(),
+                path.display()
+            );
+        }
+    }
+    let (model, checkpoint) = file_bytes(graph, config.optimizer);
+    let checkpoints = planned.len() as u64;
+    let what = format!(
+        "the network file{}",
+        if checkpoints > 0 {
+            format!(" and {checkpoints} checkpoint(s)")
+        } else {
+            String::new()
+        }
+    );
+    require_room(out, model + checkpoints * checkpoint, &what)
 }
 
 /// After a file of the run could not be written (the final network to `out`, or a
