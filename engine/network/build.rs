@@ -215,7 +215,8 @@ impl<B: Backend, C: Collective> Network<B, C> {
 
     /// Bytes this rank's device buffers hold (weight blocks, gradients, optimizer state,
     /// batch normalisation, activations, deltas, gathered inputs, scratch) for its capacity,
-    /// not counting the current minibatch ([`MemoryPlan`]).
+    /// not counting the current minibatch: what the build checked against the device's
+    /// available memory.
     pub fn buffer_bytes(&self) -> u64 {
         let plan = MemoryPlan::new(
             &self.graph,

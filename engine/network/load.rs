@@ -15,9 +15,9 @@ impl<B: Backend, C: Collective> Network<B, C> {
     /// layers must all be given; output layers must be given for training and loss, not for
     /// prediction.
     ///
-    /// Each rank keeps what it needs: an Input's whole rows when a [`Route::Whole`] or
-    /// [`Route::GatherSource`] edge leaves it, its local columns when a
-    /// [`Route::ReducePartials`] one does, and each Output's local columns. Rows of a
+    /// Each rank keeps what it needs: an Input's whole rows when a `Route::Whole` or
+    /// `Route::GatherSource` edge leaves it, its local columns when a
+    /// `Route::ReducePartials` one does, and each Output's local columns. Rows of a
     /// column-sharded dataset may carry only this rank's columns
     /// ([`crate::dataset::Dataset::retain_columns`]); the columns outside the local range are
     /// dropped here either way.

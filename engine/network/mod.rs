@@ -36,7 +36,7 @@
 //!   normalisation scale and shift with the chosen optimizer (biases, scales and shifts
 //!   unregularised).
 //!
-//! # Across ranks ([`Route`] per edge)
+//! # Across ranks (a `Route` per edge)
 //! - forward through an output-sharded edge: all-gather the source activations (a sparse or
 //!   dense Input's rows are whole on every rank), then `z_local += a·W_local`; through an
 //!   input-sharded edge: `P = a_local·W_local` (`batch × out`, partial sums), reduce-scattered

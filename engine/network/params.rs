@@ -108,7 +108,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
     }
 
     /// Per graph edge, in edge order: `(W [rows][cols], bias)`, `W` empty (`0 × 0`) for an
-    /// edge using a shared weight (see the [module documentation](self)); whole on rank 0,
+    /// edge using a shared weight; whole on rank 0,
     /// `0 × 0` and empty on other ranks.
     pub fn download_params(&self) -> Result<Vec<(Matrix, Vec<f32>)>> {
         self.per_edge(|p| &p.w, |b| &b.b)

@@ -41,8 +41,8 @@
 //!
 //! A rank that holds columns `col_offset..col_offset + width` of the output layer calls
 //! [`top_k_batch`] with that offset: exclusions are global column indices and the output holds
-//! local ones. [`merge_top_k`](merge::merge_top_k) and
-//! [`merge_top_k_batch`](merge::merge_top_k_batch) then combine the per-shard lists (each with
+//! local ones. [`merge_top_k`] and
+//! [`merge_top_k_batch`] then combine the per-shard lists (each with
 //! its offset) into the global top-K, in the same order (DSSTNE's multi-GPU predict).
 
 pub mod merge;

@@ -201,7 +201,7 @@ fn checkpoint_extras<B: Backend, C: Collective>(
 }
 
 /// Writes the checkpoint of `network` after `epochs_done` epochs of training with `config`
-/// to `path` (`state` the state of the training loop; see the [module documentation](self)):
+/// to `path` (`state` the state of the training loop; see [`crate::train`]'s checkpoints):
 /// the model with the optimizer state, the update count and the loop's state in its extras,
 /// streamed by [`Network::save`] (rank 0 writes; no rank holds the whole model). A weight or
 /// bias with NaN or infinite values stops the save ([`Error::NonFiniteWeight`]).

@@ -2,6 +2,7 @@
 //! ([`device`]) and the predictor's work ([`predict`]).
 
 pub mod device;
+pub mod outputs;
 pub mod paths;
 pub mod predict;
 pub mod progress;

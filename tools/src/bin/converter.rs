@@ -69,7 +69,7 @@ struct Args {
     /// Output NetCDF file
     #[arg(short = 'o', long = "output", value_name = "OUT.nc")]
     output: PathBuf,
-    /// Features index file (label<TAB>index), read and/or written
+    /// Features index file (`label<TAB>index`), read and/or written
     #[arg(short = 'f', long = "features", value_name = "FEATURES_INDEX")]
     features: PathBuf,
     /// Samples index file, loaded if it exists, extended, rewritten if changed
