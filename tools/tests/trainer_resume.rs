@@ -538,3 +538,44 @@ fn stale_temporaries_of_the_outputs_are_removed_at_the_start() {
     }
     assert!(f.path(&alive).exists());
 }
+
+/// A file of the run that cannot be written (here: the output directory disappears during
+/// training, so the next checkpoint fails) does not lose the trained network: it is saved to
+/// the temporary directory and the message says where.
+#[test]
+fn a_failed_write_rescues_the_trained_network() {
+    let f = Fixture::new(300, 500);
+    std::fs::create_dir(f.path("out")).unwrap();
+    let tmp = f.path("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let run = [
+        &BASE[..],
+        &["-e", "3000", "-n", "out/r.nc", "--checkpoint-every", "1"],
+    ]
+    .concat();
+    let child = Command::new(TRAINER)
+        .current_dir(f.0.path())
+        .env("TMPDIR", &tmp)
+        .args(&run)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !f.path("out/r.epoch1.nc").exists() {
+        assert!(start.elapsed().as_secs() < 60, "no first checkpoint");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    // The trainer may be creating a file there at that moment: try again until it is gone.
+    while std::fs::remove_dir_all(f.path("out")).is_err() && f.path("out").exists() {
+        assert!(start.elapsed().as_secs() < 60, "out/ cannot be removed");
+    }
+    let out = child.wait_with_output().unwrap();
+    let e = stderr(&out);
+    assert!(!out.status.success(), "{e}");
+    assert!(
+        e.contains("training stopped") && e.contains("r.nc.rescued.nc"),
+        "{e}"
+    );
+    let rescued = load_model(&tmp.join("r.nc.rescued.nc")).unwrap();
+    assert!(!rescued.weights.is_empty());
+}

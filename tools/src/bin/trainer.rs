@@ -281,6 +281,14 @@ fn prepare(args: &Args, root: bool) -> Result<Option<Setup>> {
     if out.exists() && !args.force {
         bail!("{} exists; pass --force to overwrite it", out.display());
     }
+    let out_dir = out.parent().filter(|p| !p.as_os_str().is_empty());
+    if !out_dir.unwrap_or(Path::new(".")).is_dir() {
+        bail!(
+            "-n {}: the directory {} does not exist",
+            out.display(),
+            out_dir.unwrap_or(Path::new(".")).display()
+        );
+    }
     if args.resume.as_deref() == Some(out.as_path()) {
         bail!(
             "--resume and -n name the same file {}; write the result to another file",
