@@ -15,9 +15,11 @@ use crate::error::{Error, Result};
 use crate::graph::Layer;
 use crate::ops::optimizer::Hyper;
 use crate::ops::{Activation, Trans};
+use crate::parallel::data::{gather_rows, keep_rows, sum_gradients};
 use crate::parallel::host::{
     clip_split_row_norms, gather_columns, reduce_columns, softmax_delta, SoftmaxTargets,
 };
+use crate::parallel::Parallelism;
 
 /// `out = alpha·xᵀ·δ + beta·out` (`transposed`: `alpha·δᵀ·x`), the weight-gradient product of
 /// an edge with source rows `x`; `out` is the gradient or, for a fused update, the weight.
@@ -89,13 +91,24 @@ impl<B: Backend, C: Collective> Network<B, C> {
                 }
             }
             if let Some(bn) = self.batch_norm[li].as_mut() {
-                bn.backward(&self.backend, MatMut::new(delta, rows, local))?;
+                if self.parallelism == Parallelism::Data && self.comm.size() > 1 {
+                    // Through the whole minibatch's statistics: the whole minibatch's rows on
+                    // every rank (γ's and β's gradients are then the same on every rank).
+                    let (counts, share) = (&self.row_counts, self.share);
+                    let whole = &mut self.whole_rows[0];
+                    gather_rows(&self.backend, &self.comm, delta, counts, local, whole)?;
+                    bn.backward(&self.backend, MatMut::new(whole, share.total, local))?;
+                    keep_rows(&self.backend, whole, share, local, delta)?;
+                } else {
+                    bn.backward(&self.backend, MatMut::new(delta, rows, local))?;
+                }
             }
             if let Some(full) = self.delta_full[li].as_mut() {
                 let timers = &self.timers;
                 gather_columns(&self.backend, &self.comm, timers, delta, rows, &split, full)?;
             }
-            let alpha = -1.0 / rows as f32;
+            // The mean over the whole minibatch (every rank's rows under data parallelism).
+            let alpha = -1.0 / self.share.total as f32;
             for &eid in &layer.incoming {
                 let edge = self.graph.edge(eid);
                 let (src, wi, route) = (edge.source.0, edge.weight.0, self.routes[eid.0]);
@@ -237,15 +250,57 @@ impl<B: Backend, C: Collective> Network<B, C> {
                 written[skip.0] = true;
             }
         }
+        if self.splits_examples() {
+            self.sum_gradients()?;
+        }
         Ok(())
+    }
+
+    /// Data parallelism: every weight's and edge bias's gradient summed over the ranks
+    /// (exact, [`crate::parallel::data::sum_gradients`]), so every rank holds the whole
+    /// minibatch's gradients. Batch normalisation's come from the whole minibatch already.
+    fn sum_gradients(&mut self) -> Result<()> {
+        let mut grads: Vec<(&mut B::Vector, usize)> = Vec::new();
+        for p in &mut self.params {
+            let n = p.rows * p.cols;
+            grads.push((&mut p.dw, n));
+        }
+        for b in &mut self.biases {
+            let n = b.cols;
+            grads.push((&mut b.db, n));
+        }
+        sum_gradients(&self.backend, &self.comm, &mut grads)
     }
 
     /// Hidden layer `li`'s local `∂L/∂a` (zero when nothing was `written` to it) to `∂L/∂z`
     /// before `DeltaNorm` and batch normalisation ([`hidden_layer_delta`]: the sparseness
     /// penalty is per unit over the batch, so local; dropout draws the global mask).
-    fn hidden_delta(&mut self, li: usize, written: bool, seed: u64) -> Result<()> {
+    fn hidden_delta(&mut self, li: usize, mut written: bool, seed: u64) -> Result<()> {
         let layer = &self.graph.layers()[li];
         let (mask, cols) = (self.mask(layer, seed), self.local_len(layer.id));
+        let split_penalty = self.splits_examples() && layer.sparseness_penalty.is_some();
+        if let (true, Some(penalty)) = (split_penalty, layer.sparseness_penalty) {
+            // The mean activation of the whole minibatch: the penalty on its rows on every
+            // rank, this rank's rows kept.
+            let delta = self.deltas[li].as_mut().expect("hidden layers have deltas");
+            if !written {
+                self.backend.upload(delta, &vec![0.0; self.rows * cols])?;
+                written = true;
+            }
+            let a = self.units[li].as_ref().expect("hidden layers are dense");
+            let (counts, share) = (&self.row_counts, self.share);
+            let [whole_a, whole_delta] = &mut self.whole_rows;
+            gather_rows(&self.backend, &self.comm, a, counts, cols, whole_a)?;
+            gather_rows(&self.backend, &self.comm, delta, counts, cols, whole_delta)?;
+            self.backend.sparseness_penalty(
+                MatMut::new(whole_delta, share.total, cols),
+                Mat::new(whole_a, share.total, cols),
+                penalty.p,
+                penalty.beta,
+            )?;
+            keep_rows(&self.backend, whole_delta, share, cols, delta)?;
+        }
+        let layer = &self.graph.layers()[li];
         hidden_layer_delta(
             &self.backend,
             layer,
@@ -256,6 +311,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
             self.pre_dropout[li].as_ref(),
             (self.rows, cols),
             written,
+            !split_penalty,
             mask,
         )
     }

@@ -12,7 +12,7 @@ use crate::ops::init::{init_bias, init_weights};
 use crate::ops::optimizer::state_len;
 use crate::ops::{Activation, Optimizer};
 use crate::parallel::host::Timers;
-use crate::parallel::ShardPlan;
+use crate::parallel::{Choice, Parallelism, RowShare, ShardPlan};
 
 impl<B: Backend> Network<B, Local> {
     /// Allocates a one-rank network for `graph` on `backend` for minibatches of up to
@@ -49,12 +49,48 @@ impl<B: Backend, C: Collective> Network<B, C> {
         optimizer: Optimizer,
         seed: u64,
     ) -> Result<Self> {
+        Self::build_parallel(
+            backend,
+            comm,
+            graph,
+            capacity,
+            optimizer,
+            seed,
+            Parallelism::Model,
+        )
+    }
+
+    /// [`Network::build_with`] with the work split across `comm`'s ranks as `parallelism`
+    /// says: [`Parallelism::Model`] shards the weights ([`ShardPlan::new`]);
+    /// [`Parallelism::Data`] gives every rank the whole network (the one-rank weights) to
+    /// train on its share of each minibatch of up to `capacity` examples (the whole
+    /// minibatch's size: see [`crate::parallel::data`]); [`Parallelism::Auto`] takes the one
+    /// that moves fewer bytes per minibatch of `capacity` ([`Choice`]). On one rank every
+    /// mode is the one-rank network.
+    pub fn build_parallel(
+        backend: B,
+        comm: C,
+        graph: Graph,
+        capacity: usize,
+        optimizer: Optimizer,
+        seed: u64,
+        parallelism: Parallelism,
+    ) -> Result<Self> {
         if capacity == 0 {
             return Err(Error::invalid_argument("batch", "must be at least 1"));
         }
-        check_graph(&graph, comm.size())?;
-        let plan = ShardPlan::new(&graph, comm.size())?;
-        let (rank, ranks) = (comm.rank(), comm.size());
+        let parallelism = match parallelism {
+            _ if comm.size() == 1 => Parallelism::Model,
+            Parallelism::Auto => Choice::new(&graph, comm.size(), capacity)?.mode,
+            mode => mode,
+        };
+        // The ranks the model is split over, and this rank's place among them.
+        let (rank, ranks) = match parallelism {
+            Parallelism::Data => (0, 1),
+            _ => (comm.rank(), comm.size()),
+        };
+        check_graph(&graph, ranks)?;
+        let plan = ShardPlan::new(&graph, ranks)?;
         let routes: Vec<Route> = plan
             .edges()
             .iter()
@@ -176,7 +212,24 @@ impl<B: Backend, C: Collective> Network<B, C> {
             .unwrap_or(0);
         let mut ones = backend.zeros(widest_out)?;
         backend.upload(&mut ones, &vec![1.0; widest_out])?;
+        // Data parallelism: the whole minibatch's rows of the widest layer whose step couples
+        // the examples (batch normalisation, the sparseness penalty).
+        let coupled = graph
+            .layers()
+            .iter()
+            .filter(|l| l.batch_normalization || l.sparseness_penalty.is_some())
+            .map(|l| l.units)
+            .max()
+            .filter(|_| parallelism == Parallelism::Data)
+            .unwrap_or(0);
         Ok(Network {
+            whole_rows: [
+                backend.zeros(capacity * coupled)?,
+                backend.zeros(capacity * coupled)?,
+            ],
+            parallelism,
+            share: RowShare::default(),
+            row_counts: Vec::new(),
             scratch: backend.zeros(capacity * widest)?,
             scratch_local: backend.zeros(capacity * widest_local)?,
             finite_check: (ones, backend.zeros(capacity)?),

@@ -9,7 +9,7 @@
 use super::Network;
 use crate::backend::traits::{Backend, Mat, MatMut};
 use crate::collective::{Collective, ReduceOp};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ops::Trans;
 
 impl<B: Backend, C: Collective> Network<B, C> {
@@ -24,15 +24,13 @@ impl<B: Backend, C: Collective> Network<B, C> {
     /// when no minibatch is loaded.
     pub fn non_finite_output(&mut self) -> Result<Option<String>> {
         let rows = self.rows;
-        if rows == 0 {
-            return Err(Error::invalid_argument("batch", "no minibatch is loaded"));
-        }
+        self.require_rows()?;
         let mut flags = Vec::new();
         for layer in self.graph.outputs() {
             let a = self.units[layer.id.0]
                 .as_ref()
                 .expect("output layers have a unit buffer");
-            let cols = self.plan.layer_split(layer.id).len(self.comm.rank());
+            let cols = self.local_len(layer.id);
             let (ones, sums) = &mut self.finite_check;
             flags.push(u64::from(!rows_finite(
                 &self.backend,
@@ -41,7 +39,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
                 sums,
             )?));
         }
-        if self.is_sharded() {
+        if self.comm.size() > 1 {
             self.comm.all_reduce(&mut flags, ReduceOp::Max)?;
         }
         Ok(self

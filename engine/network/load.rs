@@ -8,6 +8,8 @@ use crate::error::{Error, Result};
 use crate::ops::loss::LossSpec;
 use crate::ops::Activation;
 use crate::parallel::column_shard;
+use crate::parallel::data::share_rows;
+use crate::parallel::RowShare;
 use crate::sparse::Csr;
 
 impl<B: Backend, C: Collective> Network<B, C> {
@@ -21,17 +23,29 @@ impl<B: Backend, C: Collective> Network<B, C> {
     /// column-sharded dataset may carry only this rank's columns
     /// ([`crate::dataset::Dataset::retain_columns`]); the columns outside the local range are
     /// dropped here either way.
+    ///
+    /// Under data parallelism (collective) each rank passes its rows of the whole minibatch,
+    /// ranks in order ([`crate::parallel::data`]); a rank may pass none when the whole
+    /// minibatch has fewer rows than there are ranks, and the whole must fit the capacity.
     pub fn load_batch(&mut self, batch: MiniBatch) -> Result<()> {
-        if batch.rows == 0 || batch.rows > self.capacity {
+        let empty_allowed = self.splits_examples();
+        let (share, counts) = if self.splits_examples() {
+            share_rows(&self.comm, batch.rows)?
+        } else {
+            (RowShare::whole(batch.rows), Vec::new())
+        };
+        if (batch.rows == 0 && !empty_allowed) || share.total == 0 || share.total > self.capacity {
             return Err(Error::invalid_argument(
                 "batch",
                 format!(
                     "{} rows; this network holds 1 to {}",
-                    batch.rows, self.capacity
+                    share.total, self.capacity
                 ),
             ));
         }
         self.rows = batch.rows;
+        self.share = share;
+        self.row_counts = counts;
         self.fused_loss.iter_mut().for_each(|l| *l = None);
         self.fused_delta.iter_mut().for_each(|d| *d = false);
         self.loaded.iter_mut().for_each(|l| *l = false);

@@ -102,7 +102,7 @@ use crate::ops::fixed::FixedSum;
 use crate::ops::loss::LossSpec;
 use crate::ops::{Activation, Optimizer};
 use crate::parallel::host::Timers;
-use crate::parallel::{ShardPlan, Sharding, Split};
+use crate::parallel::{Parallelism, RowShare, ShardPlan, Sharding, Split};
 use crate::sparse::Csr;
 
 pub(crate) use batchnorm::BatchNorm;
@@ -239,6 +239,16 @@ pub struct Network<B: Backend, C: Collective = Local> {
     finite_check: (B::Vector, B::Vector),
     /// Time spent in the cross-rank steps ([`Network::take_collective_seconds`]).
     timers: Timers,
+    /// How the ranks split the work: [`Parallelism::Model`] (also on one rank) or
+    /// [`Parallelism::Data`].
+    parallelism: Parallelism,
+    /// The rows of the loaded minibatch this rank holds, within the whole minibatch.
+    share: RowShare,
+    /// Data parallelism: every rank's row count of the loaded minibatch, in rank order.
+    row_counts: Vec<usize>,
+    /// Data parallelism: two `capacity ×` widest-coupled-layer buffers for the whole
+    /// minibatch's rows of a step that couples the examples (empty otherwise).
+    whole_rows: [B::Vector; 2],
 }
 
 /// The loss of an output layer (`None` for other layers); errors when the error function has
@@ -325,10 +335,22 @@ impl<B: Backend, C: Collective> Network<B, C> {
         self.comm.rank() == 0
     }
 
+    /// How the ranks split the work: [`Parallelism::Model`] (also on one rank) or
+    /// [`Parallelism::Data`].
+    pub fn parallelism(&self) -> Parallelism {
+        self.parallelism
+    }
+
+    /// Examples in the whole loaded minibatch (under data parallelism the sum of every rank's
+    /// rows; otherwise this rank's rows).
+    pub fn batch_rows(&self) -> usize {
+        self.share.total
+    }
+
     /// Every rank's `local` outcome made common ([`Collective::check`]): `Ok` only when all
     /// ranks are; one rank returns `local`.
     pub fn agree<T>(&self, local: Result<T>) -> Result<T> {
-        if self.is_sharded() {
+        if self.comm.size() > 1 {
             self.comm.check(local)
         } else {
             local
@@ -348,13 +370,42 @@ impl<B: Backend, C: Collective> Network<B, C> {
         self.timers.take()
     }
 
-    /// Whether the network is split over several ranks.
+    /// Whether the network is split over several ranks (model parallelism).
     pub(crate) fn is_sharded(&self) -> bool {
-        self.comm.size() > 1
+        self.model_ranks() > 1
     }
 
+    /// Whether the ranks split the examples of each minibatch (data parallelism on several
+    /// ranks).
+    pub(crate) fn splits_examples(&self) -> bool {
+        self.parallelism == Parallelism::Data && self.comm.size() > 1
+    }
+
+    /// Errors unless a minibatch is loaded. Under data parallelism a rank may hold none of
+    /// the rows of a loaded minibatch smaller than the rank count (it still takes part in
+    /// the step's collectives).
+    fn require_rows(&self) -> Result<()> {
+        if self.share.total == 0 {
+            return Err(Error::invalid_argument("batch", "no minibatch is loaded"));
+        }
+        Ok(())
+    }
+
+    /// The number of ranks the model is split over (1 under data parallelism).
+    fn model_ranks(&self) -> usize {
+        match self.parallelism {
+            Parallelism::Data => 1,
+            _ => self.comm.size(),
+        }
+    }
+
+    /// This rank's place among the ranks the model is split over (0 under data
+    /// parallelism).
     fn rank(&self) -> usize {
-        self.comm.rank()
+        match self.parallelism {
+            Parallelism::Data => 0,
+            _ => self.comm.rank(),
+        }
     }
 
     fn split(&self, id: LayerId) -> Split {
@@ -368,11 +419,14 @@ impl<B: Backend, C: Collective> Network<B, C> {
 
     /// The dropout mask of this rank's units of `layer` in the current update: element
     /// `(b, j)` draws number `b·units + (first local unit + j)` of the layer's stream.
+    /// Under data parallelism the rows are the rank's rows of the whole minibatch: row `b`
+    /// draws as row `first + b` (`first·units` more).
     fn mask(&self, layer: &crate::graph::Layer, seed: u64) -> DropoutMask {
+        let first_row = (self.share.first * layer.units) as u64;
         DropoutMask {
             seed,
             stream: dropout_stream(self.step, layer.id),
-            col_offset: self.local_units(layer.id).start as u64,
+            col_offset: first_row + self.local_units(layer.id).start as u64,
             row_stride: layer.units as u64,
         }
     }

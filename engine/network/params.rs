@@ -29,7 +29,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
     /// 0 (`[in][out]` row-major), empty elsewhere.
     pub(super) fn gather_weight(&self, i: usize, buf: &B::Vector) -> Result<Vec<f32>> {
         let wp = &self.plan.weights()[i];
-        let (rank, size) = (self.rank(), self.comm.size());
+        let (rank, size) = (self.rank(), self.model_ranks());
         let (r, c) = wp.local_shape(rank);
         let mut local = vec![0.0; r * c];
         self.backend.download(buf, &mut local)?;

@@ -9,7 +9,9 @@ use crate::descriptor::LayerKind;
 use crate::error::{Error, Result};
 use crate::ops::fixed::FixedSum;
 use crate::ops::{Activation, Trans};
+use crate::parallel::data::{gather_rows, keep_rows};
 use crate::parallel::host::{gather_columns, reduce_columns, softmax_rows};
+use crate::parallel::Parallelism;
 
 /// What one training step measured.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -81,9 +83,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
     /// targets compute their loss and delta in the same pass.
     pub fn forward(&mut self, training: bool, seed: u64) -> Result<()> {
         let rows = self.rows;
-        if rows == 0 {
-            return Err(Error::invalid_argument("batch", "no minibatch is loaded"));
-        }
+        self.require_rows()?;
         let (rank, sharded) = (self.rank(), self.is_sharded());
         self.fused_loss.iter_mut().for_each(|l| *l = None);
         self.fused_delta.iter_mut().for_each(|d| *d = false);
@@ -182,7 +182,18 @@ impl<B: Backend, C: Collective> Network<B, C> {
                 .as_mut()
                 .expect("non-input layers have unit buffers");
             if let Some(bn) = self.batch_norm[li].as_mut() {
-                bn.forward(&self.backend, MatMut::new(dst, rows, local), training)?;
+                if training && self.parallelism == Parallelism::Data && self.comm.size() > 1 {
+                    // The statistics of the whole minibatch: normalise its rows on every
+                    // rank, keep this rank's.
+                    let (counts, share) = (&self.row_counts, self.share);
+                    let whole = &mut self.whole_rows[0];
+                    gather_rows(&self.backend, &self.comm, dst, counts, local, whole)?;
+                    let all = MatMut::new(whole, share.total, local);
+                    bn.forward(&self.backend, all, training)?;
+                    keep_rows(&self.backend, whole, share, local, dst)?;
+                } else {
+                    bn.forward(&self.backend, MatMut::new(dst, rows, local), training)?;
+                }
             }
             if sharded && layer.activation == Activation::SoftMax {
                 softmax_rows(&self.backend, &self.comm, dst, rows, local)?;
@@ -230,8 +241,8 @@ impl<B: Backend, C: Collective> Network<B, C> {
     }
 
     /// Loss of the loaded minibatch after [`Network::forward`], summed over examples and
-    /// output layers (on several ranks over every rank's columns: an exact `i128`
-    /// all-reduce, the same on every rank). Per-example data weights scale the deltas, not
+    /// output layers (on several ranks over every rank's columns, or under data parallelism
+    /// every rank's rows: an exact `i128` all-reduce, the same on every rank). Per-example data weights scale the deltas, not
     /// this reported loss.
     pub fn loss(&self) -> Result<FixedSum> {
         let mut total = FixedSum::default();
@@ -260,7 +271,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
             };
             total = total + loss;
         }
-        if self.is_sharded() {
+        if self.comm.size() > 1 {
             let mut sum = [total.0];
             self.comm.all_reduce(&mut sum, ReduceOp::Sum)?;
             total = FixedSum(sum[0]);

@@ -66,7 +66,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
                 ),
             ));
         }
-        let (rank, size) = (self.rank(), self.comm.size());
+        let (rank, size) = (self.rank(), self.model_ranks());
         let split = self.split(id);
         let local_items = |q: usize| items.saturating_sub(split.start(q)).min(split.len(q));
         let local_k: Vec<usize> = (0..size).map(|q| k.min(local_items(q))).collect();

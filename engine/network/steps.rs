@@ -12,7 +12,8 @@ use crate::ops::Optimizer;
 /// A hidden layer's `∂L/∂a` in `delta` (`rows × cols`; zero when nothing was `written` to it)
 /// to `∂L/∂z` before `DeltaNorm` and batch normalisation: the sparseness penalty (on the
 /// activations after dropout, `a`), the gradient through dropout (`mask`), then `f'` taken
-/// from the activations before dropout (`pre_dropout` when the layer has dropout).
+/// from the activations before dropout (`pre_dropout` when the layer has dropout). Without
+/// `penalise` the caller has applied the sparseness penalty already.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn hidden_layer_delta<B: Backend>(
     backend: &B,
@@ -22,12 +23,13 @@ pub(crate) fn hidden_layer_delta<B: Backend>(
     pre_dropout: Option<&B::Vector>,
     (rows, cols): (usize, usize),
     written: bool,
+    penalise: bool,
     mask: DropoutMask,
 ) -> Result<()> {
     if !written {
         backend.upload(delta, &vec![0.0; rows * cols])?;
     }
-    if let Some(penalty) = layer.sparseness_penalty {
+    if let Some(penalty) = layer.sparseness_penalty.filter(|_| penalise) {
         backend.sparseness_penalty(
             MatMut::new(delta, rows, cols),
             Mat::new(a, rows, cols),

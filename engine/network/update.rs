@@ -95,9 +95,13 @@ impl<B: Backend, C: Collective> Network<B, C> {
 
     /// Whether [`Network::backward_update`] (and so [`Network::train_step`]) fuses the update
     /// with `h` into the backward pass: the optimizer is [`Optimizer::Sgd`], `h.lambda1 = 0`
-    /// and fusing is on ([`Network::set_fused_sgd`]).
+    /// and fusing is on ([`Network::set_fused_sgd`]), and the ranks do not split the examples.
     pub fn fuses_sgd(&self, h: &Hyper) -> bool {
-        self.fused_sgd && self.optimizer == Optimizer::Sgd && h.lambda1 == 0.0
+        // Under data parallelism the gradients are summed across ranks before any update.
+        self.fused_sgd
+            && self.optimizer == Optimizer::Sgd
+            && h.lambda1 == 0.0
+            && !self.splits_examples()
     }
 
     /// Lets [`Network::backward_update`] fuse plain SGD into the backward pass (`true`, the
@@ -140,9 +144,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
     /// Errors unless a minibatch is loaded with rows for every input and output layer (what
     /// a backward pass needs), so that a fused pass does not stop half-way.
     fn require_batch(&self) -> Result<()> {
-        if self.rows == 0 {
-            return Err(Error::invalid_argument("batch", "no minibatch is loaded"));
-        }
+        self.require_rows()?;
         for layer in self.graph.layers() {
             let i = layer.id.0;
             let loaded = match layer.kind {

@@ -104,6 +104,68 @@ pub fn sum_all<C: Collective>(comm: &C, values: &mut [f64]) -> Result<()> {
     Ok(())
 }
 
+/// Replaces `values` on every rank by their element-wise sum over all ranks, bit-identically
+/// whatever the transport's order, block by block: `values` is the concatenation of blocks of
+/// `lens` values (the gradients of several tensors), and each block gets its own shared scale
+/// from its own largest magnitude (see the [module documentation](self)), so a tensor of small
+/// gradients keeps its precision next to one of large gradients. Two collectives in all: one
+/// `Max` all-reduce of the blocks' magnitudes and one `i64` all-reduce of every term. A block
+/// with a NaN or infinite term is summed as plain floats (its result is not finite either way).
+pub fn sum_blocks<C: Collective>(comm: &C, values: &mut [f32], lens: &[usize]) -> Result<()> {
+    if lens.iter().sum::<usize>() != values.len() {
+        return Err(Error::invalid_argument(
+            "blocks",
+            format!("block lengths {lens:?} for {} values", values.len()),
+        ));
+    }
+    let mut maxima: Vec<f64> = Vec::with_capacity(lens.len());
+    let mut at = 0;
+    for &len in lens {
+        let block = &values[at..at + len];
+        let max = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let finite = block.iter().fold(true, |f, v| f & v.is_finite());
+        maxima.push(if finite { max as f64 } else { f64::INFINITY });
+        at += len;
+    }
+    comm.all_reduce(&mut maxima, ReduceOp::Max)?;
+    let scales: Vec<Option<i32>> = maxima
+        .iter()
+        .map(|&m| shared_scale(m, comm.size()))
+        .collect();
+    with_buffer(&FIXED, values.len(), |fixed| {
+        let mut at = 0;
+        for (&len, s) in lens.iter().zip(&scales) {
+            let (src, dst) = (&values[at..at + len], &mut fixed[at..at + len]);
+            match s {
+                Some(s) => {
+                    let up = pow2(*s);
+                    for (f, &v) in dst.iter_mut().zip(src) {
+                        *f = round_to_i64(v as f64 * up);
+                    }
+                }
+                None => dst.fill(0),
+            }
+            at += len;
+        }
+        comm.all_reduce(fixed, ReduceOp::Sum)?;
+        let mut at = 0;
+        for (&len, s) in lens.iter().zip(&scales) {
+            let block = &mut values[at..at + len];
+            match s {
+                Some(s) => {
+                    let down = pow2(-*s);
+                    for (v, &f) in block.iter_mut().zip(&fixed[at..at + len]) {
+                        *v = (f as f64 * down) as f32;
+                    }
+                }
+                None => comm.all_reduce(block, ReduceOp::Sum)?,
+            }
+            at += len;
+        }
+        Ok(())
+    })
+}
+
 fn check_shape(what: &str, len: usize, rows: usize, cols: usize) -> Result<()> {
     if len != rows * cols {
         return Err(Error::invalid_argument(
@@ -334,6 +396,49 @@ mod tests {
         .unwrap();
         assert_eq!(forward[0], backward[0]);
         assert!((forward[0][2] - 0.3).abs() < 1e-12);
+    }
+
+    #[test]
+    fn block_sums_keep_each_blocks_precision_and_do_not_depend_on_order() {
+        let lens = [4, 3];
+        let run = |reverse: bool| {
+            Threads::run(3, move |comm| {
+                let r = if reverse {
+                    2 - comm.rank()
+                } else {
+                    comm.rank()
+                };
+                // A block of large terms and a block of tiny ones.
+                let mut v: Vec<f32> = values(r, 4).into_iter().map(|x| x * 1e3).collect();
+                v.extend(values(r + 7, 3).iter().map(|x| x * 1e-9));
+                sum_blocks(comm, &mut v, &lens)?;
+                Ok(v)
+            })
+            .unwrap()
+        };
+        let (forward, backward) = (run(false), run(true));
+        assert_eq!(forward[0], backward[0]);
+        assert_eq!(forward[0], forward[2]);
+        for j in 0..7 {
+            let want: f64 = (0..3)
+                .map(|r| {
+                    if j < 4 {
+                        values(r, 4)[j] as f64 * 1e3
+                    } else {
+                        values(r + 7, 3)[j - 4] as f64 * 1e-9
+                    }
+                })
+                .sum();
+            // Each block resolves its largest term (about 5e3 and 5e-9) to 2⁻⁴⁵ of it.
+            let resolution = if j < 4 { 1e-9 } else { 1e-21 };
+            let g = forward[0][j] as f64;
+            assert!(
+                (g - want).abs() <= 1e-6 * want.abs() + resolution,
+                "{j}: {g} vs {want}"
+            );
+        }
+        let bad = Threads::run(2, |comm| sum_blocks(comm, &mut [1.0, 2.0], &[1])).unwrap_err();
+        assert!(bad.to_string().contains("block lengths"), "{bad}");
     }
 
     #[test]

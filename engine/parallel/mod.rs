@@ -15,11 +15,13 @@
 //! These are the helpers the one [`crate::network::Network`] calls on several ranks; there is
 //! no second network.
 
+pub mod data;
 pub mod exact;
 pub(crate) mod host;
 pub mod plan;
 pub mod shard;
 
+pub use data::{Choice, Parallelism, RowShare};
 pub use plan::{DataLayout, EdgePlan, ShardPlan, Sharding, Transfer, TransferKind};
 pub use shard::{column_shard, merge_columns, retain_rank_columns, split_columns};
 

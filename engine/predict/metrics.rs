@@ -18,6 +18,8 @@
 
 use std::fmt;
 
+use crate::collective::{Collective, ReduceOp};
+
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
@@ -196,6 +198,21 @@ impl RankingMetrics {
             ));
         }
         self.add_sums(other);
+        Ok(())
+    }
+
+    /// Replaces the counts and sums by their totals over every rank of `comm` (each rank
+    /// having evaluated other users): an exact all-reduce, the same on every rank.
+    /// Collective; every rank must have the same cutoffs.
+    pub fn sum_over<C: Collective>(&mut self, comm: &C) -> Result<()> {
+        let mut totals: Vec<i128> = vec![self.users as i128, self.skipped as i128];
+        totals.extend(self.sums.iter().flatten().map(|&s| s as i128));
+        comm.all_reduce(&mut totals, ReduceOp::Sum)?;
+        self.users = totals[0] as u64;
+        self.skipped = totals[1] as u64;
+        for (s, &t) in self.sums.iter_mut().flatten().zip(&totals[2..]) {
+            *s = t as u128;
+        }
         Ok(())
     }
 

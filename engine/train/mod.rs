@@ -29,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::network::Network;
 use crate::ops::optimizer::{learning_rate, Hyper, LrSchedule};
 use crate::ops::Optimizer;
+use crate::parallel::Parallelism;
 use crate::predict::metrics::RankingMetrics;
 
 /// How to train.
@@ -179,6 +180,11 @@ pub fn train_with<B: Backend, C: Collective>(
         ));
     }
     let denoising_p = network.graph().descriptor().denoising_p;
+    // Data parallelism: each rank trains on its share of every minibatch.
+    let share = match network.parallelism() {
+        Parallelism::Data => (network.comm().rank(), network.comm().size()),
+        _ => (0, 1),
+    };
     // The batches are built on another thread from this copy while the network trains.
     let graph = network.graph().clone();
     let mut reports = Vec::with_capacity(config.epochs as usize);
@@ -203,11 +209,13 @@ pub fn train_with<B: Backend, C: Collective>(
         let denoise = (denoising_p > 0.0).then_some((denoising_p, config.seed, epoch));
         let mut timing = prefetch::Timing::default();
         let mut b = 0usize;
-        prefetch::for_each_batch(data, &graph, &order, config.batch, denoise, |batch, t| {
+        let batching = (config.batch, share);
+        prefetch::for_each_batch(data, &graph, &order, batching, denoise, |batch, t| {
             timing.wait += t;
-            let rows = batch.rows;
             let t0 = Instant::now();
             network.load_batch(batch)?;
+            // The whole minibatch's examples (every rank's under data parallelism).
+            let rows = network.batch_rows();
             timing.load += t0.elapsed();
             h.alpha = learning_rate(
                 config.hyper.alpha,

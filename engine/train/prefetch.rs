@@ -9,6 +9,7 @@ use super::DataBinding;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::network::MiniBatch;
+use crate::parallel::data::rank_examples;
 
 /// Host time spent per phase of an epoch (reported with `RUST_LOG=debug`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -24,18 +25,22 @@ pub(crate) struct Timing {
 
 /// Calls `f(batch, wait)` for the minibatches of `order` in chunks of `batch_size`, each built
 /// on a helper thread while `f` runs on the previous one; `wait` is how long the caller waited
-/// for it. Stops at the first error (from a build or from `f`).
+/// for it. With `share = (rank, ranks)` (data parallelism) each batch holds rank `rank`'s share
+/// of its chunk ([`rank_examples`]). Stops at the first error (from a build or from `f`).
 pub(crate) fn for_each_batch(
     data: &DataBinding,
     graph: &Graph,
     order: &[u32],
-    batch_size: usize,
+    (batch_size, share): (usize, (usize, usize)),
     denoise: Option<(f32, u64, u32)>,
     mut f: impl FnMut(MiniBatch, Duration) -> Result<()>,
 ) -> Result<()> {
     let mut chunks = order.chunks(batch_size.max(1));
     std::thread::scope(|scope| {
-        let build = |chunk: &'_ [u32]| data.batch(graph, chunk, denoise);
+        let build = |chunk: &'_ [u32]| {
+            let (rank, ranks) = share;
+            data.batch(graph, rank_examples(chunk, rank, ranks), denoise)
+        };
         let mut pending = chunks.next().map(|c| scope.spawn(move || build(c)));
         while let Some(handle) = pending.take() {
             let t0 = Instant::now();

@@ -7,6 +7,8 @@ use crate::collective::Collective;
 use crate::descriptor::LayerKind;
 use crate::error::{Error, Result};
 use crate::network::Network;
+use crate::parallel::data::rank_examples;
+use crate::parallel::Parallelism;
 use crate::predict::metrics::RankingMetrics;
 use crate::sparse::{Csr, CsrView};
 
@@ -67,7 +69,13 @@ pub fn evaluate<B: Backend, C: Collective>(
         .collect();
     let batch = validation.batch.clamp(1, network.capacity());
     let (mut ranked, mut scores) = (Vec::new(), Vec::new());
-    for chunk in evaluated.chunks(batch) {
+    // Data parallelism: each rank ranks its share of every batch; the sums are added up.
+    let (rank, ranks) = match network.parallelism() {
+        Parallelism::Data => (network.comm().rank(), network.comm().size()),
+        _ => (0, 1),
+    };
+    for whole in evaluated.chunks(batch) {
+        let chunk = rank_examples(whole, rank, ranks);
         let mut mb = data.batch(network.graph(), chunk, None)?;
         mb.layers
             .retain(|(id, _)| network.graph().layer(*id).kind == LayerKind::Input);
@@ -88,6 +96,9 @@ pub fn evaluate<B: Backend, C: Collective>(
         )?;
         let held = rows_of(&validation.held_out, chunk.iter().map(|&e| e as usize));
         metrics.add_batch(&ranked, k, held.view())?;
+    }
+    if ranks > 1 {
+        metrics.sum_over(network.comm())?;
     }
     Ok(metrics)
 }

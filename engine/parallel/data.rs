@@ -1,0 +1,272 @@
+//! Data parallelism: every rank holds the whole network and trains on its share of each
+//! minibatch (the examples are split, not the weights).
+//!
+//! A minibatch of `B` examples is split over `P` ranks in rank order by [`Split::even`]: rank
+//! `r` trains on rows `first(r)..first(r) + len(r)` of it ([`RowShare`]). Every quantity of a
+//! step that sums over the minibatch is taken over all `B` rows, so the step is the one-rank
+//! step up to float rounding:
+//!
+//! - weight and bias gradients `g = −(1/B)·Σ_b …`: each rank sums its rows with the global
+//!   `1/B`, and the partial gradients are summed across ranks in 64-bit fixed point
+//!   ([`super::exact::sum_blocks`]), so every rank applies the same update bits and the run
+//!   repeats bit for bit whatever the transport's order;
+//! - the loss: each rank's fixed-point sum, all-reduced exactly;
+//! - steps coupled across examples (batch normalisation's statistics, the sparseness penalty's
+//!   mean activation): the rows are gathered to every rank ([`gather_rows`]), the one-rank
+//!   kernel runs on the whole minibatch (the same bits on every rank), and each rank keeps its
+//!   rows ([`keep_rows`]);
+//! - random draws are keyed by the global example (dropout by the row in the whole minibatch,
+//!   denoising by the dataset example), so the masks are the one-rank masks.
+//!
+//! [`Parallelism::Auto`] picks per network the mode that moves fewer bytes per minibatch on the
+//! busiest rank ([`Choice`]): sharding moves activations and deltas (the [`ShardPlan`]'s
+//! transfers, `∝ B`), replication moves every gradient once per step (a ring all-reduce of
+//! `i64`, `2·(P−1)/P · 8` bytes per parameter, independent of `B`).
+//!
+//! The cross-rank steps here stage through host memory, like the model-parallel ones.
+
+use std::fmt;
+
+use super::exact::sum_blocks;
+use super::{ShardPlan, Split};
+use crate::backend::traits::Backend;
+use crate::collective::Collective;
+use crate::error::Result;
+use crate::graph::Graph;
+
+/// How a run on several ranks splits the work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Parallelism {
+    /// Model parallelism: every layer's units (and every weight) split across the ranks,
+    /// every rank sees every example (DSSTNE's way; [`ShardPlan`]).
+    #[default]
+    Model,
+    /// Data parallelism: every rank holds the whole network and trains on its share of each
+    /// minibatch; gradients summed across ranks.
+    Data,
+    /// Whichever of the two moves fewer bytes per minibatch ([`Choice::new`]).
+    Auto,
+}
+
+impl fmt::Display for Parallelism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Parallelism::Model => "model",
+            Parallelism::Data => "data",
+            Parallelism::Auto => "auto",
+        })
+    }
+}
+
+/// The rows of a minibatch this rank trains on: rows `first..first + len` of a minibatch of
+/// `total` examples split over the ranks in rank order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RowShare {
+    pub first: usize,
+    pub len: usize,
+    pub total: usize,
+}
+
+impl RowShare {
+    /// The whole minibatch of `rows` examples on one rank.
+    pub fn whole(rows: usize) -> RowShare {
+        RowShare {
+            first: 0,
+            len: rows,
+            total: rows,
+        }
+    }
+}
+
+/// Every rank's row count of the current minibatch, from each rank's own (`rows`): an
+/// all-gather of one number per rank. Returns this rank's share and the counts.
+pub(crate) fn share_rows<C: Collective>(comm: &C, rows: usize) -> Result<(RowShare, Vec<usize>)> {
+    let size = comm.size();
+    let mut counts = vec![0u64; size];
+    comm.all_gather(&[rows as u64], &vec![1; size], &mut counts)?;
+    let counts: Vec<usize> = counts.into_iter().map(|c| c as usize).collect();
+    let first = counts[..comm.rank()].iter().sum();
+    let share = RowShare {
+        first,
+        len: rows,
+        total: counts.iter().sum(),
+    };
+    Ok((share, counts))
+}
+
+/// The examples rank `rank` of `ranks` trains on from a minibatch `chunk` (in order): its
+/// [`Split::even`] share of the rows.
+pub fn rank_examples(chunk: &[u32], rank: usize, ranks: usize) -> &[u32] {
+    match Split::even(chunk.len(), ranks.max(1)) {
+        Ok(split) => &chunk[split.range(rank.min(ranks.saturating_sub(1)))],
+        Err(_) => chunk,
+    }
+}
+
+/// Assembles the whole minibatch's rows of a `cols`-wide matrix in `whole` (device,
+/// `Σ counts · cols`) from every rank's rows in `local` (device, `counts[rank] · cols`),
+/// through the host.
+pub(crate) fn gather_rows<B: Backend, C: Collective>(
+    backend: &B,
+    comm: &C,
+    local: &B::Vector,
+    counts: &[usize],
+    cols: usize,
+    whole: &mut B::Vector,
+) -> Result<()> {
+    let mut mine = vec![0.0f32; counts[comm.rank()] * cols];
+    backend.download(local, &mut mine)?;
+    let value_counts: Vec<usize> = counts.iter().map(|&c| c * cols).collect();
+    let mut all = vec![0.0f32; value_counts.iter().sum()];
+    comm.all_gather(&mine, &value_counts, &mut all)?;
+    backend.upload(whole, &all)
+}
+
+/// Copies this rank's rows (`share`) of the whole minibatch's `cols`-wide matrix `whole`
+/// (device) into `local` (device), through the host.
+pub(crate) fn keep_rows<B: Backend>(
+    backend: &B,
+    whole: &B::Vector,
+    share: RowShare,
+    cols: usize,
+    local: &mut B::Vector,
+) -> Result<()> {
+    let mut all = vec![0.0f32; share.total * cols];
+    backend.download(whole, &mut all)?;
+    backend.upload(
+        local,
+        &all[share.first * cols..(share.first + share.len) * cols],
+    )
+}
+
+/// Replaces each buffer of `grads` (device vectors with their lengths) by its sum over the
+/// ranks, exactly ([`sum_blocks`]: one scale per buffer), through the host.
+pub(crate) fn sum_gradients<B: Backend, C: Collective>(
+    backend: &B,
+    comm: &C,
+    grads: &mut [(&mut B::Vector, usize)],
+) -> Result<()> {
+    let lens: Vec<usize> = grads.iter().map(|(_, n)| *n).collect();
+    let mut host = vec![0.0f32; lens.iter().sum()];
+    let mut at = 0;
+    for (buf, n) in grads.iter() {
+        backend.download(buf, &mut host[at..at + n])?;
+        at += n;
+    }
+    sum_blocks(comm, &mut host, &lens)?;
+    let mut at = 0;
+    for (buf, n) in grads.iter_mut() {
+        backend.upload(buf, &host[at..at + *n])?;
+        at += *n;
+    }
+    Ok(())
+}
+
+/// The per-minibatch traffic of each mode for a graph on `ranks` ranks, and the mode
+/// [`Parallelism::Auto`] picks. `Display` prints it as a table for the training log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Choice {
+    /// The chosen mode ([`Parallelism::Model`] or [`Parallelism::Data`]).
+    pub mode: Parallelism,
+    /// Per weight: name, parameters, busiest-rank bytes per minibatch when sharded (its
+    /// edges' transfers) and when replicated (its gradient's all-reduce).
+    pub weights: Vec<(String, u64, u64, u64)>,
+    /// Totals per minibatch: sharded, replicated (with the rows gathered for batch
+    /// normalisation and the sparseness penalty).
+    pub model_bytes: u64,
+    pub data_bytes: u64,
+    batch: usize,
+    ranks: usize,
+}
+
+impl Choice {
+    /// The traffic of `graph` on `ranks` ranks with minibatches of `batch`, and the mode that
+    /// moves fewer bytes (model parallelism on a tie). Errors as [`ShardPlan::new`].
+    pub fn new(graph: &Graph, ranks: usize, batch: usize) -> Result<Choice> {
+        let plan = ShardPlan::new(graph, ranks)?;
+        let p = ranks.max(1) as u64;
+        // A ring all-reduce sends and receives 2·(P−1)/P of the buffer per rank.
+        let all_reduce = |values: u64| 2 * (p - 1) * values * 8 / p;
+        let mut weights = Vec::with_capacity(graph.weights().len());
+        for (i, w) in graph.weights().iter().enumerate() {
+            let params = (w.input_units * w.output_units) as u64;
+            let sharded: u64 = plan
+                .edges()
+                .iter()
+                .filter(|e| e.weight.0 == i)
+                .map(|e| e.forward_bytes(batch) + e.backward_bytes(batch))
+                .sum();
+            let biases: u64 = graph
+                .edges()
+                .iter()
+                .filter(|e| e.weight.0 == i)
+                .map(|e| graph.layer(e.target).units as u64)
+                .sum();
+            let edge = graph.edges().iter().find(|e| e.weight.0 == i);
+            let name = edge.map_or_else(
+                || format!("weight {i}"),
+                |e| {
+                    format!(
+                        "{} -> {}",
+                        graph.layer(e.source).name,
+                        graph.layer(e.target).name
+                    )
+                },
+            );
+            weights.push((name, params, sharded, all_reduce(params + biases)));
+        }
+        // Rows gathered whole for the steps that couple examples, forward and backward.
+        let coupled: u64 = graph
+            .layers()
+            .iter()
+            .map(|l| {
+                let gathers = 2 * u64::from(l.batch_normalization)
+                    + 2 * u64::from(l.sparseness_penalty.is_some());
+                gathers * (p - 1) * (batch as u64).div_ceil(p) * l.units as u64 * 4
+            })
+            .sum();
+        let model_bytes = plan.step_bytes(batch);
+        let data_bytes = weights.iter().map(|w| w.3).sum::<u64>() + coupled;
+        let mode = if ranks > 1 && data_bytes < model_bytes {
+            Parallelism::Data
+        } else {
+            Parallelism::Model
+        };
+        Ok(Choice {
+            mode,
+            weights,
+            model_bytes,
+            data_bytes,
+            batch,
+            ranks,
+        })
+    }
+}
+
+impl fmt::Display for Choice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mib = |b: u64| b as f64 / 1048576.0;
+        writeln!(
+            f,
+            "traffic per minibatch of {} on {} ranks (busiest rank, MiB): sharded (model) vs \
+             replicated (data)",
+            self.batch, self.ranks
+        )?;
+        for (name, params, sharded, replicated) in &self.weights {
+            writeln!(
+                f,
+                "  {name:<28} {params:>12} parameters  model {:>9.2}  data {:>9.2}",
+                mib(*sharded),
+                mib(*replicated)
+            )?;
+        }
+        writeln!(
+            f,
+            "  total{:<43}  model {:>9.2}  data {:>9.2}  -> {}",
+            "",
+            mib(self.model_bytes),
+            mib(self.data_bytes),
+            self.mode
+        )
+    }
+}

@@ -1,0 +1,309 @@
+//! The harness of the rank-agreement tests (tests/rank_agreement.rs: model parallelism,
+//! tests/data_parallel.rs: data parallelism): descriptors exercising every layer feature, a
+//! short training run on MovieLens-1M's first users over `Threads` ranks, and the comparison
+//! of its loss and weights against one rank.
+#![allow(dead_code)]
+
+use moira::backend::Cpu;
+use moira::collective::{Collective, Threads};
+use moira::dataset::Dataset;
+use moira::dense::Matrix;
+use moira::descriptor::Descriptor;
+use moira::graph::Graph;
+use moira::network::Network;
+use moira::ops::optimizer::{Hyper, LrSchedule};
+use moira::ops::Optimizer;
+use moira::parallel::{retain_rank_columns, Parallelism, ShardPlan};
+use moira::train::{shapes, train, DataBinding, Quiet, TrainConfig};
+
+#[path = "../ml1m_common/mod.rs"]
+mod ml1m_common;
+pub use ml1m_common::ml1m;
+
+pub const USERS: usize = 512;
+pub const BATCH: usize = 64;
+/// The learning rate of Adam and RMSProp here. They scale a step by the gradient's running
+/// RMS, so a weight whose true gradient is 0 up to rounding takes a step of about α whose
+/// sign is that rounding's: such weights differ between rank counts by about α.
+pub const ADAM_ALPHA: f32 = 0.001;
+
+/// Input → H1 (128 units, input-sharded: partial products reduce-scattered) → H2 (96,
+/// output-sharded: H1 all-gathered) → Output (output-sharded), `hidden` and `output` adding
+/// keys to H1/H2 and to the output layer, `top` to the network.
+pub fn net(top: &str, h1: &str, h2: &str, output: &str) -> String {
+    format!(
+        r#"{{ "Version": 0.8, "Name": "agree", "Kind": "FeedForward", "ShuffleIndices": true, {top}
+        "Layers": [
+          {{ "Name": "Input", "Kind": "Input", "N": "auto", "DataSet": "input", "Sparse": true }},
+          {{ "Name": "H1", "Kind": "Hidden", "Source": "Input", "N": 128 {h1} }},
+          {{ "Name": "H2", "Kind": "Hidden", "Source": "H1", "N": 96 {h2} }},
+          {{ "Name": "Output", "Kind": "Output", "Source": "H2", "N": "auto", "DataSet": "output",
+             "Sparse": true {output} }}
+        ] }}"#
+    )
+}
+
+pub const SIGMOID_CE: &str = r#", "Activation": "Sigmoid""#;
+
+/// The descriptors, by feature.
+pub fn features() -> Vec<(&'static str, String)> {
+    let ce = r#""ErrorFunction": "CrossEntropy","#;
+    let tanh = r#", "Activation": "Tanh""#;
+    let relu = r#", "Activation": "Relu""#;
+    vec![
+        (
+            "dropout",
+            net(
+                ce,
+                r#", "Activation": "Sigmoid", "pDropout": 0.2"#,
+                r#", "Activation": "Relu", "pDropout": 0.1"#,
+                SIGMOID_CE,
+            ),
+        ),
+        (
+            "alpha-dropout",
+            net(
+                ce,
+                tanh,
+                r#", "Activation": "ScaledExponentialLinear", "pDropout": 0.1"#,
+                SIGMOID_CE,
+            ),
+        ),
+        (
+            "denoising",
+            net(
+                &format!(r#"{ce} "Denoising": {{ "p": 0.2 }},"#),
+                tanh,
+                relu,
+                SIGMOID_CE,
+            ),
+        ),
+        (
+            "softmax output",
+            net(ce, tanh, relu, r#", "Activation": "SoftMax""#),
+        ),
+        (
+            "sparseness penalty",
+            net(
+                &format!(r#"{ce} "SparsenessPenalty": {{ "p": 0.3, "beta": 0.5 }},"#),
+                r#", "Activation": "Sigmoid", "Sparse": true"#,
+                r#", "Activation": "Sigmoid", "Sparse": true"#,
+                SIGMOID_CE,
+            ),
+        ),
+        (
+            "weight and delta norms",
+            net(
+                ce,
+                r#", "Activation": "Tanh", "WeightNorm": 0.5, "DeltaNorm": 0.05"#,
+                r#", "Activation": "Relu", "WeightNorm": 0.5, "DeltaNorm": 0.05"#,
+                r#", "Activation": "Sigmoid", "DeltaNorm": 0.5"#,
+            ),
+        ),
+        (
+            "batch normalisation",
+            net(
+                ce,
+                r#", "Activation": "Relu", "BatchNormalization": true"#,
+                r#", "Activation": "Tanh", "BatchNormalization": true, "pDropout": 0.1"#,
+                SIGMOID_CE,
+            ),
+        ),
+        ("shared weights", tied()),
+        ("skips", skips()),
+        (
+            "everything stochastic",
+            net(
+                &format!(
+                    r#"{ce} "Denoising": {{ "p": 0.3 }},
+                    "SparsenessPenalty": {{ "p": 0.3, "beta": 0.5 }},"#
+                ),
+                r#", "Activation": "Sigmoid", "Sparse": true, "pDropout": 0.2"#,
+                r#", "Activation": "Relu", "pDropout": 0.1"#,
+                r#", "Activation": "SoftMax""#,
+            ),
+        ),
+        (
+            "DSSTNE's MovieLens autoencoder",
+            std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/networks/movielens-ae.json"
+            ))
+            .unwrap(),
+        ),
+    ]
+}
+
+/// A tied autoencoder: the output edge uses Input → Hidden's weight transposed (so it is
+/// sharded the other way round on every rank count).
+pub fn tied() -> String {
+    r#"{ "Version": 0.9, "Name": "tied", "Kind": "AutoEncoder", "ErrorFunction": "CrossEntropy",
+      "Layers": [
+        { "Name": "Input", "Kind": "Input", "N": "auto", "DataSet": "input", "Sparse": true },
+        { "Name": "H1", "Kind": "Hidden", "N": 128, "Activation": "Tanh", "Source": "Input" },
+        { "Name": "H2", "Kind": "Hidden", "N": 96, "Activation": "Sigmoid", "Source": "H1" },
+        { "Name": "H3", "Kind": "Hidden", "N": 128, "Activation": "Sigmoid", "Source": "H2",
+          "SharedWeights": { "SourceInputLayer": "H1", "SourceOutputLayer": "H2",
+                             "InputLayer": "H2", "Transposed": true } },
+        { "Name": "Output", "Kind": "Output", "N": "auto", "DataSet": "output",
+          "Activation": "Sigmoid", "Sparse": true, "Source": "H3" } ] }"#
+        .to_owned()
+}
+
+/// Two hidden layers feeding a third, which also adds the first (`Skip`).
+pub fn skips() -> String {
+    r#"{ "Version": 0.9, "Name": "skips", "Kind": "FeedForward", "ErrorFunction": "CrossEntropy",
+      "Layers": [
+        { "Name": "Input", "Kind": "Input", "N": "auto", "DataSet": "input", "Sparse": true },
+        { "Name": "H1", "Kind": "Hidden", "N": 96, "Activation": "Tanh", "Source": "Input" },
+        { "Name": "H2", "Kind": "Hidden", "N": 160, "Activation": "Relu", "Source": "H1" },
+        { "Name": "H3", "Kind": "Hidden", "N": 96, "Activation": "Tanh", "Source": "H2",
+          "Skip": "H1" },
+        { "Name": "Output", "Kind": "Output", "N": "auto", "DataSet": "output",
+          "Activation": "Sigmoid", "Sparse": true, "Source": ["H3", "H1"] } ] }"#
+        .to_owned()
+}
+
+pub fn config(optimizer: Optimizer) -> TrainConfig {
+    let alpha = match optimizer {
+        Optimizer::Sgd | Optimizer::Momentum | Optimizer::Nesterov => 0.05,
+        Optimizer::AdaGrad | Optimizer::AdaDelta => 0.05,
+        Optimizer::RmsProp | Optimizer::Adam => ADAM_ALPHA,
+    };
+    TrainConfig {
+        epochs: 1,
+        batch: BATCH,
+        optimizer,
+        hyper: Hyper {
+            alpha,
+            lambda: 0.0001,
+            lambda1: 0.0,
+            mu: 0.9,
+            mu1: 0.999,
+        },
+        schedule: LrSchedule::Constant,
+        seed: 3,
+        shuffle: true,
+        first_epoch: 0,
+        brake: true,
+    }
+}
+
+/// How a run splits its work.
+#[derive(Clone, Copy, Debug)]
+pub struct Run {
+    pub ranks: usize,
+    pub parallelism: Parallelism,
+    /// Let plain SGD fuse its update into the backward pass.
+    pub fused: bool,
+    /// MovieLens-1M's first `users` users (minibatches of [`BATCH`]).
+    pub users: usize,
+}
+
+impl Run {
+    /// Model parallelism on `ranks` ranks over [`USERS`] users, SGD fused.
+    pub fn model(ranks: usize) -> Run {
+        Run {
+            ranks,
+            parallelism: Parallelism::Model,
+            fused: true,
+            users: USERS,
+        }
+    }
+
+    /// Data parallelism on `ranks` ranks over [`USERS`] users.
+    pub fn data(ranks: usize) -> Run {
+        Run {
+            parallelism: Parallelism::Data,
+            ..Run::model(ranks)
+        }
+    }
+
+    /// The same run on `ranks` ranks.
+    pub fn on(self, ranks: usize) -> Run {
+        Run { ranks, ..self }
+    }
+}
+
+/// The epoch's mean loss and the whole parameters after training `json` for one epoch on
+/// `run.ranks` ranks (rank 0's view). Under model parallelism each rank keeps only its
+/// columns of the data, as the trainer does.
+pub fn train_on(json: &str, run: Run, cfg: &TrainConfig) -> (f64, Vec<(Matrix, Vec<f32>)>) {
+    let rows = ml1m(run.users);
+    let descriptor = Descriptor::from_str(json, "agree.json").unwrap();
+    let mut out = Threads::run(run.ranks, |comm| {
+        let mut datasets = vec![
+            Dataset::sparse("input", vec![rows.n_cols()], rows.clone())?,
+            Dataset::sparse("output", vec![rows.n_cols()], rows.clone())?,
+        ];
+        let graph = Graph::compile(&descriptor, &shapes(&datasets))?;
+        if run.parallelism == Parallelism::Model {
+            let plan = ShardPlan::new(&graph, comm.size())?;
+            retain_rank_columns(&graph, &plan, comm.rank(), &mut datasets)?;
+        }
+        let data = DataBinding::new(&graph, &datasets, false)?;
+        let mut net = Network::build_parallel(
+            Cpu::new(1)?,
+            comm,
+            graph,
+            BATCH,
+            cfg.optimizer,
+            cfg.seed,
+            run.parallelism,
+        )?;
+        net.set_fused_sgd(run.fused);
+        let reports = train(&mut net, &data, cfg, None, &mut Quiet)?;
+        Ok((reports[0].loss, net.download_params()?))
+    })
+    .unwrap();
+    out.swap_remove(0)
+}
+
+/// The bits of every weight and bias.
+pub fn bits(p: &[(Matrix, Vec<f32>)]) -> Vec<u32> {
+    p.iter()
+        .flat_map(|(w, b)| w.data().iter().chain(b).map(|v| v.to_bits()))
+        .collect()
+}
+
+/// `‖a − b‖ / ‖b‖` over every weight and bias.
+pub fn relative_difference(a: &[(Matrix, Vec<f32>)], b: &[(Matrix, Vec<f32>)]) -> f64 {
+    let (mut diff, mut norm) = (0.0f64, 0.0f64);
+    for ((wa, ba), (wb, bb)) in a.iter().zip(b) {
+        for (x, y) in wa.data().iter().chain(ba).zip(wb.data().iter().chain(bb)) {
+            diff += (*x as f64 - *y as f64).powi(2);
+            norm += (*y as f64).powi(2);
+        }
+    }
+    (diff / norm).sqrt()
+}
+
+/// `json` with `cfg` on each of `ranks` ranks (as `run` says otherwise) against 1 rank: the
+/// loss within 1e-6 relative, the weights within 1e-5; the first of `ranks` twice, bit for
+/// bit.
+pub fn agrees(what: &str, json: &str, cfg: &TrainConfig, run: Run, ranks: &[usize]) {
+    let (loss, params) = train_on(json, run.on(1), cfg);
+    assert!(loss.is_finite() && loss > 0.0, "{what}: loss {loss}");
+    for (i, &n) in ranks.iter().enumerate() {
+        let (l, p) = train_on(json, run.on(n), cfg);
+        let (loss_err, weight_err) = (
+            (l - loss).abs() / loss.abs(),
+            relative_difference(&p, &params),
+        );
+        let mode = run.parallelism;
+        eprintln!("{what}, {n} ranks ({mode}): loss {loss_err:.1e}, weights {weight_err:.1e}");
+        assert!(
+            loss_err < 1e-6,
+            "{what}, {n} ranks ({mode}): loss {l} against {loss}"
+        );
+        assert!(
+            weight_err < 1e-5,
+            "{what}, {n} ranks ({mode}): weights differ by {weight_err:e}"
+        );
+        if i == 0 {
+            let (l2, p2) = train_on(json, run.on(n), cfg);
+            assert_eq!(l.to_bits(), l2.to_bits(), "{what}: loss run to run");
+            assert!(bits(&p) == bits(&p2), "{what}: weights run to run");
+        }
+    }
+}

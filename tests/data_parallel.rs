@@ -1,0 +1,253 @@
+//! Data parallelism (`Parallelism::Data`: every rank holds the whole network and trains on
+//! its share of each minibatch) trains the one-rank model: every layer feature and every
+//! optimizer on 1, 2 and 4 ranks (the `Threads` collective) on MovieLens-1M's first 512 users
+//! in 8 minibatches of 64 agree with one rank within 1e-6 relative in the loss and 1e-5 in
+//! the weights, and repeat bit for bit; minibatches that do not split evenly, a last
+//! minibatch smaller than the rank count, checkpoints and resume, validation, and the
+//! mode `Parallelism::Auto` picks.
+
+use moira::backend::Cpu;
+use moira::collective::Threads;
+use moira::dataset::Dataset;
+use moira::descriptor::Descriptor;
+use moira::graph::Graph;
+use moira::network::Network;
+use moira::ops::Optimizer;
+use moira::parallel::{Choice, Parallelism};
+use moira::sparse::Csr;
+use moira::train::{shapes, train_with, DataBinding, Quiet, TrainConfig, TrainState, Validation};
+
+mod agreement_common;
+use agreement_common::{agrees, bits, config, features, ml1m, relative_difference, train_on};
+use agreement_common::{Run, BATCH};
+
+/// As tests/rank_agreement.rs: Adam, and SGD at α 0.02 for batch normalisation (whose
+/// edges' biases have a true gradient of 0, rounding noise that Adam turns into full steps).
+#[test]
+fn every_feature_trains_alike_on_one_two_and_four_ranks() {
+    for (what, json) in features() {
+        let cfg = if what == "batch normalisation" {
+            let mut cfg = config(Optimizer::Sgd);
+            cfg.hyper.alpha = 0.02;
+            cfg
+        } else {
+            config(Optimizer::Adam)
+        };
+        agrees(what, &json, &cfg, Run::data(1), &[2, 4]);
+    }
+}
+
+#[test]
+fn every_optimizer_trains_alike_on_one_two_and_four_ranks() {
+    let everything = feature("everything stochastic");
+    for &opt in Optimizer::ALL {
+        agrees(opt.name(), &everything, &config(opt), Run::data(1), &[2, 4]);
+    }
+}
+
+/// 514 users in minibatches of 64 on 3 ranks (22/21/21 rows) and 4 ranks (16 each), the last
+/// minibatch of 2 rows leaving ranks with none. Batch normalisation with a last minibatch of
+/// 10 rows: normalising over 2 examples (every `x̂` is ±1) amplifies rounding so much that one
+/// rank and several differ by 2e-4 in the weights under model parallelism too.
+#[test]
+fn uneven_splits_and_a_last_minibatch_smaller_than_the_rank_count_train_alike() {
+    let run = Run {
+        users: 8 * BATCH + 2,
+        ..Run::data(1)
+    };
+    let everything = feature("everything stochastic");
+    agrees(
+        "uneven splits",
+        &everything,
+        &config(Optimizer::Adam),
+        run,
+        &[3, 4],
+    );
+    let bn = feature("batch normalisation");
+    let mut sgd = config(Optimizer::Sgd);
+    sgd.hyper.alpha = 0.02;
+    let run = Run {
+        users: 8 * BATCH + 10,
+        ..run
+    };
+    agrees(
+        "uneven splits, batch normalisation",
+        &bn,
+        &sgd,
+        run,
+        &[3, 4],
+    );
+}
+
+/// A data-parallel run checkpoints and resumes bit for bit on 2 ranks; its checkpoint resumes
+/// on one rank and under model parallelism on 2 to the same model up to rounding; validation
+/// split over the ranks gives the one-rank metrics.
+#[test]
+fn checkpoints_resume_and_validation_match_one_rank() {
+    use moira::train::{resume, CheckpointPlan};
+    let everything = feature("everything stochastic");
+    let descriptor = Descriptor::from_str(&everything, "agree.json").unwrap();
+    let (rows, held_out) = hold_out_every_third_item(&ml1m(300));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        epochs: 2,
+        ..config(Optimizer::Adam)
+    };
+    let validation = Validation {
+        held_out,
+        ks: vec![5, 20],
+        every: 1,
+        batch: 50,
+    };
+    let run = |ranks: usize, mode: Parallelism, save: Option<&str>, from: Option<&str>| {
+        let mut out = Threads::run(ranks, |comm| {
+            let datasets = vec![
+                Dataset::sparse("input", vec![rows.n_cols()], rows.clone())?,
+                Dataset::sparse("output", vec![rows.n_cols()], rows.clone())?,
+            ];
+            let graph = Graph::compile(&descriptor, &shapes(&datasets))?;
+            let data = DataBinding::new(&graph, &datasets, false)?;
+            let mut net = Network::build_parallel(
+                Cpu::new(1)?,
+                comm,
+                graph,
+                BATCH,
+                cfg.optimizer,
+                cfg.seed,
+                mode,
+            )?;
+            let (mut config, mut state) = (cfg.clone(), TrainState::default());
+            if let Some(name) = from {
+                let resumed = resume(&dir.path().join(name), &mut net, &config)?;
+                config.first_epoch = resumed.epochs_done;
+                config.epochs -= resumed.epochs_done;
+                state = resumed.state;
+            }
+            let checkpoints = save.map(|name| CheckpointPlan::beside(&dir.path().join(name), 1));
+            let reports = train_with(
+                &mut net,
+                &data,
+                &config,
+                Some(&validation),
+                &mut Quiet,
+                &mut state,
+                checkpoints.as_ref(),
+            )?;
+            let metrics = reports.last().and_then(|r| r.validation.clone());
+            Ok((net.download_params()?, metrics.unwrap().means()))
+        })
+        .unwrap();
+        out.swap_remove(0)
+    };
+    let (straight, metrics) = run(2, Parallelism::Data, Some("d2.nc"), None);
+    let (resumed, resumed_metrics) = run(2, Parallelism::Data, None, Some("d2.epoch1.nc"));
+    assert!(bits(&resumed) == bits(&straight), "resumed on 2 ranks");
+    assert_eq!(resumed_metrics, metrics);
+    let (one, one_metrics) = run(1, Parallelism::Model, None, Some("d2.epoch1.nc"));
+    let e = relative_difference(&one, &straight);
+    assert!(
+        e < 1e-5,
+        "data-parallel checkpoint resumed on one rank: {e:e}"
+    );
+    let (model, _) = run(2, Parallelism::Model, None, Some("d2.epoch1.nc"));
+    let e = relative_difference(&model, &straight);
+    assert!(e < 1e-5, "resumed under model parallelism: {e:e}");
+    for (a, b) in metrics.iter().zip(&one_metrics) {
+        assert_eq!(a.k, b.k);
+        assert!(
+            (a.ndcg - b.ndcg).abs() < 1e-3 && (a.recall - b.recall).abs() < 1e-3,
+            "validation on 2 ranks {a:?} against one rank {b:?}"
+        );
+    }
+    assert!(metrics[1].recall > 0.0);
+}
+
+/// `Auto` replicates a small network trained on large minibatches (gradients are cheaper to
+/// sum than activations to move) and shards a huge catalogue at small minibatches.
+#[test]
+fn auto_picks_the_mode_that_moves_fewer_bytes() {
+    let ae = |items: usize| {
+        let json = r#"{ "Version": 0.8, "Name": "ae", "Kind": "FeedForward",
+            "Layers": [
+              { "Name": "Input", "Kind": "Input", "N": "auto", "DataSet": "input", "Sparse": true },
+              { "Name": "H", "Kind": "Hidden", "Source": "Input", "N": 64, "Activation": "Sigmoid" },
+              { "Name": "Output", "Kind": "Output", "Source": "H", "N": "auto",
+                "DataSet": "output", "Sparse": true, "Activation": "Sigmoid" } ] }"#;
+        let descriptor = Descriptor::from_str(json, "ae.json").unwrap();
+        let rows = Csr::new_checked(items as u32, vec![0, 1], vec![0], None);
+        let datasets = vec![
+            Dataset::sparse("input", vec![items as u32], rows.clone()).unwrap(),
+            Dataset::sparse("output", vec![items as u32], rows).unwrap(),
+        ];
+        Graph::compile(&descriptor, &shapes(&datasets)).unwrap()
+    };
+    let small = Choice::new(&ae(1000), 4, 4096).unwrap();
+    assert_eq!(small.mode, Parallelism::Data, "{small}");
+    assert!(small.data_bytes < small.model_bytes);
+    let huge = Choice::new(&ae(1_000_000), 4, 256).unwrap();
+    assert_eq!(huge.mode, Parallelism::Model, "{huge}");
+    let table = huge.to_string();
+    assert!(
+        table.contains("Input -> H") && table.contains("-> model"),
+        "{table}"
+    );
+    assert_eq!(
+        Choice::new(&ae(1000), 1, 4096).unwrap().mode,
+        Parallelism::Model
+    );
+}
+
+/// A network built with `Auto` trains as the mode it chose.
+#[test]
+fn auto_builds_the_chosen_mode() {
+    let json = feature("dropout");
+    let cfg = config(Optimizer::Adam);
+    let auto = Run {
+        parallelism: Parallelism::Auto,
+        ..Run::data(2)
+    };
+    let (loss, params) = train_on(&json, auto, &cfg);
+    let descriptor = Descriptor::from_str(&json, "agree.json").unwrap();
+    let rows = ml1m(8);
+    let datasets = vec![
+        Dataset::sparse("input", vec![rows.n_cols()], rows.clone()).unwrap(),
+        Dataset::sparse("output", vec![rows.n_cols()], rows).unwrap(),
+    ];
+    let graph = Graph::compile(&descriptor, &shapes(&datasets)).unwrap();
+    let chosen = Choice::new(&graph, 2, BATCH).unwrap().mode;
+    let chosen_run = match chosen {
+        Parallelism::Data => Run::data(2),
+        _ => Run::model(2),
+    };
+    let (l, p) = train_on(&json, chosen_run, &cfg);
+    assert_eq!(loss.to_bits(), l.to_bits(), "auto trains as {chosen}");
+    assert!(bits(&p) == bits(&params));
+}
+
+fn feature(name: &str) -> String {
+    features()
+        .into_iter()
+        .find(|(w, _)| *w == name)
+        .unwrap_or_else(|| panic!("no feature {name}"))
+        .1
+}
+
+/// Each user's items without every third one, and those held out (the same width).
+fn hold_out_every_third_item(rows: &Csr) -> (Csr, Csr) {
+    let (mut kept, mut held) = ((vec![0u64], Vec::new()), (vec![0u64], Vec::new()));
+    for r in 0..rows.n_rows() {
+        for (i, &c) in rows.row(r).0.iter().enumerate() {
+            if i % 3 == 2 {
+                held.1.push(c);
+            } else {
+                kept.1.push(c);
+            }
+        }
+        kept.0.push(kept.1.len() as u64);
+        held.0.push(held.1.len() as u64);
+    }
+    (
+        Csr::new_checked(rows.n_cols(), kept.0, kept.1, None),
+        Csr::new_checked(rows.n_cols(), held.0, held.1, None),
+    )
+}
