@@ -269,7 +269,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
             let n = b.cols;
             grads.push((&mut b.db, n));
         }
-        sum_gradients(&self.backend, &self.comm, &mut grads)
+        sum_gradients(&self.backend, &self.comm, &self.timers, &mut grads)
     }
 
     /// Hidden layer `li`'s local `∂L/∂a` (zero when nothing was `written` to it) to `∂L/∂z`

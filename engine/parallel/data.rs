@@ -29,7 +29,11 @@ use std::fmt;
 
 use super::exact::sum_blocks;
 use super::{ShardPlan, Split};
+use std::cell::RefCell;
+
+use super::host::Timers;
 use crate::backend::traits::Backend;
+use crate::collective::pool::with_buffer;
 use crate::collective::Collective;
 use crate::error::Result;
 use crate::graph::Graph;
@@ -76,6 +80,11 @@ impl RowShare {
             total: rows,
         }
     }
+}
+
+thread_local! {
+    /// Host copies of the gradients summed across ranks.
+    static GRADIENTS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Every rank's row count of the current minibatch, from each rank's own (`rows`): an
@@ -141,25 +150,33 @@ pub(crate) fn keep_rows<B: Backend>(
 
 /// Replaces each buffer of `grads` (device vectors with their lengths) by its sum over the
 /// ranks, exactly ([`sum_blocks`]: one scale per buffer), through the host.
+/// The copies count as `timers`' staging time, the sum as exchange time.
 pub(crate) fn sum_gradients<B: Backend, C: Collective>(
     backend: &B,
     comm: &C,
+    timers: &Timers,
     grads: &mut [(&mut B::Vector, usize)],
 ) -> Result<()> {
     let lens: Vec<usize> = grads.iter().map(|(_, n)| *n).collect();
-    let mut host = vec![0.0f32; lens.iter().sum()];
-    let mut at = 0;
-    for (buf, n) in grads.iter() {
-        backend.download(buf, &mut host[at..at + n])?;
-        at += n;
-    }
-    sum_blocks(comm, &mut host, &lens)?;
-    let mut at = 0;
-    for (buf, n) in grads.iter_mut() {
-        backend.upload(buf, &host[at..at + *n])?;
-        at += *n;
-    }
-    Ok(())
+    with_buffer(&GRADIENTS, lens.iter().sum(), |host| {
+        Timers::add(&timers.staging, || {
+            let mut at = 0;
+            for (buf, n) in grads.iter() {
+                backend.download(buf, &mut host[at..at + n])?;
+                at += n;
+            }
+            Ok::<_, crate::error::Error>(())
+        })?;
+        Timers::add(&timers.exchange, || sum_blocks(comm, host, &lens))?;
+        Timers::add(&timers.staging, || {
+            let mut at = 0;
+            for (buf, n) in grads.iter_mut() {
+                backend.upload(buf, &host[at..at + *n])?;
+                at += *n;
+            }
+            Ok(())
+        })
+    })
 }
 
 /// The per-minibatch traffic of each mode for a graph on `ranks` ranks, and the mode

@@ -29,7 +29,7 @@ pub(crate) struct Timers {
 }
 
 impl Timers {
-    fn add<T>(cell: &Cell<Duration>, f: impl FnOnce() -> T) -> T {
+    pub(crate) fn add<T>(cell: &Cell<Duration>, f: impl FnOnce() -> T) -> T {
         let t = Instant::now();
         let out = f();
         cell.set(cell.get() + t.elapsed());

@@ -26,6 +26,10 @@
 //! data and configuration and runs every step; every rank's callback gets the whole results
 //! (the top-K lists are merged and the layer gathered on every rank). Let one rank write
 //! ([`Network::is_root`]).
+//!
+//! On a data-parallel network ([`Parallelism::Data`]) the loop is collective too and the
+//! examples are split: each rank scores its [`rank_examples`] share of each batch, and the ranked lists (and the layer's rows) are all-gathered, so
+//! that every rank's callback gets the whole step in example order, as on one rank.
 
 use crate::backend::traits::Backend;
 use crate::collective::Collective;
@@ -35,6 +39,8 @@ use crate::descriptor::LayerKind;
 use crate::error::{Error, Result};
 use crate::graph::{DataShape, Graph, LayerId};
 use crate::network::Network;
+use crate::parallel::data::rank_examples;
+use crate::parallel::{Parallelism, Split};
 use crate::predict::metrics::RankingMetrics;
 use crate::sparse::Csr;
 use crate::topk::top_k_batch;
@@ -197,12 +203,18 @@ where
         .exclude
         .and_then(|d| d.sparse_data().map(|csr| (d, csr)));
     let (mut ranked, mut scores, mut work) = (Vec::new(), Vec::new(), Vec::<f32>::new());
-    let mut chunk: Vec<u32> = Vec::with_capacity(batch);
+    let (rank, ranks) = match network.parallelism() {
+        Parallelism::Data => (network.comm().rank(), network.comm().size()),
+        _ => (0, 1),
+    };
+    let mut whole: Vec<u32> = Vec::with_capacity(batch);
+    let mut gathered = Gathered::default();
     for start in (0..n).step_by(batch) {
-        chunk.clear();
-        chunk.extend((start..n.min(start + batch)).map(|e| e as u32));
+        whole.clear();
+        whole.extend((start..n.min(start + batch)).map(|e| e as u32));
+        let chunk = rank_examples(&whole, rank, ranks);
         let graph = network.graph();
-        let mut mb = data.batch(graph, &chunk, None)?;
+        let mut mb = data.batch(graph, chunk, None)?;
         mb.layers
             .retain(|(id, _)| graph.layer(*id).kind == LayerKind::Input);
         mb.example_weights.clear();
@@ -215,7 +227,7 @@ where
         ranked.resize(chunk.len() * stride, 0);
         scores.resize(chunk.len() * stride, 0.0);
         if stride > 0 {
-            let seen = exclusions(&chunk, exclude, config.filter, items);
+            let seen = exclusions(chunk, exclude, config.filter, items);
             if let Some((f, FilterMode::Multiply)) = config.filter {
                 // Scores change on the host first: select there.
                 let out = network.layer_output(output)?;
@@ -223,7 +235,7 @@ where
                 for row in out.data().chunks(width) {
                     work.extend_from_slice(&row[..items]);
                 }
-                multiply(&mut work, items, &chunk, f);
+                multiply(&mut work, items, chunk, f);
                 top_k_batch(
                     &work,
                     items,
@@ -245,8 +257,20 @@ where
                 )?;
             }
         }
+        let (ranked, scores, values) = if ranks > 1 {
+            gathered.collect(
+                network.comm(),
+                whole.len(),
+                stride,
+                (&ranked, &scores),
+                values,
+            )?;
+            (&gathered.ranked, &gathered.scores, gathered.layer.take())
+        } else {
+            (&ranked, &scores, values)
+        };
         if let Some((held, metrics)) = evaluate.as_mut() {
-            for (i, &e) in chunk.iter().enumerate() {
+            for (i, &e) in whole.iter().enumerate() {
                 let e = e as usize;
                 if e < held.n_rows() && !held.row(e).0.is_empty() {
                     metrics.add_user(&ranked[i * stride..(i + 1) * stride], held.row(e).0)?;
@@ -254,15 +278,54 @@ where
             }
         }
         on_batch(&PredictedBatch {
-            examples: &chunk,
+            examples: &whole,
             k: config.k,
             stride,
-            ranked: &ranked,
-            scores: &scores,
+            ranked,
+            scores,
             layer: values.as_ref(),
         })?;
     }
     Ok(())
+}
+
+/// A data-parallel step's results assembled from every rank's share.
+#[derive(Default)]
+struct Gathered {
+    ranked: Vec<u32>,
+    scores: Vec<f32>,
+    layer: Option<Matrix>,
+}
+
+impl Gathered {
+    /// All-gathers the ranked lists and scores (`stride` per example) and the layer's rows of
+    /// every rank's [`rank_examples`] share of a step of `examples` examples.
+    fn collect<C: Collective>(
+        &mut self,
+        comm: &C,
+        examples: usize,
+        stride: usize,
+        (ranked, scores): (&[u32], &[f32]),
+        layer: Option<Matrix>,
+    ) -> Result<()> {
+        let rows = Split::even(examples, comm.size())?.counts();
+        let counts: Vec<usize> = rows.iter().map(|r| r * stride).collect();
+        self.ranked.resize(examples * stride, 0);
+        self.scores.resize(examples * stride, 0.0);
+        comm.all_gather(ranked, &counts, &mut self.ranked)?;
+        comm.all_gather(scores, &counts, &mut self.scores)?;
+        self.layer = match layer {
+            Some(m) => {
+                let units = m.cols();
+                let counts: Vec<usize> = rows.iter().map(|r| r * units).collect();
+                let mut all = vec![0.0f32; examples * units];
+                comm.all_gather(m.data(), &counts, &mut all)?;
+                Some(Matrix::from_vec(examples, units, all)?)
+            }
+            None => None,
+        };
+        Ok(())
+    }
 }
 
 /// Checks `config` against `graph` and `data` (see [`run`]'s errors); returns the ranked

@@ -2,10 +2,32 @@
 //! environment, agreeing on failures, and how a failed rank ends the job.
 //!
 //! A binary started by an MPI launcher with more than one rank initialises MPI and runs
-//! model-parallel; otherwise (no launcher, `-np 1`, or a build without the `mpi` feature) it
+//! model- or data-parallel (`--parallel`); otherwise (no launcher, `-np 1`, or a build without the `mpi` feature) it
 //! runs alone and never initialises MPI.
 
 use moira::collective::Collective;
+use moira::parallel::Parallelism;
+
+/// `--parallel`: how the ranks of an `mpirun` job split the work ([`Parallelism`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ParallelArg {
+    /// Shard every layer's units across the ranks (DSSTNE's model parallelism).
+    Model,
+    /// Every rank holds the whole network and takes its share of the examples.
+    Data,
+    /// Whichever moves fewer bytes per minibatch (training).
+    Auto,
+}
+
+impl From<ParallelArg> for Parallelism {
+    fn from(p: ParallelArg) -> Self {
+        match p {
+            ParallelArg::Model => Parallelism::Model,
+            ParallelArg::Data => Parallelism::Data,
+            ParallelArg::Auto => Parallelism::Auto,
+        }
+    }
+}
 
 /// The first of `vars` set to a number.
 fn env_number(vars: &[&str]) -> Option<usize> {

@@ -110,6 +110,8 @@ fn a_model_trained_on_four_ranks_predicts_alike_on_any_rank_count() {
             "--device",
             "cpu",
             "--quiet",
+            "--parallel",
+            "model",
         ];
         let o = mpi_common::mpirun(np, PREDICTOR, &args);
         assert_eq!(o.code, Some(0), "np {np}: {}", o.stderr);

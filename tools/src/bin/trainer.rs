@@ -14,7 +14,7 @@ use moira::graph::Graph;
 use moira::network::Network;
 use moira::ops::optimizer::{Hyper, LrSchedule};
 use moira::ops::Optimizer;
-use moira::parallel::{retain_rank_columns, ShardPlan};
+use moira::parallel::{retain_rank_columns, Choice, Parallelism, ShardPlan};
 use moira::train::{
     self, CheckpointPlan, DataBinding, Observer, TrainConfig, TrainState, Validation,
 };
@@ -22,7 +22,7 @@ use moira_tools::device::{choose, DeviceArg};
 use moira_tools::outputs::{placeholder_shapes, prepare_outputs, rescue};
 use moira_tools::paths::refuse_overwriting_inputs;
 use moira_tools::progress::Progress;
-use moira_tools::ranks;
+use moira_tools::ranks::{self, ParallelArg};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum OptimizerArg {
@@ -152,6 +152,13 @@ struct Args {
     /// data and flags; -e is the total number of epochs, counting those already done).
     #[arg(long, value_name = "CHECKPOINT.nc")]
     resume: Option<PathBuf>,
+    /// How the ranks of an `mpirun` job split the work: `model` shards every layer's units
+    /// across the ranks (DSSTNE's model parallelism, for huge catalogues), `data` gives every
+    /// rank the whole network to train on its share of each minibatch (gradients summed
+    /// exactly across ranks), `auto` picks the one that moves fewer bytes per minibatch and
+    /// logs the comparison. -b is the whole minibatch either way.
+    #[arg(long, value_enum, default_value = "auto")]
+    parallel: ParallelArg,
     /// Turn off DSSTNE's divergence brake (learning rate x0.1 for 25 batches when a batch's
     /// loss jumps above twice its moving average).
     #[arg(long)]
@@ -344,8 +351,9 @@ fn prepare(args: &Args, root: bool) -> Result<Option<Setup>> {
     Ok(Some(setup))
 }
 
-/// One rank of a model-parallel run: logs the shard plan (rank 0), keeps only this rank's
-/// columns of column-split data, builds this rank's part of the network and trains it.
+/// One rank of an `mpirun` job: settles the parallelism (rank 0 logs the traffic of each
+/// mode under `auto`), and under model parallelism logs the shard plan and keeps only this
+/// rank's columns of column-split data; builds this rank's network and trains it.
 fn train_sharded<B: Backend, C: Collective>(
     backend: B,
     comm: &C,
@@ -354,27 +362,47 @@ fn train_sharded<B: Backend, C: Collective>(
 ) -> Result<()> {
     let threads = moira_tools::device::host_threads(args.threads);
     let (rank, size) = (comm.rank(), comm.size());
-    let description = format!(
-        "rank {rank} of {size}: {} ({threads} host threads)",
-        backend.description()
-    );
-    let built = (|| -> Result<Network<B, &C>> {
-        let plan = ShardPlan::new(&setup.graph, size)?;
-        if rank == 0 {
-            tracing::info!("{}", plan.table(Some(setup.config.batch)).trim_end());
+    let built = (|| -> Result<(Network<B, &C>, String)> {
+        let batch = setup.config.batch;
+        let mode = match args.parallel.into() {
+            Parallelism::Auto => {
+                let choice = Choice::new(&setup.graph, size, batch)?;
+                if rank == 0 {
+                    tracing::info!("--parallel auto: {}", choice.to_string().trim_end());
+                }
+                choice.mode
+            }
+            mode => mode,
+        };
+        if mode == Parallelism::Model {
+            let plan = ShardPlan::new(&setup.graph, size)?;
+            if rank == 0 {
+                tracing::info!("{}", plan.table(Some(batch)).trim_end());
+            }
+            retain_rank_columns(&setup.graph, &plan, rank, &mut setup.datasets)?;
+        } else if rank == 0 {
+            tracing::info!(
+                "data parallelism: {size} ranks, each with the whole network, train on \
+                 their shares of each minibatch of {batch}"
+            );
         }
-        retain_rank_columns(&setup.graph, &plan, rank, &mut setup.datasets)?;
+        let description = format!(
+            "rank {rank} of {size} ({mode} parallelism): {} ({threads} host threads)",
+            backend.description()
+        );
         let config = &setup.config;
-        Ok(Network::build_with(
+        let network = Network::build_parallel(
             backend,
             comm,
             setup.graph.clone(),
             config.batch,
             config.optimizer,
             args.seed,
-        )?)
+            mode,
+        )?;
+        Ok((network, description))
     })();
-    let mut network = ranks::agree(Some(comm), built)?;
+    let (mut network, description) = ranks::agree(Some(comm), built)?;
     let bytes = network.buffer_bytes();
     train_net(&mut network, args, &setup, description, bytes)
 }

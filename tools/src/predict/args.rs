@@ -219,4 +219,10 @@ pub struct Args {
     /// Allow TF32 tensor-core products in dense layers on CUDA (FP32 by default).
     #[arg(long)]
     pub tf32: bool,
+    /// How the ranks of an `mpirun` job split the work: `data` (every rank loads the whole
+    /// network and scores its share of each batch; the results are gathered in order, so
+    /// prediction for all users scales with the ranks) or `model` (every layer's units
+    /// sharded, for a network too large for one device). `auto` is `data`.
+    #[arg(long, value_enum, default_value = "data")]
+    pub parallel: crate::ranks::ParallelArg,
 }

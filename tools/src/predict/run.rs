@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use crate::device::choose;
-use crate::ranks;
+use crate::ranks::{self, ParallelArg};
 use anyhow::{bail, Context, Result};
 use moira::backend::Backend;
 use moira::checkpoint::load_model;
@@ -16,6 +16,7 @@ use moira::descriptor::LayerKind;
 use moira::graph::Graph;
 use moira::network::Network;
 use moira::ops::Optimizer;
+use moira::parallel::Parallelism;
 use moira::predict::recs::{format_user, names, RecsFormat};
 use moira::predict::{self, input_items, PredictConfig, PredictedBatch, RankingMetrics, NO_ITEM};
 use moira::train::DataBinding;
@@ -32,9 +33,10 @@ enum Sink {
     Layer(LayerWriter),
 }
 
-/// Runs the predictor (see `predictor --help`): alone, or as one rank of a model-parallel
-/// job when `comm` connects several ranks (every rank computes its columns; the top-K lists
-/// are merged on every rank and rank 0 writes).
+/// Runs the predictor (see `predictor --help`): alone, or as one rank of an `mpirun` job when
+/// `comm` connects several ranks (data-parallel: every rank scores its share of each batch;
+/// model-parallel: every rank computes its columns; either way every rank gets the whole
+/// batch's results and rank 0 writes).
 pub fn run<C: Collective>(args: Args, comm: Option<&C>) -> Result<()> {
     let comm = comm.filter(|c| c.size() > 1);
     let root = comm.is_none_or(|c| c.rank() == 0);
@@ -244,9 +246,23 @@ pub fn run<C: Collective>(args: Args, comm: Option<&C>) -> Result<()> {
         tracing::info!("predicting on {}", backend.description());
         match comm {
             Some(comm) => {
+                let parallelism = match args.parallel {
+                    ParallelArg::Model => Parallelism::Model,
+                    ParallelArg::Data | ParallelArg::Auto => Parallelism::Data,
+                };
+                if root {
+                    tracing::info!("{parallelism} parallelism on {} ranks", comm.size());
+                }
                 let built = (|| {
-                    let mut network =
-                        Network::build_with(backend, comm, graph, batch, Optimizer::Sgd, 0)?;
+                    let mut network = Network::build_parallel(
+                        backend,
+                        comm,
+                        graph,
+                        batch,
+                        Optimizer::Sgd,
+                        0,
+                        parallelism,
+                    )?;
                     network.load_weights(&model)?;
                     anyhow::Ok(network)
                 })();

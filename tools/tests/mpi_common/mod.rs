@@ -70,7 +70,8 @@ impl Fixture {
     }
 
     /// `mpirun -np N trainer net.json` on the fixture's data into `out`, on the CPU with one
-    /// thread per rank, with `args` (batch, epochs, optimizer…); returns the run's outcome.
+    /// thread per rank, with `args` (batch, epochs, optimizer…; model parallelism unless they
+    /// say `--parallel`); returns the run's outcome.
     pub fn train(&self, np: usize, out: &str, args: &[&str]) -> Outcome {
         let (net, input, output, out) = (
             self.p("net.json"),
@@ -80,6 +81,9 @@ impl Fixture {
         );
         let mut all = vec![net.as_str(), "-i", &input, "-o", &output, "-n", &out];
         all.extend(["--force", "--device", "cpu", "--threads", "1"]);
+        if !args.contains(&"--parallel") {
+            all.extend(["--parallel", "model"]);
+        }
         all.extend(args);
         mpirun(np, TRAINER, &all)
     }
