@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Data against model parallelism on CPU ranks (issue: `--parallel model|data|auto`): for each
+# data set (MovieLens-1M and Gowalla training lists from ../shared/data) and network
+# (networks/ae-200.json, networks/ml1m-multdae.json), batch 500, SGD, one thread per rank:
+# the trainer alone, then `mpirun -np 2` with --parallel model, data and auto. Prints each
+# run's median users/s over the epochs after the first, its ratio to the single run, and what
+# auto chose.
+#   benches/scaling/data-parallel.sh [EPOCHS (default 3)] [DATASETS (default "ml1m gowalla")]
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+bin="$root/target/release"
+epochs="${1:-3}"
+sets="${2:-ml1m gowalla}"
+cargo build --release -p moira-tools --bins --quiet --manifest-path "$root/Cargo.toml"
+work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
+cd "$work"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+median() {
+    python3 -c "import json,sys,statistics; r=[json.loads(l) for l in open(sys.argv[1])][1:]; print(f\"{statistics.median(x['examples_per_s'] for x in r):.0f}\")" "$1"
+}
+for set in $sets; do
+    case "$set" in
+        ml1m) src="$root/../shared/data/ml-1m-lightgcnpp/train.txt" ;;
+        gowalla) src="$root/../shared/data/gowalla-lightgcnpp/train.txt" ;;
+        *) echo "unknown data set $set" >&2; exit 1 ;;
+    esac
+    mkdir -p "$set"
+    "$bin/converter" --format lists -d input -i "$src" -o "$set/input.nc" -f "$set/features" -s "$set/samples" -c >/dev/null 2>&1
+    "$bin/converter" --format lists -d output -i "$src" -o "$set/output.nc" -f "$set/features" -s "$set/samples" >/dev/null 2>&1
+    for net in ae-200 ml1m-multdae; do
+        args=("$root/networks/$net.json" -i "$set/input.nc" -o "$set/output.nc" --force -b 500 -e "$epochs" --device cpu --threads 1)
+        "$bin/trainer" "${args[@]}" -n one.nc --metrics-log one.jsonl >/dev/null 2>&1
+        one="$(median one.jsonl)"
+        line="$set $net: 1 rank ${one} users/s"
+        for mode in model data auto; do
+            mpirun -np 2 --oversubscribe "$bin/trainer" "${args[@]}" --parallel "$mode" -n "$mode.nc" \
+                --metrics-log "$mode.jsonl" >"$mode.log" 2>&1
+            got="$(median "$mode.jsonl")"
+            line="$line; 2 ranks $mode ${got} ($(python3 -c "print(f'{$got / $one:.2f}')")x)"
+        done
+        chose="$(grep -o -- '-> [a-z]*' auto.log | tail -1)"
+        echo "$line; auto chose ${chose#-> }"
+    done
+done
