@@ -320,6 +320,7 @@ fn metrics_equal_train_evaluate() {
         ks: ks.to_vec(),
         every: 0,
         batch: BATCH,
+        select: None,
     };
     let want = train::evaluate(&mut network, &data, &validation).unwrap();
     assert!(want.users() > 50);

@@ -106,6 +106,7 @@ fn ml1m_recommender_reaches_the_mult_dae_level() {
         ks: vec![20],
         every: 0,
         batch: 500,
+        select: None,
     };
     let reports = train(
         &mut network,

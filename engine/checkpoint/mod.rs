@@ -218,6 +218,19 @@ pub fn load_model(path: &Path) -> Result<Model> {
     Ok(model)
 }
 
+/// Reads only the [`Extras`] of the model file at `path` (no weights): the cheap way to read
+/// a checkpoint's or best model's scalars. Errors as [`load_model`]'s.
+pub fn load_extras(path: &Path) -> Result<Extras> {
+    if !path.is_file() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such model file"),
+        ));
+    }
+    let _lock = crate::netcdf_lock::hold();
+    read::load_extras(path)
+}
+
 /// The descriptor `graph` was compiled from, with every `Size::Auto` replaced by the compiled
 /// dimensions and each Input layer's `sparse` by the compiled value (taken from its dataset),
 /// as DSSTNE stores them. Per-layer parameters inherited from the network (`RELUSlope`,

@@ -504,6 +504,18 @@ fn weight(r: &Reader<'_>, i: u32, d: &Descriptor) -> Result<WeightTensor> {
     })
 }
 
+/// Reads only the Moira extras of the model file at `path` (no weights).
+pub(super) fn load_extras(path: &Path) -> Result<Extras> {
+    let file = netcdf::open(path).map_err(|e| {
+        Error::netcdf(
+            path,
+            None,
+            format!("not a readable NetCDF file (truncated or corrupted?): {e}"),
+        )
+    })?;
+    extras(&Reader { file: &file, path })
+}
+
 fn extras(r: &Reader<'_>) -> Result<Extras> {
     let count = |name: &str| -> Result<u32> {
         Ok(r.opt_int(name, "an unsigned 32-bit integer")?.unwrap_or(0))

@@ -6,6 +6,7 @@
 //! - `hit_i = 1` if `ranked[i] ∈ H`, else 0; `hits = Σ_{i<K} hit_i`;
 //! - P@K = hits / K;
 //! - Recall@K = hits / min(K, |H|)  (Liang et al. 2018);
+//! - RecallFull@K = hits / |H|  (LightGCN's recall, whose published Gowalla numbers use it);
 //! - NDCG@K = DCG / IDCG, DCG = Σ_{i<K} hit_i / log2(i + 2), IDCG = Σ_{i<min(K,|H|)} 1 / log2(i + 2).
 //!
 //! `H` is a CSR row, sorted or not; duplicate entries count once. Users with an empty held-out
@@ -38,6 +39,8 @@ pub struct AtK {
     pub k: usize,
     pub precision: f64,
     pub recall: f64,
+    /// hits / |H| (LightGCN's definition of recall).
+    pub recall_full: f64,
     pub ndcg: f64,
 }
 
@@ -67,8 +70,8 @@ pub struct RankingMetrics {
     ideal: Vec<f64>,
     users: u64,
     skipped: u64,
-    /// Per cutoff: fixed-point sums of precision, recall, NDCG.
-    sums: Vec<[u128; 3]>,
+    /// Per cutoff: fixed-point sums of precision, recall, NDCG, recall over |H|.
+    sums: Vec<[u128; 4]>,
     /// Scratch: the current user's held-out set, sorted and deduplicated.
     held: Vec<u32>,
 }
@@ -87,7 +90,7 @@ impl RankingMetrics {
         ks.sort_unstable();
         ks.dedup();
         Ok(RankingMetrics {
-            sums: vec![[0; 3]; ks.len()],
+            sums: vec![[0; 4]; ks.len()],
             ks,
             discount: Vec::new(),
             ideal: Vec::new(),
@@ -230,6 +233,7 @@ impl RankingMetrics {
                 k,
                 precision: mean(s[0]),
                 recall: mean(s[1]),
+                recall_full: mean(s[3]),
                 ndcg: mean(s[2]),
             })
             .collect()
@@ -241,15 +245,17 @@ impl RankingMetrics {
     }
 
     /// The means as JSON:
-    /// `{"users": n, "skipped": m, "metrics": [{"k": 10, "precision": …, "recall": …, "ndcg": …}, …]}`
+    /// `{"users": n, "skipped": m, "metrics": [{"k": 10, "precision": …, "recall": …,
+    /// "recall_full": …, "ndcg": …}, …]}`
     /// (`metrics` is empty when no user was evaluated).
     pub fn to_json(&self) -> Value {
         let metrics: Vec<Value> = self
             .means()
             .iter()
-            .map(
-                |m| json!({"k": m.k, "precision": m.precision, "recall": m.recall, "ndcg": m.ndcg}),
-            )
+            .map(|m| {
+                json!({"k": m.k, "precision": m.precision, "recall": m.recall,
+                        "recall_full": m.recall_full, "ndcg": m.ndcg})
+            })
             .collect();
         json!({"users": self.users, "skipped": self.skipped, "metrics": metrics})
     }
@@ -276,7 +282,7 @@ impl RankingMetrics {
             ideal: self.ideal.clone(),
             users: 0,
             skipped: 0,
-            sums: vec![[0; 3]; self.ks.len()],
+            sums: vec![[0; 4]; self.ks.len()],
             held: Vec::new(),
         }
     }
@@ -317,6 +323,7 @@ impl RankingMetrics {
                 sums[0] += fixed(hits as f64 / k as f64);
                 sums[1] += fixed(hits as f64 / denom as f64);
                 sums[2] += fixed(dcg / self.ideal[denom]);
+                sums[3] += fixed(hits as f64 / h as f64);
                 next += 1;
             }
         }

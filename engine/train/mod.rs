@@ -11,6 +11,7 @@ mod batcher;
 mod brake;
 mod prefetch;
 mod resume;
+mod select;
 mod validate;
 
 pub use batcher::{epoch_order, shapes, DataBinding};
@@ -18,6 +19,7 @@ pub use brake::{Brake, BrakeStep};
 pub use resume::{
     checkpoint_model, non_finite_weight, resume, save_checkpoint, CheckpointPlan, Resumed, FORMAT,
 };
+pub use select::{check_best_model, keep_best, Best, Metric, SelectBy, Selection};
 pub use validate::{evaluate, Validation};
 
 use std::path::PathBuf;
@@ -61,6 +63,8 @@ pub struct TrainConfig {
 pub struct TrainState {
     /// The divergence brake.
     pub brake: Brake,
+    /// The epoch model selection kept so far ([`Selection`]).
+    pub best: Option<Best>,
 }
 
 impl Default for TrainConfig {
@@ -96,6 +100,8 @@ pub struct EpochReport {
     pub examples_per_second: f64,
     /// Validation metrics, when validation ran after this epoch.
     pub validation: Option<RankingMetrics>,
+    /// With model selection: the epoch kept so far (this one, if it improved).
+    pub best: Option<Best>,
 }
 
 /// Receives progress while training (the binaries draw progress bars and logs with it).
@@ -148,8 +154,9 @@ pub fn train<B: Backend, C: Collective>(
 /// minibatch changes anything); otherwise the [`Brake`] (when `config.brake`) decides the
 /// learning-rate factor and whether to update, then backward pass and update.
 ///
-/// After every epoch, `validation` (if any) is evaluated when its schedule says so, the
-/// observer hears of it, and, when `checkpoints` says so, a checkpoint
+/// After every epoch, `validation` (if any) is evaluated when its schedule says so, its
+/// [`Selection`] (if any) keeps the best epoch's model and may stop training early (see
+/// [`Selection`]; `state.best` holds the epoch kept), the observer hears of it, and, when `checkpoints` says so, a checkpoint
 /// ([`save_checkpoint`]) is saved atomically. A checkpoint whose weights are not all finite
 /// is not written: training stops with [`Error::Diverged`], and the checkpoints already
 /// written (the last good one is named in the message) stay as they are. Existing files at
@@ -178,6 +185,10 @@ pub fn train_with<B: Backend, C: Collective>(
         return Err(Error::InvalidData(
             "the training data has no examples".into(),
         ));
+    }
+    let selection = validation.and_then(|v| v.select.as_ref().map(|s| (s, &v.ks)));
+    if let Some((s, ks)) = selection {
+        s.check(ks)?;
     }
     let denoising_p = network.graph().descriptor().denoising_p;
     // Data parallelism: each rank trains on its share of every minibatch.
@@ -281,19 +292,27 @@ pub fn train_with<B: Backend, C: Collective>(
             timing.step.as_secs_f64()
         );
         let validation = match validation {
-            Some(v) if v.due(epoch - config.first_epoch + 1, config.epochs) => {
+            // Counted from the start of training, so a resumed run validates (and selects)
+            // after the epochs an uninterrupted one would.
+            Some(v) if v.due(epoch + 1, config.first_epoch + config.epochs) => {
                 Some(evaluate(network, data, v)?)
             }
             _ => None,
         };
-        let report = EpochReport {
+        let mut report = EpochReport {
             epoch,
             loss: loss.to_f64() / n as f64,
             learning_rate: h.alpha,
             seconds,
             examples_per_second: n as f64 / seconds.max(1e-9),
             validation,
+            best: None,
         };
+        let stop = match selection {
+            Some((s, _)) => select::after_epoch(network, s, state, &report)?,
+            None => false,
+        };
+        report.best = state.best;
         observer.on_epoch(&report)?;
         reports.push(report);
         let epochs_done = epoch + 1;
@@ -317,6 +336,9 @@ pub fn train_with<B: Backend, C: Collective>(
                 tracing::info!("checkpoint after {epochs_done} epochs: {}", path.display());
             }
             last_good = Some(path);
+        }
+        if stop {
+            break;
         }
     }
     Ok(reports)

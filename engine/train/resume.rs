@@ -16,6 +16,7 @@
 //! | `alpha`, `lambda`, `lambda1`, `mu`, `mu1` | scalars | `f32::to_bits` of the hyperparameters |
 //! | `brake_moving_average` | scalar | `f64::to_bits` of [`Brake::moving_average`] |
 //! | `brake_warmup_left`, `brake_braking_left` | scalars | the rest of [`Brake`] |
+//! | `selected_epoch`, `selected_value` | scalars | [`TrainState::best`] when model selection has kept an epoch (the value as `f64::to_bits`) |
 //! | `optimizer`, `lr_schedule` | strings | the update rule's DSSTNE name; the schedule |
 //! | `optimizer_s<k>:<in>-><out>:weights`, `…:bias` | tensors | optimizer slot `k` of each edge's weight and bias ([`crate::network::SlotState`]; an edge using a shared weight has an empty `weights` tensor) |
 //! | `optimizer_s<k>:<layer>:bn_scale`, `…:bn_bias` | tensors | optimizer slot `k` of a batch-normalised layer's `γ` and `β` |
@@ -23,7 +24,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Brake, TrainConfig, TrainState};
+use super::{Best, Brake, TrainConfig, TrainState};
 use crate::backend::traits::Backend;
 use crate::checkpoint::{check_against_graph, load_model, Extras, Model};
 use crate::collective::Collective;
@@ -159,6 +160,9 @@ fn checkpoint_extras<B: Backend, C: Collective>(
         .into_iter()
         .map(|(n, v)| (n.to_owned(), v))
         .collect();
+    extras
+        .scalars
+        .extend(state.best.iter().flat_map(|b| b.scalars()));
     extras.strings = vec![
         ("optimizer".into(), network.optimizer().name().to_owned()),
         ("lr_schedule".into(), schedule_text(config.schedule)),
@@ -421,9 +425,10 @@ pub fn resume<B: Backend, C: Collective>(
             old.unwrap_or("none")
         )),
     }
+    let best = Best::from_extras(extras, path)?;
     Ok(Resumed {
         epochs_done,
-        state: TrainState { brake },
+        state: TrainState { brake, best },
         differences,
     })
 }

@@ -24,10 +24,13 @@ pub struct Validation {
     pub every: u32,
     /// Examples per forward pass.
     pub batch: usize,
+    /// Model selection on these metrics (keep the best epoch, stop early), if any.
+    pub select: Option<super::Selection>,
 }
 
 impl Validation {
-    /// Whether to evaluate after `epochs_done` of `total` epochs of this run.
+    /// Whether to evaluate after `epochs_done` of `total` epochs (both counted from the start
+    /// of training).
     pub(crate) fn due(&self, epochs_done: u32, total: u32) -> bool {
         epochs_done == total || (self.every > 0 && epochs_done.is_multiple_of(self.every))
     }

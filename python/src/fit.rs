@@ -178,6 +178,7 @@ pub fn run(job: Job<'_>, observer: &mut PyObserver) -> moira::Result<Fitted> {
             ks,
             every,
             batch: s.batch,
+            select: None,
         });
     let chosen = choose(s.device, s.threads, s.tf32)?;
     host_threads(s.threads);

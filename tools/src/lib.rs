@@ -7,6 +7,7 @@ pub mod paths;
 pub mod predict;
 pub mod progress;
 pub mod ranks;
+pub mod select;
 
 /// Calls `$body` with `$backend` bound to the chosen backend ([`device::choose`]), whichever
 /// it is (the body is compiled once per backend type).

@@ -97,6 +97,10 @@ impl Observer for Progress {
             }
             json["validation"] = v.to_json();
         }
+        if let Some(b) = &r.best {
+            line.push_str(&format!(" (kept: epoch {} {:.4})", b.epoch, b.value));
+            json["selected"] = serde_json::json!({"epoch": b.epoch, "value": b.value});
+        }
         match &self.bar {
             Some(bar) => bar.println(&line),
             None => tracing::info!("{line}"),

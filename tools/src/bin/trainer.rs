@@ -141,6 +141,14 @@ struct Args {
     /// Validate every N epochs (and after the last; 0: only after the last).
     #[arg(long, default_value_t = 1)]
     validate_every: u32,
+    /// Model selection on --validation: keep the epoch with the best METRIC@K (ndcg@20,
+    /// recall@20, recall_full@20, precision@20) instead of the last; the best model so far is
+    /// saved to NETWORK_OUT's name + `.best.nc` and renamed to NETWORK_OUT at the end.
+    #[arg(long, value_name = "METRIC@K")]
+    select_by: Option<String>,
+    /// With --select-by: stop after N epochs without improvement.
+    #[arg(long, value_name = "N")]
+    patience: Option<u32>,
     /// Metrics log (JSON lines); default: NETWORK_OUT with `.metrics.jsonl`. On --resume,
     /// its lines of epochs after the checkpoint are dropped and new lines appended.
     #[arg(long)]
@@ -498,11 +506,20 @@ fn train_net<B: Backend, C: Collective>(
         data_bytes as f64 / 1048576.0,
         buffer_bytes as f64 / 1048576.0
     );
-    let validation = args
+    let mut validation = args
         .validation
         .as_ref()
         .map(|p| load_validation(p, args, config.batch))
         .transpose()?;
+    if let Some(s) = moira_tools::select::selection(args.select_by.as_deref(), args.patience, out)?
+    {
+        setup.refuse_overwriting_inputs("--select-by", &s.best_model)?;
+        let v = validation
+            .as_mut()
+            .context("--select-by needs --validation HELDOUT.nc")?;
+        let (resume, done) = (args.resume.as_deref(), config.first_epoch);
+        moira_tools::select::prepare(network, v, s, resume, &state, done, args.force)?;
+    }
     let log_path = metrics_log(args, out);
     let keep_epochs = args.resume.is_some().then_some(config.first_epoch);
     let mut progress = if root {
@@ -543,8 +560,14 @@ fn train_net<B: Backend, C: Collective>(
     if let Some(p) = progress.as_mut() {
         p.finish();
     }
-    // Collective: the ranks' blocks stream to rank 0, which writes.
-    let saved = match network.save(out, Extras::default(), &[], true) {
+    // Collective: the ranks' blocks stream to rank 0, which writes (with --select-by, rank 0
+    // renames the best epoch's model instead).
+    let selected = validation.as_ref().and_then(|v| v.select.as_ref());
+    let saved = match moira_tools::select::finish(network, selected, state.best, out) {
+        Some(kept) => kept,
+        None => network.save(out, Extras::default(), &[], true),
+    };
+    let saved = match saved {
         Err(moira::Error::NonFiniteWeight { weight }) => Err(moira::Error::Diverged {
             epoch: config.first_epoch + config.epochs,
             batch: None,
@@ -665,6 +688,7 @@ fn load_validation(path: &Path, args: &Args, batch: usize) -> Result<Validation>
         ks: args.validation_k.clone(),
         every: args.validate_every,
         batch,
+        select: None,
     })
 }
 
