@@ -98,6 +98,7 @@ fn checkpoints_resume_and_validation_match_one_rank() {
         ks: vec![5, 20],
         every: 1,
         batch: 50,
+        select: None,
     };
     let run = |ranks: usize, mode: Parallelism, save: Option<&str>, from: Option<&str>| {
         let mut out = Threads::run(ranks, |comm| {
