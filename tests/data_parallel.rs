@@ -18,22 +18,15 @@ use moira::sparse::Csr;
 use moira::train::{shapes, train_with, DataBinding, Quiet, TrainConfig, TrainState, Validation};
 
 mod agreement_common;
-use agreement_common::{agrees, bits, config, features, ml1m, relative_difference, train_on};
+use agreement_common::{agrees, bits, config, feature, feature_config, features, ml1m};
+use agreement_common::{relative_difference, train_on};
 use agreement_common::{Run, BATCH};
 
-/// As tests/rank_agreement.rs: Adam, and SGD at α 0.02 for batch normalisation (whose
-/// edges' biases have a true gradient of 0, rounding noise that Adam turns into full steps).
+/// Each feature's configuration as under model parallelism ([`feature_config`]).
 #[test]
 fn every_feature_trains_alike_on_one_two_and_four_ranks() {
     for (what, json) in features() {
-        let cfg = if what == "batch normalisation" {
-            let mut cfg = config(Optimizer::Sgd);
-            cfg.hyper.alpha = 0.02;
-            cfg
-        } else {
-            config(Optimizer::Adam)
-        };
-        agrees(what, &json, &cfg, Run::data(1), &[2, 4]);
+        agrees(what, &json, &feature_config(what), Run::data(1), &[2, 4]);
     }
 }
 
@@ -64,8 +57,7 @@ fn uneven_splits_and_a_last_minibatch_smaller_than_the_rank_count_train_alike() 
         &[3, 4],
     );
     let bn = feature("batch normalisation");
-    let mut sgd = config(Optimizer::Sgd);
-    sgd.hyper.alpha = 0.02;
+    let sgd = feature_config("batch normalisation");
     let run = Run {
         users: 8 * BATCH + 10,
         ..run
@@ -223,14 +215,6 @@ fn auto_builds_the_chosen_mode() {
     let (l, p) = train_on(&json, chosen_run, &cfg);
     assert_eq!(loss.to_bits(), l.to_bits(), "auto trains as {chosen}");
     assert!(bits(&p) == bits(&params));
-}
-
-fn feature(name: &str) -> String {
-    features()
-        .into_iter()
-        .find(|(w, _)| *w == name)
-        .unwrap_or_else(|| panic!("no feature {name}"))
-        .1
 }
 
 /// Each user's items without every third one, and those held out (the same width).

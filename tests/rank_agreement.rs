@@ -19,26 +19,14 @@ use moira::parallel::{retain_rank_columns, ShardPlan};
 use moira::train::{shapes, DataBinding, Quiet, TrainConfig};
 
 mod agreement_common;
-use agreement_common::{agrees, bits, config, features, ml1m, relative_difference, train_on};
+use agreement_common::{agrees, bits, config, feature, feature_config, features, ml1m};
+use agreement_common::{relative_difference, train_on};
 use agreement_common::{Run, BATCH, USERS};
 
-/// Adam, except for batch normalisation: there the bias of an edge into a normalised layer
-/// has a true gradient of 0 (the normalisation removes it), so what it gets is rounding
-/// noise, which Adam turns into full-size steps whose signs differ between rank counts. SGD
-/// at α 0.02 there: normalising a unit of small batch variance amplifies the rounding of its
-/// inputs, and at α 0.05 the steps compound it to 1.1e-5 on 4 ranks in 8 minibatches (6e-7 at
-/// 0.02), while the loss still agrees within 6e-8.
 #[test]
 fn every_feature_trains_alike_on_one_two_and_four_ranks() {
     for (what, json) in features() {
-        let cfg = if what == "batch normalisation" {
-            let mut cfg = config(Optimizer::Sgd);
-            cfg.hyper.alpha = 0.02;
-            cfg
-        } else {
-            config(Optimizer::Adam)
-        };
-        agrees(what, &json, &cfg, Run::model(1), &[2, 4]);
+        agrees(what, &json, &feature_config(what), Run::model(1), &[2, 4]);
     }
 }
 
@@ -61,11 +49,7 @@ fn fused_and_unfused_sgd_train_alike_on_every_rank_count() {
 
 #[test]
 fn every_optimizer_trains_alike_on_one_two_and_four_ranks() {
-    let everything = features()
-        .into_iter()
-        .find(|(w, _)| *w == "everything stochastic")
-        .unwrap()
-        .1;
+    let everything = feature("everything stochastic");
     for &opt in Optimizer::ALL {
         agrees(
             opt.name(),
@@ -83,11 +67,7 @@ fn every_optimizer_trains_alike_on_one_two_and_four_ranks() {
 #[test]
 fn checkpoints_resume_bit_for_bit_on_every_rank_count() {
     use moira::train::{resume, train_with, CheckpointPlan, TrainState};
-    let everything = features()
-        .into_iter()
-        .find(|(w, _)| *w == "everything stochastic")
-        .unwrap()
-        .1;
+    let everything = feature("everything stochastic");
     let descriptor = Descriptor::from_str(&everything, "agree.json").unwrap();
     let rows = ml1m(USERS);
     let dir = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@
 
 mod mpi_common;
 
-use mpi_common::{available, recs, relative_difference, weights, Fixture};
+use mpi_common::{available, losses, recs, relative_difference, same_sets, weights, Fixture};
 
 const PREDICTOR: &str = env!("CARGO_BIN_EXE_predictor");
 
@@ -25,18 +25,6 @@ const EVERYTHING: &str = r#"{ "Version": 0.8, "Name": "dp", "Kind": "FeedForward
       "pDropout": 0.1 },
     { "Name": "Output", "Kind": "Output", "Source": "H2", "N": "auto", "DataSet": "output",
       "Sparse": true, "Activation": "SoftMax" } ] }"#;
-
-/// The mean loss of each epoch in a metrics log.
-fn losses(path: &std::path::Path) -> Vec<f64> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v["loss"].as_f64().unwrap()
-        })
-        .collect()
-}
 
 /// Trains on `np` ranks into `out` with `args` (Adam at α 0.001, seed 3); returns the epochs'
 /// losses, the weights and the log.
@@ -92,16 +80,7 @@ fn two_epochs_on_any_rank_count_recommend_the_same_top_ten() {
     for np in [2, 4] {
         run(&f, np, &format!("np{np}.nc"), &long);
         let got = f.top10(&format!("np{np}.nc"));
-        let same = alone
-            .iter()
-            .zip(&got)
-            .filter(|(a, b)| {
-                let (mut a, mut b) = ((*a).clone(), (*b).clone());
-                a.sort();
-                b.sort();
-                a == b
-            })
-            .count();
+        let same = same_sets(&alone, &got);
         eprintln!("{np} ranks: the same top-10 set for {same} of 1500 users");
         assert!(same * 100 >= 99 * 1500, "{np} ranks: {same} of 1500");
     }

@@ -9,7 +9,7 @@
 
 mod mpi_common;
 
-use mpi_common::{available, relative_difference, weights, Fixture};
+use mpi_common::{available, losses, relative_difference, same_sets, weights, Fixture};
 
 /// Input → H1 (128, input-sharded) → H2 (96, output-sharded) → Output, with `top` keys on
 /// the network and `h1`, `h2`, `output` keys on the layers.
@@ -77,18 +77,6 @@ fn everything() -> String {
         r#", "Activation": "Relu", "pDropout": 0.1"#,
         r#", "Activation": "SoftMax""#,
     )
-}
-
-/// The mean loss of each epoch in a metrics log.
-fn losses(path: &std::path::Path) -> Vec<f64> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v["loss"].as_f64().unwrap()
-        })
-        .collect()
 }
 
 /// Trains `f`'s descriptor on `np` ranks into `out` (and `out`'s metrics log) with `args`,
@@ -164,16 +152,7 @@ fn two_epochs_on_any_rank_count_recommend_the_same_top_ten() {
         for np in [2, 4] {
             run(&f, np, &format!("np{np}.nc"), &long);
             let got = f.top10(&format!("np{np}.nc"));
-            let same = alone
-                .iter()
-                .zip(&got)
-                .filter(|(a, b)| {
-                    let (mut a, mut b) = ((*a).clone(), (*b).clone());
-                    a.sort();
-                    b.sort();
-                    a == b
-                })
-                .count();
+            let same = same_sets(&alone, &got);
             eprintln!("{what}, {np} ranks: the same top-10 set for {same} of 1500 users");
             assert!(
                 same * 100 >= 99 * 1500,

@@ -122,6 +122,31 @@ pub fn recs(text: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The mean loss of each epoch in a metrics log.
+pub fn losses(path: &Path) -> Vec<f64> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["loss"].as_f64().unwrap()
+        })
+        .collect()
+}
+
+/// How many users have the same set of recommended items (in any order) in `a` and `b`.
+pub fn same_sets(a: &[Vec<String>], b: &[Vec<String>]) -> usize {
+    a.iter()
+        .zip(b)
+        .filter(|(a, b)| {
+            let (mut a, mut b) = ((*a).clone(), (*b).clone());
+            a.sort();
+            b.sort();
+            a == b
+        })
+        .count()
+}
+
 /// Every weight and bias of a model file, in file order.
 pub fn weights(path: &Path) -> Vec<Vec<f32>> {
     moira::checkpoint::load_model(path)
