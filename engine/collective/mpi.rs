@@ -74,6 +74,9 @@ impl Mpi {
 }
 
 /// MPI counts are `int`s.
+/// The largest piece one `MPI_Allreduce` call moves.
+const ALL_REDUCE_PIECE_BYTES: usize = 1 << 20;
+
 fn count(n: usize, what: &str) -> Result<i32> {
     i32::try_from(n).map_err(|_| {
         Error::Unsupported(format!(
@@ -105,8 +108,16 @@ impl Mpi {
         op: ReduceOp,
     ) -> Result<()> {
         count(buf.len(), "all_reduce")?;
-        let send = buf.to_vec();
-        self.world.all_reduce_into(&send[..], buf, system_op(op));
+        // In pieces of at most a MiB, each copied into one reused send buffer: a large
+        // all-reduce in one call (and a fresh copy of the whole buffer) ran 3-4x slower
+        // with Open MPI over shared memory (1.45M i64 on 2 ranks: 50 ms against 13-18 ms).
+        let piece = (ALL_REDUCE_PIECE_BYTES / std::mem::size_of::<T>().max(1)).max(1);
+        let mut send: Vec<T> = Vec::with_capacity(piece.min(buf.len()));
+        for part in buf.chunks_mut(piece) {
+            send.clear();
+            send.extend_from_slice(part);
+            self.world.all_reduce_into(&send[..], part, system_op(op));
+        }
         Ok(())
     }
 

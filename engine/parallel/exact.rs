@@ -27,6 +27,8 @@ use crate::error::{Error, Result};
 thread_local! {
     /// Fixed-point blocks and sums of [`reduce_scatter_columns`].
     static FIXED: RefCell<Vec<i64>> = const { RefCell::new(Vec::new()) };
+    /// Fixed-point terms and sums of [`sum_blocks`].
+    static SUMS: RefCell<Vec<i64>> = const { RefCell::new(Vec::new()) };
     /// Gathered blocks of [`all_gather_columns`].
     static BLOCKS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
@@ -61,6 +63,13 @@ const MAGIC: f64 = 6_755_399_441_055_744.0;
 #[inline(always)]
 fn round_to_i64(y: f64) -> i64 {
     ((y + MAGIC).to_bits() as i64).wrapping_sub(MAGIC.to_bits() as i64)
+}
+
+/// `f` as an `f64`, exactly, for `|f| < 2⁵¹`: the inverse of [`round_to_i64`] (integer
+/// operations that vectorise, where `f as f64` does not without AVX-512).
+#[inline(always)]
+fn i64_to_f64(f: i64) -> f64 {
+    f64::from_bits(f.wrapping_add(MAGIC.to_bits() as i64) as u64) - MAGIC
 }
 
 /// The largest magnitude of `values` over every rank (NaN or infinite if any value is).
@@ -121,10 +130,15 @@ pub fn sum_blocks<C: Collective>(comm: &C, values: &mut [f32], lens: &[usize]) -
     let mut maxima: Vec<f64> = Vec::with_capacity(lens.len());
     let mut at = 0;
     for &len in lens {
-        let block = &values[at..at + len];
-        let max = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let finite = block.iter().fold(true, |f, v| f & v.is_finite());
-        maxima.push(if finite { max as f64 } else { f64::INFINITY });
+        // One pass: the largest magnitude, and `v·0` summed, NaN when any `v` is not finite.
+        let (max, poison) = values[at..at + len]
+            .iter()
+            .fold((0.0f32, 0.0f32), |(m, p), v| (m.max(v.abs()), p + v * 0.0));
+        maxima.push(if poison == 0.0 {
+            max as f64
+        } else {
+            f64::INFINITY
+        });
         at += len;
     }
     comm.all_reduce(&mut maxima, ReduceOp::Max)?;
@@ -132,7 +146,13 @@ pub fn sum_blocks<C: Collective>(comm: &C, values: &mut [f32], lens: &[usize]) -
         .iter()
         .map(|&m| shared_scale(m, comm.size()))
         .collect();
-    with_buffer(&FIXED, values.len(), |fixed| {
+    // Every element is written before it is read: the buffer grows but is not cleared.
+    SUMS.with(|sums| {
+        let mut sums = sums.borrow_mut();
+        if sums.len() < values.len() {
+            sums.resize(values.len(), 0);
+        }
+        let fixed = &mut sums[..values.len()];
         let mut at = 0;
         for (&len, s) in lens.iter().zip(&scales) {
             let (src, dst) = (&values[at..at + len], &mut fixed[at..at + len]);
@@ -155,7 +175,7 @@ pub fn sum_blocks<C: Collective>(comm: &C, values: &mut [f32], lens: &[usize]) -
                 Some(s) => {
                     let down = pow2(-*s);
                     for (v, &f) in block.iter_mut().zip(&fixed[at..at + len]) {
-                        *v = (f as f64 * down) as f32;
+                        *v = (i64_to_f64(f) * down) as f32;
                     }
                 }
                 None => comm.all_reduce(block, ReduceOp::Sum)?,
@@ -396,6 +416,22 @@ mod tests {
         .unwrap();
         assert_eq!(forward[0], backward[0]);
         assert!((forward[0][2] - 0.3).abs() < 1e-12);
+    }
+
+    #[test]
+    fn fixed_point_integers_convert_back_exactly() {
+        for f in [
+            0i64,
+            1,
+            -1,
+            12345,
+            -987_654_321,
+            (1 << 49) - 1,
+            -(1 << 49) + 3,
+        ] {
+            assert_eq!(i64_to_f64(f), f as f64);
+            assert_eq!(round_to_i64(i64_to_f64(f)), f);
+        }
     }
 
     #[test]
