@@ -167,3 +167,31 @@ fn the_predictor_splits_the_users_across_ranks_with_the_one_rank_output() {
     }
     assert!(metrics.contains("\"users\":1500"), "{metrics}");
 }
+
+#[test]
+fn a_diverging_run_stops_every_rank_with_the_reason() {
+    if !available() {
+        return;
+    }
+    let f = Fixture::new(512, EVERYTHING);
+    let args = [
+        "-b",
+        "64",
+        "-e",
+        "2",
+        "--parallel",
+        "data",
+        "--alpha",
+        "1e9",
+        "--no-brake",
+    ];
+    let o = f.train(2, "diverged.nc", &args);
+    assert_ne!(o.code, Some(0), "{}", o.stderr);
+    assert!(o.stderr.contains("training stopped"), "{}", o.stderr);
+    assert!(
+        o.elapsed < std::time::Duration::from_secs(60),
+        "{:?}",
+        o.elapsed
+    );
+    assert!(!f.path("diverged.nc").exists());
+}
