@@ -64,6 +64,15 @@ pub enum Error {
         message: String,
     },
 
+    /// A Parquet file that cannot be read or does not hold the expected columns.
+    /// `column` names the column concerned, if any.
+    #[error("{file}: {}{message}", column.as_deref().map(|c| format!("column `{c}`: ")).unwrap_or_default())]
+    Parquet {
+        file: PathBuf,
+        column: Option<String>,
+        message: String,
+    },
+
     /// Data that is structurally invalid (e.g. a CSR matrix whose offsets do not match).
     #[error("invalid data: {0}")]
     InvalidData(String),
@@ -128,6 +137,19 @@ impl Error {
         Error::NetCdf {
             file: file.into(),
             item: item.map(str::to_owned),
+            message: message.into(),
+        }
+    }
+
+    /// An [`Error::Parquet`] about `column` of `file`.
+    pub fn parquet(
+        file: impl Into<PathBuf>,
+        column: Option<&str>,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::Parquet {
+            file: file.into(),
+            column: column.map(str::to_owned),
             message: message.into(),
         }
     }

@@ -47,11 +47,12 @@ echo "== check $net against the data"
 echo "== train $epochs epochs, evaluating Recall@20 / NDCG@20 on the held-out items"
 "$bin/trainer" "$net" -i "$out/input.nc" -o "$out/output.nc" -n "$out/model.nc" \
   -b 500 -e "$epochs" --optimizer adam --alpha 0.003 --lambda 0.0001 --mu 0.9 \
-  --threads 2 --validation "$out/test.nc" --validation-k 10,20,50 --validate-every 5
+  --threads 2 --validation "$out/test.nc" --validation-k 10,20,50 --validate-every 5 \
+  --plot "$out/curves.svg"
 
 echo "== predict: top-10 recommendations per user (own items excluded), and metrics on the held-out items"
 "$bin/predictor" -n "$out/model.nc" -i "$out/input.nc" -o "$out/features" --samples "$out/samples" \
   -k 10 -s "$out/recs" --threads 2 --evaluate "$out/test.nc" --evaluate-k 10,20,50
 echo "== first recommendations ($out/recs, DSSTNE's format: user<TAB>item,score:…):"
 head -n 3 "$out/recs" | cut -c1-160
-echo "== done: model $out/model.nc (DSSTNE NetCDF schema), recs $out/recs, per-epoch metrics $out/model.metrics.jsonl"
+echo "== done: model $out/model.nc (DSSTNE NetCDF schema), recs $out/recs, per-epoch metrics $out/model.metrics.jsonl (drawn in $out/curves.svg)"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Python package's tests (scripts/test.sh runs this after the Rust tests): builds the
 # wheel from ./python (`pip wheel ./python`, maturin, the `ci` profile the Rust tests use, into
-# target/wheels/), installs it into a virtualenv (numpy, scipy, pytest and maturin from PyPI;
+# target/wheels/), installs it into a virtualenv (numpy, scipy, pytest, pyarrow and maturin from PyPI;
 # $MOIRA_PY_VENV, default ~/.cache/moira/py, reused when present) and runs pytest on
 # python/tests against the command-line tools of target/ci. The last line is pytest's summary.
 set -euo pipefail
@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 venv="${MOIRA_PY_VENV:-$HOME/.cache/moira/py}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 export PATH="$venv/bin:$PATH"
-pip install -q --disable-pip-version-check numpy scipy pytest 'maturin>=1.9.4,<2'
+pip install -q --disable-pip-version-check numpy scipy pytest pyarrow 'maturin>=1.9.4,<2'
 # The tools the round-trip tests run, from the same source as the package.
 cargo build --profile ci -p moira-tools --bins --quiet
 rm -rf target/wheels

@@ -1,5 +1,5 @@
 //! Property-based fuzzing of every reader of user files: the descriptor parser (and the graph
-//! compiler after it), the converter's text, CSV and lists readers, and the NetCDF dataset and
+//! compiler after it), the converter's text, CSV, lists and Parquet readers, and the NetCDF dataset and
 //! model readers. Random inputs, and valid inputs mutated (bytes flipped, inserted, deleted,
 //! cut short, lines repeated), give an error or a valid result: never a panic, an abort or a
 //! hang. The case count is bounded for CI (`MOIRA_FUZZ_CASES`, default 64 per property, from
@@ -11,6 +11,7 @@ use moira::checkpoint::{load_model, save_model};
 use moira::dataset::convert::{convert, ConvertOptions, FeatureIndexMode, InputFormat, ValueType};
 use moira::dataset::io::csv::{CsvOptions, ValueColumn};
 use moira::dataset::io::netcdf;
+use moira::dataset::io::parquet::ParquetOptions;
 use moira::dataset::Dataset;
 use moira::descriptor::{Descriptor, Size};
 use moira::graph::{DataShape, Graph};
@@ -197,11 +198,58 @@ fn text_csv_and_lists_inputs_convert_or_fail_cleanly() {
                 } else {
                     ValueType::Indicator
                 };
-                convert_bytes(&bytes, format, value_type);
+                convert_bytes(&bytes, format.clone(), value_type);
                 Ok(())
             })
             .unwrap();
     }
+}
+
+/// A valid Parquet log (int users, string items, float values; dictionary pages, two row
+/// groups), as bytes.
+fn parquet_bytes() -> &'static [u8] {
+    use std::sync::Arc;
+    let users = arrow_array::Int64Array::from(vec![1, 1, 2, 3, 3, 3]);
+    let items = arrow_array::StringArray::from(vec!["a", "b", "a", "c", "d", "a"]);
+    let values = arrow_array::Float32Array::from(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let batch = arrow_array::RecordBatch::try_from_iter([
+        ("u", Arc::new(users) as arrow_array::ArrayRef),
+        ("i", Arc::new(items)),
+        ("v", Arc::new(values)),
+    ])
+    .unwrap();
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(3))
+        .build();
+    let mut out = Vec::new();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    Box::leak(out.into_boxed_slice())
+}
+
+#[test]
+fn parquet_input_converts_or_fails_cleanly() {
+    let format = InputFormat::Parquet(ParquetOptions {
+        user_column: "u".into(),
+        item_column: "i".into(),
+        value_column: Some("v".into()),
+        min_rating: None,
+    });
+    let base = parquet_bytes();
+    convert_bytes(base, format.clone(), ValueType::Analog);
+    runner()
+        .run(&(inputs(base), any::<bool>()), |(bytes, analog)| {
+            let value_type = if analog {
+                ValueType::Analog
+            } else {
+                ValueType::Indicator
+            };
+            convert_bytes(&bytes, format.clone(), value_type);
+            Ok(())
+        })
+        .unwrap();
 }
 
 /// A valid dataset file and model file, as bytes.

@@ -1,5 +1,5 @@
-//! DSSTNE's `generateNetCDF` as a library function: text input → one sparse dataset in a
-//! NetCDF file, with feature and sample index files.
+//! DSSTNE's `generateNetCDF` as a library function: text or Parquet input → one sparse
+//! dataset in a NetCDF file, with feature and sample index files.
 //!
 //! Pipeline of [`convert`]:
 //! 1. The samples index is loaded if its file exists (else started empty); the features
@@ -24,19 +24,21 @@
 //! malformed CSV line, a result without any entry. Skipped with a warning (through
 //! `tracing`, counted in [`ConvertReport::stats`]): text lines without a TAB or with an
 //! empty sample name, extra `,value`s (first kept), repeated samples (last row kept),
-//! unknown features of a fixed index. See [`crate::dataset::io::text`] and
-//! [`crate::dataset::io::csv`] for the format details.
+//! unknown features of a fixed index, Parquet rows with a null user, item or value. See
+//! [`crate::dataset::io::text`], [`crate::dataset::io::csv`] and
+//! [`crate::dataset::io::parquet`] for the format details.
 
 use std::path::{Path, PathBuf};
 
 use super::index::Index;
 use super::io::csv::{CsvOptions, ValueColumn};
+use super::io::parquet::ParquetOptions;
 use super::io::{self, Repeat, Rows, Stats};
 use super::{round_up_width, Dataset};
 use crate::error::{Error, Result};
 
 /// The input's layout.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum InputFormat {
     /// DSSTNE's text format ([`crate::dataset::io::text`]).
     Text,
@@ -44,6 +46,9 @@ pub enum InputFormat {
     Csv(CsvOptions),
     /// Interaction lists ([`crate::dataset::io::lists`]).
     Lists,
+    /// Parquet rows of user, item and optional value columns
+    /// ([`crate::dataset::io::parquet`]).
+    Parquet(ParquetOptions),
 }
 
 /// How the features index is obtained (DSSTNE's `-c`, `-m`, neither).
@@ -147,6 +152,9 @@ pub fn convert(options: &ConvertOptions, progress: &mut dyn FnMut(u64)) -> Resul
             InputFormat::Csv(CsvOptions {
                 value_column: ValueColumn::None,
                 ..
+            }) | InputFormat::Parquet(ParquetOptions {
+                value_column: None,
+                ..
             })
         );
     let repeat = repeat_for(&options.format);
@@ -173,6 +181,13 @@ pub fn convert(options: &ConvertOptions, progress: &mut dyn FnMut(u64)) -> Resul
             stats.lines,
             stats.unknown_features
         )));
+    }
+    if stats.null_rows > 0 {
+        tracing::warn!(
+            "{}: {} rows skipped: their user, item or value is null",
+            options.input.display(),
+            stats.null_rows
+        );
     }
     if stats.unknown_features > 0 {
         tracing::warn!(
@@ -245,6 +260,7 @@ pub fn read_input(
         InputFormat::Text => io::text::read(input, rows, progress),
         InputFormat::Csv(o) => io::csv::read(input, rows, o, progress),
         InputFormat::Lists => io::lists::read(input, rows, progress),
+        InputFormat::Parquet(o) => io::parquet::read(input, rows, o, progress),
     }
 }
 

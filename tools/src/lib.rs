@@ -4,10 +4,13 @@
 pub mod device;
 pub mod outputs;
 pub mod paths;
+pub mod plot;
 pub mod predict;
 pub mod progress;
 pub mod ranks;
 pub mod select;
+pub mod tensorboard;
+pub mod watch;
 
 /// Calls `$body` with `$backend` bound to the chosen backend ([`device::choose`]), whichever
 /// it is (the body is compiled once per backend type).

@@ -157,7 +157,7 @@ fn failures_print_error_and_leave_no_output() {
         ],
     );
     assert!(
-        stderr(&out).contains("--format csv only"),
+        stderr(&out).contains("--format csv and parquet only"),
         "{}",
         stderr(&out)
     );

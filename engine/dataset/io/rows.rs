@@ -27,7 +27,7 @@ pub enum Repeat {
 /// Counts of what the parsers skipped or noticed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Lines read (including empty and skipped ones).
+    /// Lines (Parquet: rows) read (including empty and skipped ones).
     pub lines: u64,
     /// Entries kept.
     pub entries: u64,
@@ -43,6 +43,8 @@ pub struct Stats {
     pub unknown_feature_examples: Vec<String>,
     /// Entries dropped by a minimum-rating filter.
     pub below_min_rating: u64,
+    /// Parquet rows skipped because their user, item or value is null.
+    pub null_rows: u64,
 }
 
 /// Staged rows bound to a samples and a features index (see the module documentation).

@@ -1,5 +1,5 @@
 //! `converter`: DSSTNE's `generateNetCDF`. Converts text input (DSSTNE text format, a ratings
-//! CSV, or interaction lists) into a sparse dataset in DSSTNE's NetCDF schema, maintaining
+//! CSV, or interaction lists) or Parquet interaction logs into a sparse dataset in DSSTNE's NetCDF schema, maintaining
 //! the features and samples index files. The work is `moira::dataset::convert::convert`;
 //! this binary parses flags, shows progress on a terminal, and prints warnings (capped) and
 //! errors (`error: <message>`, exit code 1) on stderr.
@@ -18,6 +18,7 @@ use moira::dataset::convert::{
     convert, ConvertOptions, ConvertReport, FeatureIndexMode, InputFormat, ValueType,
 };
 use moira::dataset::io::csv::{CsvOptions, ValueColumn};
+use moira::dataset::io::parquet::ParquetOptions;
 use moira_tools::paths::refuse_overwriting_inputs;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -28,6 +29,11 @@ Input formats (--format):
   text   DSSTNE's format, one sample per line: sample<TAB>feature[,value]:feature[,value]...
   csv    ratings CSV `userId,movieId,rating[,timestamp]` (header line optional)
   lists  `user item item ...` lines, separated by spaces or TABs (boolean data)
+  parquet  one interaction per row (Spark, Hive, pandas): --user-column and --item-column
+         name the id columns (integers or strings), --value-column the optional value
+         (integers or floats; kept with -t analog, filtered by --min-rating). -i may be a
+         directory of part files (names starting with `.` or `_`, like _SUCCESS, are
+         skipped). Rows with a null user, item or value are skipped and counted.
 
 Rows follow the samples index: row r is the sample with index r. Converting an input and
 an output dataset with the same -s file keeps their rows aligned; samples of the index
@@ -42,7 +48,9 @@ Fatal errors (exit code 1, `error: <message>`, no output file and no index chang
   gaps in the indices (file:line); in analog mode, a value that is empty, not a number or
   not finite (file:line); a sample or feature name with a TAB or CR inside (file:line);
   CSV: a line with fewer than 3 fields, an empty id, or a rating/timestamp that is used
-  and not a number (file:line); a missing features index without -c; no entries left to
+  and not a number (file:line); Parquet: a file that is not Parquet, truncated or corrupt,
+  a missing column or one of another type, a value that is not finite (file, column); a
+  missing features index without -c; no entries left to
   write; an output (-o, or an index it rewrites) that is the same file as the input or an
   index, or a directory.
 
@@ -91,12 +99,19 @@ struct Args {
     /// Input format
     #[arg(long, value_enum, default_value_t = FormatArg::Text)]
     format: FormatArg,
-    /// CSV only: drop ratings below this value
+    /// CSV and Parquet: drop ratings (Parquet: values of --value-column) below this value
     #[arg(long, value_name = "X")]
     min_rating: Option<f32>,
-    /// CSV only: the column kept as the value in analog mode [default: rating]
-    #[arg(long, value_enum)]
-    value_column: Option<ValueColumnArg>,
+    /// The value kept in analog mode: CSV: rating, timestamp or none [default: rating];
+    /// Parquet: the name of the value column [default: none, boolean data]
+    #[arg(long, value_name = "COLUMN")]
+    value_column: Option<String>,
+    /// Parquet: the column of the user (sample) ids
+    #[arg(long, value_name = "COLUMN")]
+    user_column: Option<String>,
+    /// Parquet: the column of the item (feature) ids
+    #[arg(long, value_name = "COLUMN")]
+    item_column: Option<String>,
     /// Width = number of features (default: rounded up to a multiple of 128, like DSSTNE)
     #[arg(long)]
     exact_width: bool,
@@ -120,30 +135,47 @@ enum FormatArg {
     Text,
     Csv,
     Lists,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum ValueColumnArg {
-    Rating,
-    Timestamp,
-    None,
+    Parquet,
 }
 
 fn options(args: &Args) -> Result<ConvertOptions> {
-    if args.format != FormatArg::Csv && (args.min_rating.is_some() || args.value_column.is_some()) {
-        bail!("--min-rating and --value-column apply to --format csv only");
+    let tabular = matches!(args.format, FormatArg::Csv | FormatArg::Parquet);
+    if !tabular && (args.min_rating.is_some() || args.value_column.is_some()) {
+        bail!("--min-rating and --value-column apply to --format csv and parquet only");
+    }
+    if args.format != FormatArg::Parquet
+        && (args.user_column.is_some() || args.item_column.is_some())
+    {
+        bail!("--user-column and --item-column apply to --format parquet only");
     }
     let format = match args.format {
         FormatArg::Text => InputFormat::Text,
         FormatArg::Lists => InputFormat::Lists,
         FormatArg::Csv => InputFormat::Csv(CsvOptions {
-            value_column: match args.value_column.unwrap_or(ValueColumnArg::Rating) {
-                ValueColumnArg::Rating => ValueColumn::Rating,
-                ValueColumnArg::Timestamp => ValueColumn::Timestamp,
-                ValueColumnArg::None => ValueColumn::None,
+            value_column: match args.value_column.as_deref().unwrap_or("rating") {
+                "rating" => ValueColumn::Rating,
+                "timestamp" => ValueColumn::Timestamp,
+                "none" => ValueColumn::None,
+                other => bail!(
+                    "--value-column `{other}`: a CSV value column is rating, timestamp or none"
+                ),
             },
             min_rating: args.min_rating,
         }),
+        FormatArg::Parquet => {
+            let (Some(user), Some(item)) = (&args.user_column, &args.item_column) else {
+                bail!("--format parquet needs --user-column and --item-column");
+            };
+            if args.min_rating.is_some() && args.value_column.is_none() {
+                bail!("--min-rating needs --value-column (the column of the ratings)");
+            }
+            InputFormat::Parquet(ParquetOptions {
+                user_column: user.clone(),
+                item_column: item.clone(),
+                value_column: args.value_column.clone(),
+                min_rating: args.min_rating,
+            })
+        }
     };
     Ok(ConvertOptions {
         dataset_name: args.dataset.clone(),
@@ -230,7 +262,7 @@ fn print_suppressed(seen: &Seen) {
 fn summary(r: &ConvertReport, secs: f64) -> String {
     format!(
         "{} examples x width {} ({} features, {} new; {} new samples), {} entries from {} \
-         lines in {:.2} s ({:.0} entries/s); skipped: {} lines, {} unknown-feature entries",
+         lines in {:.2} s ({:.0} entries/s); skipped: {} lines, {} unknown-feature entries, {} null rows",
         r.examples,
         r.width,
         r.features,
@@ -241,7 +273,8 @@ fn summary(r: &ConvertReport, secs: f64) -> String {
         secs,
         r.nnz as f64 / secs.max(1e-9),
         r.stats.skipped_lines,
-        r.stats.unknown_features
+        r.stats.unknown_features,
+        r.stats.null_rows
     )
 }
 

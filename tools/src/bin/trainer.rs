@@ -153,6 +153,13 @@ struct Args {
     /// its lines of epochs after the checkpoint are dropped and new lines appended.
     #[arg(long)]
     metrics_log: Option<PathBuf>,
+    /// Write TensorBoard scalars (loss, examples/s, learning rate, validation metrics) per
+    /// epoch to an event file in DIR (created if needed), flushed after every epoch.
+    #[arg(long, value_name = "DIR")]
+    tensorboard: Option<PathBuf>,
+    /// Draw the loss and validation curves into FILE.svg or FILE.png after every epoch.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
     /// Save a checkpoint every N epochs as NETWORK_OUT's name + `.epoch<E>.nc` (0: never).
     #[arg(long, value_name = "N", default_value_t = 0)]
     checkpoint_every: u32,
@@ -356,6 +363,10 @@ fn prepare(args: &Args, root: bool) -> Result<Option<Setup>> {
     };
     setup.refuse_overwriting_inputs("-n", &setup.out)?;
     setup.refuse_overwriting_inputs("--metrics-log", &metrics_log(args, &setup.out))?;
+    if let Some(plot) = &args.plot {
+        moira_tools::watch::check_plot_path(plot)?;
+        setup.refuse_overwriting_inputs("--plot", plot)?;
+    }
     Ok(Some(setup))
 }
 
@@ -523,7 +534,10 @@ fn train_net<B: Backend, C: Collective>(
     let log_path = metrics_log(args, out);
     let keep_epochs = args.resume.is_some().then_some(config.first_epoch);
     let mut progress = if root {
-        Some(Progress::new(&log_path, binding.examples(), keep_epochs)?)
+        let (tb, plot) = (args.tensorboard.as_deref(), args.plot.as_deref());
+        let outputs = moira_tools::watch::Outputs::create(tb, plot, &log_path)?;
+        let p = Progress::new(&log_path, binding.examples(), keep_epochs)?;
+        Some(outputs.around(p))
     } else {
         None
     };
@@ -558,7 +572,7 @@ fn train_net<B: Backend, C: Collective>(
         return Err(e.into());
     }
     if let Some(p) = progress.as_mut() {
-        p.finish();
+        p.inner.finish();
     }
     // Collective: the ranks' blocks stream to rank 0, which writes (with --select-by, rank 0
     // renames the best epoch's model instead).

@@ -10,8 +10,10 @@ Input (-r INPUT, or the earlier form -i INPUT.nc without -r):
   A NetCDF dataset (rows = samples, converted with the training features index), or text
   mapped through the network's features index -i FEATURES_INDEX: DSSTNE's text format
   `sample<TAB>feature[,value]:...`, a ratings CSV `userId,movieId,rating[,timestamp]`, or
-  `user item item ...` lists. --input-format auto (default) picks nc from the file's magic
-  bytes, csv from a .csv name, lists when the first line has no TAB, text otherwise; a
+  `user item item ...` lists, or Parquet rows (--user-column, --item-column, optional
+  --value-column; a directory of part files skips `.`/`_` names such as _SUCCESS).
+  --input-format auto (default) picks nc or parquet from the file's magic bytes, csv from
+  a .csv name, lists when the first line has no TAB, text otherwise; a
   directory is read file by file in sorted order. Text is converted as the converter does
   (-t, --l2-normalize, --min-rating have its meaning: use the training conversion's
   options). Features missing from the index are dropped and reported with their count and
@@ -26,7 +28,8 @@ Input layer (-d NAME):
 
 Filter (-f / --filter FILTER, --filter-mode):
   FILTER is a NetCDF dataset row-aligned with the input (as wide as the output layer), or
-  text in any input format (detected as by --input-format auto), its features looked up in
+  text or Parquet in any input format (detected as by --input-format auto; Parquet with
+  the input's column flags), its features looked up in
   the output index -o and its samples in the input's samples (text input, or --samples);
   filter samples absent from the input are warned about and ignored.
   exclude (default): every item of the sample's filter row is excluded, whatever its value.
@@ -45,8 +48,13 @@ Layer output (-l / --layer NAME, -s OUT):
   Writes layer NAME's activations instead of recommendations. nc: one dense dataset named
   NAME (DSSTNE schema, width = the layer's units, row r = input row r), readable by Moira's
   dataset reader; tsv: `sample<TAB>v1 v2 ... vN` per row (space-separated; -p decimals if
-  given, else the shortest exact representation). --layer-format, or the -s extension
-  (.nc → nc, else tsv).
+  given, else the shortest exact representation); parquet: columns `sample` (string) and
+  `values` (list of float32). --layer-format, or the -s extension (.nc → nc, .parquet →
+  parquet, else tsv).
+
+Parquet recommendations (--format parquet): one row per (sample, item) with columns
+`sample` (string), `rank` (int32, from 1), `item` (string), `score` (float32, not rounded:
+-p does not apply), snappy-compressed, readable by pandas.read_parquet and Spark.
 
 Consistency checks (fatal, naming the files): the input's width and the input layer's
 units; a features index whose length does not give the layer's width (its length, or that
@@ -61,14 +69,18 @@ pub enum FormatArg {
     Tsv,
     /// `{"sample":…,"items":[{"label":…,"score":…},…]}`, one line per sample.
     Jsonl,
+    /// Parquet: columns sample, rank, item, score (float32, unrounded), one row per item.
+    Parquet,
 }
 
-impl From<FormatArg> for RecsFormat {
-    fn from(f: FormatArg) -> Self {
-        match f {
-            FormatArg::Recs => RecsFormat::Recs,
-            FormatArg::Tsv => RecsFormat::Tsv,
-            FormatArg::Jsonl => RecsFormat::Jsonl,
+impl FormatArg {
+    /// The text format, or `None` for Parquet.
+    pub fn text(self) -> Option<RecsFormat> {
+        match self {
+            FormatArg::Recs => Some(RecsFormat::Recs),
+            FormatArg::Tsv => Some(RecsFormat::Tsv),
+            FormatArg::Jsonl => Some(RecsFormat::Jsonl),
+            FormatArg::Parquet => None,
         }
     }
 }
@@ -87,6 +99,8 @@ pub enum InputFormatArg {
     Csv,
     /// `user item item …` lists.
     Lists,
+    /// Parquet rows (--user-column, --item-column, --value-column).
+    Parquet,
 }
 
 /// DSSTNE's `-t` of the converter.
@@ -121,6 +135,8 @@ pub enum LayerFormat {
     Nc,
     /// `sample<TAB>v1 v2 … vN`.
     Tsv,
+    /// Parquet: columns sample (string) and values (list of float32).
+    Parquet,
 }
 
 /// Scores every sample of a dataset with a trained network and writes its top-K items
@@ -155,9 +171,18 @@ pub struct Args {
     /// Text input: scale each row to unit L2 norm (as `converter --l2-normalize`).
     #[arg(long)]
     pub l2_normalize: bool,
-    /// CSV input: drop ratings below this value.
+    /// CSV input: drop ratings below this value (Parquet: values of --value-column).
     #[arg(long, value_name = "X")]
     pub min_rating: Option<f32>,
+    /// Parquet input: the column of the user (sample) ids.
+    #[arg(long, value_name = "COLUMN")]
+    pub user_column: Option<String>,
+    /// Parquet input: the column of the item (feature) ids.
+    #[arg(long, value_name = "COLUMN")]
+    pub item_column: Option<String>,
+    /// Parquet input: the column of the values (kept with -t analog) [default: none].
+    #[arg(long, value_name = "COLUMN")]
+    pub value_column: Option<String>,
     /// Output features index (`label<TAB>index`) naming the output units; default: the
     /// numeric unit index.
     #[arg(
@@ -204,7 +229,8 @@ pub struct Args {
     /// Write this layer's activations to -s instead of recommendations.
     #[arg(short = 'l', long, value_name = "NAME")]
     pub layer: Option<String>,
-    /// Format of --layer output [default: from the -s extension: .nc → nc, else tsv].
+    /// Format of --layer output [default: from the -s extension: .nc → nc, .parquet →
+    /// parquet, else tsv].
     #[arg(long, value_enum)]
     pub layer_format: Option<LayerFormat>,
     /// No progress bar even on a terminal.

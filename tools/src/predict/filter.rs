@@ -43,7 +43,11 @@ pub fn load(
     samples: Option<&Index>,
     n: usize,
 ) -> Result<Csr> {
-    let csr = match source(path, InputFormatArg::Auto, Default::default())? {
+    let parquet = moira::dataset::io::parquet::ParquetOptions {
+        min_rating: None,
+        ..super::input::parquet_options(args)
+    };
+    let csr = match source(path, InputFormatArg::Auto, Default::default(), &parquet)? {
         Source::NetCdf => {
             let csr = single_sparse(path, "filter")?;
             if csr.n_cols() as usize != width {

@@ -9,6 +9,7 @@ use moira::checkpoint::Model;
 use moira::dataset::convert::{quoted, read_input, repeat_for, InputFormat};
 use moira::dataset::index::Index;
 use moira::dataset::io::csv::CsvOptions;
+use moira::dataset::io::parquet::ParquetOptions;
 use moira::dataset::io::{netcdf, Rows, Stats};
 use moira::dataset::{round_up_width, Dataset};
 use moira::descriptor::{LayerDescriptor as Layer, LayerKind, Size};
@@ -17,7 +18,7 @@ use moira::sparse::Csr;
 use super::args::{Args, InputFormatArg, TypeArg};
 
 /// How a file is read, once `auto` is resolved.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Source {
     NetCdf,
     Text(InputFormat),
@@ -45,6 +46,37 @@ fn is_netcdf(path: &Path) -> bool {
         || (n == 8 && &magic == b"\x89HDF\r\n\x1a\n")
 }
 
+/// Whether the file starts with Parquet's magic bytes.
+fn is_parquet(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && &magic == b"PAR1"
+}
+
+/// The Parquet options of the predictor's flags (`--user-column`, `--item-column`,
+/// `--value-column`, `--min-rating`), for input and filter files.
+pub fn parquet_options(args: &Args) -> ParquetOptions {
+    ParquetOptions {
+        user_column: args.user_column.clone().unwrap_or_default(),
+        item_column: args.item_column.clone().unwrap_or_default(),
+        value_column: args.value_column.clone(),
+        min_rating: args.min_rating,
+    }
+}
+
+/// `Source::Text(Parquet)` once the id columns are known.
+fn parquet_source(path: &Path, parquet: &ParquetOptions) -> Result<Source> {
+    if parquet.user_column.is_empty() || parquet.item_column.is_empty() {
+        bail!(
+            "{}: a Parquet input needs --user-column and --item-column",
+            path.display()
+        );
+    }
+    Ok(Source::Text(InputFormat::Parquet(parquet.clone())))
+}
+
 /// The first file of `path` (itself, or the first of a directory in sorted order).
 fn first_file(path: &Path) -> Result<PathBuf> {
     if path.is_dir() {
@@ -58,8 +90,14 @@ fn first_file(path: &Path) -> Result<PathBuf> {
 }
 
 /// Resolves `format` for `path` (see `--input-format auto`).
-pub fn source(path: &Path, format: InputFormatArg, csv: CsvOptions) -> Result<Source> {
+pub fn source(
+    path: &Path,
+    format: InputFormatArg,
+    csv: CsvOptions,
+    parquet: &ParquetOptions,
+) -> Result<Source> {
     Ok(match format {
+        InputFormatArg::Parquet => parquet_source(path, parquet)?,
         InputFormatArg::Nc => Source::NetCdf,
         InputFormatArg::Text => Source::Text(InputFormat::Text),
         InputFormatArg::Csv => Source::Text(InputFormat::Csv(csv)),
@@ -69,8 +107,14 @@ pub fn source(path: &Path, format: InputFormatArg, csv: CsvOptions) -> Result<So
                 bail!("{}: no such file or directory", path.display());
             }
             let first = first_file(path)?;
+            let part = match path.is_dir() {
+                true => moira::dataset::io::parquet::parquet_files(path)?.swap_remove(0),
+                false => first.clone(),
+            };
             if is_netcdf(&first) {
                 Source::NetCdf
+            } else if is_parquet(&part) {
+                parquet_source(path, parquet)?
             } else if first.extension().is_some_and(|e| e == "csv") {
                 Source::Text(InputFormat::Csv(csv))
             } else {
@@ -184,11 +228,18 @@ pub fn load(args: &Args, model: &Model) -> Result<Input> {
         min_rating: args.min_rating,
         ..CsvOptions::default()
     };
-    let source = source(&path, args.input_format, csv)?;
-    if args.min_rating.is_some() && !matches!(source, Source::Text(InputFormat::Csv(_))) {
-        bail!("--min-rating applies to CSV input only");
+    let source = source(&path, args.input_format, csv, &parquet_options(args))?;
+    let parquet = matches!(source, Source::Text(InputFormat::Parquet(_)));
+    if args.min_rating.is_some() && !parquet && !matches!(source, Source::Text(InputFormat::Csv(_)))
+    {
+        bail!("--min-rating applies to CSV and Parquet input only");
     }
-    let (datasets, samples) = match source {
+    if !parquet
+        && (args.user_column.is_some() || args.item_column.is_some() || args.value_column.is_some())
+    {
+        bail!("--user-column, --item-column and --value-column apply to Parquet input only");
+    }
+    let (datasets, samples) = match &source {
         Source::NetCdf => {
             if args.l2_normalize {
                 bail!("--l2-normalize applies to text input; a NetCDF input is used as it is");
@@ -210,11 +261,11 @@ pub fn load(args: &Args, model: &Model) -> Result<Input> {
                     path.display()
                 )
             })?;
-            let (set, samples) = text_input(&path, format, features, layer, args)?;
+            let (set, samples) = text_input(&path, format.clone(), features, layer, args)?;
             (vec![set], Some(samples))
         }
     };
-    if let (Source::NetCdf, Some(ix)) = (source, features.as_ref()) {
+    if let (Source::NetCdf, Some(ix)) = (&source, features.as_ref()) {
         // A NetCDF input with an index: the index must at least fit the network.
         if let Some(layer) = chosen.or(inputs.first().copied()) {
             let (_, units) = units_of(layer)?;

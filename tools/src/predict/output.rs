@@ -1,6 +1,6 @@
 //! The predictor's output files, written batch by batch and renamed into place at the end:
-//! recommendations (text, [`AtomicFile`]) and layer activations ([`LayerWriter`]: TSV or a
-//! dense NetCDF dataset).
+//! recommendations (text, [`AtomicFile`]; Parquet in the library's `parquet_out`) and layer
+//! activations ([`LayerWriter`]: TSV, a dense NetCDF dataset, or Parquet).
 
 use std::fmt::Write as _;
 use std::io::{BufWriter, Write};
@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use moira::dataset::io::dense_writer::DenseWriter;
+use moira::dataset::io::parquet_out;
 
 use super::args::LayerFormat;
 
@@ -69,12 +70,13 @@ impl Drop for AtomicFile {
     }
 }
 
-/// The format of a layer output: `explicit`, else `.nc` → NetCDF, anything else → TSV.
+/// The format of a layer output: `explicit`, else `.nc` → NetCDF, `.parquet` → Parquet,
+/// anything else → TSV.
 pub fn layer_format(path: &Path, explicit: Option<LayerFormat>) -> LayerFormat {
-    explicit.unwrap_or(if path.extension().is_some_and(|e| e == "nc") {
-        LayerFormat::Nc
-    } else {
-        LayerFormat::Tsv
+    explicit.unwrap_or(match path.extension().and_then(|e| e.to_str()) {
+        Some("nc") => LayerFormat::Nc,
+        Some("parquet") => LayerFormat::Parquet,
+        _ => LayerFormat::Tsv,
     })
 }
 
@@ -88,6 +90,8 @@ pub enum LayerWriter {
     },
     /// A dense dataset in DSSTNE's NetCDF schema.
     Nc(DenseWriter),
+    /// Parquet: `sample` and a list of the values.
+    Parquet(Box<parquet_out::LayerWriter>),
 }
 
 impl LayerWriter {
@@ -110,6 +114,9 @@ impl LayerWriter {
                 let units = u32::try_from(units).context("layer too wide")?;
                 LayerWriter::Nc(DenseWriter::create(path, name, &[units], rows)?)
             }
+            LayerFormat::Parquet => {
+                LayerWriter::Parquet(Box::new(parquet_out::LayerWriter::create(path, units)?))
+            }
         })
     }
 
@@ -117,6 +124,7 @@ impl LayerWriter {
     pub fn write(&mut self, samples: &[&str], values: &[f32]) -> Result<()> {
         match self {
             LayerWriter::Nc(w) => Ok(w.write_rows(values)?),
+            LayerWriter::Parquet(w) => Ok(w.write(samples, values)?),
             LayerWriter::Tsv {
                 file,
                 precision,
@@ -147,6 +155,7 @@ impl LayerWriter {
     pub fn finish(self) -> Result<()> {
         match self {
             LayerWriter::Nc(w) => Ok(w.finish()?),
+            LayerWriter::Parquet(w) => Ok(w.finish()?),
             LayerWriter::Tsv { file, .. } => file.finish(),
         }
     }

@@ -12,6 +12,7 @@ use moira::backend::Backend;
 use moira::checkpoint::load_model;
 use moira::collective::Collective;
 use moira::dataset::index::Index;
+use moira::dataset::io::parquet_out::RecsWriter;
 use moira::descriptor::LayerKind;
 use moira::graph::Graph;
 use moira::network::Network;
@@ -30,6 +31,7 @@ use super::output::{layer_format, AtomicFile, LayerWriter};
 enum Sink {
     None,
     Recs(AtomicFile, RecsFormat),
+    RecsParquet(Box<RecsWriter>),
     Layer(LayerWriter),
 }
 
@@ -186,7 +188,10 @@ pub fn run<C: Collective>(args: Args, comm: Option<&C>) -> Result<()> {
         (None, _) => Sink::None,
         // One rank writes (every rank computes the same rows).
         (Some(_), _) if !root => Sink::None,
-        (Some(p), None) => Sink::Recs(AtomicFile::create(p)?, args.format.into()),
+        (Some(p), None) => match args.format.text() {
+            Some(format) => Sink::Recs(AtomicFile::create(p)?, format),
+            None => Sink::RecsParquet(Box::new(RecsWriter::create(p)?)),
+        },
         (Some(p), Some((_, units, name))) => {
             let format = layer_format(p, args.layer_format);
             let w = LayerWriter::create(p, format, name, *units, n, args.precision)?;
@@ -238,6 +243,17 @@ pub fn run<C: Collective>(args: Args, comm: Option<&C>) -> Result<()> {
                 }
                 out.write(&text)?;
             }
+            Sink::RecsParquet(out) => {
+                for (i, &e) in b.examples.iter().enumerate() {
+                    let (ranked, scores) = b.recommendations(i);
+                    let items = ranked
+                        .iter()
+                        .zip(scores)
+                        .filter(|(&item, _)| item != NO_ITEM)
+                        .map(|(&item, &s)| (labels[item as usize].as_str(), s));
+                    out.write_user(&samples[e as usize], items)?;
+                }
+            }
         }
         bar.inc(b.len() as u64);
         Ok(())
@@ -281,6 +297,7 @@ pub fn run<C: Collective>(args: Args, comm: Option<&C>) -> Result<()> {
     match sink {
         Sink::None => {}
         Sink::Recs(out, _) => out.finish()?,
+        Sink::RecsParquet(out) => out.finish()?,
         Sink::Layer(w) => w.finish()?,
     }
     let seconds = started.elapsed().as_secs_f64();
