@@ -70,7 +70,7 @@ if [[ "$mode" == mpi ]]; then
     # daemon first so that the two ranks' kernels share the GPU instead of time-slicing.
     if [[ "${MPS:-0}" == 1 ]]; then nvidia-cuda-mps-control -d && echo "MPS on"; fi
     mpirun --allow-run-as-root --oversubscribe -np 2 ${MPIRUN_ARGS:-} -x LD_LIBRARY_PATH="$nompi" -x RUST_LOG="${RUST_LOG:-info}" \
-        "$work/bin/trainer" "${targs[@]}" -n "$d/np2.nc" 2>&1 | grep -E "epoch|trained|error|shard plan|rank"
+        "$work/bin/trainer" "${targs[@]}" --parallel model -n "$d/np2.nc" 2>&1 | grep -E "epoch|trained|error|shard plan|rank"
     [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
     if [[ "${MPS:-0}" == 1 ]]; then echo quit | nvidia-cuda-mps-control; fi
     echo "== the same ranks as threads of one process (one CUDA context, examples/sharded_gpu.rs)"

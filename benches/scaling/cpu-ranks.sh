@@ -21,7 +21,7 @@ read -r t1 l1 < <(median one.jsonl)
 echo "1 rank:  ${t1} s/epoch, loss ${l1}"
 for np in 2 4; do
     OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np "$np" --oversubscribe \
-        "$bin/trainer" "${args[@]}" -n "np$np.nc" --metrics-log "np$np.jsonl" >/dev/null 2>&1
+        "$bin/trainer" "${args[@]}" --parallel model -n "np$np.nc" --metrics-log "np$np.jsonl" >/dev/null 2>&1
     read -r t l < <(median "np$np.jsonl")
     python3 -c "print(f'$np ranks: $t s/epoch, loss $l, speed-up {float($t1) / float($t):.2f}x')"
 done

@@ -34,7 +34,7 @@ one=$(peak time-1.txt)
 echo "peak RSS: $((one / 1024)) MiB"
 echo "== 4 ranks"
 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np 4 --oversubscribe \
-    sh -c '/usr/bin/time -v -o time-4.$OMPI_COMM_WORLD_RANK.txt "$0" "$@"' "$bin/trainer" "${args[@]}" -n four.nc 2>&1 |
+    sh -c '/usr/bin/time -v -o time-4.$OMPI_COMM_WORLD_RANK.txt "$0" "$@"' "$bin/trainer" "${args[@]}" --parallel model -n four.nc 2>&1 |
     grep -E "memory estimate|trained|largest weight share"
 peaks=$(peak time-4.*.txt)
 echo "peak RSS per rank: $(for p in $peaks; do printf '%d ' $((p / 1024)); done)MiB"
