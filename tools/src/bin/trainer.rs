@@ -3,8 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+#[path = "trainer/args.rs"]
+mod args;
+
 use anyhow::{bail, Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use moira::backend::Backend;
 use moira::checkpoint::Extras;
 use moira::collective::{Collective, Local};
@@ -18,181 +21,13 @@ use moira::parallel::{retain_rank_columns, Choice, Parallelism, ShardPlan};
 use moira::train::{
     self, CheckpointPlan, DataBinding, Observer, TrainConfig, TrainState, Validation,
 };
-use moira_tools::device::{choose, DeviceArg};
+use moira_tools::device::choose;
 use moira_tools::outputs::{placeholder_shapes, prepare_outputs, rescue};
 use moira_tools::paths::refuse_overwriting_inputs;
 use moira_tools::progress::Progress;
-use moira_tools::ranks::{self, ParallelArg};
+use moira_tools::ranks;
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum OptimizerArg {
-    Sgd,
-    Momentum,
-    Nesterov,
-    Adagrad,
-    Rmsprop,
-    Adadelta,
-    Adam,
-}
-
-impl From<OptimizerArg> for Optimizer {
-    fn from(o: OptimizerArg) -> Self {
-        match o {
-            OptimizerArg::Sgd => Optimizer::Sgd,
-            OptimizerArg::Momentum => Optimizer::Momentum,
-            OptimizerArg::Nesterov => Optimizer::Nesterov,
-            OptimizerArg::Adagrad => Optimizer::AdaGrad,
-            OptimizerArg::Rmsprop => Optimizer::RmsProp,
-            OptimizerArg::Adadelta => Optimizer::AdaDelta,
-            OptimizerArg::Adam => Optimizer::Adam,
-        }
-    }
-}
-
-/// Trains a network described by a DSSTNE JSON descriptor.
-///
-/// DSSTNE's single-dash flags (-alpha, -lambda, -lambda1, -mu, -mu1) are accepted as well as
-/// the double-dash forms. Without -i/-o, each layer's `DataSet` NAME is read from NAME.nc
-/// beside the descriptor.
-///
-/// Checkpoints and resume: with --checkpoint-every N, the state after every N epochs
-/// (weights, optimizer moments, update count, epoch, brake) goes to NETWORK_OUT's name with
-/// `.epoch<E>.nc` (E = epochs done; `model.nc` -> `model.epoch4.nc`), written atomically.
-/// `--resume model.epoch4.nc` with the same descriptor, data and flags (and -e the total
-/// epoch count) continues from there and ends with the same bits as an uninterrupted run,
-/// whatever --threads. Existing checkpoint files and NETWORK_OUT are only overwritten with
-/// --force. Training stops with an error naming the epoch and batch when the loss or an
-/// output turns NaN or infinite; a diverged state is never saved.
-#[derive(Parser, Debug)]
-#[command(name = "trainer", version)]
-struct Args {
-    /// The network descriptor (JSON, DSSTNE dialect).
-    #[arg(value_name = "NET.json")]
-    network: Option<PathBuf>,
-    /// The network descriptor, as DSSTNE's `train -c` takes it.
-    #[arg(short = 'c', long = "config", value_name = "NET.json")]
-    config: Option<PathBuf>,
-    /// Input dataset file (NetCDF).
-    #[arg(short = 'i', long)]
-    input: Option<PathBuf>,
-    /// Output (target) dataset file (NetCDF); may be the input's file when that holds the
-    /// output layer's dataset too.
-    #[arg(short = 'o', long)]
-    output: Option<PathBuf>,
-    /// Where to save the trained network (NetCDF, DSSTNE's model schema).
-    #[arg(short = 'n', long = "network-out")]
-    network_out: Option<PathBuf>,
-    /// Overwrite an existing network file.
-    #[arg(long)]
-    force: bool,
-    /// Examples per minibatch.
-    #[arg(short = 'b', long, default_value_t = 1024)]
-    batch: usize,
-    /// Epochs.
-    #[arg(short = 'e', long, default_value_t = 40)]
-    epochs: u32,
-    /// Learning rate.
-    #[arg(long, default_value_t = 0.025)]
-    alpha: f32,
-    /// L2 weight decay.
-    #[arg(long, default_value_t = 0.0001)]
-    lambda: f32,
-    /// L1 penalty.
-    #[arg(long, default_value_t = 0.0)]
-    lambda1: f32,
-    /// Momentum / running-average decay (Adam's beta1). Default: 0.9 for Adam, RMSProp and
-    /// AdaDelta; DSSTNE's 0.5 otherwise.
-    #[arg(long)]
-    mu: Option<f32>,
-    /// Adam's beta2 (0 means 0.999 for Adam).
-    #[arg(long, default_value_t = 0.0)]
-    mu1: f32,
-    /// The update rule (DSSTNE's train always used SGD).
-    #[arg(long, value_enum, default_value = "sgd")]
-    optimizer: OptimizerArg,
-    /// Learning-rate step schedule: multiply by --alpha-multiplier every N epochs.
-    #[arg(long, default_value_t = 0)]
-    alpha_interval: u32,
-    /// Factor of the step schedule.
-    #[arg(long, default_value_t = 1.0)]
-    alpha_multiplier: f32,
-    /// Seed of every random choice (DSSTNE's fixed seed by default).
-    #[arg(long, default_value_t = 12134)]
-    seed: u64,
-    /// CPU threads (0: one per core).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
-    /// Compute device: cpu, cuda, or auto (CUDA when a GPU is present, else the CPU).
-    #[arg(long, value_enum, default_value = "auto")]
-    device: DeviceArg,
-    /// Allow TF32 tensor-core products in dense layers on CUDA (faster, ~3 decimal digits
-    /// in the products' inputs); FP32 by default.
-    #[arg(long)]
-    tf32: bool,
-    /// Only check the descriptor (and, given data, compile it and print the layer table).
-    #[arg(long)]
-    check: bool,
-    /// Held-out items per example (NetCDF, row-aligned with the input) for Recall/NDCG.
-    #[arg(long, value_name = "HELDOUT.nc")]
-    validation: Option<PathBuf>,
-    /// Cutoffs K for validation.
-    #[arg(long, value_delimiter = ',', default_value = "20")]
-    validation_k: Vec<usize>,
-    /// Validate every N epochs (and after the last; 0: only after the last).
-    #[arg(long, default_value_t = 1)]
-    validate_every: u32,
-    /// Model selection on --validation: keep the epoch with the best METRIC@K (ndcg@20,
-    /// recall@20, recall_full@20, precision@20) instead of the last; the best model so far is
-    /// saved to NETWORK_OUT's name + `.best.nc` and renamed to NETWORK_OUT at the end.
-    #[arg(long, value_name = "METRIC@K")]
-    select_by: Option<String>,
-    /// With --select-by: stop after N epochs without improvement.
-    #[arg(long, value_name = "N")]
-    patience: Option<u32>,
-    /// Metrics log (JSON lines); default: NETWORK_OUT with `.metrics.jsonl`. On --resume,
-    /// its lines of epochs after the checkpoint are dropped and new lines appended.
-    #[arg(long)]
-    metrics_log: Option<PathBuf>,
-    /// Write TensorBoard scalars (loss, examples/s, learning rate, validation metrics) per
-    /// epoch to an event file in DIR (created if needed), flushed after every epoch.
-    #[arg(long, value_name = "DIR")]
-    tensorboard: Option<PathBuf>,
-    /// Draw the loss and validation curves into FILE.svg or FILE.png after every epoch.
-    #[arg(long, value_name = "FILE")]
-    plot: Option<PathBuf>,
-    /// Save a checkpoint every N epochs as NETWORK_OUT's name + `.epoch<E>.nc` (0: never).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    checkpoint_every: u32,
-    /// Continue training from a checkpoint written by --checkpoint-every (same descriptor,
-    /// data and flags; -e is the total number of epochs, counting those already done).
-    #[arg(long, value_name = "CHECKPOINT.nc")]
-    resume: Option<PathBuf>,
-    /// How the ranks of an `mpirun` job split the work: `model` shards every layer's units
-    /// across the ranks (DSSTNE's model parallelism, for huge catalogues), `data` gives every
-    /// rank the whole network to train on its share of each minibatch (gradients summed
-    /// exactly across ranks), `auto` picks the one that moves fewer bytes per minibatch and
-    /// logs the comparison. -b is the whole minibatch either way.
-    #[arg(long, value_enum, default_value = "auto")]
-    parallel: ParallelArg,
-    /// Turn off DSSTNE's divergence brake (learning rate x0.1 for 25 batches when a batch's
-    /// loss jumps above twice its moving average).
-    #[arg(long)]
-    no_brake: bool,
-}
-
-/// Maps DSSTNE's single-dash long flags to clap's double-dash form.
-fn dsstne_args() -> Vec<String> {
-    const LONG: [&str; 5] = ["-alpha", "-lambda", "-lambda1", "-mu", "-mu1"];
-    std::env::args()
-        .map(|a| {
-            if LONG.contains(&a.as_str()) {
-                format!("-{a}")
-            } else {
-                a
-            }
-        })
-        .collect()
-}
+use args::{check_numbers, data_files, dsstne_args, metrics_log, Args};
 
 fn main() {
     moira_tools::init_logging();
@@ -618,69 +453,6 @@ fn train_net<B: Backend, C: Collective>(
         log_path.display()
     );
     Ok(())
-}
-
-/// Refuses numeric flags outside their ranges, naming the flag and the value: a negative or
-/// non-finite learning rate or L1/L2 penalty (a rate of 0 trains nothing, which writes the
-/// initial network), a step factor that is not finite and positive, a momentum or Adam β
-/// outside [0, 1), a zero batch or epoch count.
-fn check_numbers(args: &Args) -> Result<()> {
-    let v = args.alpha_multiplier;
-    if !(v.is_finite() && v > 0.0) {
-        bail!("--alpha-multiplier {v}: expected a finite number above 0");
-    }
-    let not_negative = [
-        ("--alpha", args.alpha),
-        ("--lambda", args.lambda),
-        ("--lambda1", args.lambda1),
-    ];
-    for (flag, v) in not_negative {
-        if !(v.is_finite() && v >= 0.0) {
-            bail!("{flag} {v}: expected a finite number, 0 or more");
-        }
-    }
-    for (flag, v) in [("--mu", args.mu.unwrap_or(0.0)), ("--mu1", args.mu1)] {
-        if !(0.0..1.0).contains(&v) {
-            bail!("{flag} {v}: expected a number in [0, 1)");
-        }
-    }
-    if args.batch == 0 {
-        bail!("-b 0: a minibatch needs at least 1 example");
-    }
-    if args.epochs == 0 {
-        bail!("-e 0: expected at least 1 epoch");
-    }
-    Ok(())
-}
-
-/// The metrics log's path: `--metrics-log`, or NETWORK_OUT with `.metrics.jsonl`.
-fn metrics_log(args: &Args, out: &Path) -> PathBuf {
-    args.metrics_log
-        .clone()
-        .unwrap_or_else(|| out.with_extension("metrics.jsonl"))
-}
-
-/// The data files: -i/-o, or each layer's `DataSet` NAME as NAME.nc beside the descriptor.
-/// Empty when neither is given and `--check` only parses.
-fn data_files(args: &Args, d: &Descriptor, net_path: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = Vec::new();
-    if args.input.is_some() || args.output.is_some() {
-        files.extend(args.input.iter().cloned());
-        if args.output != args.input {
-            files.extend(args.output.iter().cloned());
-        }
-    } else if !args.check {
-        let dir = net_path.parent().unwrap_or(Path::new("."));
-        for layer in &d.layers {
-            if let Some(name) = &layer.dataset {
-                let f = dir.join(format!("{name}.nc"));
-                if !files.contains(&f) {
-                    files.push(f);
-                }
-            }
-        }
-    }
-    files
 }
 
 fn load_validation(path: &Path, args: &Args, batch: usize) -> Result<Validation> {
