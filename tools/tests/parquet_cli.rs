@@ -210,6 +210,14 @@ fn predictor_reads_and_writes_parquet() {
     ];
     f.predict(&[&out[..], &pq_in[..], &["--format", "tsv", "-s", "pq.tsv"]].concat());
     assert_eq!(f.read("pq.tsv"), f.read("ref.tsv"));
+    // Spark's layout, detected through its first part file (`_SUCCESS` sorts first).
+    std::fs::create_dir(f.path("spark")).unwrap();
+    std::fs::copy(f.path("train.parquet"), f.path("spark/part-00000.parquet")).unwrap();
+    std::fs::write(f.path("spark/_SUCCESS"), "").unwrap();
+    let mut dir_in = pq_in;
+    dir_in[1] = "spark";
+    f.predict(&[&out[..], &dir_in[..], &["--format", "tsv", "-s", "dir.tsv"]].concat());
+    assert_eq!(f.read("dir.tsv"), f.read("ref.tsv"));
     // Parquet out: the TSV's rows, scores unrounded.
     f.predict(
         &[

@@ -1,6 +1,6 @@
 //! `converter`: DSSTNE's `generateNetCDF`. Converts text input (DSSTNE text format, a ratings
-//! CSV, or interaction lists) or Parquet interaction logs into a sparse dataset in DSSTNE's NetCDF schema, maintaining
-//! the features and samples index files. The work is `moira::dataset::convert::convert`;
+//! CSV, or interaction lists) or Parquet interaction logs into a sparse dataset in DSSTNE's
+//! NetCDF schema, maintaining the features and samples index files. The work is `moira::dataset::convert::convert`;
 //! this binary parses flags, shows progress on a terminal, and prints warnings (capped) and
 //! errors (`error: <message>`, exit code 1) on stderr.
 
@@ -50,8 +50,7 @@ Fatal errors (exit code 1, `error: <message>`, no output file and no index chang
   CSV: a line with fewer than 3 fields, an empty id, or a rating/timestamp that is used
   and not a number (file:line); Parquet: a file that is not Parquet, truncated or corrupt,
   a missing column or one of another type, a value that is not finite (file, column); a
-  missing features index without -c; no entries left to
-  write; an output (-o, or an index it rewrites) that is the same file as the input or an
+  missing features index without -c; no entries left to write; an output (-o, or an index it rewrites) that is the same file as the input or an
   index, or a directory.
 
 Usage errors (exit code 2, before anything is read): an unknown flag, a missing required

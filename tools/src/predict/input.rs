@@ -107,8 +107,12 @@ pub fn source(
                 bail!("{}: no such file or directory", path.display());
             }
             let first = first_file(path)?;
+            // A directory of Parquet part files: the first one not hidden (`_SUCCESS`, …).
             let part = match path.is_dir() {
-                true => moira::dataset::io::parquet::parquet_files(path)?.swap_remove(0),
+                true => moira::dataset::io::parquet::parquet_files(path)
+                    .ok()
+                    .and_then(|f| f.into_iter().next())
+                    .unwrap_or_else(|| first.clone()),
                 false => first.clone(),
             };
             if is_netcdf(&first) {
