@@ -447,7 +447,7 @@ fn train_net<B: Backend, C: Collective>(
     }
     tracing::info!(
         "trained {} epochs in {:.1} s; saved {}; metrics in {}",
-        config.epochs,
+        trained.as_ref().map_or(config.epochs as usize, Vec::len),
         started.elapsed().as_secs_f64(),
         out.display(),
         log_path.display()

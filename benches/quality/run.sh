@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Quality benchmark with honest model selection, one data set per run (EVALUATION.md's
+# protocol; results in BENCHMARKS.md):
+#   1. tune: for each candidate descriptor, train on train.txt and validate on valid.txt,
+#      keeping the best epoch (`trainer --select-by ndcg@20 --patience P`); the candidate with
+#      the best validation NDCG@20 wins, with its selected epoch count;
+#   2. final: train the winner on train + valid for that many epochs, recommend the top 20 for
+#      every user (their train + valid items excluded) and score them once against test.txt;
+#   3. baselines on the same split, scored by the same code (benches/quality/baselines.py):
+#      popularity, and EASE with lambda chosen on valid from a grid.
+# The table at the end: P@20, Recall@20 (min(K, |test|) denominator), Recall_full@20 (|test|
+# denominator, LightGCN's), NDCG@20 for Moira, EASE and popularity.
+#
+# Usage: benches/quality/run.sh ml1m|gowalla
+# Env: NETS="a.json b.json" (candidates; default: the shipped descriptor of the data set),
+#      EPOCHS (most epochs when tuning), PATIENCE, THREADS (default 2), LAMBDAS (EASE's grid),
+#      BASELINES=0 (skip popularity and EASE; Gowalla's EASE needs ~7 GB and minutes),
+#      PROFILE (cargo profile of the tools, default release).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$root"
+set_name="${1:?usage: benches/quality/run.sh ml1m|gowalla}"
+case "$set_name" in
+ml1m)
+    data=../shared/data/ml-1m-lightgcnpp
+    nets="${NETS:-networks/ml1m-multdae.json}"
+    epochs="${EPOCHS:-80}" patience="${PATIENCE:-10}" lambdas="${LAMBDAS:-200,500,1000,2000}"
+    train_flags=(-b 500 --optimizer adam --alpha 0.003 --lambda 0.0001 --mu 0.9)
+    ;;
+gowalla)
+    data=../shared/data/gowalla-lightgcnpp
+    nets="${NETS:-networks/gowalla-multdae.json}"
+    epochs="${EPOCHS:-60}" patience="${PATIENCE:-5}" lambdas="${LAMBDAS:-100,300}"
+    train_flags=(-b 500 --optimizer adam --alpha 0.003 --lambda 0.0001 --mu 0.9)
+    ;;
+*) echo "error: unknown data set '$set_name' (ml1m or gowalla)" >&2; exit 1 ;;
+esac
+threads="${THREADS:-2}"
+for f in train valid test; do
+    [ -f "$data/$f.txt" ] || { echo "error: $data/$f.txt not found" >&2; exit 1; }
+done
+# numpy + scipy for the baselines and the scorer, in a venv under target/.
+venv=target/quality-venv
+if ! "$venv/bin/python" -c 'import numpy, scipy' 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check numpy scipy
+fi
+py="$venv/bin/python"
+profile="${PROFILE:-release}"
+cargo build --profile "$profile" --workspace --quiet
+bin=target/$profile
+out=target/bench-quality/$set_name
+rm -rf "$out"
+mkdir -p "$out/tune" "$out/final/input"
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+convert() { "$bin/converter" --format lists "$@" >/dev/null; }
+
+# 1. Tune on valid.
+t="$out/tune"
+convert -d input -i "$data/train.txt" -o "$t/input.nc" -f "$t/features" -s "$t/samples" -c --l2-normalize
+convert -d output -i "$data/train.txt" -o "$t/output.nc" -f "$t/features" -s "$t/samples"
+convert -d valid -i "$data/valid.txt" -o "$t/valid.nc" -f "$t/features" -s "$t/samples"
+best_net="" best_value=-1 best_epoch=0
+for net in $nets; do
+    name="$(basename "$net" .json)"
+    log "tuning $name: up to $epochs epochs, patience $patience"
+    "$bin/trainer" "$net" -i "$t/input.nc" -o "$t/output.nc" -n "$t/$name.nc" "${train_flags[@]}" \
+        -e "$epochs" --threads "$threads" --validation "$t/valid.nc" --validation-k 20 \
+        --select-by ndcg@20 --patience "$patience" 2> "$t/$name.log"
+    read -r epoch value < <(tail -n 1 "$t/$name.metrics.jsonl" |
+        "$py" -c 'import json,sys; s=json.load(sys.stdin)["selected"]; print(s["epoch"], s["value"])')
+    log "$name: best validation ndcg@20 $value at epoch $epoch"
+    echo "{\"model\": \"moira $name\", \"split\": \"valid\", \"selected_epoch\": $epoch, \"ndcg@20\": $value}" >> "$out/results.jsonl"
+    if "$py" -c "import sys; sys.exit(not $value > $best_value)"; then
+        best_net="$net" best_value="$value" best_epoch="$epoch"
+    fi
+done
+
+# 2. Train the winner on train + valid for the selected number of epochs; score test once.
+f="$out/final"
+cp "$data/train.txt" "$f/input/1-train.txt"
+cp "$data/valid.txt" "$f/input/2-valid.txt"
+convert -d input -i "$f/input" -o "$f/input.nc" -f "$f/features" -s "$f/samples" -c --l2-normalize
+convert -d output -i "$f/input" -o "$f/output.nc" -f "$f/features" -s "$f/samples"
+convert -d test -i "$data/test.txt" -o "$f/test.nc" -f "$f/features" -s "$f/samples"
+final_epochs=$((best_epoch + 1))
+log "final: $(basename "$best_net") on train + valid for $final_epochs epochs"
+/usr/bin/env time -f "peak RSS %M KiB, wall %e s" "$bin/trainer" "$best_net" -i "$f/input.nc" \
+    -o "$f/output.nc" -n "$f/model.nc" "${train_flags[@]}" -e "$final_epochs" --threads "$threads" \
+    2> "$f/train.log"
+tail -n 1 "$f/train.log" >&2
+"$bin/predictor" -n "$f/model.nc" -i "$f/input.nc" -k 20 -s "$f/recs" --threads "$threads" \
+    -o "$f/features" --samples "$f/samples" --evaluate "$f/test.nc" --evaluate-k 20 > "$f/evaluate.txt"
+"$py" benches/quality/baselines.py --data "$data" --recs "$f/recs" |
+    sed "s/\"moira\"/\"moira $(basename "$best_net" .json), $final_epochs epochs\"/" >> "$out/results.jsonl"
+
+# 3. Baselines on the same split.
+if [ "${BASELINES:-1}" != 0 ]; then
+    log "baselines: popularity, EASE (lambda from $lambdas on valid)"
+    OPENBLAS_NUM_THREADS="$threads" "$py" benches/quality/baselines.py --data "$data" \
+        --lambdas "$lambdas" >> "$out/results.jsonl"
+fi
+
+"$py" - "$out/results.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print(f"{'model':<46} {'split':<6} {'P@20':>7} {'R@20':>7} {'Rfull@20':>8} {'NDCG@20':>8}")
+for r in rows:
+    name = r["model"] + (f" (lambda {r['lambda']:g})" if "lambda" in r else "")
+    if r["split"] == "valid" and "precision@20" not in r:
+        name += f" (epoch {r['selected_epoch']})"
+    get = lambda k: f"{r[k]:.4f}" if k in r else "-"
+    print(f"{name:<46} {r['split']:<6} {get('precision@20'):>7} {get('recall@20'):>7} "
+          f"{get('recall_full@20'):>8} {get('ndcg@20'):>8}")
+PY
