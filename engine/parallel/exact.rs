@@ -455,7 +455,7 @@ mod tests {
         let (forward, backward) = (run(false), run(true));
         assert_eq!(forward[0], backward[0]);
         assert_eq!(forward[0], forward[2]);
-        for j in 0..7 {
+        for (j, &got) in forward[0].iter().enumerate() {
             let want: f64 = (0..3)
                 .map(|r| {
                     if j < 4 {
@@ -467,7 +467,7 @@ mod tests {
                 .sum();
             // Each block resolves its largest term (about 5e3 and 5e-9) to 2⁻⁴⁵ of it.
             let resolution = if j < 4 { 1e-9 } else { 1e-21 };
-            let g = forward[0][j] as f64;
+            let g = got as f64;
             assert!(
                 (g - want).abs() <= 1e-6 * want.abs() + resolution,
                 "{j}: {g} vs {want}"
