@@ -6,11 +6,13 @@
 # run's median users/s over the epochs after the first, its ratio to the single run, and what
 # auto chose.
 #   benches/scaling/data-parallel.sh [EPOCHS (default 3)] [DATASETS (default "ml1m gowalla")]
+#       [NETWORKS (default "ae-200 ml1m-multdae")]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 bin="$root/target/release"
 epochs="${1:-3}"
 sets="${2:-ml1m gowalla}"
+nets="${3:-ae-200 ml1m-multdae}"
 cargo build --release -p moira-tools --bins --quiet --manifest-path "$root/Cargo.toml"
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
 cd "$work"
@@ -27,7 +29,7 @@ for set in $sets; do
     mkdir -p "$set"
     "$bin/converter" --format lists -d input -i "$src" -o "$set/input.nc" -f "$set/features" -s "$set/samples" -c >/dev/null 2>&1
     "$bin/converter" --format lists -d output -i "$src" -o "$set/output.nc" -f "$set/features" -s "$set/samples" >/dev/null 2>&1
-    for net in ae-200 ml1m-multdae; do
+    for net in $nets; do
         args=("$root/networks/$net.json" -i "$set/input.nc" -o "$set/output.nc" --force -b 500 -e "$epochs" --device cpu --threads 1)
         "$bin/trainer" "${args[@]}" -n one.nc --metrics-log one.jsonl >/dev/null 2>&1
         one="$(median one.jsonl)"
