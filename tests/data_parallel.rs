@@ -236,3 +236,49 @@ fn hold_out_every_third_item(rows: &Csr) -> (Csr, Csr) {
         Csr::new_checked(rows.n_cols(), held.0, held.1, None),
     )
 }
+
+/// Under data parallelism a rank holds the one-rank network's buffers plus two whole-minibatch
+/// row buffers of the widest batch-normalised (or sparseness-penalised) layer, and the memory
+/// estimate counts them.
+#[test]
+fn the_memory_estimate_counts_the_whole_minibatch_rows() {
+    let json = feature("batch normalisation");
+    let descriptor = Descriptor::from_str(&json, "agree.json").unwrap();
+    let rows = ml1m(64);
+    let datasets = vec![
+        Dataset::sparse("input", vec![rows.n_cols()], rows.clone()).unwrap(),
+        Dataset::sparse("output", vec![rows.n_cols()], rows).unwrap(),
+    ];
+    let graph = Graph::compile(&descriptor, &shapes(&datasets)).unwrap();
+    let widest = graph
+        .layers()
+        .iter()
+        .filter(|l| l.batch_normalization)
+        .map(|l| l.units)
+        .max()
+        .unwrap();
+    let one = Network::build(
+        Cpu::new(1).unwrap(),
+        graph.clone(),
+        BATCH,
+        Optimizer::Adam,
+        3,
+    )
+    .unwrap()
+    .buffer_bytes();
+    let data = Threads::run(2, |comm| {
+        let net = Network::build_parallel(
+            Cpu::new(1)?,
+            comm,
+            graph.clone(),
+            BATCH,
+            Optimizer::Adam,
+            3,
+            Parallelism::Data,
+        )?;
+        Ok(net.buffer_bytes())
+    })
+    .unwrap();
+    assert_eq!(data[0], one + (2 * BATCH * widest * 4) as u64);
+    assert_eq!(data[1], data[0]);
+}

@@ -96,7 +96,8 @@ impl<B: Backend, C: Collective> Network<B, C> {
             .iter()
             .map(|e| route(e.sharding, ranks))
             .collect();
-        let memory = MemoryPlan::new(&graph, &plan, &routes, capacity, optimizer, rank);
+        let coupled = coupled_width(&graph, parallelism);
+        let memory = MemoryPlan::new(&graph, &plan, &routes, capacity, optimizer, rank, coupled);
         memory.check(backend.available_memory(), capacity, backend.name())?;
         let n = graph.layers().len();
         let (mut units, mut deltas, mut delta_full) = (vec![], vec![], vec![]);
@@ -212,16 +213,6 @@ impl<B: Backend, C: Collective> Network<B, C> {
             .unwrap_or(0);
         let mut ones = backend.zeros(widest_out)?;
         backend.upload(&mut ones, &vec![1.0; widest_out])?;
-        // Data parallelism: the whole minibatch's rows of the widest layer whose step couples
-        // the examples (batch normalisation, the sparseness penalty).
-        let coupled = graph
-            .layers()
-            .iter()
-            .filter(|l| l.batch_normalization || l.sparseness_penalty.is_some())
-            .map(|l| l.units)
-            .max()
-            .filter(|_| parallelism == Parallelism::Data)
-            .unwrap_or(0);
         Ok(Network {
             whole_rows: [
                 backend.zeros(capacity * coupled)?,
@@ -278,6 +269,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
             self.capacity,
             self.optimizer,
             self.rank(),
+            coupled_width(&self.graph, self.parallelism),
         );
         u64::try_from(plan.total).unwrap_or(u64::MAX)
     }
@@ -299,6 +291,7 @@ impl MemoryPlan {
         capacity: usize,
         optimizer: Optimizer,
         rank: usize,
+        coupled: usize,
     ) -> Self {
         let mut memory = MemoryPlan {
             total: 0,
@@ -355,6 +348,10 @@ impl MemoryPlan {
         memory.add(
             "the partial products' scratch".into(),
             cap * (widest + widest_local) as u128,
+        );
+        memory.add(
+            "the whole minibatch's rows of a step coupling the examples".into(),
+            2 * cap * coupled as u128,
         );
         memory
     }
@@ -485,4 +482,18 @@ fn reduced_width(graph: &Graph, plan: &ShardPlan, routes: &[Route], rank: usize)
         }
     }
     widths
+}
+
+/// Under data parallelism, the units of the widest layer whose step couples the examples
+/// (batch normalisation, the sparseness penalty): two `capacity ×` that buffers hold the whole
+/// minibatch's rows ([`Network`]'s `whole_rows`). 0 otherwise.
+fn coupled_width(graph: &Graph, parallelism: Parallelism) -> usize {
+    graph
+        .layers()
+        .iter()
+        .filter(|l| l.batch_normalization || l.sparseness_penalty.is_some())
+        .map(|l| l.units)
+        .max()
+        .filter(|_| parallelism == Parallelism::Data)
+        .unwrap_or(0)
 }
