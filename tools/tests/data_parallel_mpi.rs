@@ -11,8 +11,6 @@ mod mpi_common;
 
 use mpi_common::{available, losses, recs, relative_difference, same_sets, weights, Fixture};
 
-const PREDICTOR: &str = env!("CARGO_BIN_EXE_predictor");
-
 /// Denoising, dropout on both hidden layers, the sparseness penalty and a SoftMax output.
 const EVERYTHING: &str = r#"{ "Version": 0.8, "Name": "dp", "Kind": "FeedForward",
   "ShuffleIndices": true, "ErrorFunction": "CrossEntropy",
@@ -126,37 +124,20 @@ fn the_predictor_splits_the_users_across_ranks_with_the_one_rank_output() {
     }
     let f = Fixture::new(1500, EVERYTHING);
     run(&f, 1, "model.nc", &["-b", "128", "-e", "1"]);
-    let (model, input, features) = (f.p("model.nc"), f.p("input.nc"), f.p("features"));
+    let input = f.p("input.nc");
     let predict = |np: usize, out: &str| {
-        let out = f.p(out);
-        let args = [
-            "-n",
-            model.as_str(),
-            "-r",
-            &input,
-            "-i",
-            &features,
-            "-k",
-            "10",
-            "-s",
-            &out,
-            "-b",
-            "100",
-            "--device",
-            "cpu",
-            "--quiet",
-            "--evaluate",
-            &input,
-            "--evaluate-k",
-            "10",
-            "--no-exclude-input",
-        ];
-        let o = mpi_common::mpirun(np, PREDICTOR, &args);
+        let extra = ["-b", "100", "--evaluate", &input, "--evaluate-k", "10"];
+        let o = f.predict(
+            np,
+            "model.nc",
+            out,
+            &[&extra[..], &["--no-exclude-input"]].concat(),
+        );
         assert_eq!(o.code, Some(0), "np {np}: {}", o.stderr);
         if np > 1 {
             assert!(o.stderr.contains("data parallelism on"), "{}", o.stderr);
         }
-        (std::fs::read_to_string(&out).unwrap(), o.stdout)
+        (std::fs::read_to_string(f.path(out)).unwrap(), o.stdout)
     };
     let (alone, metrics) = predict(1, "recs1");
     assert_eq!(recs(&alone).len(), 1500);

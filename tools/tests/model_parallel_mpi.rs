@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use mpi_common::{available, recs, relative_difference, weights, Fixture, ML1M_TRAIN};
 
 const TRAINER: &str = env!("CARGO_BIN_EXE_trainer");
-const PREDICTOR: &str = env!("CARGO_BIN_EXE_predictor");
 const CONVERTER: &str = env!("CARGO_BIN_EXE_converter");
 
 /// Input → H1 (128, input-sharded: reduce-scatter) → H2 (96, output-sharded: all-gather) →
@@ -93,29 +92,10 @@ fn a_model_trained_on_four_ranks_predicts_alike_on_any_rank_count() {
     let f = fixture();
     let o = train_two_epochs(&f, 4, "model.nc", &[]);
     assert_eq!(o.code, Some(0), "{}", o.stderr);
-    let (model, input, features) = (f.p("model.nc"), f.p("input.nc"), f.p("features"));
     let predict = |np: usize, out: &str| {
-        let out = f.p(out);
-        let args = [
-            "-n",
-            model.as_str(),
-            "-r",
-            &input,
-            "-i",
-            &features,
-            "-k",
-            "10",
-            "-s",
-            &out,
-            "--device",
-            "cpu",
-            "--quiet",
-            "--parallel",
-            "model",
-        ];
-        let o = mpi_common::mpirun(np, PREDICTOR, &args);
+        let o = f.predict(np, "model.nc", out, &["--parallel", "model"]);
         assert_eq!(o.code, Some(0), "np {np}: {}", o.stderr);
-        recs(&std::fs::read_to_string(&out).unwrap())
+        recs(&std::fs::read_to_string(f.path(out)).unwrap())
     };
     let alone = predict(1, "recs1");
     let three = predict(3, "recs3");

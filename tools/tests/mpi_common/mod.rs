@@ -88,6 +88,21 @@ impl Fixture {
         mpirun(np, TRAINER, &all)
     }
 
+    /// `mpirun -np N predictor` of `model` on the fixture's input: the top 10 of every user
+    /// into `out`, on the CPU, with `extra` arguments; returns the run's outcome.
+    pub fn predict(&self, np: usize, model: &str, out: &str, extra: &[&str]) -> Outcome {
+        let (model, input, features, out) = (
+            self.p(model),
+            self.p("input.nc"),
+            self.p("features"),
+            self.p(out),
+        );
+        let mut args = vec!["-n", &model, "-r", &input, "-i", &features, "-k", "10"];
+        args.extend(["-s", &out, "--device", "cpu", "--quiet"]);
+        args.extend(extra);
+        mpirun(np, PREDICTOR, &args)
+    }
+
     /// Each user's top-10 item labels (in rank order) of `model` on the fixture's input,
     /// predicted by one process.
     pub fn top10(&self, model: &str) -> Vec<Vec<String>> {
