@@ -487,3 +487,38 @@ fn batch_normalization_matches_finite_differences() {
         }
     }
 }
+
+/// Mult-VAE's bottleneck (descriptor `Variational`): through the sampled `z = μ + exp(½ℓ)·ε`
+/// (the same noise every time: keyed by the seed and the update count) and the `β·KL` term
+/// the loss reports, the mean and log-variance layers' weights and biases, and those before
+/// and after them, match central differences; with `β = 0`, the KL term is gone.
+#[test]
+fn variational_bottleneck_matches_finite_differences() {
+    for beta in [0.0, 0.7] {
+        let json = format!(
+            r#"{{ "Version": 0.9, "Name": "check-vae", "ErrorFunction": "CrossEntropy",
+                "Layers": [
+                  {{ "Name": "in", "Kind": "Input", "N": "auto", "DataSet": "input", "Sparse": true }},
+                  {{ "Name": "enc", "Kind": "Hidden", "N": {N_HIDDEN}, "Activation": "Tanh",
+                     "WeightInit": {{ "Scheme": "Gaussian", "Scale": 0.8 }} }},
+                  {{ "Name": "logvar", "Kind": "Hidden", "N": 3, "Activation": "Linear",
+                     "Source": "enc", "WeightInit": {{ "Scheme": "Gaussian", "Scale": 0.5 }} }},
+                  {{ "Name": "mu", "Kind": "Hidden", "N": 3, "Activation": "Linear", "Source": "enc",
+                     "Variational": {{ "LogVariance": "logvar", "Beta": {beta} }},
+                     "WeightInit": {{ "Scheme": "Gaussian", "Scale": 0.8 }} }},
+                  {{ "Name": "dec", "Kind": "Hidden", "N": {N_HIDDEN}, "Activation": "Tanh",
+                     "Source": "mu", "WeightInit": {{ "Scheme": "Gaussian", "Scale": 0.8 }} }},
+                  {{ "Name": "out", "Kind": "Output", "N": "auto", "DataSet": "output",
+                     "Activation": "SoftMax", "Sparse": true,
+                     "WeightInit": {{ "Scheme": "Gaussian", "Scale": 0.8 }} }}
+                ] }}"#
+        );
+        let d = Descriptor::from_str(&json, "check.json").unwrap();
+        let data = datasets(true, true, ErrorFunction::CrossEntropy);
+        let (worst, bad, checked) = check_network_mode(d, data, true);
+        assert!(
+            bad == 0 && checked > 0,
+            "β {beta}: {bad} of {checked} parameters off (worst {worst:.3e})"
+        );
+    }
+}

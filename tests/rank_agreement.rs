@@ -4,9 +4,9 @@
 //! MovieLens-1M's first 512 users in 8 minibatches of 64, the epoch's loss agrees within 1e-6
 //! relative and the weights within 1e-5, and each rank count repeats itself bit for bit.
 //! Features: dropout (and alpha-dropout), denoising, SoftMax outputs, the sparseness penalty,
-//! WeightNorm and DeltaNorm, batch normalisation, shared (tied) weights, skips, fused and
-//! unfused SGD, every optimizer, all stochastic features at once, and DSSTNE's MovieLens
-//! descriptor (networks/movielens-ae.json).
+//! WeightNorm and DeltaNorm, batch normalisation, shared (tied) weights, skips, a variational
+//! bottleneck (Mult-VAE), fused and unfused SGD, every optimizer, all stochastic features at
+//! once, and DSSTNE's MovieLens descriptor (networks/movielens-ae.json).
 
 use moira::backend::Cpu;
 use moira::collective::{Collective, Threads};

@@ -323,6 +323,63 @@ pub trait Backend: Send + Sync {
         self.upload(delta.buf, &dh)
     }
 
+    /// The training forward of a variational bottleneck ([`crate::ops::variational::forward`]'s
+    /// contract): `z` holds `μ` and receives the sample `μ + exp(½ℓ)·ε`, `mean` receives `μ`,
+    /// `noise` receives `ε` (drawn at `m`'s counters); returns `β·Σ KL` in fixed point. The
+    /// default runs on the host.
+    fn variational_forward(
+        &self,
+        z: MatMut<Self::Vector>,
+        log_var: &Self::Vector,
+        mean: &mut Self::Vector,
+        noise: &mut Self::Vector,
+        m: DropoutMask,
+        beta: f32,
+    ) -> Result<FixedSum> {
+        let (rows, cols) = (z.rows, z.cols);
+        let len = rows * cols;
+        let (mut zh, mut lh) = (vec![0.0; len], vec![0.0; len]);
+        self.download(z.buf, &mut zh)?;
+        self.download(log_var, &mut lh)?;
+        let (mut mh, mut nh) = (vec![0.0; len], vec![0.0; len]);
+        let kl = crate::ops::variational::forward(
+            &mut zh,
+            &lh,
+            &mut mh,
+            &mut nh,
+            (rows, cols),
+            m,
+            beta,
+        );
+        self.upload(z.buf, &zh)?;
+        self.upload(mean, &mh)?;
+        self.upload(noise, &nh)?;
+        Ok(kl)
+    }
+
+    /// The backward pass of [`Backend::variational_forward`]
+    /// ([`crate::ops::variational::backward`]'s contract): `delta_mean` holds `∂L/∂z` and
+    /// becomes `∂L/∂μ`; `delta_log_var` receives `∂L/∂ℓ`. The default runs on the host.
+    fn variational_backward(
+        &self,
+        delta_mean: MatMut<Self::Vector>,
+        delta_log_var: &mut Self::Vector,
+        (mean, log_var, noise): (&Self::Vector, &Self::Vector, &Self::Vector),
+        beta: f32,
+    ) -> Result<()> {
+        let len = delta_mean.rows * delta_mean.cols;
+        let get = |v: &Self::Vector| -> Result<Vec<f32>> {
+            let mut h = vec![0.0; len];
+            self.download(v, &mut h)?;
+            Ok(h)
+        };
+        let (mut dm, mh, lh, nh) = (get(delta_mean.buf)?, get(mean)?, get(log_var)?, get(noise)?);
+        let mut dl = vec![0.0; len];
+        crate::ops::variational::backward(&mut dm, &mut dl, &mh, &lh, &nh, beta);
+        self.upload(delta_mean.buf, &dm)?;
+        self.upload(delta_log_var, &dl)
+    }
+
     /// `WeightNorm` ([`crate::ops::norm::clip_column_norms`]): every column of `w` whose L2
     /// norm exceeds `max_norm` is scaled down to it. The default runs on the host.
     fn clip_column_norms(&self, w: MatMut<Self::Vector>, max_norm: f32) -> Result<()> {

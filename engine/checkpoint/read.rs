@@ -7,7 +7,8 @@ use netcdf::AttributeValue;
 
 use crate::descriptor::{
     DeltaBoost, Descriptor, Kernel, LayerDescriptor, LayerKind, LayerType, Lrn, NetworkKind,
-    PoolingFunction, SharedWeight, Size, Smce, SparsenessPenalty, WeightInit, MAX_DIMS,
+    PoolingFunction, SharedWeight, Size, Smce, SparsenessPenalty, Variational, WeightInit,
+    MAX_DIMS,
 };
 use crate::error::{Error, Result};
 use crate::ops::{Activation, ErrorFunction, WeightInitScheme};
@@ -428,6 +429,14 @@ fn layer(r: &Reader<'_>, i: u32, network: &Descriptor) -> Result<LayerDescriptor
             bias: r.f32(&at("biasInit"))?,
         },
         shared_weights: Vec::new(),
+        variational: match r.opt_string(&at("variationalLogVariance"))? {
+            Some(log_variance) => Some(Variational {
+                log_variance,
+                beta: r.f32(&at("variationalBeta"))?,
+                anneal_steps: r.u32(&at("variationalAnnealSteps"))?,
+            }),
+            None => None,
+        },
         name,
     })
 }

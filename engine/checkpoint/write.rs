@@ -420,6 +420,12 @@ fn write_layer(w: &mut Writer<'_>, i: usize, l: &LayerDescriptor, model: &Model)
         ];
         w.floats_on(&dim, bn.scale.len(), &first)?;
     }
+    if let Some(v) = &l.variational {
+        // Moira's extension: DSSTNE's reader ignores these attributes.
+        w.att(&format!("{p}variationalLogVariance"), v.log_variance.as_str())?;
+        w.att(&format!("{p}variationalBeta"), v.beta)?;
+        w.att(&format!("{p}variationalAnnealSteps"), v.anneal_steps)?;
+    }
     w.att(&format!("{p}skips"), count(l.skips.len(), "skips")?)?;
     for (j, s) in l.skips.iter().enumerate() {
         w.att(&format!("{p}skip{j}"), s.as_str())?;

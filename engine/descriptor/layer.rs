@@ -193,6 +193,35 @@ pub struct SharedWeight {
     pub transposed: bool,
 }
 
+/// `Variational` (a Moira extension; Hidden layers only): the layer is the mean `μ` of a
+/// variational bottleneck (Kingma & Welling 2014, Mult-VAE of Liang et al. 2018) whose log
+/// variance `ℓ` is the layer `log_variance`. While training, the layer's units are the
+/// reparameterised sample `z = μ + exp(½ℓ)·ε`, `ε ~ N(0, 1)` drawn per (example, unit) from
+/// the counter-based generator, and every example adds `β_t·KL` to the loss, with
+/// `KL = ½·Σ_j (μ_j² + exp(ℓ_j) − ℓ_j − 1)` and `β_t = min(beta, t / anneal_steps)` after `t`
+/// updates (`beta` from the start when `anneal_steps` is 0); when predicting, `z = μ`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Variational {
+    /// `LogVariance`: the Hidden layer holding `ℓ` (same units, read by nothing else).
+    pub log_variance: String,
+    /// `Beta` ≥ 0: the weight of the KL term once annealed (Liang et al.: 0.2); 0.2 when absent.
+    pub beta: f32,
+    /// `AnnealSteps`: updates over which `β` rises linearly from 0 (it reaches `beta` after
+    /// `beta·anneal_steps` of them); 0 (no annealing) when absent.
+    pub anneal_steps: u32,
+}
+
+impl Variational {
+    /// `β_t`: the weight of the KL term in the update after `t` updates.
+    pub fn beta_at(&self, t: u64) -> f32 {
+        if self.anneal_steps == 0 {
+            self.beta
+        } else {
+            self.beta.min((t as f64 / f64::from(self.anneal_steps)) as f32)
+        }
+    }
+}
+
 /// One layer of a [`super::Descriptor`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerDescriptor {
@@ -242,6 +271,8 @@ pub struct LayerDescriptor {
     pub weight_init: WeightInit,
     /// `SharedWeights`.
     pub shared_weights: Vec<SharedWeight>,
+    /// `Variational` (Moira extension): this layer is the mean of a variational bottleneck.
+    pub variational: Option<Variational>,
 }
 
 impl LayerDescriptor {
@@ -271,6 +302,7 @@ impl LayerDescriptor {
             delta_norm: 0.0,
             weight_init: WeightInit::default(),
             shared_weights: Vec::new(),
+            variational: None,
         }
     }
 

@@ -38,8 +38,8 @@ use crate::error::{Error, Result};
 use crate::ops::ErrorFunction;
 
 pub use layer::{
-    Kernel, LayerDescriptor, LayerKind, LayerType, PoolingFunction, SharedWeight, Size, WeightInit,
-    ACTIVATION_NAMES,
+    Kernel, LayerDescriptor, LayerKind, LayerType, PoolingFunction, SharedWeight, Size,
+    Variational, WeightInit, ACTIVATION_NAMES,
 };
 
 /// The engine version DSSTNE writes (`NN_VERSION`).

@@ -10,7 +10,7 @@ use super::layer::activation_from_name;
 use super::network::parse_sparseness_penalty;
 use super::{
     Descriptor, LayerDescriptor, LayerKind, LayerType, PoolingFunction, SharedWeight, Size,
-    WeightInit, ACTIVATION_NAMES, MAX_DIMS, MAX_SOURCES,
+    Variational, WeightInit, ACTIVATION_NAMES, MAX_DIMS, MAX_SOURCES,
 };
 
 const INPUT: u8 = 1;
@@ -52,6 +52,7 @@ const NAMES: &[KeyNames] = &[
     &["WeightInit"],
     &["SharedWeights"],
     &["DataSet"],
+    &["Variational"],
 ];
 
 /// The kinds each key of [`NAMES`] is allowed on.
@@ -78,6 +79,7 @@ const KINDS: &[u8] = &[
     HIDDEN | OUTPUT,          // WeightInit
     HIDDEN | OUTPUT,          // SharedWeights
     INPUT | OUTPUT,           // DataSet
+    HIDDEN,                   // Variational (Moira extension)
 ];
 
 const _: () = assert!(NAMES.len() == KINDS.len());
@@ -257,7 +259,8 @@ pub(super) fn parse_layer(
             18 => layer.delta_norm = r.f32(v, &p, FloatRange::NonNegative)?,
             19 => layer.weight_init = parse_weight_init(r, v, &p)?,
             20 => layer.shared_weights = parse_shared_weights(r, v, &p)?,
-            _ => layer.dataset = Some(r.name(v, &p)?),
+            21 => layer.dataset = Some(r.name(v, &p)?),
+            _ => layer.variational = Some(parse_variational(r, v, &p)?),
         }
     }
 
@@ -392,6 +395,33 @@ fn parse_weight_init(r: Reader<'_>, v: &Value, path: &str) -> Result<WeightInit>
         }
     }
     Ok(init)
+}
+
+/// `Variational`: `{ "LogVariance": NAME, "Beta": ≥ 0, "AnnealSteps": integer ≥ 0 }`.
+fn parse_variational(r: Reader<'_>, v: &Value, path: &str) -> Result<Variational> {
+    let o = r.object(v, path)?;
+    let keys: &[KeyNames] = &[&["LogVariance"], &["Beta"], &["AnnealSteps"]];
+    let (mut log_variance, mut beta, mut anneal_steps) = (None, 0.2, 0);
+    for (k, key, kv) in r.keys(o, path, keys, "Variational")? {
+        let kp = join(path, key);
+        match k {
+            0 => log_variance = Some(r.name(kv, &kp)?),
+            1 => beta = r.f32(kv, &kp, FloatRange::NonNegative)?,
+            _ if kv.as_u64() == Some(0) => anneal_steps = 0,
+            _ => anneal_steps = r.positive_u32(kv, &kp)?,
+        }
+    }
+    let log_variance = log_variance.ok_or_else(|| {
+        r.error(
+            path,
+            "missing key `LogVariance`: the Hidden layer holding the log variance",
+        )
+    })?;
+    Ok(Variational {
+        log_variance,
+        beta,
+        anneal_steps,
+    })
 }
 
 fn parse_shared_weights(r: Reader<'_>, v: &Value, path: &str) -> Result<Vec<SharedWeight>> {

@@ -10,15 +10,16 @@ use crate::descriptor::{
 use crate::error::{Error, Result};
 
 use super::order::topological_order;
+use super::variational;
 use super::{DataShape, Edge, EdgeId, Graph, Layer, LayerId, Weight, WeightId};
 
 /// Builds [`Error::Graph`]s for one network.
-struct Errors<'a> {
+pub(super) struct Errors<'a> {
     network: &'a str,
 }
 
 impl Errors<'_> {
-    fn at(&self, layer: &str, message: impl Into<String>) -> Error {
+    pub(super) fn at(&self, layer: &str, message: impl Into<String>) -> Error {
         Error::Graph {
             network: self.network.to_owned(),
             layer: layer.to_owned(),
@@ -74,8 +75,13 @@ pub(super) fn compile(d: &Descriptor, shapes: &[DataShape]) -> Result<Graph> {
         skips.push(resolve(l, &l.skips, "skip")?);
     }
 
+    // A variational layer samples from its log-variance layer: computed after it.
+    let log_variance = variational::resolve(d, &by_name, &err)?;
     let deps: Vec<Vec<usize>> = (0..d.layers.len())
-        .map(|i| sources[i].iter().chain(&skips[i]).copied().collect())
+        .map(|i| {
+            let lv = log_variance[i].iter();
+            sources[i].iter().chain(&skips[i]).chain(lv).copied().collect()
+        })
         .collect();
     let order = topological_order(&deps).map_err(|cycle| {
         let mut names: Vec<&str> = cycle.iter().map(|&i| d.layers[i].name.as_str()).collect();
@@ -138,9 +144,12 @@ pub(super) fn compile(d: &Descriptor, shapes: &[DataShape]) -> Result<Graph> {
                 incoming: Vec::new(),
                 outgoing: Vec::new(),
                 skip_targets: Vec::new(),
+                variational: None,
+                log_variance_of: None,
             }
         })
         .collect();
+    variational::attach(d, &mut layers, &log_variance, &id_of, &err)?;
     for t in 0..layers.len() {
         for s in layers[t].skips.clone() {
             layers[s.0].skip_targets.push(LayerId(t));

@@ -12,6 +12,9 @@
 //! - each `SharedWeights` entry names one of the layer's sources, and reuses the weight of an
 //!   existing, unshared edge whose shape fits (transposed or not).
 //!
+//! - a `Variational` layer names a Hidden log-variance layer that matches it and that only
+//!   its sampling reads (`variational.rs`); the log-variance layer is ordered before it.
+//!
 //! The result lists the layers in a topological order (a layer after all its sources and
 //! skips; among ready layers, the one written first), each with its resolved sizes and
 //! parameters, and the edges (one per source → layer) with the weights they use: one weight
@@ -23,8 +26,9 @@
 mod compile;
 mod order;
 mod table;
+mod variational;
 
-use crate::descriptor::{Descriptor, LayerKind, SparsenessPenalty, WeightInit};
+use crate::descriptor::{Descriptor, LayerKind, SparsenessPenalty, Variational, WeightInit};
 use crate::error::Result;
 use crate::ops::Activation;
 
@@ -100,6 +104,23 @@ pub struct Layer {
     pub outgoing: Vec<EdgeId>,
     /// Layers this one is a skip of.
     pub skip_targets: Vec<LayerId>,
+    /// On the mean layer of a variational bottleneck (descriptor `Variational`): its
+    /// log-variance layer and `β` schedule.
+    pub variational: Option<VariationalLayer>,
+    /// On a log-variance layer: the mean layer whose sample it scales.
+    pub log_variance_of: Option<LayerId>,
+}
+
+/// A variational bottleneck, resolved (see [`crate::descriptor::Variational`] for the math):
+/// the mean layer holding it comes after `log_variance` in topological order, both have the
+/// same units, Linear activations, no dropout, batch normalisation or sparseness penalty, and
+/// nothing but the sampling reads the log-variance layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VariationalLayer {
+    /// The layer holding `ℓ`.
+    pub log_variance: LayerId,
+    /// `Beta` and `AnnealSteps`.
+    pub schedule: Variational,
 }
 
 /// A connection `source → target`, computed with `weight` (transposed if `transposed`).

@@ -74,6 +74,12 @@ impl<B: Backend, C: Collective> Network<B, C> {
             let local = split.len(rank);
             if layer.kind == LayerKind::Output {
                 self.output_delta(li)?;
+            } else if let Some(v) = layer.variational.clone() {
+                // ∂L/∂z of the sample into ∂L/∂μ here and ∂L/∂ℓ of the log-variance layer
+                // (ordered before this one, so its turn comes later).
+                self.latent_delta(li, &v, written[li])?;
+                written[v.log_variance.0] = true;
+                self.hidden_delta(li, true, seed)?;
             } else {
                 self.hidden_delta(li, written[li], seed)?;
             }

@@ -2,12 +2,15 @@
 //! from their global positions, and the buffers for a maximum batch size.
 
 use super::batchnorm::batch_norm_floats;
-use super::{output_loss, route, AlphaDropout, BatchNorm, EdgeBias, Network, Param, Route};
+use super::{
+    output_loss, route, AlphaDropout, BatchNorm, EdgeBias, LatentSample, Network, Param, Route,
+};
 use crate::backend::traits::Backend;
 use crate::collective::{Collective, Local};
 use crate::descriptor::LayerKind;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
+use crate::ops::fixed::FixedSum;
 use crate::ops::init::{init_bias, init_weights};
 use crate::ops::optimizer::state_len;
 use crate::ops::{Activation, Optimizer};
@@ -102,6 +105,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
         let n = graph.layers().len();
         let (mut units, mut deltas, mut delta_full) = (vec![], vec![], vec![]);
         let (mut pre_dropout, mut alpha_bias, mut losses) = (vec![], vec![], vec![]);
+        let mut samples = Vec::with_capacity(n);
         let mut batch_norm = Vec::with_capacity(n);
         let state = state_len(optimizer);
         for layer in graph.layers() {
@@ -132,6 +136,13 @@ impl<B: Backend, C: Collective> Network<B, C> {
                 Some(backend.zeros(len)?)
             } else {
                 None
+            });
+            samples.push(match layer.variational {
+                Some(_) => Some(LatentSample {
+                    mean: backend.zeros(len)?,
+                    noise: backend.zeros(len)?,
+                }),
+                None => None,
             });
             alpha_bias.push(alpha_bias_row(&backend, layer, local)?);
             losses.push(output_loss(&graph, layer)?);
@@ -246,6 +257,8 @@ impl<B: Backend, C: Collective> Network<B, C> {
             losses,
             fused_loss: vec![None; n],
             fused_delta: vec![false; n],
+            samples,
+            kl_loss: FixedSum::default(),
             params,
             biases,
             batch_norm,
@@ -313,7 +326,8 @@ impl MemoryPlan {
             let is_input = layer.kind == LayerKind::Input;
             let buffers = u128::from(!(is_input && layer.sparse))
                 + u128::from(!is_input)
-                + u128::from(layer.kind == LayerKind::Hidden && layer.p_dropout > 0.0);
+                + u128::from(layer.kind == LayerKind::Hidden && layer.p_dropout > 0.0)
+                + 2 * u128::from(layer.variational.is_some());
             let reduces_in = layer
                 .incoming
                 .iter()

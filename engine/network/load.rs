@@ -47,6 +47,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
         self.share = share;
         self.row_counts = counts;
         self.fused_loss.iter_mut().for_each(|l| *l = None);
+        self.kl_loss = Default::default();
         self.fused_delta.iter_mut().for_each(|d| *d = false);
         self.loaded.iter_mut().for_each(|l| *l = false);
         self.sparse_full.iter_mut().for_each(|s| *s = None);

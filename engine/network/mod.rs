@@ -35,6 +35,9 @@
 //! - update of every weight (then its `WeightNorm`), every edge's bias and every batch
 //!   normalisation scale and shift with the chosen optimizer (biases, scales and shifts
 //!   unregularised).
+//! - a variational mean layer (descriptor `Variational`) is sampled after its activation
+//!   while training, its `β·KL` added to the loss, and its `∂L/∂a` split into the mean's and
+//!   the log variance's deltas first in the backward pass ([`crate::ops::variational`]);
 //!
 //! # Across ranks (a `Route` per edge)
 //! - forward through an output-sharded edge: all-gather the source activations (a sparse or
@@ -92,6 +95,7 @@ mod readout;
 mod save;
 mod steps;
 mod update;
+mod variational;
 
 use crate::backend::traits::{Backend, DropoutMask, Mat};
 use crate::collective::{Collective, Local};
@@ -112,6 +116,7 @@ pub use model::SlotState;
 pub use pass::StepStats;
 pub use save::SlotTensor;
 pub(crate) use steps::{hidden_layer_delta, output_layer_delta, Targets};
+pub(crate) use variational::LatentSample;
 
 /// The rows of one layer for one minibatch, on the host.
 #[derive(Clone, Debug)]
@@ -219,6 +224,11 @@ pub struct Network<B: Backend, C: Collective = Local> {
     /// local loss, computed with its delta in the same pass
     /// ([`Backend::sparse_output_forward`]); cleared by every forward and minibatch.
     fused_loss: Vec<Option<FixedSum>>,
+    /// Per variational mean layer: `μ` and `ε` of the last training forward.
+    samples: Vec<Option<LatentSample<B::Vector>>>,
+    /// `β·KL` of the variational layers' local units and rows in the last training forward
+    /// (zero otherwise; cleared by every forward and minibatch).
+    kl_loss: FixedSum,
     /// Per output layer: its delta buffer holds the delta that pass wrote, not yet taken by
     /// a backward pass (which then scales it in place, so a second backward recomputes it).
     fused_delta: Vec<bool>,

@@ -87,6 +87,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
         let (rank, sharded) = (self.rank(), self.is_sharded());
         self.fused_loss.iter_mut().for_each(|l| *l = None);
         self.fused_delta.iter_mut().for_each(|d| *d = false);
+        self.kl_loss = FixedSum::default();
         for li in 0..self.graph.layers().len() {
             let layer = &self.graph.layers()[li];
             if layer.kind == LayerKind::Input {
@@ -236,12 +237,17 @@ impl<B: Backend, C: Collective> Network<B, C> {
                     self.backend.add_bias(MatMut::new(dst, rows, local), bias)?;
                 }
             }
+            if training {
+                if let Some(v) = self.graph.layers()[li].variational.clone() {
+                    self.sample_latent(li, &v, seed)?;
+                }
+            }
         }
         Ok(())
     }
 
     /// Loss of the loaded minibatch after [`Network::forward`], summed over examples and
-    /// output layers (on several ranks over every rank's columns, or under data parallelism
+    /// output layers (with `β·KL` of the variational layers after a training forward) (on several ranks over every rank's columns, or under data parallelism
     /// every rank's rows: an exact `i128` all-reduce, the same on every rank). Per-example data weights scale the deltas, not
     /// this reported loss.
     pub fn loss(&self) -> Result<FixedSum> {
@@ -271,6 +277,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
             };
             total = total + loss;
         }
+        total = total + self.kl_loss;
         if self.comm.size() > 1 {
             let mut sum = [total.0];
             self.comm.all_reduce(&mut sum, ReduceOp::Sum)?;

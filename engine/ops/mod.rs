@@ -12,6 +12,7 @@ pub mod loss;
 pub mod math;
 pub mod norm;
 pub mod optimizer;
+pub mod variational;
 
 pub use activation::ActivationParams;
 pub use init::Distribution;

@@ -111,6 +111,7 @@ pub fn features() -> Vec<(&'static str, String)> {
         ),
         ("shared weights", tied()),
         ("skips", skips()),
+        ("variational bottleneck", variational()),
         (
             "everything stochastic",
             net(
@@ -161,6 +162,24 @@ pub fn skips() -> String {
           "Skip": "H1" },
         { "Name": "Output", "Kind": "Output", "N": "auto", "DataSet": "output",
           "Activation": "Sigmoid", "Sparse": true, "Source": ["H3", "H1"] } ] }"#
+        .to_owned()
+}
+
+/// Mult-VAE's shape: a Tanh encoder, a variational bottleneck (mean `Mu`, log variance
+/// `LogVar`, `β` annealed over the first steps), a Tanh decoder and a SoftMax output, with
+/// input denoising.
+pub fn variational() -> String {
+    r#"{ "Version": 0.9, "Name": "vae", "Kind": "AutoEncoder", "ErrorFunction": "CrossEntropy",
+      "Denoising": { "p": 0.3 },
+      "Layers": [
+        { "Name": "Input", "Kind": "Input", "N": "auto", "DataSet": "input", "Sparse": true },
+        { "Name": "H1", "Kind": "Hidden", "N": 128, "Activation": "Tanh", "Source": "Input" },
+        { "Name": "LogVar", "Kind": "Hidden", "N": 48, "Activation": "Linear", "Source": "H1" },
+        { "Name": "Mu", "Kind": "Hidden", "N": 48, "Activation": "Linear", "Source": "H1",
+          "Variational": { "LogVariance": "LogVar", "Beta": 0.2, "AnnealSteps": 20 } },
+        { "Name": "H3", "Kind": "Hidden", "N": 128, "Activation": "Tanh", "Source": "Mu" },
+        { "Name": "Output", "Kind": "Output", "N": "auto", "DataSet": "output",
+          "Activation": "SoftMax", "Sparse": true, "Source": "H3" } ] }"#
         .to_owned()
 }
 
