@@ -24,14 +24,19 @@ const USERS: usize = 240;
 const ITEMS: u32 = 200;
 const BATCH: usize = 16;
 
-/// An I→24→I sigmoid autoencoder with dropout and denoising.
+/// An I→24→I sigmoid autoencoder with dropout and denoising, and a variational bottleneck
+/// whose `β` is still annealing when the run is interrupted (its noise and `β` follow the
+/// update count).
 const NET: &str = r#"{
   "Version": 0.9, "Name": "resume", "Kind": "FeedForward", "Denoising": { "p": 0.2 },
   "Layers": [
     { "Name": "Input", "Kind": "Input", "N": "auto", "DataSet": "input", "Sparse": true },
     { "Name": "Hidden", "Kind": "Hidden", "N": 24, "Activation": "Sigmoid", "pDropout": 0.2 },
+    { "Name": "LogVar", "Kind": "Hidden", "N": 8, "Activation": "Linear", "Source": "Hidden" },
+    { "Name": "Latent", "Kind": "Hidden", "N": 8, "Activation": "Linear", "Source": "Hidden",
+      "Variational": { "LogVariance": "LogVar", "Beta": 0.5, "AnnealSteps": 100 } },
     { "Name": "Output", "Kind": "Output", "N": "auto", "DataSet": "output",
-      "Activation": "Sigmoid", "Sparse": true }
+      "Activation": "Sigmoid", "Sparse": true, "Source": "Latent" }
   ],
   "ErrorFunction": "CrossEntropy"
 }"#;
@@ -145,8 +150,8 @@ fn resuming_from_a_checkpoint_continues_bit_for_bit_on_any_thread_count() {
     let batches = USERS.div_ceil(BATCH) as u64;
     assert_eq!(saved.extras.scalar("update_count"), Some(2 * batches));
     assert_eq!(saved.extras.string("optimizer"), Some("Adam"));
-    // Adam: two slots for each of two weights and biases.
-    assert_eq!(saved.extras.tensors.len(), 8);
+    // Adam: two slots for each of four weights and biases.
+    assert_eq!(saved.extras.tensors.len(), 16);
 
     for threads in [1, 2] {
         let mut net = network(&data, threads, Optimizer::Adam);

@@ -342,15 +342,8 @@ pub trait Backend: Send + Sync {
         self.download(z.buf, &mut zh)?;
         self.download(log_var, &mut lh)?;
         let (mut mh, mut nh) = (vec![0.0; len], vec![0.0; len]);
-        let kl = crate::ops::variational::forward(
-            &mut zh,
-            &lh,
-            &mut mh,
-            &mut nh,
-            (rows, cols),
-            m,
-            beta,
-        );
+        let kl =
+            crate::ops::variational::forward(&mut zh, &lh, &mut mh, &mut nh, (rows, cols), m, beta);
         self.upload(z.buf, &zh)?;
         self.upload(mean, &mh)?;
         self.upload(noise, &nh)?;

@@ -422,7 +422,10 @@ fn write_layer(w: &mut Writer<'_>, i: usize, l: &LayerDescriptor, model: &Model)
     }
     if let Some(v) = &l.variational {
         // Moira's extension: DSSTNE's reader ignores these attributes.
-        w.att(&format!("{p}variationalLogVariance"), v.log_variance.as_str())?;
+        w.att(
+            &format!("{p}variationalLogVariance"),
+            v.log_variance.as_str(),
+        )?;
         w.att(&format!("{p}variationalBeta"), v.beta)?;
         w.att(&format!("{p}variationalAnnealSteps"), v.anneal_steps)?;
     }

@@ -217,7 +217,8 @@ impl Variational {
         if self.anneal_steps == 0 {
             self.beta
         } else {
-            self.beta.min((t as f64 / f64::from(self.anneal_steps)) as f32)
+            self.beta
+                .min((t as f64 / f64::from(self.anneal_steps)) as f32)
         }
     }
 }

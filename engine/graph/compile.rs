@@ -80,7 +80,12 @@ pub(super) fn compile(d: &Descriptor, shapes: &[DataShape]) -> Result<Graph> {
     let deps: Vec<Vec<usize>> = (0..d.layers.len())
         .map(|i| {
             let lv = log_variance[i].iter();
-            sources[i].iter().chain(&skips[i]).chain(lv).copied().collect()
+            sources[i]
+                .iter()
+                .chain(&skips[i])
+                .chain(lv)
+                .copied()
+                .collect()
         })
         .collect();
     let order = topological_order(&deps).map_err(|cycle| {

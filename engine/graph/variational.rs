@@ -85,19 +85,16 @@ pub(super) fn attach(
             ));
         }
         if v.variational.is_some() || d.layers[lv].variational.is_some() {
-            return Err(err.at(
-                &v.name,
-                "a log-variance layer cannot itself be Variational",
-            ));
+            return Err(err.at(&v.name, "a log-variance layer cannot itself be Variational"));
         }
         let readers: Vec<&str> = d
             .layers
             .iter()
             .filter(|o| {
                 o.sources.iter().chain(&o.skips).any(|s| *s == v.name)
-                    || o.shared_weights.iter().any(|w| {
-                        w.source_input_layer == v.name || w.source_output_layer == v.name
-                    })
+                    || o.shared_weights
+                        .iter()
+                        .any(|w| w.source_input_layer == v.name || w.source_output_layer == v.name)
             })
             .map(|o| o.name.as_str())
             .collect();

@@ -23,7 +23,12 @@ impl<B: Backend, C: Collective> Network<B, C> {
     /// `z = μ + exp(½ℓ)·ε` in place and adds `β_t·KL` to the step's loss. The noise draws from
     /// the log-variance layer's dropout stream (that layer has no dropout) with the same
     /// counters as a dropout mask.
-    pub(super) fn sample_latent(&mut self, li: usize, v: &VariationalLayer, seed: u64) -> Result<()> {
+    pub(super) fn sample_latent(
+        &mut self,
+        li: usize,
+        v: &VariationalLayer,
+        seed: u64,
+    ) -> Result<()> {
         let (rows, lv) = (self.rows, v.log_variance.0);
         let cols = self.local_len(v.log_variance);
         let m = self.mask(self.graph.layer(v.log_variance), seed);
@@ -45,7 +50,12 @@ impl<B: Backend, C: Collective> Network<B, C> {
     /// Backward step of the variational mean layer `li`, before its own delta steps: its
     /// `∂L/∂z` (zero when nothing was `written`) becomes `∂L/∂μ`, and the log-variance layer's
     /// delta receives `∂L/∂ℓ` (the caller marks it written).
-    pub(super) fn latent_delta(&mut self, li: usize, v: &VariationalLayer, written: bool) -> Result<()> {
+    pub(super) fn latent_delta(
+        &mut self,
+        li: usize,
+        v: &VariationalLayer,
+        written: bool,
+    ) -> Result<()> {
         let (rows, lv) = (self.rows, v.log_variance.0);
         let cols = self.local_len(v.log_variance);
         let beta = v.schedule.beta_at(self.step);
@@ -60,7 +70,9 @@ impl<B: Backend, C: Collective> Network<B, C> {
         let log_var = self.units[lv].as_ref().expect("hidden layers are dense");
         self.backend.variational_backward(
             MatMut::new(delta, rows, cols),
-            log_var_delta.as_mut().expect("non-input layers have deltas"),
+            log_var_delta
+                .as_mut()
+                .expect("non-input layers have deltas"),
             (&sample.mean, log_var, &sample.noise),
             beta,
         )

@@ -102,7 +102,11 @@ mod tests {
                 expected += 0.3 * 0.5 * (m * m + l.exp() - l - 1.0);
             }
         }
-        assert!((kl.to_f64() - expected).abs() < 1e-6, "{} vs {expected}", kl.to_f64());
+        assert!(
+            (kl.to_f64() - expected).abs() < 1e-6,
+            "{} vs {expected}",
+            kl.to_f64()
+        );
     }
 
     /// The backward pass is the derivative of `g·z + β·KL` in `μ` and `ℓ` (central
@@ -117,7 +121,14 @@ mod tests {
         let d_mu = (f(mu + h, l) - f(mu - h, l)) / (2.0 * h);
         let d_l = (f(mu, l + h) - f(mu, l - h)) / (2.0 * h);
         let (mut dm, mut dl) = ([g as f32], [0.0f32]);
-        backward(&mut dm, &mut dl, &[mu as f32], &[l as f32], &[eps as f32], beta as f32);
+        backward(
+            &mut dm,
+            &mut dl,
+            &[mu as f32],
+            &[l as f32],
+            &[eps as f32],
+            beta as f32,
+        );
         assert!((dm[0] as f64 - d_mu).abs() < 1e-5);
         assert!((dl[0] as f64 - d_l).abs() < 1e-5);
     }
