@@ -33,6 +33,7 @@ class Recommender:
     """A DSSTNE network trained on sparse user × item rows (see ``help(moira.Recommender)``)."""
 
     history_: Optional[History]
+    selected_epoch_: Optional[int]
     def __init__(
         self,
         descriptor: Descriptor,
@@ -66,6 +67,8 @@ class Recommender:
         epochs: Optional[int] = None,
         validation_k: Union[int, Sequence[int]] = (20,),
         validate_every: int = 1,
+        select_by: Optional[str] = None,
+        patience: Optional[int] = None,
         verbose: int = 1,
     ) -> History: ...
     def recommend(

@@ -27,7 +27,9 @@ class Core:
         validate_every: int,
         epochs: Optional[int],
         callback: Optional[Callable[..., None]],
-    ) -> Tuple[List[Dict[str, float]], List[str]]: ...
+        select_by: Optional[str],
+        patience: Optional[int],
+    ) -> Tuple[List[Dict[str, float]], List[str], Optional[int]]: ...
     def recommend(
         self,
         x: Matrices,

@@ -81,6 +81,8 @@ class Recommender:
         text, is_path = _arrays.descriptor(descriptor)
         self._core = _moira.Core(text, is_path, self._settings)
         self.history_: Optional[History] = None
+        # The epoch model selection kept in the last fit (``fit(select_by=...)``).
+        self.selected_epoch_: Optional[int] = None
 
     @classmethod
     def _loaded(cls, path: StrPath, settings: Dict[str, Any]) -> "Recommender":
@@ -88,6 +90,7 @@ class Recommender:
         self._settings = settings
         self._core = _moira.Core.load(os.fspath(path), settings)
         self.history_ = None
+        self.selected_epoch_ = None
         return self
 
     def __repr__(self) -> str:
@@ -118,6 +121,8 @@ class Recommender:
         epochs: Optional[int] = None,
         validation_k: Union[int, Sequence[int]] = (20,),
         validate_every: int = 1,
+        select_by: Optional[str] = None,
+        patience: Optional[int] = None,
         verbose: int = 1,
     ) -> History:
         """Trains ``epochs`` epochs (default: the constructor's) on the rows of ``X``.
@@ -131,6 +136,15 @@ class Recommender:
         engine's own arrays. ``validation``: held-out items per row of ``X`` (as
         wide as the output); after every ``validate_every`` epochs (and the last) the output is
         ranked without each row's own input items and P/Recall/NDCG@``validation_k`` recorded.
+
+        ``select_by`` (``"ndcg@20"``, ``"recall@20"``, ``"recall_full@20"``, ``"precision@10"``;
+        its K among ``validation_k``; needs ``validation``): model selection, as ``trainer
+        --select-by``: after the call the Recommender holds the weights of this call's epoch
+        with the best validation value (the earliest on a tie), ``selected_epoch_`` says which,
+        and ``patience`` (epochs without improvement) stops training early. When an earlier
+        epoch than the last is kept, the later epochs' training state is dropped: a later
+        ``fit`` starts from the kept weights with a fresh optimizer state, and ``save`` writes
+        them (as Keras' ``EarlyStopping(restore_best_weights=True)``).
 
         The first ``fit`` starts from the seed's initialisation; a later one continues the
         training (weights, optimizer state, epoch count: two fits equal one of both lengths);
@@ -151,8 +165,16 @@ class Recommender:
         run = int(self._settings["epochs"] if epochs is None else epochs)
         progress = Progress(verbose, self.epochs_trained + run)
         try:
-            reports, differences = self._core.fit(
-                x, targets, held, _ks(validation_k), int(validate_every), run, progress
+            reports, differences, selected = self._core.fit(
+                x,
+                targets,
+                held,
+                _ks(validation_k),
+                int(validate_every),
+                run,
+                progress,
+                None if select_by is None else str(select_by),
+                None if patience is None else int(patience),
             )
         finally:
             progress.close()
@@ -164,6 +186,7 @@ class Recommender:
                 stacklevel=2,
             )
         self.history_ = History([dict(r) for r in reports])
+        self.selected_epoch_ = None if selected is None else int(selected)
         return self.history_
 
     def recommend(

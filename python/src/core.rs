@@ -7,6 +7,7 @@ use moira::checkpoint::{load_model, save_model, Extras, Model};
 use moira::descriptor::Descriptor;
 use moira::graph::Graph;
 use moira::predict::{FilterMode, RankingMetrics, NO_ITEM};
+use moira::train::SelectBy;
 use numpy::{IntoPyArray, PyArray2};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -114,12 +115,12 @@ impl Core {
         Ok(graph.layer_table())
     }
 
-    /// Trains; returns the epochs' reports and the settings that differ from those of a
-    /// loaded checkpoint. On any error or exception (Ctrl-C included) the model stays as it
-    /// was.
+    /// Trains; returns the epochs' reports, the settings that differ from those of a loaded
+    /// checkpoint, and with `select_by` the epoch kept. On any error or exception (Ctrl-C
+    /// included) the model stays as it was.
     // The Python method's parameters, one for one.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (x, y, validation, validation_k, validate_every, epochs, callback))]
+    #[pyo3(signature = (x, y, validation, validation_k, validate_every, epochs, callback, select_by, patience))]
     fn fit<'py>(
         &mut self,
         py: Python<'py>,
@@ -130,7 +131,22 @@ impl Core {
         validate_every: u32,
         epochs: Option<u32>,
         callback: Option<Py<PyAny>>,
-    ) -> PyResult<(Bound<'py, PyList>, Vec<String>)> {
+        select_by: Option<&str>,
+        patience: Option<u32>,
+    ) -> PyResult<(Bound<'py, PyList>, Vec<String>, Option<u32>)> {
+        let select = match (select_by, &validation) {
+            (Some(by), Some(_)) => Some((by.parse::<SelectBy>().py()?, patience)),
+            (Some(_), None) => {
+                return Err(invalid(
+                    "select_by",
+                    "given without validation data; pass validation=HELD_OUT",
+                ))
+            }
+            (None, _) if patience.is_some() => {
+                return Err(invalid("patience", "given without select_by"))
+            }
+            (None, _) => None,
+        };
         let descriptor = self
             .model
             .as_ref()
@@ -149,7 +165,7 @@ impl Core {
             (None, Some(m)) if m.extras.scalar("checkpoint_format").is_some() => {
                 Start::Checkpoint(m)
             }
-            (None, Some(m)) => Start::Weights(m),
+            (None, Some(m)) => Start::Weights(m, u32::try_from(self.epochs_done).unwrap_or(0)),
             (None, None) => Start::Fresh,
         };
         let job = Job {
@@ -159,6 +175,7 @@ impl Core {
             epochs: epochs.unwrap_or(self.settings.epochs),
             datasets: &datasets,
             validation,
+            select,
         };
         let mut observer = PyObserver::new(callback);
         let fitted = py.detach(|| fit::run(job, &mut observer));
@@ -172,9 +189,10 @@ impl Core {
             history.append(fit::report_dict(py, r)?)?;
         }
         self.model = Some(fitted.model);
-        self.state = Some(fitted.state);
+        self.state = fitted.state;
         self.epochs_done = u64::from(fitted.epochs_done);
-        Ok((history, fitted.differences))
+        let selected = fitted.selected.map(|b| b.epoch);
+        Ok((history, fitted.differences, selected))
     }
 
     /// The top-`k` items of each row: `(items int32[n, k], scores float32[n, k])`, `-1` and

@@ -7,13 +7,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use moira::backend::device::{choose, host_threads};
-use moira::checkpoint::{save_model, Extras, Model};
+use moira::checkpoint::{load_model, save_model, Extras, Model};
 use moira::dataset::Dataset;
 use moira::descriptor::Descriptor;
 use moira::graph::Graph;
 use moira::network::Network;
 use moira::sparse::Csr;
-use moira::train::{self, DataBinding, EpochReport, Observer, TrainState, Validation};
+use moira::train::{
+    self, Best, DataBinding, EpochReport, Observer, SelectBy, Selection, TrainState, Validation,
+};
 use moira::Error;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -44,12 +46,16 @@ impl StateFile {
 
 /// What a finished `fit` leaves.
 pub struct Fitted {
-    /// The trained weights (no training state), to predict with and to save.
+    /// The trained weights (no training state), to predict with and to save: the selected
+    /// epoch's with model selection.
     pub model: Model,
-    /// The whole training state, to continue from.
-    pub state: StateFile,
-    /// Epochs trained in all, this call's included.
+    /// The whole training state, to continue from; `None` when model selection kept an
+    /// earlier epoch than the last (a later `fit` starts from its weights).
+    pub state: Option<StateFile>,
+    /// Epochs trained in all, this call's included (up to the selected epoch's end).
     pub epochs_done: u32,
+    /// With model selection: the epoch kept and its metric.
+    pub selected: Option<Best>,
     /// One report per epoch.
     pub reports: Vec<EpochReport>,
     /// Settings that differ from those of the checkpoint training continued from (a loaded
@@ -67,8 +73,10 @@ pub enum Start<'a> {
     /// A loaded checkpoint (a model with training state), continued the same way (through a
     /// temporary file: the library resumes from files).
     Checkpoint(&'a Model),
-    /// A model's weights with a fresh optimizer state (a final network, a DSSTNE file).
-    Weights(&'a Model),
+    /// A model's weights with a fresh optimizer state (a final network, a DSSTNE file, the
+    /// epoch model selection kept), and the epochs they were trained (0 when unknown), from
+    /// which the epoch count goes on.
+    Weights(&'a Model, u32),
 }
 
 /// What a `fit` call trains on and how.
@@ -82,6 +90,9 @@ pub struct Job<'a> {
     pub datasets: &'a [Dataset],
     /// Held-out items, cutoffs and frequency of the per-epoch validation.
     pub validation: Option<(Csr, Vec<usize>, u32)>,
+    /// Model selection on the validation (`trainer --select-by … --patience …`): the metric,
+    /// and the epochs without improvement after which training stops.
+    pub select: Option<(SelectBy, Option<u32>)>,
 }
 
 /// Observes training for Python: after each minibatch it checks for signals (Ctrl-C raises
@@ -170,6 +181,16 @@ pub fn run(job: Job<'_>, observer: &mut PyObserver) -> moira::Result<Fitted> {
     let s = job.settings;
     let graph = Graph::compile(job.descriptor, &train::shapes(job.datasets))?;
     let binding = DataBinding::new(&graph, job.datasets, false)?;
+    // The best epoch so far is kept in a file of its own (as the trainer's NAME.best.nc).
+    let best_file = job.select.map(|_| StateFile::new()).transpose()?;
+    let selection = job
+        .select
+        .zip(best_file.as_ref())
+        .map(|((by, patience), file)| Selection {
+            by,
+            patience,
+            best_model: file.path.clone(),
+        });
     let validation = job
         .validation
         .clone()
@@ -178,7 +199,7 @@ pub fn run(job: Job<'_>, observer: &mut PyObserver) -> moira::Result<Fitted> {
             ks,
             every,
             batch: s.batch,
-            select: None,
+            select: selection,
         });
     let chosen = choose(s.device, s.threads, s.tf32)?;
     host_threads(s.threads);
@@ -190,8 +211,9 @@ pub fn run(job: Job<'_>, observer: &mut PyObserver) -> moira::Result<Fitted> {
         let written;
         let resume_from = match job.start {
             Start::Fresh => None,
-            Start::Weights(model) => {
+            Start::Weights(model, epochs_done) => {
                 network.load_weights(model)?;
+                config.first_epoch = epochs_done;
                 None
             }
             Start::Resume(path) => Some(path),
@@ -207,6 +229,8 @@ pub fn run(job: Job<'_>, observer: &mut PyObserver) -> moira::Result<Fitted> {
             state = resumed.state;
             differences = resumed.differences;
         }
+        // Selection chooses among this call's epochs.
+        state.best = None;
         let reports = train::train_with(
             &mut network,
             &binding,
@@ -216,7 +240,8 @@ pub fn run(job: Job<'_>, observer: &mut PyObserver) -> moira::Result<Fitted> {
             &mut state,
             None,
         )?;
-        let epochs_done = config.first_epoch + config.epochs;
+        // Patience may stop before the last epoch asked for.
+        let epochs_done = reports.last().map_or(config.first_epoch, |r| r.epoch + 1);
         let file = StateFile::new()?;
         match train::save_checkpoint(&network, &config, &state, epochs_done, &file.path) {
             Err(Error::NonFiniteWeight { weight }) => Err(Error::Diverged {
@@ -229,12 +254,24 @@ pub fn run(job: Job<'_>, observer: &mut PyObserver) -> moira::Result<Fitted> {
             }),
             other => other,
         }?;
-        Ok(Fitted {
-            model: network.to_model(Extras::default())?,
-            state: file,
-            epochs_done,
-            reports,
-            differences,
+        let selected = state.best;
+        Ok(match (selected, &best_file) {
+            (Some(best), Some(best_file)) if best.epoch + 1 < epochs_done => Fitted {
+                model: load_model(&best_file.path)?,
+                state: None,
+                epochs_done: best.epoch + 1,
+                selected,
+                reports,
+                differences,
+            },
+            _ => Fitted {
+                model: network.to_model(Extras::default())?,
+                state: Some(file),
+                epochs_done,
+                selected,
+                reports,
+                differences,
+            },
         })
     })
 }

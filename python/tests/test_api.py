@@ -230,3 +230,53 @@ def test_ctrl_c_interrupts_and_keeps_the_model(larger):
     # ... and the Recommender still trains.
     rec.fit(x, y, verbose=0)
     assert rec.epochs_trained == 2
+
+
+def hold_out(m: sp.csr_matrix, every: int = 4) -> tuple:
+    """Every ``every``-th item of each row held out: ``(kept, held)``, both as wide as ``m``."""
+    m = sp.csr_matrix(m)
+    rows, cols = m.nonzero()
+    position = np.arange(len(rows)) - m.indptr[rows]
+    out = position % every == every - 1
+    part = lambda mask: sp.csr_matrix(
+        (np.ones(mask.sum(), np.float32), (rows[mask], cols[mask])), shape=m.shape
+    )
+    return part(~out), part(out)
+
+
+def test_select_by_keeps_the_best_validation_epoch(generated):
+    kept, held = hold_out(generated)
+    x = l2_rows(kept)
+    # A large step overfits the small set, so the best epoch comes before the last.
+    settings = dict(SETTINGS, alpha=0.05)
+    rec = moira.Recommender(SMALL_NET, epochs=14, **settings)
+    h = rec.fit(
+        x, kept, validation=held, validation_k=(5, 10), select_by="ndcg@10", patience=3, verbose=0
+    )
+    values = h["val_ndcg@10"]
+    best = int(np.argmax(values))  # the first maximum: a tie keeps the earlier epoch
+    assert best < len(h) - 1, f"no epoch after the best one ({values}): the test proves nothing"
+    assert rec.selected_epoch_ == h.epoch[best] == best
+    # Patience: training stopped 3 epochs without improvement after the best (or ran out).
+    assert len(h) == min(14, best + 1 + 3)
+    assert rec.epochs_trained == best + 1
+    # The kept weights are those of a run of best + 1 epochs (validation changes nothing).
+    again = moira.Recommender(SMALL_NET, epochs=best + 1, **settings)
+    again.fit(x, kept, verbose=0)
+    assert same_weights(rec, again)
+    # A later fit starts from the kept weights (the later epochs' state is gone).
+    rec.fit(x, kept, epochs=1, verbose=0)
+    assert rec.epochs_trained == best + 2 and rec.selected_epoch_ is None
+
+
+def test_select_by_is_checked(generated):
+    rec = moira.Recommender(SMALL_NET, epochs=1, **SETTINGS)
+    with pytest.raises(ValueError, match="select_by.*without validation"):
+        rec.fit(generated, select_by="ndcg@10", verbose=0)
+    with pytest.raises(ValueError, match="patience.*without select_by"):
+        rec.fit(generated, validation=generated, patience=2, verbose=0)
+    with pytest.raises(ValueError, match="unknown metric"):
+        rec.fit(generated, validation=generated, select_by="auc@10", verbose=0)
+    with pytest.raises(ValueError, match="among the validation cutoffs"):
+        rec.fit(generated, validation=generated, validation_k=20, select_by="ndcg@10", verbose=0)
+    assert not rec.fitted
