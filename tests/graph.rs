@@ -526,6 +526,12 @@ fn a_variational_layer_comes_after_its_log_variance_layer() {
     assert_eq!((v.log_variance, v.schedule.beta), (lv.id, 0.2));
     assert_eq!(lv.log_variance_of, Some(mu.id));
     assert!(lv.outgoing.is_empty());
+    assert!(
+        g.layer_table()
+            .contains("Linear, sampled (log variance lv)"),
+        "{}",
+        g.layer_table()
+    );
 }
 
 #[test]

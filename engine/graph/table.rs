@@ -31,10 +31,15 @@ pub(super) fn layer_table(g: &Graph) -> String {
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for l in g.layers() {
         let dims: Vec<String> = l.dims.iter().map(u32::to_string).collect();
-        let activation = if l.kind == crate::descriptor::LayerKind::Input {
-            "-".to_owned()
-        } else {
-            l.activation.to_string()
+        let activation = match &l.variational {
+            _ if l.kind == crate::descriptor::LayerKind::Input => "-".to_owned(),
+            // The mean of a variational bottleneck: sampled while training.
+            Some(v) => format!(
+                "{}, sampled (log variance {})",
+                l.activation,
+                g.layer(v.log_variance).name
+            ),
+            None => l.activation.to_string(),
         };
         rows.push(vec![
             l.id.0.to_string(),
