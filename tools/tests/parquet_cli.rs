@@ -118,7 +118,13 @@ fn converter_reads_movielens_parquet_like_the_csv() {
         ]
         .concat(),
     ));
-    assert!(stderr(&out).contains("entries/s"), "{}", stderr(&out));
+    // A Parquet table has rows, not lines.
+    let summary = stderr(&out);
+    assert!(summary.contains("entries/s"), "{summary}");
+    assert!(
+        summary.contains(" rows in ") && !summary.contains("lines"),
+        "{summary}"
+    );
     let a = moira::dataset::io::netcdf::read(&d.join("csv.nc")).unwrap();
     let b = moira::dataset::io::netcdf::read(&d.join("pq.nc")).unwrap();
     assert_eq!(a[0].sparse_data().unwrap(), b[0].sparse_data().unwrap());

@@ -258,10 +258,12 @@ fn print_suppressed(seen: &Seen) {
     }
 }
 
-fn summary(r: &ConvertReport, secs: f64) -> String {
+/// The one-line report of a conversion; `records`: what the input is made of ("lines" of a
+/// text file, "rows" of a Parquet table).
+fn summary(r: &ConvertReport, secs: f64, records: &str) -> String {
     format!(
         "{} examples x width {} ({} features, {} new; {} new samples), {} entries from {} \
-         lines in {:.2} s ({:.0} entries/s); skipped: {} lines, {} unknown-feature entries, {} null rows",
+         {records} in {:.2} s ({:.0} entries/s); skipped: {} {records}, {} unknown-feature entries, {} null rows",
         r.examples,
         r.width,
         r.features,
@@ -330,7 +332,14 @@ fn main() -> ExitCode {
     match result {
         Ok(report) => {
             if tty || args.verbose {
-                eprintln!("{}", summary(&report, start.elapsed().as_secs_f64()));
+                let records = match args.format {
+                    FormatArg::Parquet => "rows",
+                    _ => "lines",
+                };
+                eprintln!(
+                    "{}",
+                    summary(&report, start.elapsed().as_secs_f64(), records)
+                );
             }
             ExitCode::SUCCESS
         }
