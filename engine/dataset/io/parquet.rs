@@ -82,6 +82,32 @@ pub fn parquet_files(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+thread_local! {
+    static CATCHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is inside [`read`]'s guard, where a panic of the `parquet` crate is
+/// caught and returned as the file's [`Error::Parquet`] (a panic hook may then stay silent).
+pub fn catching_panics() -> bool {
+    CATCHING.with(|c| c.get())
+}
+
+/// Marks this thread as [`catching_panics`] while alive.
+struct CatchingPanics;
+
+impl CatchingPanics {
+    fn start() -> Self {
+        CATCHING.with(|c| c.set(true));
+        CatchingPanics
+    }
+}
+
+impl Drop for CatchingPanics {
+    fn drop(&mut self) {
+        CATCHING.with(|c| c.set(false));
+    }
+}
+
 /// Parses the Parquet file `path` (or the part files of the directory `path`) into `rows`,
 /// which should use `Repeat::Append`. `progress` receives an estimate of the input bytes
 /// consumed (the file's size in proportion to its rows).
@@ -103,6 +129,7 @@ pub fn read(
     for file in parquet_files(path)? {
         // The parquet crate panics on some corrupt files (offsets out of range in the
         // footer): such a panic becomes this file's error.
+        let _guard = CatchingPanics::start();
         let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             read_file(
                 &file,

@@ -305,6 +305,7 @@ fn run(args: &Args, bar: &ProgressBar) -> Result<ConvertReport> {
 }
 
 fn main() -> ExitCode {
+    moira_tools::quiet_parquet_panics();
     let args = Args::parse();
     let tty = std::io::stderr().is_terminal();
     let bar = if tty {

@@ -6,6 +6,7 @@ use clap::Parser;
 use moira_tools::predict::{run, Args};
 
 fn main() {
+    moira_tools::quiet_parquet_panics();
     moira_tools::init_logging();
     let args = Args::parse();
     #[cfg(feature = "mpi")]
