@@ -34,10 +34,10 @@
 //!   sharing count), sparse sources through the fixed-point kernel;
 //! - update of every weight (then its `WeightNorm`), every edge's bias and every batch
 //!   normalisation scale and shift with the chosen optimizer (biases, scales and shifts
-//!   unregularised).
+//!   unregularised);
 //! - a variational mean layer (descriptor `Variational`) is sampled after its activation
 //!   while training, its `β·KL` added to the loss, and its `∂L/∂a` split into the mean's and
-//!   the log variance's deltas first in the backward pass ([`crate::ops::variational`]);
+//!   the log variance's deltas first in the backward pass ([`crate::ops::variational`]).
 //!
 //! # Across ranks (a `Route` per edge)
 //! - forward through an output-sharded edge: all-gather the source activations (a sparse or

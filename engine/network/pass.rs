@@ -247,9 +247,10 @@ impl<B: Backend, C: Collective> Network<B, C> {
     }
 
     /// Loss of the loaded minibatch after [`Network::forward`], summed over examples and
-    /// output layers (with `β·KL` of the variational layers after a training forward) (on several ranks over every rank's columns, or under data parallelism
-    /// every rank's rows: an exact `i128` all-reduce, the same on every rank). Per-example data weights scale the deltas, not
-    /// this reported loss.
+    /// output layers, plus `β·KL` of the variational layers after a training forward (on
+    /// several ranks over every rank's columns, or under data parallelism every rank's rows:
+    /// an exact `i128` all-reduce, the same on every rank). Per-example data weights scale the
+    /// deltas, not this reported loss.
     pub fn loss(&self) -> Result<FixedSum> {
         let mut total = FixedSum::default();
         for layer in self.graph.outputs() {
