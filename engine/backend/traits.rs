@@ -118,6 +118,13 @@ pub trait Backend: Send + Sync {
     /// A buffer of `len` zeros. Errors ([`crate::Error::Device`]) when it cannot be
     /// allocated.
     fn zeros(&self, len: usize) -> Result<Self::Vector>;
+    /// The values of `v` when they live in host memory (the CPU backend), so that a cross-rank
+    /// step can use them in place instead of staging copies; `None` (the default) on a
+    /// device.
+    fn host_values<'v>(&self, v: &'v mut Self::Vector) -> Option<&'v mut [f32]> {
+        let _ = v;
+        None
+    }
     /// Copies `src` into the start of `dst` (which must be at least as long).
     fn upload(&self, dst: &mut Self::Vector, src: &[f32]) -> Result<()>;
     /// Copies the start of `src` into `dst` (`dst.len()` elements).

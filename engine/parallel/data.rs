@@ -153,9 +153,9 @@ pub(crate) fn keep_rows<B: Backend>(
 /// Replaces each buffer of `grads` (device vectors with their lengths) by its sum over the
 /// ranks, the same bits on every rank and run to run, through the host: on up to
 /// [`RANK_ORDER_MAX_RANKS`] ranks gathered and added in rank order ([`sum_in_rank_order`],
-/// half the bytes of the alternative on 2 ranks), on more in 64-bit fixed point with one scale
-/// per buffer ([`sum_blocks`]). The copies count as `timers`' staging time, the sum as
-/// exchange time.
+/// half the bytes of the alternative on 2 ranks; in place when the backend's buffers are in
+/// host memory), on more in 64-bit fixed point with one scale per buffer ([`sum_blocks`]).
+/// The copies count as `timers`' staging time, the sum as exchange time.
 pub(crate) fn sum_gradients<B: Backend, C: Collective>(
     backend: &B,
     comm: &C,
@@ -163,6 +163,20 @@ pub(crate) fn sum_gradients<B: Backend, C: Collective>(
     grads: &mut [(&mut B::Vector, usize)],
 ) -> Result<()> {
     let lens: Vec<usize> = grads.iter().map(|(_, n)| *n).collect();
+    if comm.size() <= RANK_ORDER_MAX_RANKS {
+        // Buffers in host memory are summed in place, tensor by tensor: no staging copies.
+        let in_place: Option<Vec<&mut [f32]>> = grads
+            .iter_mut()
+            .map(|(buf, n)| backend.host_values(buf).and_then(|h| h.get_mut(..*n)))
+            .collect();
+        if let Some(tensors) = in_place {
+            return Timers::add(&timers.exchange, || {
+                tensors
+                    .into_iter()
+                    .try_for_each(|t| sum_in_rank_order(comm, t))
+            });
+        }
+    }
     with_buffer(&GRADIENTS, lens.iter().sum(), |host| {
         Timers::add(&timers.staging, || {
             let mut at = 0;

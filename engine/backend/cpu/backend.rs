@@ -156,6 +156,10 @@ impl Backend for Cpu {
         })
     }
 
+    fn host_values<'v>(&self, v: &'v mut Vec<f32>) -> Option<&'v mut [f32]> {
+        Some(v.as_mut_slice())
+    }
+
     fn upload(&self, dst: &mut Vec<f32>, src: &[f32]) -> Result<()> {
         let have = dst.len();
         dst.get_mut(..src.len())
