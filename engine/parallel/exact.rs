@@ -13,6 +13,10 @@
 //! [`crate::ops::fixed`]. If any term is NaN or infinite the plain float sum is taken instead (the
 //! result is not finite either way, and the caller's divergence check stops training).
 //!
+//! Data-parallel gradients on up to [`RANK_ORDER_MAX_RANKS`] ranks take another route to the
+//! same guarantee ([`sum_in_rank_order`]): every rank gathers every rank's `f32` values and
+//! adds them in rank order, so no transport can change the order either.
+//!
 //! Column blocks: a `rows × n` matrix whose columns are split over the ranks by a
 //! [`Split`] is held as `rows × len(r)` on rank `r` ([`all_gather_columns`] assembles the
 //! whole; [`reduce_scatter_columns`] sums whole matrices and leaves each rank its block).
@@ -215,9 +219,9 @@ pub fn sum_in_rank_order<C: Collective>(comm: &C, values: &mut [f32]) -> Result<
             }
             let all = &mut pieces[..ranks * n];
             comm.all_gather(piece, &vec![n; ranks], all)?;
-            let (first, others) = all.split_at(n);
-            if let [second] = others.chunks(n).collect::<Vec<_>>()[..] {
-                // Two ranks (the common case), written so that it vectorises.
+            if ranks == 2 {
+                // The common case, written so that it vectorises.
+                let (first, second) = all.split_at(n);
                 for ((v, &a), &b) in piece.iter_mut().zip(first).zip(second) {
                     *v = (a as f64 + b as f64) as f32;
                 }
