@@ -525,6 +525,10 @@ fn a_variational_layer_comes_after_its_log_variance_layer() {
     let v = mu.variational.as_ref().expect("mu is variational");
     assert_eq!((v.log_variance, v.schedule.beta), (lv.id, 0.2));
     assert_eq!(lv.log_variance_of, Some(mu.id));
+    // The defaults: Beta 0.01, no annealing.
+    let g = compile(&vae("", LV, "").replace(r#", "Beta": 0.2"#, ""), &[]);
+    let v = g.layer_by_name("mu").unwrap().variational.clone().unwrap();
+    assert_eq!((v.schedule.beta, v.schedule.anneal_steps), (0.01, 0));
     assert!(lv.outgoing.is_empty());
     assert!(
         g.layer_table()

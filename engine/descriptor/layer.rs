@@ -204,7 +204,9 @@ pub struct SharedWeight {
 pub struct Variational {
     /// `LogVariance`: the Hidden layer holding `ℓ` (same units, read by nothing else).
     pub log_variance: String,
-    /// `Beta` ≥ 0: the weight of the KL term once annealed (Liang et al.: 0.2); 0.2 when absent.
+    /// `Beta` ≥ 0: the weight of the KL term once annealed; 0.01 when absent (Liang et al.'s
+    /// 0.2 assumes a reconstruction term summed over the user's items, Moira's SoftMax
+    /// cross-entropy averages it: docs/descriptor.md).
     pub beta: f32,
     /// `AnnealSteps`: updates over which `β` rises linearly from 0 (it reaches `beta` after
     /// `beta·anneal_steps` of them); 0 (no annealing) when absent.

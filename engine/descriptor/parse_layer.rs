@@ -401,7 +401,7 @@ fn parse_weight_init(r: Reader<'_>, v: &Value, path: &str) -> Result<WeightInit>
 fn parse_variational(r: Reader<'_>, v: &Value, path: &str) -> Result<Variational> {
     let o = r.object(v, path)?;
     let keys: &[KeyNames] = &[&["LogVariance"], &["Beta"], &["AnnealSteps"]];
-    let (mut log_variance, mut beta, mut anneal_steps) = (None, 0.2, 0);
+    let (mut log_variance, mut beta, mut anneal_steps) = (None, 0.01, 0);
     for (k, key, kv) in r.keys(o, path, keys, "Variational")? {
         let kp = join(path, key);
         match k {
