@@ -442,3 +442,43 @@ fn repeated_keys_are_rejected_at_their_line() {
         .to_string()
         .contains("`Name` appears twice"));
 }
+
+/// `Variational` (Moira's extension): an object on a Hidden layer, naming its log-variance
+/// layer, with `Beta` ≥ 0 and a whole `AnnealSteps` ≥ 0.
+#[test]
+fn variational_settings_are_checked() {
+    assert_rejected(
+        &with_hidden(r#", "Variational": { "Beta": 0.1 }"#),
+        "Layers[1].Variational",
+        &["missing key `LogVariance`"],
+    );
+    assert_rejected(
+        &with_hidden(r#", "Variational": { "LogVariance": "lv", "Beta": -1 }"#),
+        "Layers[1].Variational.Beta",
+        &[],
+    );
+    assert_rejected(
+        &with_hidden(r#", "Variational": { "LogVariance": "lv", "AnnealSteps": 2.5 }"#),
+        "Layers[1].Variational.AnnealSteps",
+        &[],
+    );
+    assert_rejected(
+        &with_hidden(r#", "Variational": { "LogVariance": "lv", "AnnealStep": 5 }"#),
+        "Layers[1].Variational.AnnealStep",
+        &["did you mean `AnnealSteps`?"],
+    );
+    assert_rejected(
+        r#"{ "Layers": [ { "Name": "in", "N": 10 }, { "Name": "out", "N": 10,
+              "Variational": { "LogVariance": "in" } } ] }"#,
+        "Layers[1].Variational",
+        &["not allowed on an Output layer"],
+    );
+    let d = parse(&with_hidden(
+        r#", "Variational": { "LogVariance": "lv", "Beta": 0.5, "AnnealSteps": 0 }"#,
+    ));
+    let v = d.layers[1].variational.as_ref().unwrap();
+    assert_eq!(
+        (v.log_variance.as_str(), v.beta, v.anneal_steps),
+        ("lv", 0.5, 0)
+    );
+}
