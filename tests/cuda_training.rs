@@ -1,6 +1,6 @@
 //! Whole training epochs on the CUDA backend against the CPU backend (same seed, data and
 //! descriptor: weights within 1e-5 relative), and two GPU runs bit for bit; with Adam, and
-//! with plain SGD (fused into the backward pass). Prints
+//! with plain SGD (fused into the backward pass); a variational bottleneck too. Prints
 //! "skipped: no CUDA device" and passes where there is no device.
 #![cfg(feature = "cuda")]
 
@@ -42,6 +42,22 @@ const SOFTMAX_NET: &str = r#"{
     { "Name": "H", "Kind": "Hidden", "N": 64, "Activation": "Tanh", "pDropout": 0.5 },
     { "Name": "Output", "Kind": "Output", "N": "auto", "DataSet": "output",
       "Activation": "SoftMax", "Sparse": true }
+  ],
+  "ErrorFunction": "CrossEntropy"
+}"#;
+
+/// Mult-VAE's bottleneck (networks/ml1m-multvae.json, small): the sample and the KL term run
+/// through the backends' `variational_forward`/`variational_backward`.
+const VARIATIONAL_NET: &str = r#"{
+  "Version": 0.9, "Name": "gpu-vae", "Kind": "AutoEncoder", "Denoising": { "p": 0.5 },
+  "Layers": [
+    { "Name": "Input", "Kind": "Input", "N": "auto", "DataSet": "input", "Sparse": true },
+    { "Name": "Encoder", "Kind": "Hidden", "N": 64, "Activation": "Tanh", "Source": "Input" },
+    { "Name": "LogVariance", "Kind": "Hidden", "N": 32, "Activation": "Linear", "Source": "Encoder" },
+    { "Name": "Latent", "Kind": "Hidden", "N": 32, "Activation": "Linear", "Source": "Encoder",
+      "Variational": { "LogVariance": "LogVariance", "Beta": 0.05, "AnnealSteps": 20 } },
+    { "Name": "Output", "Kind": "Output", "N": "auto", "DataSet": "output",
+      "Activation": "SoftMax", "Sparse": true, "Source": "Latent" }
   ],
   "ErrorFunction": "CrossEntropy"
 }"#;
@@ -157,6 +173,11 @@ fn sigmoid_smce_epoch_matches_the_cpu_and_repeats_bit_for_bit() {
 #[test]
 fn softmax_cross_entropy_epoch_matches_the_cpu_and_repeats_bit_for_bit() {
     compare(SOFTMAX_NET, Optimizer::Adam, 1e-5);
+}
+
+#[test]
+fn variational_epoch_matches_the_cpu_and_repeats_bit_for_bit() {
+    compare(VARIATIONAL_NET, Optimizer::Adam, 1e-5);
 }
 
 #[test]
