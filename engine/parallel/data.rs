@@ -162,7 +162,6 @@ pub(crate) fn sum_gradients<B: Backend, C: Collective>(
     timers: &Timers,
     grads: &mut [(&mut B::Vector, usize)],
 ) -> Result<()> {
-    let lens: Vec<usize> = grads.iter().map(|(_, n)| *n).collect();
     if comm.size() <= RANK_ORDER_MAX_RANKS {
         // Buffers in host memory are summed in place, tensor by tensor: no staging copies.
         let in_place: Option<Vec<&mut [f32]>> = grads
@@ -177,6 +176,7 @@ pub(crate) fn sum_gradients<B: Backend, C: Collective>(
             });
         }
     }
+    let lens: Vec<usize> = grads.iter().map(|(_, n)| *n).collect();
     with_buffer(&GRADIENTS, lens.iter().sum(), |host| {
         Timers::add(&timers.staging, || {
             let mut at = 0;
