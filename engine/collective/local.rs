@@ -44,6 +44,28 @@ impl Collective for Local {
         Ok(())
     }
 
+    fn all_to_all_bytes(
+        &self,
+        send: &[u8],
+        send_counts: &[usize],
+        recv: &mut [u8],
+        recv_counts: &[usize],
+    ) -> Result<()> {
+        super::check_exchange_counts(self, send_counts, send.len(), recv_counts, recv.len())?;
+        if send.len() != recv.len() {
+            return Err(Error::invalid_argument(
+                "counts",
+                format!(
+                    "all_to_all on 1 rank: {} bytes sent, {} received",
+                    send.len(),
+                    recv.len()
+                ),
+            ));
+        }
+        recv.copy_from_slice(send);
+        Ok(())
+    }
+
     fn reduce_scatter_wire(
         &self,
         send: Wire<'_>,

@@ -81,6 +81,19 @@ pub trait Collective {
     /// and length on every rank). Integer sums wrap.
     fn all_reduce_wire(&self, buf: WireMut<'_>, op: ReduceOp) -> Result<()>;
 
+    /// Personalised exchange: this rank's `send` is cut into `size()` consecutive segments,
+    /// `send_counts[q]` bytes for rank `q`; `recv` receives every rank's segment for this
+    /// rank in rank order, `recv_counts[q]` bytes from rank `q` (`Σ send_counts == send.len()`,
+    /// `Σ recv_counts == recv.len()`, and rank `q`'s `send_counts[r]` equal to rank `r`'s
+    /// `recv_counts[q]`).
+    fn all_to_all_bytes(
+        &self,
+        send: &[u8],
+        send_counts: &[usize],
+        recv: &mut [u8],
+        recv_counts: &[usize],
+    ) -> Result<()>;
+
     /// Element-wise `op` of all ranks' `send` (length `Σ counts` on every rank), of which rank
     /// `r` receives the segment `Σ counts[..r] .. Σ counts[..=r]` in `recv` (length
     /// `counts[r]`). `send` and `recv` have the same wire type.
@@ -101,6 +114,29 @@ pub trait Collective {
         check_counts(self, counts, send.len(), recv.len(), "all_gather")?;
         let bytes: Vec<usize> = counts.iter().map(|&c| c * size_of::<T>()).collect();
         self.all_gather_bytes(T::as_bytes(send), &bytes, T::as_bytes_mut(recv))
+    }
+
+    /// Typed [`all_to_all_bytes`](Collective::all_to_all_bytes): `send_counts[q]` elements of
+    /// `send` (consecutive, in rank order) go to rank `q`; `recv_counts[q]` elements from rank
+    /// `q` arrive in `recv`, in rank order.
+    fn all_to_all<T: Element>(
+        &self,
+        send: &[T],
+        send_counts: &[usize],
+        recv: &mut [T],
+        recv_counts: &[usize],
+    ) -> Result<()>
+    where
+        Self: Sized,
+    {
+        check_exchange_counts(self, send_counts, send.len(), recv_counts, recv.len())?;
+        let bytes = |c: &[usize]| c.iter().map(|&n| n * size_of::<T>()).collect::<Vec<_>>();
+        self.all_to_all_bytes(
+            T::as_bytes(send),
+            &bytes(send_counts),
+            T::as_bytes_mut(recv),
+            &bytes(recv_counts),
+        )
     }
 
     /// Every rank's `send`, of any lengths, concatenated in rank order, with the lengths
@@ -217,6 +253,16 @@ impl<C: Collective + ?Sized> Collective for &C {
         (**self).all_reduce_wire(buf, op)
     }
 
+    fn all_to_all_bytes(
+        &self,
+        send: &[u8],
+        send_counts: &[usize],
+        recv: &mut [u8],
+        recv_counts: &[usize],
+    ) -> Result<()> {
+        (**self).all_to_all_bytes(send, send_counts, recv, recv_counts)
+    }
+
     fn reduce_scatter_wire(
         &self,
         send: Wire<'_>,
@@ -278,6 +324,40 @@ fn check_counts<C: Collective + ?Sized>(
             "counts",
             format!("{what}: the counts add up to {sum}, the whole buffer has {total} elements"),
         ));
+    }
+    Ok(())
+}
+
+/// Checks the counts of an all-to-all: one send and one receive count per rank, adding up to
+/// the buffers' lengths (`send_len`, `recv_len`).
+fn check_exchange_counts<C: Collective + ?Sized>(
+    comm: &C,
+    send_counts: &[usize],
+    send_len: usize,
+    recv_counts: &[usize],
+    recv_len: usize,
+) -> Result<()> {
+    for (counts, len, what) in [
+        (send_counts, send_len, "send"),
+        (recv_counts, recv_len, "recv"),
+    ] {
+        if counts.len() != comm.size() {
+            return Err(Error::invalid_argument(
+                "counts",
+                format!(
+                    "all_to_all: {} {what} counts for {} ranks",
+                    counts.len(),
+                    comm.size()
+                ),
+            ));
+        }
+        let sum: usize = counts.iter().sum();
+        if sum != len {
+            return Err(Error::invalid_argument(
+                "counts",
+                format!("all_to_all: the {what} counts add up to {sum}, the buffer has {len}"),
+            ));
+        }
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! which wraps by definition and gives the same bits.
 
 use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
-use mpi::datatype::{Equivalence, PartitionMut};
+use mpi::datatype::{Equivalence, Partition, PartitionMut};
 use mpi::environment::Universe;
 use mpi::topology::{Communicator, SimpleCommunicator};
 
@@ -84,6 +84,21 @@ fn count(n: usize, what: &str) -> Result<i32> {
             i32::MAX
         ))
     })
+}
+
+/// MPI's `int` counts and their displacements (the running sums), for counts already checked
+/// to fit ([`count`] of their total).
+fn counts_and_displacements(counts: &[usize]) -> (Vec<i32>, Vec<i32>) {
+    let counts: Vec<i32> = counts.iter().map(|&c| c as i32).collect();
+    let displs = counts
+        .iter()
+        .scan(0i32, |at, &c| {
+            let d = *at;
+            *at += c;
+            Some(d)
+        })
+        .collect();
+    (counts, displs)
 }
 
 fn system_op(op: ReduceOp) -> SystemOperation {
@@ -172,17 +187,28 @@ impl Collective for Mpi {
     fn all_gather_bytes(&self, send: &[u8], counts: &[usize], recv: &mut [u8]) -> Result<()> {
         check_counts(self, counts, send.len(), recv.len(), "all_gather")?;
         count(recv.len(), "all_gather")?;
-        let counts_i: Vec<i32> = counts.iter().map(|&c| c as i32).collect();
-        let displs: Vec<i32> = counts_i
-            .iter()
-            .scan(0i32, |at, &c| {
-                let d = *at;
-                *at += c;
-                Some(d)
-            })
-            .collect();
+        let (counts_i, displs) = counts_and_displacements(counts);
         let mut partition = PartitionMut::new(recv, counts_i, displs);
         self.world.all_gather_varcount_into(send, &mut partition);
+        Ok(())
+    }
+
+    fn all_to_all_bytes(
+        &self,
+        send: &[u8],
+        send_counts: &[usize],
+        recv: &mut [u8],
+        recv_counts: &[usize],
+    ) -> Result<()> {
+        super::check_exchange_counts(self, send_counts, send.len(), recv_counts, recv.len())?;
+        count(send.len(), "all_to_all")?;
+        count(recv.len(), "all_to_all")?;
+        let (send_counts, send_displs) = counts_and_displacements(send_counts);
+        let (recv_counts, recv_displs) = counts_and_displacements(recv_counts);
+        let partition = Partition::new(send, send_counts, send_displs);
+        let mut received = PartitionMut::new(recv, recv_counts, recv_displs);
+        self.world
+            .all_to_all_varcount_into(&partition, &mut received);
         Ok(())
     }
 

@@ -156,6 +156,49 @@ fn reduce_scatter_gives_each_rank_its_segment_of_the_sum() {
     }
 }
 
+#[test]
+fn all_to_all_delivers_each_ranks_segment_for_each_rank() {
+    // Rank r sends `count(r, q)` values to rank q (uneven, some none), each value naming its
+    // sender, receiver and place.
+    let count = |from: usize, to: usize| {
+        if (from + to) % 3 == 2 {
+            0
+        } else {
+            from + to + 1
+        }
+    };
+    let value = |from: usize, to: usize, k: usize| (from * 10_000 + to * 100 + k) as u32;
+    for p in RANKS {
+        let got = on(p, |c| {
+            let r = c.rank();
+            let send_counts: Vec<usize> = (0..p).map(|q| count(r, q)).collect();
+            let recv_counts: Vec<usize> = (0..p).map(|q| count(q, r)).collect();
+            let send: Vec<u32> = (0..p)
+                .flat_map(|q| (0..count(r, q)).map(move |k| value(r, q, k)))
+                .collect();
+            let mut recv = vec![0u32; recv_counts.iter().sum()];
+            c.all_to_all(&send, &send_counts, &mut recv, &recv_counts)?;
+            Ok(recv)
+        });
+        for (r, recv) in got.into_iter().enumerate() {
+            let exp: Vec<u32> = (0..p)
+                .flat_map(|q| (0..count(q, r)).map(move |k| value(q, r, k)))
+                .collect();
+            assert_eq!(recv, exp, "{p} ranks, rank {r}");
+        }
+    }
+    // Counts that do not add up, or a receiver expecting another count, are errors.
+    let mut recv = [0u32; 2];
+    assert!(Local.all_to_all(&[1u32, 2], &[3], &mut recv, &[2]).is_err());
+    let errors = Threads::run_each(2, |c| {
+        let mut recv = vec![0u32; 2];
+        let recv_counts = if c.rank() == 0 { [1, 1] } else { [2, 0] };
+        c.all_to_all(&[1u32, 2], &[1, 1], &mut recv, &recv_counts)
+    })
+    .unwrap();
+    assert!(errors.iter().any(|e| e.is_err()));
+}
+
 /// Terms spanning many magnitudes, so that f32 sums depend on the order.
 fn terms(n: usize) -> Vec<f32> {
     (0..n as u64)

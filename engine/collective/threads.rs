@@ -339,6 +339,46 @@ impl Collective for Threads {
         Ok(())
     }
 
+    fn all_to_all_bytes(
+        &self,
+        send: &[u8],
+        send_counts: &[usize],
+        recv: &mut [u8],
+        recv_counts: &[usize],
+    ) -> Result<()> {
+        super::check_exchange_counts(self, send_counts, send.len(), recv_counts, recv.len())?;
+        // Each rank deposits its segments' byte counts, then the bytes; rank r reads segment r
+        // of every deposit.
+        let mut data = Vec::with_capacity(8 * send_counts.len() + send.len());
+        for &c in send_counts {
+            data.extend_from_slice(&(c as u64).to_le_bytes());
+        }
+        data.extend_from_slice(send);
+        let done = self.exchange("all_to_all".into(), data)?;
+        let size = self.shared.size;
+        let mut at = 0;
+        for (q, slot) in done.iter().enumerate() {
+            let counts: Vec<usize> = slot.data[..8 * size]
+                .chunks_exact(8)
+                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+                .collect();
+            let start = 8 * size + counts[..self.rank].iter().sum::<usize>();
+            if counts[self.rank] != recv_counts[q] {
+                return Err(Error::invalid_argument(
+                    "counts",
+                    format!(
+                        "all_to_all: rank {q} sends {} bytes to rank {}, which expects {}",
+                        counts[self.rank], self.rank, recv_counts[q]
+                    ),
+                ));
+            }
+            recv[at..at + recv_counts[q]]
+                .copy_from_slice(&slot.data[start..start + recv_counts[q]]);
+            at += recv_counts[q];
+        }
+        Ok(())
+    }
+
     fn all_reduce_wire(&self, buf: WireMut<'_>, op: ReduceOp) -> Result<()> {
         let tag = |t: &str, n: usize| format!("all_reduce {t} {op:?} {n}");
         match buf {

@@ -129,6 +129,27 @@ fn checks<C: Collective>(comm: &C) -> Result<()> {
     let (varying, lengths) = comm.all_gather_varying(&mine)?;
     ensure!(varying == expect && lengths == counts, "all_gather_varying");
 
+    // all-to-all with uneven segments (some empty), each value naming sender, receiver, place.
+    let count = |from: usize, to: usize| {
+        if (from + to) % 3 == 2 {
+            0
+        } else {
+            from + to + 1
+        }
+    };
+    let value = |from: usize, to: usize, k: usize| (from * 10_000 + to * 100 + k) as u32;
+    let send_counts: Vec<usize> = (0..size).map(|q| count(rank, q)).collect();
+    let recv_counts: Vec<usize> = (0..size).map(|q| count(q, rank)).collect();
+    let send: Vec<u32> = (0..size)
+        .flat_map(|q| (0..count(rank, q)).map(move |k| value(rank, q, k)))
+        .collect();
+    let mut recv = vec![0u32; recv_counts.iter().sum()];
+    comm.all_to_all(&send, &send_counts, &mut recv, &recv_counts)?;
+    let expect: Vec<u32> = (0..size)
+        .flat_map(|q| (0..count(q, rank)).map(move |k| value(q, rank, k)))
+        .collect();
+    ensure!(recv == expect, "all_to_all: {recv:?}, expected {expect:?}");
+
     // broadcast from every root.
     for root in 0..size {
         let mut buf = [rank as i64, 7, -(rank as i64)];
