@@ -2,6 +2,8 @@
 //! [`crate::network`]), with plain SGD optionally fused into its gradient products
 //! (`update.rs`).
 
+use super::build::crosses_layouts;
+use super::pass::SourceBuffers;
 use super::pass::{source_rows, Rows};
 use super::update::fuses_weight;
 use super::{
@@ -12,6 +14,7 @@ use crate::backend::traits::{Backend, Mat, MatMut};
 use crate::collective::Collective;
 use crate::descriptor::LayerKind;
 use crate::error::{Error, Result};
+use crate::graph::EdgeId;
 use crate::graph::Layer;
 use crate::ops::optimizer::Hyper;
 use crate::ops::{Activation, Trans};
@@ -19,7 +22,8 @@ use crate::parallel::data::{gather_rows, keep_rows, sum_gradients};
 use crate::parallel::host::{
     clip_split_row_norms, gather_columns, reduce_columns, softmax_delta, SoftmaxTargets,
 };
-use crate::parallel::Parallelism;
+use crate::parallel::host::{reduce_rows, rows_to_units, units_to_rows};
+use crate::parallel::{Layout, Split};
 
 /// `out = alpha·xᵀ·δ + beta·out` (`transposed`: `alpha·δᵀ·x`), the weight-gradient product of
 /// an edge with source rows `x`; `out` is the gradient or, for a fused update, the weight.
@@ -61,7 +65,6 @@ impl<B: Backend, C: Collective> Network<B, C> {
     /// `W ← (1 − αλ)·W + α·g_W` and `b ← b + α·g_b`. Every edge propagates its delta
     /// `δ_src = δ·op(W)ᵀ` before its gradient product, so that it reads `W` before the update.
     pub(super) fn backward_inner(&mut self, seed: u64, fused: Option<&Hyper>) -> Result<()> {
-        let (rows, rank, sharded) = (self.rows, self.rank(), self.is_sharded());
         let n = self.graph.layers().len();
         let mut written = vec![false; n];
         let mut grad_written = vec![false; self.params.len()];
@@ -71,7 +74,8 @@ impl<B: Backend, C: Collective> Network<B, C> {
                 continue;
             }
             let split = self.plan.layer_split(layer.id);
-            let local = split.len(rank);
+            let (rows, local) = (self.rows_of(layer.id), self.local_len(layer.id));
+            let (by_rows, by_units) = (self.splits_rows(layer.id), self.splits_units(layer.id));
             if layer.kind == LayerKind::Output {
                 self.output_delta(li)?;
             } else if let Some(v) = layer.variational.clone() {
@@ -88,7 +92,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
                 .as_mut()
                 .expect("non-input layers have deltas");
             if layer.delta_norm > 0.0 {
-                if sharded {
+                if by_units {
                     let norm = layer.delta_norm;
                     clip_split_row_norms(&self.backend, &self.comm, delta, rows, local, norm)?;
                 } else {
@@ -97,7 +101,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
                 }
             }
             if let Some(bn) = self.batch_norm[li].as_mut() {
-                if self.parallelism == Parallelism::Data && self.comm.size() > 1 {
+                if by_rows {
                     // Through the whole minibatch's statistics: the whole minibatch's rows on
                     // every rank (γ's and β's gradients are then the same on every rank).
                     let (counts, share) = (&self.row_counts, self.share);
@@ -115,74 +119,17 @@ impl<B: Backend, C: Collective> Network<B, C> {
             }
             // The mean over the whole minibatch (every rank's rows under data parallelism).
             let alpha = -1.0 / self.share.total as f32;
-            for &eid in &layer.incoming {
+            for eid in layer.incoming.clone() {
                 let edge = self.graph.edge(eid);
                 let (src, wi, route) = (edge.source.0, edge.weight.0, self.routes[eid.0]);
-                let source = self.graph.layer(edge.source);
-                let src_split = self.plan.layer_split(edge.source);
-                let src_local = src_split.len(rank);
-                // δ_src = δ·op(W)ᵀ: `Wᵀ` for a plain edge, `W` for a transposed one.
-                let back = if edge.transposed {
-                    Trans::No
-                } else {
-                    Trans::Yes
-                };
                 // δ_src first: it must read W before a fused update changes it.
-                if source.kind != LayerKind::Input {
-                    let p = &self.params[wi];
-                    let w = Mat::new(&p.w, p.rows, p.cols);
-                    let (src_delta, delta) = split_pair_mut_first(&mut self.deltas, src, li);
-                    let src_delta = src_delta.as_mut().expect("hidden layers have deltas");
-                    let delta = delta.as_ref().expect("non-input layers have deltas");
-                    match route {
-                        Route::Whole | Route::ReducePartials => {
-                            let (d, width) = match route {
-                                Route::Whole => (delta, local),
-                                _ => (
-                                    self.delta_full[li].as_ref().expect("allocated at build"),
-                                    layer.units,
-                                ),
-                            };
-                            let beta = if written[src] { 1.0 } else { 0.0 };
-                            self.backend.gemm(
-                                MatMut::new(src_delta, rows, src_local),
-                                1.0,
-                                Mat::new(d, rows, width),
-                                Trans::No,
-                                w,
-                                back,
-                                beta,
-                            )?;
-                        }
-                        Route::GatherSource => {
-                            self.backend.gemm(
-                                MatMut::new(&mut self.scratch, rows, source.units),
-                                1.0,
-                                Mat::new(delta, rows, local),
-                                Trans::No,
-                                w,
-                                back,
-                                0.0,
-                            )?;
-                            reduce_columns(
-                                &self.backend,
-                                &self.comm,
-                                &self.timers,
-                                &self.scratch,
-                                rows,
-                                &src_split,
-                                &mut self.scratch_local,
-                            )?;
-                            let n = rows * src_local;
-                            if written[src] {
-                                self.backend.add_assign(src_delta, &self.scratch_local, n)?;
-                            } else {
-                                self.backend.copy(src_delta, &self.scratch_local, n)?;
-                            }
-                        }
-                    }
+                if self.graph.layer(edge.source).kind != LayerKind::Input {
+                    self.source_delta(eid, written[src])?;
                     written[src] = true;
                 }
+                let (layer, edge) = (&self.graph.layers()[li], self.graph.edge(eid));
+                let source = self.graph.layer(edge.source);
+                let src_local = self.read_cols(eid);
                 let weight = self.graph.weight(edge.weight);
                 let (alpha_w, beta_w, into_param) = match fused.filter(|_| fuses_weight(weight)) {
                     Some(h) => (h.alpha * alpha, 1.0 - h.alpha * h.lambda, true),
@@ -209,10 +156,14 @@ impl<B: Backend, C: Collective> Network<B, C> {
                     route,
                     rows,
                     (source.units, src_local),
-                    &self.units[src],
-                    &self.sparse_full[src],
-                    &self.sparse_local[src],
-                    &self.gathered[eid.0],
+                    SourceBuffers {
+                        units: &self.units[src],
+                        sparse_full: &self.sparse_full[src],
+                        sparse_local: &self.sparse_local[src],
+                        sparse_share: &self.sparse_share[src],
+                        gathered: &self.gathered[eid.0],
+                        relaid: &self.relaid[eid.0],
+                    },
                 )
                 .ok_or_else(|| not_loaded(source))?;
                 let p = &mut self.params[wi];
@@ -239,6 +190,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
                         .bias_gradient(&mut bias.db, delta_local, alpha, 0.0)?,
                 }
             }
+            let layer = &self.graph.layers()[li];
             for &skip in &layer.skips {
                 if self.graph.layer(skip).kind == LayerKind::Input {
                     continue;
@@ -262,18 +214,125 @@ impl<B: Backend, C: Collective> Network<B, C> {
         Ok(())
     }
 
-    /// Data parallelism: every weight's and edge bias's gradient summed over the ranks
-    /// (exact, [`crate::parallel::data::sum_gradients`]), so every rank holds the whole
-    /// minibatch's gradients. Batch normalisation's come from the whole minibatch already.
+    /// Edge `eid`'s part of its (hidden) source's `∂L/∂a`, `δ_src = δ·op(W)ᵀ`, added to the
+    /// source's delta buffer (`written`) or written into it, in the source's layout: computed
+    /// where the edge runs, then reduce-scattered (by columns, or by rows into a source held
+    /// by examples) for an output-sharded edge, or laid back by an all-to-all when the source
+    /// is held the other way.
+    fn source_delta(&mut self, eid: EdgeId, written: bool) -> Result<()> {
+        let edge = self.graph.edge(eid);
+        let (src, li, route) = (edge.source, edge.target, self.routes[eid.0]);
+        let (source, layer) = (self.graph.layer(src), self.graph.layer(li));
+        let (rows, local) = (self.rows_of(li), self.local_len(li));
+        let (src_rows, src_local) = (self.rows_of(src), self.local_len(src));
+        let read_cols = self.read_cols(eid);
+        let crosses = crosses_layouts(&self.plan, edge);
+        // `Wᵀ` for a plain edge, `W` for a transposed one.
+        let back = if edge.transposed {
+            Trans::No
+        } else {
+            Trans::Yes
+        };
+        let p = &self.params[edge.weight.0];
+        let w = Mat::new(&p.w, p.rows, p.cols);
+        let (src_delta, delta) = split_pair_mut_first(&mut self.deltas, src.0, li.0);
+        let src_delta = src_delta.as_mut().expect("hidden layers have deltas");
+        let delta = delta.as_ref().expect("non-input layers have deltas");
+        let (d, width) = match route {
+            Route::ReducePartials => (
+                self.delta_full[li.0].as_ref().expect("allocated at build"),
+                layer.units,
+            ),
+            Route::Whole | Route::GatherSource => (delta, local),
+        };
+        let d = Mat::new(d, rows, width);
+        if route != Route::GatherSource && !crosses {
+            let beta = if written { 1.0 } else { 0.0 };
+            let out = MatMut::new(src_delta, rows, read_cols);
+            return self.backend.gemm(out, 1.0, d, Trans::No, w, back, beta);
+        }
+        // The edge's part of δ_src as the edge holds it, into the scratch.
+        let cols = match route {
+            Route::ReducePartials => read_cols,
+            _ => source.units,
+        };
+        let out = MatMut::new(&mut self.scratch, rows, cols);
+        self.backend.gemm(out, 1.0, d, Trans::No, w, back, 0.0)?;
+        let (comm, timers) = (&self.comm, &self.timers);
+        let row_split = Split::even(self.share.total, comm.size())?;
+        let unit_split = Split::even(source.units, comm.size())?;
+        let laid = &mut self.scratch_local;
+        match (route, self.plan.layout(src)) {
+            (Route::GatherSource, Layout::Units) => {
+                let split = self.plan.layer_split(src);
+                reduce_columns(
+                    &self.backend,
+                    comm,
+                    timers,
+                    &self.scratch,
+                    rows,
+                    &split,
+                    laid,
+                )?
+            }
+            (Route::GatherSource, Layout::Rows) => {
+                let width = source.units;
+                reduce_rows(
+                    &self.backend,
+                    comm,
+                    timers,
+                    &self.scratch,
+                    &row_split,
+                    width,
+                    laid,
+                )?
+            }
+            // A replicated edge into a source split by units, or an input-sharded edge into one
+            // split by examples: lay the part back.
+            (_, Layout::Units) => rows_to_units(
+                &self.backend,
+                comm,
+                timers,
+                &self.scratch,
+                &row_split,
+                &unit_split,
+                laid,
+            )?,
+            (_, Layout::Rows) => units_to_rows(
+                &self.backend,
+                comm,
+                timers,
+                &self.scratch,
+                &row_split,
+                &unit_split,
+                laid,
+            )?,
+        }
+        let n = src_rows * src_local;
+        if written {
+            self.backend.add_assign(src_delta, &self.scratch_local, n)
+        } else {
+            self.backend.copy(src_delta, &self.scratch_local, n)
+        }
+    }
+
+    /// Where the ranks split the examples: every replicated weight's gradient, and the bias
+    /// gradient of every edge into a layer held by examples, summed over the ranks (exact,
+    /// [`crate::parallel::data::sum_gradients`]), so every rank holds the whole minibatch's
+    /// gradients. Batch normalisation's come from the whole minibatch already.
     fn sum_gradients(&mut self) -> Result<()> {
         let mut grads: Vec<(&mut B::Vector, usize)> = Vec::new();
-        for p in &mut self.params {
-            let n = p.rows * p.cols;
-            grads.push((&mut p.dw, n));
+        for (p, wp) in self.params.iter_mut().zip(self.plan.weights()) {
+            if wp.replicated {
+                let n = p.rows * p.cols;
+                grads.push((&mut p.dw, n));
+            }
         }
-        for b in &mut self.biases {
-            let n = b.cols;
-            grads.push((&mut b.db, n));
+        for (b, e) in self.biases.iter_mut().zip(self.plan.edges()) {
+            if e.replicated {
+                let n = b.cols;
+                grads.push((&mut b.db, n));
+            }
         }
         sum_gradients(&self.backend, &self.comm, &self.timers, &mut grads)
     }
@@ -284,13 +343,15 @@ impl<B: Backend, C: Collective> Network<B, C> {
     fn hidden_delta(&mut self, li: usize, mut written: bool, seed: u64) -> Result<()> {
         let layer = &self.graph.layers()[li];
         let (mask, cols) = (self.mask(layer, seed), self.local_len(layer.id));
-        let split_penalty = self.splits_examples() && layer.sparseness_penalty.is_some();
+        let split_penalty = self.splits_rows(layer.id) && layer.sparseness_penalty.is_some();
+        let rows = self.rows_of(layer.id);
         if let (true, Some(penalty)) = (split_penalty, layer.sparseness_penalty) {
             // The mean activation of the whole minibatch: the penalty on its rows on every
             // rank, this rank's rows kept.
             let delta = self.deltas[li].as_mut().expect("hidden layers have deltas");
             if !written {
-                self.backend.upload(delta, &vec![0.0; self.rows * cols])?;
+                self.backend
+                    .upload(delta, &vec![0.0; self.share.len * cols])?;
                 written = true;
             }
             let a = self.units[li].as_ref().expect("hidden layers are dense");
@@ -315,7 +376,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
                 .expect("non-input layers have deltas"),
             self.units[li].as_ref().expect("hidden layers are dense"),
             self.pre_dropout[li].as_ref(),
-            (self.rows, cols),
+            (rows, cols),
             written,
             !split_penalty,
             mask,
@@ -325,9 +386,10 @@ impl<B: Backend, C: Collective> Network<B, C> {
     /// Output layer `li`'s local `δ = ∂L/∂z`, scaled per example by the data weights.
     fn output_delta(&mut self, li: usize) -> Result<()> {
         let layer = &self.graph.layers()[li];
-        let (rows, cols) = (self.rows, self.local_len(layer.id));
+        let (rows, cols) = (self.rows_of(layer.id), self.local_len(layer.id));
         let spec = self.losses[li].expect("outputs have a loss");
-        let sharded_softmax = self.is_sharded() && layer.activation == Activation::SoftMax;
+        let sharded_softmax =
+            self.splits_units(layer.id) && layer.activation == Activation::SoftMax;
         let a = self.units[li].as_ref().expect("outputs are dense");
         let delta = self.deltas[li].as_mut().expect("outputs have deltas");
         if sharded_softmax {

@@ -14,8 +14,9 @@ use crate::ops::fixed::FixedSum;
 use crate::ops::init::{init_bias, init_weights};
 use crate::ops::optimizer::state_len;
 use crate::ops::{Activation, Optimizer};
+use crate::parallel::choice::data_layouts;
 use crate::parallel::host::Timers;
-use crate::parallel::{Choice, Parallelism, RowShare, ShardPlan};
+use crate::parallel::{Choice, Layout, Parallelism, RowShare, ShardPlan, Split};
 
 impl<B: Backend> Network<B, Local> {
     /// Allocates a one-rank network for `graph` on `backend` for minibatches of up to
@@ -82,24 +83,93 @@ impl<B: Backend, C: Collective> Network<B, C> {
         if capacity == 0 {
             return Err(Error::invalid_argument("batch", "must be at least 1"));
         }
-        let parallelism = match parallelism {
-            _ if comm.size() == 1 => Parallelism::Model,
-            Parallelism::Auto => Choice::new(&graph, comm.size(), capacity)?.mode,
-            mode => mode,
+        let ranks = comm.size();
+        let (parallelism, layouts) = match parallelism {
+            _ if ranks == 1 => (
+                Parallelism::Model,
+                vec![Layout::Units; graph.layers().len()],
+            ),
+            Parallelism::Auto => {
+                let choice = Choice::new(&graph, ranks, capacity)?;
+                (choice.mode, choice.layouts(&graph))
+            }
+            Parallelism::Hybrid => {
+                let choice = Choice::new(&graph, ranks, capacity)?;
+                (Parallelism::Hybrid, choice.hybrid)
+            }
+            Parallelism::Data => (Parallelism::Data, data_layouts(&graph)),
+            Parallelism::Model => (
+                Parallelism::Model,
+                vec![Layout::Units; graph.layers().len()],
+            ),
         };
-        // The ranks the model is split over, and this rank's place among them.
-        let (rank, ranks) = match parallelism {
-            Parallelism::Data => (0, 1),
-            _ => (comm.rank(), comm.size()),
+        Self::build_planned(
+            backend,
+            comm,
+            graph,
+            capacity,
+            optimizer,
+            seed,
+            parallelism,
+            &layouts,
+        )
+    }
+
+    /// [`Network::build_parallel`] with the layers laid out as `layouts` says (one per layer,
+    /// [`ShardPlan::with_layouts`]): a hybrid of model and data parallelism of the caller's
+    /// choosing. Every rank loads the whole minibatch. On one rank, the one-rank network.
+    #[allow(clippy::too_many_arguments)]
+    pub fn build_with_layouts(
+        backend: B,
+        comm: C,
+        graph: Graph,
+        capacity: usize,
+        optimizer: Optimizer,
+        seed: u64,
+        layouts: &[Layout],
+    ) -> Result<Self> {
+        let parallelism = match comm.size() {
+            1 => Parallelism::Model,
+            _ => Parallelism::Hybrid,
         };
-        check_graph(&graph, ranks)?;
-        let plan = ShardPlan::new(&graph, ranks)?;
+        Self::build_planned(
+            backend,
+            comm,
+            graph,
+            capacity,
+            optimizer,
+            seed,
+            parallelism,
+            layouts,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build_planned(
+        backend: B,
+        comm: C,
+        graph: Graph,
+        capacity: usize,
+        optimizer: Optimizer,
+        seed: u64,
+        parallelism: Parallelism,
+        layouts: &[Layout],
+    ) -> Result<Self> {
+        if capacity == 0 {
+            return Err(Error::invalid_argument("batch", "must be at least 1"));
+        }
+        let (rank, ranks) = (comm.rank(), comm.size());
+        let plan = ShardPlan::with_layouts(&graph, ranks, layouts)?;
+        check_graph(&graph, &plan)?;
         let routes: Vec<Route> = plan
             .edges()
             .iter()
-            .map(|e| route(e.sharding, ranks))
+            .map(|e| match e.replicated {
+                true => Route::Whole,
+                false => route(e.sharding, ranks),
+            })
             .collect();
-        let coupled = coupled_width(&graph, parallelism);
+        let coupled = coupled_width(&graph, &plan);
         let memory = MemoryPlan::new(&graph, &plan, &routes, capacity, optimizer, rank, coupled);
         memory.check(backend.available_memory(), capacity, backend.name())?;
         let n = graph.layers().len();
@@ -109,7 +179,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
         let mut batch_norm = Vec::with_capacity(n);
         let state = state_len(optimizer);
         for layer in graph.layers() {
-            let local = plan.layer_split(layer.id).len(rank);
+            let local = plan.local_len(layer.id, rank);
             let len = capacity * local;
             let is_input = layer.kind == LayerKind::Input;
             let hidden = layer.kind == LayerKind::Hidden;
@@ -193,9 +263,10 @@ impl<B: Backend, C: Collective> Network<B, C> {
         let d = graph.descriptor();
         let mut biases = Vec::with_capacity(graph.edges().len());
         let mut gathered = Vec::with_capacity(graph.edges().len());
+        let mut relaid = Vec::with_capacity(graph.edges().len());
         for edge in graph.edges() {
             let (source, target) = (graph.layer(edge.source), graph.layer(edge.target));
-            let cols = plan.layer_split(edge.target).len(rank);
+            let cols = plan.local_len(edge.target, rank);
             let init = d.layers[target.descriptor_index].weight_init;
             let mut b = vec![0.0f32; cols];
             init_bias(&mut b, init.bias);
@@ -215,11 +286,17 @@ impl<B: Backend, C: Collective> Network<B, C> {
                     None
                 },
             );
+            relaid.push(
+                match relaid_width(&plan, &routes, edge, dense_source, rank) {
+                    Some(width) => Some(backend.zeros(capacity * width)?),
+                    None => None,
+                },
+            );
         }
         let (widest, widest_local) = reduced_width(&graph, &plan, &routes, rank);
         let widest_out = graph
             .outputs()
-            .map(|l| plan.layer_split(l.id).len(rank))
+            .map(|l| plan.local_len(l.id, rank))
             .max()
             .unwrap_or(0);
         let mut ones = backend.zeros(widest_out)?;
@@ -252,6 +329,8 @@ impl<B: Backend, C: Collective> Network<B, C> {
             softmax_targets: (0..n).map(|_| None).collect(),
             loaded: vec![false; n],
             gathered,
+            relaid,
+            sparse_share: (0..n).map(|_| None).collect(),
             example_weights: vec![None; n],
             ignore_zero: vec![false; n],
             losses,
@@ -262,7 +341,6 @@ impl<B: Backend, C: Collective> Network<B, C> {
             params,
             biases,
             batch_norm,
-            rows: 0,
             step: 0,
             fused_sgd: true,
             timers: Timers::default(),
@@ -281,8 +359,8 @@ impl<B: Backend, C: Collective> Network<B, C> {
             &self.routes,
             self.capacity,
             self.optimizer,
-            self.rank(),
-            coupled_width(&self.graph, self.parallelism),
+            self.comm.rank(),
+            coupled_width(&self.graph, &self.plan),
         );
         u64::try_from(plan.total).unwrap_or(u64::MAX)
     }
@@ -322,7 +400,7 @@ impl MemoryPlan {
             memory.add(what, rows as u128 * cols as u128 * slots);
         }
         for layer in graph.layers() {
-            let local = plan.layer_split(layer.id).len(rank) as u128;
+            let local = plan.local_len(layer.id, rank) as u128;
             let is_input = layer.kind == LayerKind::Input;
             let buffers = u128::from(!(is_input && layer.sparse))
                 + u128::from(!is_input)
@@ -356,6 +434,10 @@ impl MemoryPlan {
             if routes[edge.id.0] == Route::GatherSource && dense_source {
                 let what = format!("the gathered rows of layer `{}`", source.name);
                 memory.add(what, cap * source.units as u128);
+            }
+            if let Some(width) = relaid_width(plan, routes, edge, dense_source, rank) {
+                let what = format!("the re-laid rows of layer `{}`", source.name);
+                memory.add(what, cap * width as u128);
             }
         }
         let (widest, widest_local) = reduced_width(graph, plan, routes, rank);
@@ -402,12 +484,13 @@ impl MemoryPlan {
     }
 }
 
-/// The checks of [`Network::build_with`] on the graph for `ranks` ranks.
-fn check_graph(graph: &Graph, ranks: usize) -> Result<()> {
+/// The checks of [`Network::build_with`] on the graph for `plan`: on several ranks, a layer
+/// split by units cannot be a SoftMax hidden layer nor add a skip from an input layer.
+fn check_graph(graph: &Graph, plan: &ShardPlan) -> Result<()> {
     let unsupported = |layer: &str, what: &str| {
         Err(Error::Unsupported(format!(
             "layer `{layer}`: {what} is not supported under model parallelism \
-             (run on one rank)"
+             (run on one rank, or with --parallel data)"
         )))
     };
     for edge in graph.edges() {
@@ -443,7 +526,7 @@ fn check_graph(graph: &Graph, ranks: usize) -> Result<()> {
                 ),
             });
         }
-        if ranks > 1 {
+        if plan.ranks() > 1 && plan.layout(layer.id) == Layout::Units {
             if layer.kind == LayerKind::Hidden && layer.activation == Activation::SoftMax {
                 return unsupported(&layer.name, "a SoftMax hidden layer");
             }
@@ -454,6 +537,14 @@ fn check_graph(graph: &Graph, ranks: usize) -> Result<()> {
             {
                 return unsupported(&layer.name, "a Skip from an input layer");
             }
+        }
+        if plan.ranks() > 1
+            && layer
+                .skips
+                .iter()
+                .any(|&s| plan.layout(s) != plan.layout(layer.id))
+        {
+            return unsupported(&layer.name, "a Skip from a layer held the other way");
         }
     }
     Ok(())
@@ -494,20 +585,54 @@ fn reduced_width(graph: &Graph, plan: &ShardPlan, routes: &[Route], rank: usize)
             widths.0 = widths.0.max(split.total());
             widths.1 = widths.1.max(split.len(rank));
         }
+        // A delta laid back across layouts: the source's whole rows in both buffers.
+        if crosses_layouts(plan, edge) && graph.layer(edge.source).kind != LayerKind::Input {
+            let units = graph.layer(edge.source).units;
+            widths.0 = widths.0.max(units);
+            widths.1 = widths.1.max(units);
+        }
     }
     widths
 }
 
-/// Under data parallelism, the units of the widest layer whose step couples the examples
-/// (batch normalisation, the sparseness penalty): two `capacity ×` that buffers hold the whole
-/// minibatch's rows ([`Network`]'s `whole_rows`). 0 otherwise.
-fn coupled_width(graph: &Graph, parallelism: Parallelism) -> usize {
+/// Whether `edge` reads a layer held the other way from its target (a hybrid plan on several
+/// ranks).
+pub(super) fn crosses_layouts(plan: &ShardPlan, edge: &crate::graph::Edge) -> bool {
+    plan.ranks() > 1 && plan.layout(edge.source) != plan.layout(edge.target)
+}
+
+/// The width of the buffer in which `edge` reads its dense source re-laid (`None` when it
+/// reads the source as it is): all the source's units (this rank's rows) into a replicated
+/// edge, this rank's share of them (all rows) into an input-sharded one. An output-sharded
+/// edge gathers whole rows into its `gathered` buffer instead.
+fn relaid_width(
+    plan: &ShardPlan,
+    routes: &[Route],
+    edge: &crate::graph::Edge,
+    dense_source: bool,
+    rank: usize,
+) -> Option<usize> {
+    if !dense_source || !crosses_layouts(plan, edge) {
+        return None;
+    }
+    let units = plan.layer_split(edge.source).total();
+    match routes[edge.id.0] {
+        Route::Whole => Some(units),
+        Route::ReducePartials => Some(Split::even(units, plan.ranks()).ok()?.len(rank)),
+        Route::GatherSource => None,
+    }
+}
+
+/// The units of the widest layer held by examples on several ranks whose step couples the
+/// examples (batch normalisation, the sparseness penalty): two `capacity ×` that buffers hold
+/// the whole minibatch's rows ([`Network`]'s `whole_rows`). 0 when there is none.
+fn coupled_width(graph: &Graph, plan: &ShardPlan) -> usize {
     graph
         .layers()
         .iter()
         .filter(|l| l.batch_normalization || l.sparseness_penalty.is_some())
+        .filter(|l| plan.ranks() > 1 && plan.layout(l.id) == Layout::Rows)
         .map(|l| l.units)
         .max()
-        .filter(|_| parallelism == Parallelism::Data)
         .unwrap_or(0)
 }

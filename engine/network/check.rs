@@ -23,10 +23,10 @@ impl<B: Backend, C: Collective> Network<B, C> {
     /// floats (and, on several ranks, an all-reduce of one flag per output layer). Errors
     /// when no minibatch is loaded.
     pub fn non_finite_output(&mut self) -> Result<Option<String>> {
-        let rows = self.rows;
         self.require_rows()?;
         let mut flags = Vec::new();
         for layer in self.graph.outputs() {
+            let rows = self.rows_of(layer.id);
             let a = self.units[layer.id.0]
                 .as_ref()
                 .expect("output layers have a unit buffer");

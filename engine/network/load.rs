@@ -9,7 +9,7 @@ use crate::ops::loss::LossSpec;
 use crate::ops::Activation;
 use crate::parallel::column_shard;
 use crate::parallel::data::share_rows;
-use crate::parallel::RowShare;
+use crate::parallel::{RowShare, Split};
 use crate::sparse::Csr;
 
 impl<B: Backend, C: Collective> Network<B, C> {
@@ -27,14 +27,27 @@ impl<B: Backend, C: Collective> Network<B, C> {
     /// Under data parallelism (collective) each rank passes its rows of the whole minibatch,
     /// ranks in order ([`crate::parallel::data`]); a rank may pass none when the whole
     /// minibatch has fewer rows than there are ranks, and the whole must fit the capacity.
+    /// Under a hybrid every rank passes the whole minibatch; its layers held by examples keep
+    /// the rank's [`Split::even`] share of the rows.
     pub fn load_batch(&mut self, batch: MiniBatch) -> Result<()> {
-        let empty_allowed = self.splits_examples();
-        let (share, counts) = if self.splits_examples() {
+        let own_rows = self.loads_own_rows();
+        let (share, counts) = if own_rows {
             share_rows(&self.comm, batch.rows)?
+        } else if self.splits_examples() {
+            // A hybrid: every rank has the whole minibatch; its layers held by examples keep
+            // the rank's rows.
+            let split = Split::even(batch.rows, self.comm.size())?;
+            let rank = self.comm.rank();
+            let share = RowShare {
+                first: split.start(rank),
+                len: split.len(rank),
+                total: batch.rows,
+            };
+            (share, split.counts())
         } else {
             (RowShare::whole(batch.rows), Vec::new())
         };
-        if (batch.rows == 0 && !empty_allowed) || share.total == 0 || share.total > self.capacity {
+        if (batch.rows == 0 && !own_rows) || share.total == 0 || share.total > self.capacity {
             return Err(Error::invalid_argument(
                 "batch",
                 format!(
@@ -43,7 +56,6 @@ impl<B: Backend, C: Collective> Network<B, C> {
                 ),
             ));
         }
-        self.rows = batch.rows;
         self.share = share;
         self.row_counts = counts;
         self.fused_loss.iter_mut().for_each(|l| *l = None);
@@ -52,6 +64,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
         self.loaded.iter_mut().for_each(|l| *l = false);
         self.sparse_full.iter_mut().for_each(|s| *s = None);
         self.sparse_local.iter_mut().for_each(|s| *s = None);
+        self.sparse_share.iter_mut().for_each(|s| *s = None);
         self.softmax_targets.iter_mut().for_each(|s| *s = None);
         self.example_weights.iter_mut().for_each(|w| *w = None);
         self.ignore_zero.iter_mut().for_each(|f| *f = false);
@@ -60,14 +73,29 @@ impl<B: Backend, C: Collective> Network<B, C> {
                 *flag = true;
             }
         }
-        let (rank, sharded) = (self.rank(), self.is_sharded());
+        // Rows this rank keeps of a whole minibatch, for a layer held by examples.
+        let mine = share.first..share.first + share.len;
         for (id, rows) in batch.layers {
             let layer = self.graph.layer(id);
             let (name, units) = (layer.name.clone(), layer.units);
             let is_output = layer.kind == LayerKind::Output;
-            let softmax = sharded && is_output && layer.activation == Activation::SoftMax;
+            let (by_units, rank) = (self.splits_units(id), self.layer_rank(id));
+            // The loaded rows are whole, and this layer keeps the rank's.
+            let keeps_share = self.splits_rows(id) && !own_rows;
+            let softmax = by_units && is_output && layer.activation == Activation::SoftMax;
             let out_routes: Vec<Route> = layer.outgoing.iter().map(|e| self.routes[e.0]).collect();
-            let wants_full = !is_output && out_routes.iter().any(|&r| r != Route::ReducePartials);
+            // Edges into layers held by examples read this rank's rows (a hybrid).
+            let rows_readers: Vec<bool> = layer
+                .outgoing
+                .iter()
+                .map(|&e| self.splits_rows(self.graph.edge(e).target) && !own_rows)
+                .collect();
+            let wants_share = !is_output && rows_readers.contains(&true);
+            let wants_full = !is_output
+                && out_routes
+                    .iter()
+                    .zip(&rows_readers)
+                    .any(|(&r, &share)| r != Route::ReducePartials && !share);
             let wants_local = is_output || out_routes.contains(&Route::ReducePartials);
             let split = self.split(id);
             match rows {
@@ -81,13 +109,12 @@ impl<B: Backend, C: Collective> Network<B, C> {
                             units,
                         ));
                     }
-                    if !sharded {
-                        let slot = if is_output {
-                            &mut self.sparse_local[id.0]
-                        } else {
-                            &mut self.sparse_full[id.0]
+                    if is_output && !by_units {
+                        let csr = match keeps_share {
+                            true => csr.slice_rows(mine.clone()),
+                            false => csr,
                         };
-                        *slot = Some(self.backend.upload_sparse(csr, !is_output)?);
+                        self.sparse_local[id.0] = Some(self.backend.upload_sparse(csr, false)?);
                         self.loaded[id.0] = true;
                         continue;
                     }
@@ -97,12 +124,19 @@ impl<B: Backend, C: Collective> Network<B, C> {
                         csr
                     };
                     if wants_local {
-                        let local = column_shard(csr.view(), &split, rank)?;
+                        let local = match by_units {
+                            true => column_shard(csr.view(), &split, rank)?,
+                            false => csr.clone(),
+                        };
                         if softmax {
                             self.softmax_targets[id.0] = Some(local.clone());
                         }
                         self.sparse_local[id.0] =
                             Some(self.backend.upload_sparse(local, !is_output)?);
+                    }
+                    if wants_share {
+                        let rows = csr.slice_rows(mine.clone());
+                        self.sparse_share[id.0] = Some(self.backend.upload_sparse(rows, true)?);
                     }
                     if wants_full {
                         self.sparse_full[id.0] = Some(self.backend.upload_sparse(csr, true)?);
@@ -119,13 +153,19 @@ impl<B: Backend, C: Collective> Network<B, C> {
                         ));
                     }
                     let range = split.range(rank);
-                    let local: Option<Vec<f32>> = sharded.then(|| {
-                        values
-                            .chunks_exact(units.max(1))
-                            .flat_map(|row| row[range.clone()].iter().copied())
-                            .collect()
-                    });
-                    let local_values = local.as_deref().unwrap_or(&values);
+                    let kept: Option<Vec<f32>> = if by_units {
+                        Some(
+                            values
+                                .chunks_exact(units.max(1))
+                                .flat_map(|row| row[range.clone()].iter().copied())
+                                .collect(),
+                        )
+                    } else if keeps_share {
+                        Some(values[mine.start * units..mine.end * units].to_vec())
+                    } else {
+                        None
+                    };
+                    let local_values = kept.as_deref().unwrap_or(&values);
                     if is_output {
                         if self.targets[id.0].is_none() {
                             self.targets[id.0] =
@@ -159,7 +199,11 @@ impl<B: Backend, C: Collective> Network<B, C> {
                     format!("{} weights for {} rows", w.len(), batch.rows),
                 ));
             }
-            self.example_weights[id.0] = Some(w);
+            let keeps_share = self.splits_rows(id) && !own_rows;
+            self.example_weights[id.0] = Some(match keeps_share {
+                true => w[mine.clone()].to_vec(),
+                false => w,
+            });
         }
         Ok(())
     }

@@ -106,7 +106,7 @@ use crate::ops::fixed::FixedSum;
 use crate::ops::loss::LossSpec;
 use crate::ops::{Activation, Optimizer};
 use crate::parallel::host::Timers;
-use crate::parallel::{Parallelism, RowShare, ShardPlan, Sharding, Split};
+use crate::parallel::{Layout, Parallelism, RowShare, ShardPlan, Sharding, Split};
 use crate::sparse::Csr;
 
 pub(crate) use batchnorm::BatchNorm;
@@ -211,6 +211,13 @@ pub struct Network<B: Backend, C: Collective = Local> {
     loaded: Vec<bool>,
     /// Per [`Route::GatherSource`] edge from a dense layer: the whole source activations.
     gathered: Vec<Option<B::Vector>>,
+    /// Per edge from a dense layer held the other way (a hybrid plan): the source's
+    /// activations re-laid as the edge reads them, `rank's rows × all units` into a replicated
+    /// edge, `all rows × local units` into an input-sharded one.
+    relaid: Vec<Option<B::Vector>>,
+    /// Per sparse Input read by a replicated edge while every rank loads the whole minibatch
+    /// (a hybrid plan): this rank's rows.
+    sparse_share: Vec<Option<B::SparseBatch>>,
     /// Partial products reduce-scattered: `capacity ×` the widest such matrix (empty on one
     /// rank).
     scratch: B::Vector,
@@ -239,7 +246,6 @@ pub struct Network<B: Backend, C: Collective = Local> {
     /// Per layer: the batch-normalisation state of a `BatchNormalization` hidden layer's
     /// local units.
     batch_norm: Vec<Option<BatchNorm<B::Vector>>>,
-    rows: usize,
     /// Number of updates applied (Adam's `t`).
     step: u64,
     /// Whether [`Network::backward_update`] may fuse plain SGD into the backward pass.
@@ -249,15 +255,17 @@ pub struct Network<B: Backend, C: Collective = Local> {
     finite_check: (B::Vector, B::Vector),
     /// Time spent in the cross-rank steps ([`Network::take_collective_seconds`]).
     timers: Timers,
-    /// How the ranks split the work: [`Parallelism::Model`] (also on one rank) or
-    /// [`Parallelism::Data`].
+    /// How the ranks split the work: [`Parallelism::Model`] (also on one rank),
+    /// [`Parallelism::Data`] or [`Parallelism::Hybrid`] (the plan's layouts say per layer).
     parallelism: Parallelism,
-    /// The rows of the loaded minibatch this rank holds, within the whole minibatch.
+    /// The rows of the loaded minibatch this rank holds in its [`Layout::Rows`] layers, within
+    /// the whole minibatch.
     share: RowShare,
-    /// Data parallelism: every rank's row count of the loaded minibatch, in rank order.
+    /// Where the examples are split: every rank's row count of the loaded minibatch, in rank
+    /// order.
     row_counts: Vec<usize>,
-    /// Data parallelism: two `capacity ×` widest-coupled-layer buffers for the whole
-    /// minibatch's rows of a step that couples the examples (empty otherwise).
+    /// Where the examples are split: two `capacity ×` widest-coupled-layer buffers for the
+    /// whole minibatch's rows of a step that couples the examples (empty otherwise).
     whole_rows: [B::Vector; 2],
 }
 
@@ -345,8 +353,8 @@ impl<B: Backend, C: Collective> Network<B, C> {
         self.comm.rank() == 0
     }
 
-    /// How the ranks split the work: [`Parallelism::Model`] (also on one rank) or
-    /// [`Parallelism::Data`].
+    /// How the ranks split the work: [`Parallelism::Model`] (also on one rank),
+    /// [`Parallelism::Data`] or [`Parallelism::Hybrid`].
     pub fn parallelism(&self) -> Parallelism {
         self.parallelism
     }
@@ -369,7 +377,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
 
     /// This rank's units of layer `id`.
     pub fn local_units(&self, id: LayerId) -> std::ops::Range<usize> {
-        self.split(id).range(self.rank())
+        self.split(id).range(self.layer_rank(id))
     }
 
     /// Seconds this rank spent in cross-rank steps since the last call: `(staging, exchange)`
@@ -380,14 +388,26 @@ impl<B: Backend, C: Collective> Network<B, C> {
         self.timers.take()
     }
 
-    /// Whether the network is split over several ranks (model parallelism).
-    pub(crate) fn is_sharded(&self) -> bool {
-        self.model_ranks() > 1
+    /// Whether layer `id`'s units are split over several ranks ([`Layout::Units`]).
+    pub(crate) fn splits_units(&self, id: LayerId) -> bool {
+        self.plan.ranks() > 1 && self.plan.layout(id) == Layout::Units
     }
 
-    /// Whether the ranks split the examples of each minibatch (data parallelism on several
-    /// ranks).
+    /// Whether layer `id` holds this rank's share of the examples ([`Layout::Rows`] on several
+    /// ranks: data parallelism, or a hybrid's replicated part).
+    pub(crate) fn splits_rows(&self, id: LayerId) -> bool {
+        self.plan.ranks() > 1 && self.plan.layout(id) == Layout::Rows
+    }
+
+    /// Whether the ranks split the examples somewhere (then the replicated weights' gradients
+    /// are summed across them).
     pub(crate) fn splits_examples(&self) -> bool {
+        self.plan.splits_rows()
+    }
+
+    /// Whether each rank loads only its own rows of a minibatch (data parallelism); otherwise
+    /// every rank loads the whole minibatch and keeps what its layers need.
+    pub(crate) fn loads_own_rows(&self) -> bool {
         self.parallelism == Parallelism::Data && self.comm.size() > 1
     }
 
@@ -401,20 +421,18 @@ impl<B: Backend, C: Collective> Network<B, C> {
         Ok(())
     }
 
-    /// The number of ranks the model is split over (1 under data parallelism).
-    fn model_ranks(&self) -> usize {
-        match self.parallelism {
-            Parallelism::Data => 1,
-            _ => self.comm.size(),
-        }
+    /// This rank's place in layer `id`'s split (0 when the layer is whole on every rank).
+    fn layer_rank(&self, id: LayerId) -> usize {
+        self.plan.layer_rank(id, self.comm.rank())
     }
 
-    /// This rank's place among the ranks the model is split over (0 under data
-    /// parallelism).
-    fn rank(&self) -> usize {
-        match self.parallelism {
-            Parallelism::Data => 0,
-            _ => self.comm.rank(),
+    /// The rows of the loaded minibatch layer `id` holds on this rank: this rank's share where
+    /// the examples are split, all of them otherwise.
+    pub(crate) fn rows_of(&self, id: LayerId) -> usize {
+        if self.splits_rows(id) {
+            self.share.len
+        } else {
+            self.share.total
         }
     }
 
@@ -424,7 +442,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
 
     /// The number of this rank's units of layer `id`.
     fn local_len(&self, id: LayerId) -> usize {
-        self.split(id).len(self.rank())
+        self.split(id).len(self.layer_rank(id))
     }
 
     /// The dropout mask of this rank's units of `layer` in the current update: element
@@ -432,7 +450,12 @@ impl<B: Backend, C: Collective> Network<B, C> {
     /// Under data parallelism the rows are the rank's rows of the whole minibatch: row `b`
     /// draws as row `first + b` (`first·units` more).
     fn mask(&self, layer: &crate::graph::Layer, seed: u64) -> DropoutMask {
-        let first_row = (self.share.first * layer.units) as u64;
+        let first = if self.splits_rows(layer.id) {
+            self.share.first
+        } else {
+            0
+        };
+        let first_row = (first * layer.units) as u64;
         DropoutMask {
             seed,
             stream: dropout_stream(self.step, layer.id),
@@ -443,10 +466,10 @@ impl<B: Backend, C: Collective> Network<B, C> {
 
     /// Read access to a layer's local unit buffer as a matrix of the current rows.
     pub(crate) fn units_mat(&self, id: LayerId) -> Option<Mat<'_, B::Vector>> {
-        let cols = self.local_len(id);
+        let (rows, cols) = (self.rows_of(id), self.local_len(id));
         self.units[id.0]
             .as_ref()
-            .map(|buf| Mat::new(buf, self.rows, cols))
+            .map(|buf| Mat::new(buf, rows, cols))
     }
 
     /// Whether `activation` drops units to 0.5 (DSSTNE: Sigmoid) or 0.

@@ -29,7 +29,8 @@ impl<B: Backend, C: Collective> Network<B, C> {
     /// 0 (`[in][out]` row-major), empty elsewhere.
     pub(super) fn gather_weight(&self, i: usize, buf: &B::Vector) -> Result<Vec<f32>> {
         let wp = &self.plan.weights()[i];
-        let (rank, size) = (self.rank(), self.model_ranks());
+        let (size, rank) = (wp.parts(), self.comm.rank());
+        let rank = if size > 1 { rank } else { 0 };
         let (r, c) = wp.local_shape(rank);
         let mut local = vec![0.0; r * c];
         self.backend.download(buf, &mut local)?;
@@ -74,11 +75,11 @@ impl<B: Backend, C: Collective> Network<B, C> {
     /// This rank's block of weight `i` from the whole `[in][out]` values (the values
     /// themselves on one rank).
     pub(super) fn weight_block<'a>(&self, i: usize, whole: &'a [f32]) -> Cow<'a, [f32]> {
-        if !self.is_sharded() {
+        let wp = &self.plan.weights()[i];
+        if wp.parts() == 1 {
             return Cow::Borrowed(whole);
         }
-        let wp = &self.plan.weights()[i];
-        let (rows, cols) = wp.local_block(self.rank());
+        let (rows, cols) = wp.local_block(self.comm.rank());
         let n_out = wp.output_units;
         Cow::Owned(
             rows.flat_map(|r| {
@@ -94,9 +95,9 @@ impl<B: Backend, C: Collective> Network<B, C> {
     /// value or slot), whole on rank 0, empty elsewhere.
     pub(super) fn gather_units(&self, layer: LayerId, buf: &B::Vector) -> Result<Vec<f32>> {
         let split = self.split(layer);
-        let mut local = vec![0.0; split.len(self.rank())];
+        let mut local = vec![0.0; self.local_len(layer)];
         self.backend.download(buf, &mut local)?;
-        if !self.is_sharded() {
+        if !self.splits_units(layer) {
             return Ok(local);
         }
         gather_to_root(&self.comm, &local, &split.counts(), 0, GATHER_CHUNK)

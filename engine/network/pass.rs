@@ -7,11 +7,13 @@ use crate::backend::traits::{Backend, Mat, MatMut};
 use crate::collective::{Collective, ReduceOp};
 use crate::descriptor::LayerKind;
 use crate::error::{Error, Result};
+use crate::graph::LayerId;
 use crate::ops::fixed::FixedSum;
 use crate::ops::{Activation, Trans};
 use crate::parallel::data::{gather_rows, keep_rows};
 use crate::parallel::host::{gather_columns, reduce_columns, softmax_rows};
-use crate::parallel::Parallelism;
+use crate::parallel::host::{rows_to_units, units_to_rows};
+use crate::parallel::Split;
 
 /// What one training step measured.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -28,36 +30,51 @@ pub(super) enum Rows<'a, B: Backend> {
     Dense(Mat<'a, B::Vector>),
 }
 
-/// The source rows of an edge on `route`: an input's sparse rows (whole, or local columns for
-/// [`Route::ReducePartials`]), or dense activations (`units`: the source's unit buffer,
-/// `whole_cols` or `local_cols` wide; `gathered`: the whole rows of a
-/// [`Route::GatherSource`] edge). `None` when the rows are missing.
-#[allow(clippy::too_many_arguments)]
+/// Where an edge's source rows are, besides the source's own buffers: the whole rows of a
+/// [`Route::GatherSource`] edge (`gathered`), the source re-laid for this edge (`relaid`, a
+/// hybrid plan), and a sparse input's rows of this rank (`sparse_share`, a hybrid plan).
+pub(super) struct SourceBuffers<'a, B: Backend> {
+    pub units: &'a Option<B::Vector>,
+    pub sparse_full: &'a Option<B::SparseBatch>,
+    pub sparse_local: &'a Option<B::SparseBatch>,
+    pub sparse_share: &'a Option<B::SparseBatch>,
+    pub gathered: &'a Option<B::Vector>,
+    pub relaid: &'a Option<B::Vector>,
+}
+
+/// The source rows of an edge on `route` (`rows` of them, as the edge reads them): an input's
+/// sparse rows (whole, this rank's, or local columns for [`Route::ReducePartials`]), or dense
+/// activations, `whole_cols` or `local_cols` wide: re-laid for the edge when the source is
+/// held the other way, the whole rows of a [`Route::GatherSource`] edge, or the source's
+/// unit buffer. `None` when the rows are missing.
 pub(super) fn source_rows<'a, B: Backend>(
     route: Route,
     rows: usize,
     (whole_cols, local_cols): (usize, usize),
-    units: &'a Option<B::Vector>,
-    sparse_full: &'a Option<B::SparseBatch>,
-    sparse_local: &'a Option<B::SparseBatch>,
-    gathered: &'a Option<B::Vector>,
+    from: SourceBuffers<'a, B>,
 ) -> Option<Rows<'a, B>> {
     let dense = |buf: &'a Option<B::Vector>, cols: usize| {
         buf.as_ref().map(|a| Rows::Dense(Mat::new(a, rows, cols)))
     };
     match route {
-        Route::Whole => sparse_full
+        Route::Whole => from
+            .sparse_share
+            .as_ref()
+            .or(from.sparse_full.as_ref())
+            .map(Rows::Sparse)
+            .or_else(|| dense(from.relaid, whole_cols))
+            .or_else(|| dense(from.units, whole_cols)),
+        Route::GatherSource => from
+            .sparse_full
             .as_ref()
             .map(Rows::Sparse)
-            .or_else(|| dense(units, whole_cols)),
-        Route::GatherSource => sparse_full
+            .or_else(|| dense(from.gathered, whole_cols)),
+        Route::ReducePartials => from
+            .sparse_local
             .as_ref()
             .map(Rows::Sparse)
-            .or_else(|| dense(gathered, whole_cols)),
-        Route::ReducePartials => sparse_local
-            .as_ref()
-            .map(Rows::Sparse)
-            .or_else(|| dense(units, local_cols)),
+            .or_else(|| dense(from.relaid, local_cols))
+            .or_else(|| dense(from.units, local_cols)),
     }
 }
 
@@ -82,9 +99,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
     /// drawn from `seed` and the current update count, and output layers with sparse
     /// targets compute their loss and delta in the same pass.
     pub fn forward(&mut self, training: bool, seed: u64) -> Result<()> {
-        let rows = self.rows;
         self.require_rows()?;
-        let (rank, sharded) = (self.rank(), self.is_sharded());
         self.fused_loss.iter_mut().for_each(|l| *l = None);
         self.fused_delta.iter_mut().for_each(|d| *d = false);
         self.kl_loss = FixedSum::default();
@@ -96,14 +111,18 @@ impl<B: Backend, C: Collective> Network<B, C> {
                 }
                 continue;
             }
+            for e in layer.incoming.clone() {
+                self.relay_source(e.0)?;
+            }
+            let layer = &self.graph.layers()[li];
             let split = self.plan.layer_split(layer.id);
-            let local = split.len(rank);
+            let (rows, local) = (self.rows_of(layer.id), self.local_len(layer.id));
             for (k, &eid) in layer.incoming.iter().enumerate() {
                 let edge = self.graph.edge(eid);
                 let src = edge.source.0;
                 let source = self.graph.layer(edge.source);
-                let src_split = self.plan.layer_split(edge.source);
                 let route = self.routes[eid.0];
+                let src_local = self.read_cols(eid);
                 let p = &self.params[edge.weight.0];
                 let w = Mat::new(&p.w, p.rows, p.cols);
                 // A transposed shared weight: the block is the owner's, used as `Wᵀ`.
@@ -121,29 +140,18 @@ impl<B: Backend, C: Collective> Network<B, C> {
                 } else {
                     self.backend.add_bias(MatMut::new(dst, rows, local), bias)?;
                 }
-                if route == Route::GatherSource && source.kind != LayerKind::Input {
-                    let (a, gathered) = (
-                        src_units.as_ref().expect("hidden layers are dense"),
-                        self.gathered[eid.0].as_mut().expect("allocated at build"),
-                    );
-                    gather_columns(
-                        &self.backend,
-                        &self.comm,
-                        &self.timers,
-                        a,
-                        rows,
-                        &src_split,
-                        gathered,
-                    )?;
-                }
                 let x = source_rows::<B>(
                     route,
                     rows,
-                    (source.units, src_split.len(rank)),
-                    src_units,
-                    &self.sparse_full[src],
-                    &self.sparse_local[src],
-                    &self.gathered[eid.0],
+                    (source.units, src_local),
+                    SourceBuffers {
+                        units: src_units,
+                        sparse_full: &self.sparse_full[src],
+                        sparse_local: &self.sparse_local[src],
+                        sparse_share: &self.sparse_share[src],
+                        gathered: &self.gathered[eid.0],
+                        relaid: &self.relaid[eid.0],
+                    },
                 )
                 .ok_or_else(|| not_loaded(source))?;
                 if route != Route::ReducePartials {
@@ -179,11 +187,15 @@ impl<B: Backend, C: Collective> Network<B, C> {
                 self.backend.add_assign(dst, src, rows * local)?;
             }
             let mask = self.mask(layer, seed);
+            let (splits_rows, splits_units) = (
+                self.splits_rows(LayerId(li)),
+                self.splits_units(LayerId(li)),
+            );
             let dst = self.units[li]
                 .as_mut()
                 .expect("non-input layers have unit buffers");
             if let Some(bn) = self.batch_norm[li].as_mut() {
-                if training && self.parallelism == Parallelism::Data && self.comm.size() > 1 {
+                if training && splits_rows {
                     // The statistics of the whole minibatch: normalise its rows on every
                     // rank, keep this rank's.
                     let (counts, share) = (&self.row_counts, self.share);
@@ -196,7 +208,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
                     bn.forward(&self.backend, MatMut::new(dst, rows, local), training)?;
                 }
             }
-            if sharded && layer.activation == Activation::SoftMax {
+            if splits_units && layer.activation == Activation::SoftMax {
                 softmax_rows(&self.backend, &self.comm, dst, rows, local)?;
                 continue;
             }
@@ -246,6 +258,63 @@ impl<B: Backend, C: Collective> Network<B, C> {
         Ok(())
     }
 
+    /// The columns of its source an edge reads on this rank: for a [`Route::ReducePartials`]
+    /// edge this rank's share of the source's units (re-laid from a source held by examples),
+    /// otherwise the source's local units.
+    pub(super) fn read_cols(&self, e: crate::graph::EdgeId) -> usize {
+        let source = self.graph.edge(e).source;
+        match self.routes[e.0] {
+            Route::ReducePartials => {
+                let units = self.graph.layer(source).units;
+                Split::even(units, self.comm.size()).map_or(units, |s| s.len(self.comm.rank()))
+            }
+            _ => self.local_len(source),
+        }
+    }
+
+    /// Brings edge `e`'s dense source where the edge reads it: the whole rows of a hidden
+    /// source gathered for a [`Route::GatherSource`] edge (by columns from a layer split by
+    /// units, by rows from one split by examples), or the source re-laid for an edge whose
+    /// target is held the other way (an all-to-all). Nothing otherwise.
+    pub(super) fn relay_source(&mut self, e: usize) -> Result<()> {
+        let edge = self.graph.edge(crate::graph::EdgeId(e));
+        let source = self.graph.layer(edge.source);
+        if source.kind == LayerKind::Input && !self.splits_examples() {
+            // The data is loaded as the edges read it.
+            return Ok(());
+        }
+        let Some(a) = self.units[edge.source.0].as_ref() else {
+            return Ok(()); // a sparse input: loaded as its edges read it
+        };
+        let (src_rows, by_rows) = (self.rows_of(edge.source), self.splits_rows(edge.source));
+        let (comm, timers) = (&self.comm, &self.timers);
+        if self.routes[e] == Route::GatherSource {
+            let Some(gathered) = self.gathered[e].as_mut() else {
+                return Ok(());
+            };
+            if source.kind == LayerKind::Input {
+                return Ok(()); // loaded whole
+            }
+            return if by_rows {
+                let cols = source.units;
+                gather_rows(&self.backend, comm, a, &self.row_counts, cols, gathered)
+            } else {
+                let split = self.plan.layer_split(edge.source);
+                gather_columns(&self.backend, comm, timers, a, src_rows, &split, gathered)
+            };
+        }
+        let Some(relaid) = self.relaid[e].as_mut() else {
+            return Ok(());
+        };
+        let rows = Split::even(self.share.total, comm.size())?;
+        let cols = Split::even(source.units, comm.size())?;
+        if by_rows {
+            rows_to_units(&self.backend, comm, timers, a, &rows, &cols, relaid)
+        } else {
+            units_to_rows(&self.backend, comm, timers, a, &rows, &cols, relaid)
+        }
+    }
+
     /// Loss of the loaded minibatch after [`Network::forward`], summed over examples and
     /// output layers, plus `β·KL` of the variational layers after a training forward (on
     /// several ranks over every rank's columns, or under data parallelism every rank's rows:
@@ -266,7 +335,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
                     None => self.backend.sparse_output_loss(a, t, spec, ignore_zero)?,
                 },
                 (None, Some(t)) if loaded => {
-                    let t = Mat::new(t, self.rows, a.cols);
+                    let t = Mat::new(t, a.rows, a.cols);
                     self.backend.dense_output_loss(a, t, spec)?
                 }
                 _ => {

@@ -21,16 +21,31 @@ impl<B: Backend, C: Collective> Network<B, C> {
             Error::invalid_argument("layer", format!("`{}` is a sparse input", layer.name))
         })?;
         let split = self.split(id);
-        let mut local = vec![0.0; self.rows * split.len(self.rank())];
+        let rows = self.rows_of(id);
+        let mut local = vec![0.0; rows * self.local_len(id)];
         self.backend.download(buf, &mut local)?;
-        if !self.is_sharded() {
-            return Matrix::from_vec(self.rows, layer.units, local);
+        if self.splits_units(id) {
+            let mut whole = vec![0.0; rows * layer.units];
+            crate::parallel::exact::all_gather_columns(
+                &self.comm, &local, rows, &split, &mut whole,
+            )?;
+            return Matrix::from_vec(rows, layer.units, whole);
         }
-        let mut whole = vec![0.0; self.rows * layer.units];
-        crate::parallel::exact::all_gather_columns(
-            &self.comm, &local, self.rows, &split, &mut whole,
-        )?;
-        Matrix::from_vec(self.rows, layer.units, whole)
+        if self.gathers_rows(id) {
+            let total = self.share.total;
+            let counts: Vec<usize> = self.row_counts.iter().map(|&c| c * layer.units).collect();
+            let mut whole = vec![0.0; total * layer.units];
+            self.comm.all_gather(&local, &counts, &mut whole)?;
+            return Matrix::from_vec(total, layer.units, whole);
+        }
+        Matrix::from_vec(rows, layer.units, local)
+    }
+
+    /// Whether layer `id`'s results are this rank's rows of a minibatch every rank loaded
+    /// whole (a hybrid's layer held by examples): they are all-gathered, so that every rank
+    /// returns the whole minibatch's, as it loaded it.
+    fn gathers_rows(&self, id: LayerId) -> bool {
+        self.splits_rows(id) && !self.loads_own_rows()
     }
 
     /// The exact top-K of each row of layer `id`'s activations over its first `items` units,
@@ -52,8 +67,19 @@ impl<B: Backend, C: Collective> Network<B, C> {
         let buf = self.units[id.0].as_ref().ok_or_else(|| {
             Error::invalid_argument("layer", format!("`{}` is a sparse input", layer.name))
         })?;
-        let rows = self.rows;
-        if !self.is_sharded() {
+        let rows = self.rows_of(id);
+        if self.gathers_rows(id) {
+            // This rank's rows, then every rank's lists in row order.
+            let share = self.share;
+            let exclude = exclude.map(|e| e.rows(share.first, share.first + share.len));
+            let (mut li, mut ls) = (vec![NO_ITEM; rows * k], vec![0.0f32; rows * k]);
+            let a = Mat::new(buf, rows, layer.units);
+            self.backend.top_k(a, items, k, exclude, &mut li, &mut ls)?;
+            let counts: Vec<usize> = self.row_counts.iter().map(|&c| c * k).collect();
+            self.comm.all_gather(&li, &counts, indices)?;
+            return self.comm.all_gather(&ls, &counts, scores);
+        }
+        if !self.splits_units(id) {
             let a = Mat::new(buf, rows, layer.units);
             return self.backend.top_k(a, items, k, exclude, indices, scores);
         }
@@ -66,7 +92,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
                 ),
             ));
         }
-        let (rank, size) = (self.rank(), self.model_ranks());
+        let (rank, size) = (self.comm.rank(), self.comm.size());
         let split = self.split(id);
         let local_items = |q: usize| items.saturating_sub(split.start(q)).min(split.len(q));
         let local_k: Vec<usize> = (0..size).map(|q| k.min(local_items(q))).collect();

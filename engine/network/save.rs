@@ -80,7 +80,8 @@ impl<B: Backend, C: Collective> Network<B, C> {
         put: &mut dyn FnMut(&[f32]) -> Result<()>,
     ) -> Result<()> {
         let wp = &self.plan.weights()[i];
-        let (rank, size) = (self.rank(), self.model_ranks());
+        let size = wp.parts();
+        let rank = if size > 1 { self.comm.rank() } else { 0 };
         let (rows, cols) = wp.local_shape(rank);
         let mut local = vec![0.0; rows * cols];
         self.backend.download(buf, &mut local)?;

@@ -56,7 +56,6 @@ impl<B: Backend, C: Collective> Network<B, C> {
             lambda1: 0.0,
             ..*h
         };
-        let sharded = self.is_sharded();
         for (i, (p, weight)) in self.params.iter_mut().zip(self.graph.weights()).enumerate() {
             if !(fused && fuses_weight(weight)) {
                 let [s0, s1] = &mut p.w_state;
@@ -65,7 +64,8 @@ impl<B: Backend, C: Collective> Network<B, C> {
                     .optimizer_step(&mut p.w, &p.dw, s0, s1, len, opt, h, t)?;
             }
             if weight.norm > 0.0 {
-                if sharded && self.plan.weights()[i].sharding == Sharding::ByInput {
+                let wp = &self.plan.weights()[i];
+                if wp.parts() > 1 && wp.sharding == Sharding::ByInput {
                     let (rows, cols) = (p.rows, p.cols);
                     let comm = &self.comm;
                     clip_split_column_norms(
@@ -137,7 +137,11 @@ impl<B: Backend, C: Collective> Network<B, C> {
         self.backward_update(h, seed)?;
         Ok(StepStats {
             loss,
-            rows: self.rows,
+            rows: if self.loads_own_rows() {
+                self.share.len
+            } else {
+                self.share.total
+            },
         })
     }
 

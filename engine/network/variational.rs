@@ -29,7 +29,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
         v: &VariationalLayer,
         seed: u64,
     ) -> Result<()> {
-        let (rows, lv) = (self.rows, v.log_variance.0);
+        let (rows, lv) = (self.rows_of(v.log_variance), v.log_variance.0);
         let cols = self.local_len(v.log_variance);
         let m = self.mask(self.graph.layer(v.log_variance), seed);
         let beta = v.schedule.beta_at(self.step);
@@ -56,7 +56,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
         v: &VariationalLayer,
         written: bool,
     ) -> Result<()> {
-        let (rows, lv) = (self.rows, v.log_variance.0);
+        let (rows, lv) = (self.rows_of(v.log_variance), v.log_variance.0);
         let cols = self.local_len(v.log_variance);
         let beta = v.schedule.beta_at(self.step);
         // The log-variance layer comes first in topological order.

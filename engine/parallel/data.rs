@@ -19,18 +19,13 @@
 //! - random draws are keyed by the global example (dropout by the row in the whole minibatch,
 //!   denoising by the dataset example), so the masks are the one-rank masks.
 //!
-//! [`Parallelism::Auto`] picks per network the mode that moves fewer bytes per minibatch on the
-//! busiest rank ([`Choice`]): sharding moves activations and deltas (the [`ShardPlan`]'s
-//! transfers, `∝ B`), replication moves every gradient once per step, independently of `B`:
-//! `(P−1)·4` bytes per parameter gathered on up to 4 ranks, a ring all-reduce of `i64`
-//! (`2·(P−1)/P · 8` bytes) beyond.
+//! The same steps serve the [`Layout::Rows`](super::Layout) layers of a hybrid plan
+//! ([`super::choice`]), whose replicated weights alone have their gradients summed.
 //!
 //! The cross-rank steps here stage through host memory, like the model-parallel ones.
 
-use std::fmt;
-
 use super::exact::{sum_blocks, sum_in_rank_order, RANK_ORDER_MAX_RANKS};
-use super::{ShardPlan, Split};
+use super::Split;
 use std::cell::RefCell;
 
 use super::host::Timers;
@@ -38,31 +33,6 @@ use crate::backend::traits::Backend;
 use crate::collective::pool::with_buffer;
 use crate::collective::Collective;
 use crate::error::Result;
-use crate::graph::Graph;
-
-/// How a run on several ranks splits the work.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum Parallelism {
-    /// Model parallelism: every layer's units (and every weight) split across the ranks,
-    /// every rank sees every example (DSSTNE's way; [`ShardPlan`]).
-    #[default]
-    Model,
-    /// Data parallelism: every rank holds the whole network and trains on its share of each
-    /// minibatch; gradients summed across ranks.
-    Data,
-    /// Whichever of the two moves fewer bytes per minibatch ([`Choice::new`]).
-    Auto,
-}
-
-impl fmt::Display for Parallelism {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Parallelism::Model => "model",
-            Parallelism::Data => "data",
-            Parallelism::Auto => "auto",
-        })
-    }
-}
 
 /// The rows of a minibatch this rank trains on: rows `first..first + len` of a minibatch of
 /// `total` examples split over the ranks in rank order.
@@ -202,117 +172,4 @@ pub(crate) fn sum_gradients<B: Backend, C: Collective>(
             Ok(())
         })
     })
-}
-
-/// The per-minibatch traffic of each mode for a graph on `ranks` ranks, and the mode
-/// [`Parallelism::Auto`] picks. `Display` prints it as a table for the training log.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Choice {
-    /// The chosen mode ([`Parallelism::Model`] or [`Parallelism::Data`]).
-    pub mode: Parallelism,
-    /// Per weight: name, parameters, busiest-rank bytes per minibatch when sharded (its
-    /// edges' transfers) and when replicated (its gradient's all-reduce).
-    pub weights: Vec<(String, u64, u64, u64)>,
-    /// Totals per minibatch: sharded, replicated (with the rows gathered for batch
-    /// normalisation and the sparseness penalty).
-    pub model_bytes: u64,
-    pub data_bytes: u64,
-    batch: usize,
-    ranks: usize,
-}
-
-impl Choice {
-    /// The traffic of `graph` on `ranks` ranks with minibatches of `batch`, and the mode that
-    /// moves fewer bytes (model parallelism on a tie). Errors as [`ShardPlan::new`].
-    pub fn new(graph: &Graph, ranks: usize, batch: usize) -> Result<Choice> {
-        let plan = ShardPlan::new(graph, ranks)?;
-        let p = ranks.max(1) as u64;
-        // What sum_gradients moves per rank: every other rank's f32 values, or a ring
-        // all-reduce (2·(P−1)/P of the buffer) of i64.
-        let all_reduce = |values: u64| match ranks <= RANK_ORDER_MAX_RANKS {
-            true => (p - 1) * values * 4,
-            false => 2 * (p - 1) * values * 8 / p,
-        };
-        let mut weights = Vec::with_capacity(graph.weights().len());
-        for (i, w) in graph.weights().iter().enumerate() {
-            let params = (w.input_units * w.output_units) as u64;
-            let sharded: u64 = plan
-                .edges()
-                .iter()
-                .filter(|e| e.weight.0 == i)
-                .map(|e| e.forward_bytes(batch) + e.backward_bytes(batch))
-                .sum();
-            let biases: u64 = graph
-                .edges()
-                .iter()
-                .filter(|e| e.weight.0 == i)
-                .map(|e| graph.layer(e.target).units as u64)
-                .sum();
-            let edge = graph.edges().iter().find(|e| e.weight.0 == i);
-            let name = edge.map_or_else(
-                || format!("weight {i}"),
-                |e| {
-                    format!(
-                        "{} -> {}",
-                        graph.layer(e.source).name,
-                        graph.layer(e.target).name
-                    )
-                },
-            );
-            weights.push((name, params, sharded, all_reduce(params + biases)));
-        }
-        // Rows gathered whole for the steps that couple examples, forward and backward.
-        let coupled: u64 = graph
-            .layers()
-            .iter()
-            .map(|l| {
-                let gathers = 2 * u64::from(l.batch_normalization)
-                    + 2 * u64::from(l.sparseness_penalty.is_some());
-                gathers * (p - 1) * (batch as u64).div_ceil(p) * l.units as u64 * 4
-            })
-            .sum();
-        let model_bytes = plan.step_bytes(batch);
-        let data_bytes = weights.iter().map(|w| w.3).sum::<u64>() + coupled;
-        let mode = if ranks > 1 && data_bytes < model_bytes {
-            Parallelism::Data
-        } else {
-            Parallelism::Model
-        };
-        Ok(Choice {
-            mode,
-            weights,
-            model_bytes,
-            data_bytes,
-            batch,
-            ranks,
-        })
-    }
-}
-
-impl fmt::Display for Choice {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mib = |b: u64| b as f64 / 1048576.0;
-        writeln!(
-            f,
-            "traffic per minibatch of {} on {} ranks (busiest rank, MiB): sharded (model) vs \
-             replicated (data)",
-            self.batch, self.ranks
-        )?;
-        for (name, params, sharded, replicated) in &self.weights {
-            writeln!(
-                f,
-                "  {name:<28} {params:>12} parameters  model {:>9.2}  data {:>9.2}",
-                mib(*sharded),
-                mib(*replicated)
-            )?;
-        }
-        writeln!(
-            f,
-            "  total{:<43}  model {:>9.2}  data {:>9.2}  -> {}",
-            "",
-            mib(self.model_bytes),
-            mib(self.data_bytes),
-            self.mode
-        )
-    }
 }

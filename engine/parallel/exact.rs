@@ -255,28 +255,79 @@ pub fn reduce_scatter_columns<C: Collective>(
     split: &Split,
     out: &mut [f32],
 ) -> Result<()> {
-    let (rank, n) = (comm.rank(), split.total());
-    check_shape("partial sums", partial.len(), rows, n)?;
-    check_shape("reduced block", out.len(), rows, split.len(rank))?;
+    check_shape("partial sums", partial.len(), rows, split.total())?;
+    check_shape("reduced block", out.len(), rows, split.len(comm.rank()))?;
     let counts: Vec<usize> = split.counts().iter().map(|&c| c * rows).collect();
+    reduce_scatter_exact(comm, partial, &counts, out, ColumnBlocks { rows, split })
+}
+
+/// Sums every rank's `partial` (`rows.total() × width`, row-major) over the ranks and leaves
+/// rank `r` the rows `rows.range(r)` of the sum in `out` (`rows.len(r) × width`), exactly as
+/// [`reduce_scatter_columns`] does by columns.
+pub fn reduce_scatter_rows<C: Collective>(
+    comm: &C,
+    partial: &[f32],
+    rows: &Split,
+    width: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    check_shape("partial sums", partial.len(), rows.total(), width)?;
+    check_shape("reduced rows", out.len(), rows.len(comm.rank()), width)?;
+    let counts: Vec<usize> = rows.counts().iter().map(|&c| c * width).collect();
+    reduce_scatter_exact(comm, partial, &counts, out, RowBlocks)
+}
+
+/// How a reduce-scatter lays a matrix out as the ranks' segments in rank order.
+trait Arrange {
+    /// `m` laid out in `out`, mapped through `f`.
+    fn arrange<T: Copy>(&self, m: &[f32], f: impl Fn(f32) -> T, out: &mut [T]);
+}
+
+/// Rank `r`'s segment is the column block `split.range(r)` ([`to_blocks`]).
+struct ColumnBlocks<'a> {
+    rows: usize,
+    split: &'a Split,
+}
+
+impl Arrange for ColumnBlocks<'_> {
+    fn arrange<T: Copy>(&self, m: &[f32], f: impl Fn(f32) -> T, out: &mut [T]) {
+        to_blocks(m, self.rows, self.split, f, out)
+    }
+}
+
+/// Rank `r`'s segment is its rows: the matrix as it is.
+struct RowBlocks;
+
+impl Arrange for RowBlocks {
+    fn arrange<T: Copy>(&self, m: &[f32], f: impl Fn(f32) -> T, out: &mut [T]) {
+        for (o, &v) in out.iter_mut().zip(m) {
+            *o = f(v);
+        }
+    }
+}
+
+/// The exact reduce-scatter of `partial` laid out by `how` (`counts` values per rank): in
+/// 64-bit fixed point with a shared scale, or as floats when no finite non-zero value needs
+/// one.
+fn reduce_scatter_exact<C: Collective>(
+    comm: &C,
+    partial: &[f32],
+    counts: &[usize],
+    out: &mut [f32],
+    how: impl Arrange,
+) -> Result<()> {
     let max = global_max_f32(comm, partial)?;
     let Some(s) = shared_scale(max, comm.size()) else {
         return with_buffer(&BLOCKS, partial.len(), |blocks| {
-            to_blocks(partial, rows, split, |v| v, blocks);
-            comm.reduce_scatter(blocks, &counts, out, ReduceOp::Sum)
+            how.arrange(partial, |v| v, blocks);
+            comm.reduce_scatter(blocks, counts, out, ReduceOp::Sum)
         });
     };
     let (up, down) = (pow2(s), pow2(-s));
     with_buffer(&FIXED, partial.len() + out.len(), |buf| {
         let (blocks, sums) = buf.split_at_mut(partial.len());
-        to_blocks(
-            partial,
-            rows,
-            split,
-            |v| round_to_i64(v as f64 * up),
-            blocks,
-        );
-        comm.reduce_scatter(blocks, &counts, sums, ReduceOp::Sum)?;
+        how.arrange(partial, |v| round_to_i64(v as f64 * up), blocks);
+        comm.reduce_scatter(blocks, counts, sums, ReduceOp::Sum)?;
         for (o, &f) in out.iter_mut().zip(sums.iter()) {
             *o = (f as f64 * down) as f32;
         }

@@ -1,12 +1,16 @@
 //! The cross-rank steps of a sharded [`Network`](crate::network::Network) pass, run on host
 //! copies of device buffers: column gathers and reductions of activations and deltas,
-//! SoftMax over a row split across ranks, and the norms of `DeltaNorm` and `WeightNorm`.
+//! SoftMax over a row split across ranks, the norms of `DeltaNorm` and `WeightNorm`, and the
+//! re-layouts of a hybrid plan between a matrix split by columns (a layer's units) and by
+//! rows (the examples).
 
 use crate::backend::traits::Backend;
 use crate::collective::{Collective, ReduceOp};
 use crate::error::Result;
 use crate::ops::{math, norm};
-use crate::parallel::exact::{all_gather_columns, reduce_scatter_columns, sum_all};
+use crate::parallel::exact::{
+    all_gather_columns, reduce_scatter_columns, reduce_scatter_rows, sum_all,
+};
 use crate::parallel::Split;
 
 use std::cell::{Cell, RefCell};
@@ -17,6 +21,8 @@ use crate::collective::pool::with_buffer;
 thread_local! {
     /// Host copies of the blocks a collective step moves.
     static STAGING: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The blocks of a re-layout as they travel.
+    static RELAYOUT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Where a rank's collective steps spend their time (for the training log): copying blocks
@@ -110,6 +116,108 @@ pub(crate) fn reduce_columns<B: Backend, C: Collective>(
         n_local,
         |whole, local| reduce_scatter_columns(comm, whole, rows, split, local),
     )
+}
+
+/// `out` (`rows.len(rank) × cols.total()`) ← this rank's rows of the matrix whose column
+/// blocks the ranks hold in `units` (`rows.total() × cols.len(rank)`): an all-to-all.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn units_to_rows<B: Backend, C: Collective>(
+    backend: &B,
+    comm: &C,
+    timers: &Timers,
+    units: &B::Vector,
+    rows: &Split,
+    cols: &Split,
+    out: &mut B::Vector,
+) -> Result<()> {
+    let (r, p, n) = (comm.rank(), comm.size(), cols.total());
+    let (mine, width) = (rows.len(r), cols.len(r));
+    let send_counts: Vec<usize> = (0..p).map(|q| rows.len(q) * width).collect();
+    let recv_counts: Vec<usize> = (0..p).map(|q| mine * cols.len(q)).collect();
+    through_host(
+        backend,
+        timers,
+        units,
+        rows.total() * width,
+        out,
+        mine * n,
+        |local, whole_rows| {
+            with_buffer(&RELAYOUT, mine * n, |recv| {
+                // Rank q's rows of this rank's columns are contiguous: send the block as is.
+                comm.all_to_all(local, &send_counts, recv, &recv_counts)?;
+                let mut at = 0;
+                for q in 0..p {
+                    let range = cols.range(q);
+                    for b in 0..mine {
+                        let row = &mut whole_rows[b * n + range.start..b * n + range.end];
+                        row.copy_from_slice(&recv[at..at + range.len()]);
+                        at += range.len();
+                    }
+                }
+                Ok(())
+            })
+        },
+    )
+}
+
+/// `out` (`rows.total() × cols.len(rank)`) ← this rank's columns of the matrix whose rows the
+/// ranks hold in `by_rows` (`rows.len(rank) × cols.total()`): the inverse of
+/// [`units_to_rows`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rows_to_units<B: Backend, C: Collective>(
+    backend: &B,
+    comm: &C,
+    timers: &Timers,
+    by_rows: &B::Vector,
+    rows: &Split,
+    cols: &Split,
+    out: &mut B::Vector,
+) -> Result<()> {
+    let (r, p, n) = (comm.rank(), comm.size(), cols.total());
+    let (mine, width) = (rows.len(r), cols.len(r));
+    let send_counts: Vec<usize> = (0..p).map(|q| mine * cols.len(q)).collect();
+    let recv_counts: Vec<usize> = (0..p).map(|q| rows.len(q) * width).collect();
+    through_host(
+        backend,
+        timers,
+        by_rows,
+        mine * n,
+        out,
+        rows.total() * width,
+        |local, units| {
+            with_buffer(&RELAYOUT, mine * n, |send| {
+                // Rank q gets this rank's rows of its columns; the blocks received, in rank
+                // order, are the rows in order.
+                let mut at = 0;
+                for q in 0..p {
+                    let range = cols.range(q);
+                    for b in 0..mine {
+                        send[at..at + range.len()]
+                            .copy_from_slice(&local[b * n + range.start..b * n + range.end]);
+                        at += range.len();
+                    }
+                }
+                comm.all_to_all(send, &send_counts, units, &recv_counts)
+            })
+        },
+    )
+}
+
+/// `dst` (`rows.len(rank) × width`) ← this rank's rows of the sum over ranks of every rank's
+/// `partial` (`rows.total() × width`), exact ([`reduce_scatter_rows`]).
+pub(crate) fn reduce_rows<B: Backend, C: Collective>(
+    backend: &B,
+    comm: &C,
+    timers: &Timers,
+    partial: &B::Vector,
+    rows: &Split,
+    width: usize,
+    dst: &mut B::Vector,
+) -> Result<()> {
+    let (whole, mine) = (rows.total() * width, rows.len(comm.rank()) * width);
+    through_host(backend, timers, partial, whole, dst, mine, |all, local| {
+        reduce_scatter_rows(comm, all, rows, width, local)
+    })
 }
 
 /// SoftMax of each row of a layer whose columns are split over the ranks: `x` holds this

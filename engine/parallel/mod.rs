@@ -5,7 +5,11 @@
 //! - [`Split`]: the even split of `n` units over the ranks;
 //! - [`plan`]: [`ShardPlan`], the per-weight choice between all-gather and reduce-scatter, with
 //!   the bytes each collective moves per minibatch;
-//! - [`shard`]: CSR matrices split by column range into per-rank matrices, and merged back.
+//! - [`shard`]: CSR matrices split by column range into per-rank matrices, and merged back;
+//! - [`data`]: data parallelism's steps (rows shared out, gathered, gradients summed);
+//! - [`choice`]: [`Parallelism`] and [`Choice`], the per-weight choice between sharding and
+//!   replicating, and the hybrid of the two (DSSTNE's talk, after Krizhevsky's "one weird
+//!   trick").
 //!
 //! - [`exact`]: cross-rank sums that do not depend on the transport's order, and column-block
 //!   gathers;
@@ -15,14 +19,16 @@
 //! These are the helpers the one [`crate::network::Network`] calls on several ranks; there is
 //! no second network.
 
+pub mod choice;
 pub mod data;
 pub mod exact;
 pub(crate) mod host;
 pub mod plan;
 pub mod shard;
 
-pub use data::{Choice, Parallelism, RowShare};
-pub use plan::{DataLayout, EdgePlan, ShardPlan, Sharding, Transfer, TransferKind};
+pub use choice::{Choice, Parallelism};
+pub use data::RowShare;
+pub use plan::{DataLayout, EdgePlan, Layout, ShardPlan, Sharding, Transfer, TransferKind};
 pub use shard::{column_shard, merge_columns, retain_rank_columns, split_columns};
 
 use std::ops::Range;

@@ -28,12 +28,32 @@
 //! assumes the forward gather is kept (one `batch × in` buffer per such edge), so that gather
 //! is not counted twice. The loss and norm all-reduces (a few scalars per minibatch) are left
 //! out.
+//!
+//! # Layouts: model, data and hybrid plans
+//! Each layer has a [`Layout`]: [`Layout::Units`] (the above: every rank holds every example
+//! of its share of the units) or [`Layout::Rows`] (every rank holds its share of the
+//! minibatch's examples with all the units, as in data parallelism). A weight whose edges
+//! lead into `Rows` layers is **replicated**: whole on every rank, multiplied on the rank's
+//! rows, its gradient summed across the ranks once per step ([`gradient_sum_bytes`]). Where an
+//! edge's source is held the other way, its activations are re-laid, and its deltas laid back:
+//!
+//! - `Units` source → replicated edge: an all-to-all of the source's activations
+//!   (`all rows × its units` to `its rows × all units`), and of the deltas back;
+//! - `Rows` source → output-sharded edge: the source's rows all-gathered (every rank needs
+//!   every example's whole row), and the partial deltas reduce-scattered by rows;
+//! - `Rows` source → input-sharded edge: an all-to-all to the `Units` layout, then the usual
+//!   reduce-scatter; backward the usual all-gather of `δ`, then an all-to-all back.
+//!
+//! [`ShardPlan::new`] is the model-parallel plan (every layer `Units`); a plan with every
+//! layer `Rows` is data parallelism; [`ShardPlan::with_layouts`] takes any mix
+//! ([`crate::parallel::choice`] chooses one per weight).
 
 use std::fmt;
 
+use super::exact::RANK_ORDER_MAX_RANKS;
 use super::Split;
 use crate::descriptor::LayerKind;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::graph::{EdgeId, Graph, LayerId, WeightId};
 
 /// How a weight (or an edge's use of one) is split across the ranks.
@@ -83,11 +103,23 @@ pub enum DataLayout {
     Replicated,
 }
 
+/// How a layer's activations and deltas are held across the ranks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Layout {
+    /// Every rank holds every example of its share of the units (model parallelism).
+    Units,
+    /// Every rank holds its share of the minibatch's examples with all the units (data
+    /// parallelism).
+    Rows,
+}
+
 /// A collective kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TransferKind {
     AllGather,
     ReduceScatter,
+    /// The re-layout of a matrix between [`Layout::Units`] and [`Layout::Rows`].
+    AllToAll,
 }
 
 impl fmt::Display for TransferKind {
@@ -95,12 +127,14 @@ impl fmt::Display for TransferKind {
         f.write_str(match self {
             TransferKind::AllGather => "all-gather",
             TransferKind::ReduceScatter => "reduce-scatter",
+            TransferKind::AllToAll => "all-to-all",
         })
     }
 }
 
 /// One collective of an edge in a training step: a `batch × width` `f32` matrix whose columns
-/// are split over the ranks like `layer`'s units.
+/// (`layer`'s units) or rows (the examples, `by_rows`) are split over the ranks; an all-to-all
+/// turns the one split into the other.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transfer {
     pub kind: TransferKind,
@@ -110,14 +144,51 @@ pub struct Transfer {
     pub what: &'static str,
     /// The matrix's width (the layer's units).
     pub width: usize,
-    /// The busiest rank's bytes per minibatch row: `(width − smallest share) · 4`.
-    pub bytes_per_row: u64,
+    /// The gather or reduction is over the examples (the rows), not the units.
+    pub by_rows: bool,
+    /// The ranks the matrix is split over.
+    pub ranks: usize,
 }
 
 impl Transfer {
-    /// Bytes the busiest rank sends (and receives) for a minibatch of `batch` rows.
+    /// Bytes the busiest rank receives (and sends) for a minibatch of `batch` rows: for a
+    /// gather or reduction over the units `batch · (width − smallest share) · 4`, over the
+    /// rows `(batch − smallest share) · width · 4`; for an all-to-all the most any rank
+    /// receives of the other ranks' rows of its units, or of its rows of their units.
     pub fn bytes(&self, batch: usize) -> u64 {
-        self.bytes_per_row * batch as u64
+        let p = self.ranks.max(1);
+        let (rows, cols) = (even(batch, p), even(self.width, p));
+        let bytes = match self.kind {
+            TransferKind::AllToAll => (0..p)
+                .map(|r| {
+                    let units_in = (batch - rows.len(r)) * cols.len(r);
+                    let rows_in = rows.len(r) * (self.width - cols.len(r));
+                    units_in.max(rows_in)
+                })
+                .max()
+                .unwrap_or(0),
+            _ if self.by_rows => (batch - rows.len(p - 1)) * self.width,
+            _ => batch * (self.width - cols.len(p - 1)),
+        };
+        bytes as u64 * 4
+    }
+}
+
+/// The even split of `n` over `parts ≥ 1`.
+fn even(n: usize, parts: usize) -> Split {
+    Split::even(n, parts.max(1)).expect("at least one part")
+}
+
+/// Bytes the busiest rank moves per step to sum a replicated gradient of `values` floats over
+/// `ranks` ranks ([`crate::parallel::data::sum_gradients`]): every other rank's `f32` values,
+/// gathered and added in rank order, on up to [`RANK_ORDER_MAX_RANKS`] ranks; a ring
+/// all-reduce of `i64` (`2·(P−1)/P` of the buffer) beyond.
+pub fn gradient_sum_bytes(values: u64, ranks: usize) -> u64 {
+    let p = ranks.max(1) as u64;
+    if ranks <= RANK_ORDER_MAX_RANKS {
+        (p - 1) * values * 4
+    } else {
+        2 * (p - 1) * values * 8 / p
     }
 }
 
@@ -135,8 +206,11 @@ pub struct EdgePlan {
     /// The target's units.
     pub output_units: usize,
     /// How this edge's multiplication is split: the owner's weight sharding, flipped when
-    /// transposed.
+    /// transposed (unused when `replicated`).
     pub sharding: Sharding,
+    /// The weight is whole on every rank, and the edge multiplies each rank's rows (its
+    /// target's layout is [`Layout::Rows`]).
+    pub replicated: bool,
     /// Collectives of the forward pass (at most one).
     pub forward: Vec<Transfer>,
     /// Collectives of the backward pass (at most one).
@@ -166,45 +240,86 @@ pub struct WeightPlan {
     pub sharding: Sharding,
     /// The split of the sharded dimension (rows for `ByInput`, columns for `ByOutput`).
     pub split: Split,
+    /// Whole on every rank (its gradient summed across the ranks), not sharded.
+    pub replicated: bool,
 }
 
 impl WeightPlan {
     /// Rank `rank`'s block: `(rows, columns)`.
     pub fn local_shape(&self, rank: usize) -> (usize, usize) {
-        match self.sharding {
-            Sharding::ByOutput => (self.input_units, self.split.len(rank)),
-            Sharding::ByInput => (self.split.len(rank), self.output_units),
-        }
+        let (rows, cols) = self.local_block(rank);
+        (rows.len(), cols.len())
     }
 
     /// Rank `rank`'s block as rows and columns of the full weight.
     pub fn local_block(&self, rank: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
         match self.sharding {
+            _ if self.replicated || self.split.parts() == 1 => {
+                (0..self.input_units, 0..self.output_units)
+            }
             Sharding::ByOutput => (0..self.input_units, self.split.range(rank)),
             Sharding::ByInput => (self.split.range(rank), 0..self.output_units),
         }
     }
+
+    /// The ranks holding a block: 1 when replicated (every rank holds the whole).
+    pub fn parts(&self) -> usize {
+        if self.replicated {
+            1
+        } else {
+            self.split.parts()
+        }
+    }
 }
 
-/// The model-parallel plan of a graph over `ranks` ranks; see the
-/// [module documentation](self). `Display` prints it as a table for the training log.
+/// The plan of a graph over `ranks` ranks; see the [module documentation](self). `Display`
+/// prints it as a table for the training log.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ShardPlan {
     ranks: usize,
     names: Vec<String>,
+    layouts: Vec<Layout>,
     layers: Vec<Split>,
     inputs: Vec<(LayerId, DataLayout)>,
     weights: Vec<WeightPlan>,
     edges: Vec<EdgePlan>,
+    /// Per layer: the examples' rows it gathers per step (batch normalisation and the
+    /// sparseness penalty over a `Rows` layer: 2 each).
+    coupled_gathers: Vec<usize>,
+    /// Per weight: the values its gradient sum moves (weight and its edges' biases) when
+    /// replicated.
+    gradient_values: Vec<u64>,
 }
 
 impl ShardPlan {
-    /// Plans `graph` over `ranks` ranks. Errors: `ranks == 0`.
+    /// The model-parallel plan of `graph` over `ranks` ranks (every layer [`Layout::Units`]).
+    /// Errors: `ranks == 0`.
     pub fn new(graph: &Graph, ranks: usize) -> Result<ShardPlan> {
+        Self::with_layouts(graph, ranks, &vec![Layout::Units; graph.layers().len()])
+    }
+
+    /// The plan of `graph` over `ranks` ranks with layer `i` held as `layouts[i]`: a weight is
+    /// replicated when its edges lead into `Rows` layers, sharded by DSSTNE's rule otherwise.
+    /// Errors: `ranks == 0`, a layout per layer missing, a weight shared by edges into layers
+    /// of both layouts, a skip between layers of different layouts, or a variational mean
+    /// layer laid out unlike its log-variance layer (so that one layer's units and rows line
+    /// up wherever they are added).
+    pub fn with_layouts(graph: &Graph, ranks: usize, layouts: &[Layout]) -> Result<ShardPlan> {
+        if ranks == 0 {
+            return Err(Error::invalid_argument(
+                "ranks",
+                "a split needs at least 1 rank",
+            ));
+        }
+        check_layouts(graph, layouts)?;
+        let layout = |id: LayerId| layouts[id.0];
         let layers = graph
             .layers()
             .iter()
-            .map(|l| Split::even(l.units, ranks))
+            .map(|l| match layout(l.id) {
+                Layout::Units => Split::even(l.units, ranks),
+                Layout::Rows => Split::even(l.units, 1),
+            })
             .collect::<Result<Vec<_>>>()?;
         let weights: Vec<WeightPlan> = graph
             .weights()
@@ -212,8 +327,8 @@ impl ShardPlan {
             .map(|w| {
                 let sharding = Sharding::for_weight(w.input_units, w.output_units);
                 let split = match sharding {
-                    Sharding::ByOutput => layers[w.output.0],
-                    Sharding::ByInput => layers[w.input.0],
+                    Sharding::ByOutput => even(w.output_units, ranks),
+                    Sharding::ByInput => even(w.input_units, ranks),
                 };
                 WeightPlan {
                     weight: w.id,
@@ -221,6 +336,7 @@ impl ShardPlan {
                     output_units: w.output_units,
                     sharding,
                     split,
+                    replicated: ranks > 1 && layout(w.output) == Layout::Rows,
                 }
             })
             .collect();
@@ -236,10 +352,11 @@ impl ShardPlan {
         let inputs: Vec<(LayerId, DataLayout)> = graph
             .inputs()
             .map(|l| {
-                let columns = l
-                    .outgoing
-                    .iter()
-                    .all(|&e| edge_sharding(graph.edge(e)) == Sharding::ByInput);
+                let columns = ranks > 1
+                    && l.outgoing.iter().all(|&e| {
+                        let e = graph.edge(e);
+                        layout(e.target) == Layout::Units && edge_sharding(e) == Sharding::ByInput
+                    });
                 let layout = if columns {
                     DataLayout::Columns
                 } else {
@@ -248,45 +365,60 @@ impl ShardPlan {
                 (l.id, layout)
             })
             .collect();
-        let transfer = |kind, layer: LayerId, what| {
-            let split = layers[layer.0];
-            let smallest = split.len(ranks - 1);
-            Transfer {
-                kind,
-                layer,
-                what,
-                width: split.total(),
-                bytes_per_row: ((split.total() - smallest) * 4) as u64,
-            }
+        let transfer = |kind, layer: LayerId, what, by_rows| Transfer {
+            kind,
+            layer,
+            what,
+            width: graph.layer(layer).units,
+            by_rows,
+            ranks,
         };
         let edges = graph
             .edges()
             .iter()
             .map(|e| {
                 let sharding = edge_sharding(e);
+                let replicated = ranks > 1 && layout(e.target) == Layout::Rows;
                 let (mut forward, mut backward) = (Vec::new(), Vec::new());
-                match sharding {
-                    Sharding::ByOutput => {
-                        if !is_input(e.source) {
-                            forward.push(transfer(
-                                TransferKind::AllGather,
-                                e.source,
-                                "activations",
-                            ));
+                let relaid =
+                    ranks > 1 && !is_input(e.source) && layout(e.source) != layout(e.target);
+                use TransferKind::*;
+                if ranks == 1 {
+                    // One rank: nothing moves.
+                } else if replicated {
+                    if relaid {
+                        forward.push(transfer(AllToAll, e.source, "activations", false));
+                        backward.push(transfer(AllToAll, e.source, "deltas", false));
+                    }
+                } else {
+                    let rows_source = relaid;
+                    match sharding {
+                        Sharding::ByOutput if !is_input(e.source) => {
+                            let what = (AllGather, ReduceScatter);
+                            forward.push(transfer(what.0, e.source, "activations", rows_source));
                             backward.push(transfer(
-                                TransferKind::ReduceScatter,
+                                what.1,
                                 e.source,
                                 "partial deltas",
+                                rows_source,
                             ));
                         }
-                    }
-                    Sharding::ByInput => {
-                        forward.push(transfer(
-                            TransferKind::ReduceScatter,
-                            e.target,
-                            "partial pre-activations",
-                        ));
-                        backward.push(transfer(TransferKind::AllGather, e.target, "deltas"));
+                        Sharding::ByOutput => {}
+                        Sharding::ByInput => {
+                            if rows_source {
+                                forward.push(transfer(AllToAll, e.source, "activations", false));
+                            }
+                            forward.push(transfer(
+                                ReduceScatter,
+                                e.target,
+                                "partial pre-activations",
+                                false,
+                            ));
+                            backward.push(transfer(AllGather, e.target, "deltas", false));
+                            if rows_source {
+                                backward.push(transfer(AllToAll, e.source, "deltas", false));
+                            }
+                        }
                     }
                 }
                 EdgePlan {
@@ -298,18 +430,48 @@ impl ShardPlan {
                     input_units: graph.layer(e.source).units,
                     output_units: graph.layer(e.target).units,
                     sharding,
+                    replicated,
                     forward,
                     backward,
                 }
             })
             .collect();
+        let coupled_gathers = graph
+            .layers()
+            .iter()
+            .map(|l| {
+                let gathers = 2 * usize::from(l.batch_normalization)
+                    + 2 * usize::from(l.sparseness_penalty.is_some());
+                if ranks > 1 && layout(l.id) == Layout::Rows {
+                    gathers
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let gradient_values = graph
+            .weights()
+            .iter()
+            .map(|w| {
+                let biases: usize = graph
+                    .edges()
+                    .iter()
+                    .filter(|e| e.weight == w.id)
+                    .map(|e| graph.layer(e.target).units)
+                    .sum();
+                (w.input_units * w.output_units + biases) as u64
+            })
+            .collect();
         Ok(ShardPlan {
             ranks,
             names: graph.layers().iter().map(|l| l.name.clone()).collect(),
+            layouts: layouts.to_vec(),
             layers,
             inputs,
             weights,
             edges,
+            coupled_gathers,
+            gradient_values,
         })
     }
 
@@ -318,9 +480,40 @@ impl ShardPlan {
         self.ranks
     }
 
-    /// The split of layer `id`'s units.
+    /// The split of layer `id`'s units (over 1 part for a [`Layout::Rows`] layer: every rank
+    /// holds them all).
     pub fn layer_split(&self, id: LayerId) -> Split {
         self.layers[id.0]
+    }
+
+    /// How layer `id` is held across the ranks.
+    pub fn layout(&self, id: LayerId) -> Layout {
+        self.layouts[id.0]
+    }
+
+    /// Rank `rank`'s place in layer `id`'s split: `rank` where its units are split, 0 where
+    /// every rank holds them all.
+    pub fn layer_rank(&self, id: LayerId, rank: usize) -> usize {
+        match self.layouts[id.0] {
+            Layout::Units if self.ranks > 1 => rank,
+            _ => 0,
+        }
+    }
+
+    /// The number of layer `id`'s units rank `rank` holds.
+    pub fn local_len(&self, id: LayerId, rank: usize) -> usize {
+        self.layers[id.0].len(self.layer_rank(id, rank))
+    }
+
+    /// Whether some layer is held by rows ([`Layout::Rows`]) on several ranks: the ranks then
+    /// split the examples there and sum the replicated weights' gradients.
+    pub fn splits_rows(&self) -> bool {
+        self.ranks > 1 && self.layouts.contains(&Layout::Rows)
+    }
+
+    /// Whether some layer is held by units on several ranks.
+    pub fn splits_units(&self) -> bool {
+        self.ranks > 1 && self.layouts.contains(&Layout::Units)
     }
 
     /// The layout of each Input layer's data.
@@ -347,9 +540,34 @@ impl ShardPlan {
             .collect()
     }
 
-    /// Busiest-rank bytes of one training step (forward + backward) for a minibatch of `batch`.
+    /// Busiest-rank bytes of weight `i`'s gradient sum per step: zero unless replicated.
+    pub fn gradient_bytes(&self, i: usize) -> u64 {
+        match self.weights[i].replicated {
+            true => gradient_sum_bytes(self.gradient_values[i], self.ranks),
+            false => 0,
+        }
+    }
+
+    /// Busiest-rank bytes per step of the rows a `Rows` layer gathers for the steps that couple
+    /// the examples (batch normalisation, the sparseness penalty): every other rank's rows.
+    pub fn coupled_bytes(&self, batch: usize) -> u64 {
+        let rows = batch - even(batch, self.ranks).len(self.ranks - 1);
+        self.coupled_gathers
+            .iter()
+            .zip(&self.layers)
+            .map(|(&g, split)| (g * rows * split.total() * 4) as u64)
+            .sum()
+    }
+
+    /// Busiest-rank bytes of one training step for a minibatch of `batch`: the edges'
+    /// collectives (forward + backward), the replicated weights' gradient sums and the
+    /// coupled steps' gathers.
     pub fn step_bytes(&self, batch: usize) -> u64 {
-        self.transfers(batch).iter().map(|&(_, f, b)| f + b).sum()
+        let transfers: u64 = self.transfers(batch).iter().map(|&(_, f, b)| f + b).sum();
+        let gradients: u64 = (0..self.weights.len())
+            .map(|i| self.gradient_bytes(i))
+            .sum();
+        transfers + gradients + self.coupled_bytes(batch)
     }
 
     /// The largest weight block any rank holds, in parameters (weights only, not biases).
@@ -385,7 +603,10 @@ impl ShardPlan {
         let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
         let describe = |ts: &[Transfer]| -> String {
             ts.iter()
-                .map(|t| format!("{} {} {}", t.kind, t.what, self.names[t.layer.0]))
+                .map(|t| {
+                    let rows = if t.by_rows { " (by rows)" } else { "" };
+                    format!("{} {} {}{rows}", t.kind, t.what, self.names[t.layer.0])
+                })
                 .collect::<Vec<_>>()
                 .join("; ")
         };
@@ -393,6 +614,19 @@ impl ShardPlan {
             let w = &self.weights[e.weight.0];
             let (r, c) = w.local_shape(0);
             let (r, c) = if e.transposed { (c, r) } else { (r, c) };
+            // A replicated weight's gradient sum, counted with its owning edge.
+            let owner = !e.transposed
+                && w.replicated
+                && self.edges[..e.edge.0].iter().all(|o| o.weight != e.weight);
+            let mut backward = describe(&e.backward);
+            let mut backward_bytes = batch.map_or(0, |b| e.backward_bytes(b));
+            if owner {
+                if !backward.is_empty() {
+                    backward.push_str("; ");
+                }
+                backward.push_str("sum of the weight's gradients");
+                backward_bytes += self.gradient_bytes(e.weight.0);
+            }
             let mut row = vec![
                 format!(
                     "{}->{}{}",
@@ -401,14 +635,17 @@ impl ShardPlan {
                     if e.transposed { " (shared, W^T)" } else { "" }
                 ),
                 format!("{}x{}", e.input_units, e.output_units),
-                e.sharding.to_string(),
+                match e.replicated {
+                    true => "replicated".to_owned(),
+                    false => e.sharding.to_string(),
+                },
                 format!("{r}x{c}"),
                 or_dash(describe(&e.forward)),
-                or_dash(describe(&e.backward)),
+                or_dash(backward),
             ];
             if let Some(b) = batch {
                 row.push(group(e.forward_bytes(b)));
-                row.push(group(e.backward_bytes(b)));
+                row.push(group(backward_bytes));
             }
             rows.push(row);
         }
@@ -418,6 +655,20 @@ impl ShardPlan {
             if self.ranks == 1 { "" } else { "s" },
             self.ranks
         );
+        if self.splits_rows() {
+            let named = |want: Layout| {
+                let names: Vec<&str> = (0..self.names.len())
+                    .filter(|&i| self.layouts[i] == want)
+                    .map(|i| self.names[i].as_str())
+                    .collect();
+                or_dash(names.join(", "))
+            };
+            out.push_str(&format!(
+                "layers split by units: {}; by examples (each rank its rows, all units): {}\n",
+                named(Layout::Units),
+                named(Layout::Rows)
+            ));
+        }
         for (id, layout) in &self.inputs {
             out.push_str(&format!(
                 "input {}: {}\n",
@@ -430,6 +681,13 @@ impl ShardPlan {
         }
         out.push_str(&align(&rows));
         if let Some(b) = batch {
+            let coupled = self.coupled_bytes(b);
+            if coupled > 0 {
+                out.push_str(&format!(
+                    "rows gathered for batch normalisation and sparseness penalties: {} bytes\n",
+                    group(coupled)
+                ));
+            }
             out.push_str(&format!(
                 "per minibatch of {b} on the busiest rank: {} bytes; largest weight share {} parameters\n",
                 group(self.step_bytes(b)),
@@ -445,6 +703,54 @@ impl fmt::Display for ShardPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.table(None))
     }
+}
+
+/// The checks of [`ShardPlan::with_layouts`] on `layouts`.
+fn check_layouts(graph: &Graph, layouts: &[Layout]) -> Result<()> {
+    if layouts.len() != graph.layers().len() {
+        return Err(Error::invalid_argument(
+            "layouts",
+            format!(
+                "{} layouts for {} layers",
+                layouts.len(),
+                graph.layers().len()
+            ),
+        ));
+    }
+    let name = |id: LayerId| graph.layer(id).name.as_str();
+    let differ = |what: String| Err(Error::invalid_argument("layouts", what));
+    for e in graph.edges() {
+        let owner = graph.weight(e.weight).output;
+        if layouts[e.target.0] != layouts[owner.0] {
+            return differ(format!(
+                "layers `{}` and `{}` share a weight but are laid out differently",
+                name(e.target),
+                name(owner)
+            ));
+        }
+    }
+    for layer in graph.layers() {
+        for &skip in &layer.skips {
+            if layouts[skip.0] != layouts[layer.id.0] {
+                return differ(format!(
+                    "layer `{}` skips from `{}`, laid out differently",
+                    layer.name,
+                    name(skip)
+                ));
+            }
+        }
+        if let Some(v) = &layer.variational {
+            if layouts[v.log_variance.0] != layouts[layer.id.0] {
+                return differ(format!(
+                    "the variational layer `{}` and its log variance `{}` are laid out \
+                     differently",
+                    layer.name,
+                    name(v.log_variance)
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn or_dash(s: String) -> String {

@@ -146,7 +146,8 @@ pub fn merge_columns(parts: &[Csr], split: &Split) -> Result<Csr> {
 /// Drops from `datasets` the non-zeros rank `rank` does not need under `plan`: a sparse
 /// dataset keeps only this rank's columns when every layer bound to it takes local columns —
 /// an Input whose data is split by column ([`super::DataLayout::Columns`]) or a non-SoftMax
-/// Output (a SoftMax output's indicator targets are `1/nnz` of the whole row). Datasets read
+/// Output split by units (a SoftMax output's indicator targets are `1/nnz` of the whole row;
+/// an output held by examples keeps whole rows). Datasets read
 /// whole by some layer, and dense ones, stay whole. Returns the non-zeros kept per dataset.
 pub fn retain_rank_columns(
     graph: &crate::graph::Graph,
@@ -168,7 +169,11 @@ pub fn retain_rank_columns(
                 .input_layouts()
                 .iter()
                 .any(|&(id, layout)| id == l.id && layout == super::DataLayout::Columns),
-            _ => l.activation != crate::ops::Activation::SoftMax,
+            _ => {
+                l.activation != crate::ops::Activation::SoftMax
+                    && plan.ranks() > 1
+                    && plan.layout(l.id) == super::Layout::Units
+            }
         };
         let ranges: Vec<_> = bound
             .iter()

@@ -203,6 +203,18 @@ impl Csr {
         }
     }
 
+    /// Rows `range` as a matrix of their own (offsets re-based to 0).
+    pub fn slice_rows(&self, range: std::ops::Range<usize>) -> Csr {
+        let offsets = &self.row_offsets[range.start..=range.end];
+        let (lo, hi) = (offsets[0] as usize, offsets[offsets.len() - 1] as usize);
+        Csr::new_checked(
+            self.n_cols,
+            offsets.iter().map(|&o| o - lo as u64).collect(),
+            self.col_indices[lo..hi].to_vec(),
+            self.values.as_ref().map(|v| v[lo..hi].to_vec()),
+        )
+    }
+
     /// Consumes the matrix into its parts `(n_cols, row_offsets, col_indices, values)`.
     pub fn into_parts(self) -> (u32, Vec<u64>, Vec<u32>, Option<Vec<f32>>) {
         (self.n_cols, self.row_offsets, self.col_indices, self.values)

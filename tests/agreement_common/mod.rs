@@ -8,12 +8,13 @@ use moira::backend::Cpu;
 use moira::collective::{Collective, Threads};
 use moira::dataset::Dataset;
 use moira::dense::Matrix;
-use moira::descriptor::Descriptor;
+use moira::descriptor::{Descriptor, LayerKind};
 use moira::graph::Graph;
 use moira::network::Network;
 use moira::ops::optimizer::{Hyper, LrSchedule};
 use moira::ops::Optimizer;
-use moira::parallel::{retain_rank_columns, Parallelism, ShardPlan};
+use moira::parallel::choice::hybrid_layouts;
+use moira::parallel::{retain_rank_columns, Layout, Parallelism, ShardPlan};
 use moira::train::{shapes, train, DataBinding, Quiet, TrainConfig};
 
 #[path = "../ml1m_common/mod.rs"]
@@ -208,11 +209,48 @@ pub fn config(optimizer: Optimizer) -> TrainConfig {
     }
 }
 
+/// Which weights a hybrid run replicates (the layers they lead into held by examples, the
+/// rest by units; [`hybrid_layouts`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replicate {
+    /// Weights between hidden layers: hidden activations are re-laid both ways (all-to-all)
+    /// and gathered by rows into the output.
+    Middle,
+    /// Weights out of the input and into the output: the input's rows and the output's
+    /// targets are split by examples.
+    Ends,
+}
+
+impl Replicate {
+    /// Per graph weight: replicated or not.
+    pub fn weights(self, graph: &Graph) -> Vec<bool> {
+        let kind = |id| graph.layer(id).kind;
+        graph
+            .weights()
+            .iter()
+            .map(|w| {
+                let (from, to) = (kind(w.input), kind(w.output));
+                match self {
+                    Replicate::Middle => from == LayerKind::Hidden && to == LayerKind::Hidden,
+                    Replicate::Ends => from == LayerKind::Input || to == LayerKind::Output,
+                }
+            })
+            .collect()
+    }
+
+    /// The layouts of this hybrid of `graph`.
+    pub fn layouts(self, graph: &Graph) -> Vec<Layout> {
+        hybrid_layouts(graph, &self.weights(graph))
+    }
+}
+
 /// How a run splits its work.
 #[derive(Clone, Copy, Debug)]
 pub struct Run {
     pub ranks: usize,
     pub parallelism: Parallelism,
+    /// Under [`Parallelism::Hybrid`]: which weights are replicated.
+    pub replicate: Replicate,
     /// Let plain SGD fuse its update into the backward pass.
     pub fused: bool,
     /// MovieLens-1M's first `users` users (minibatches of [`BATCH`]).
@@ -225,8 +263,18 @@ impl Run {
         Run {
             ranks,
             parallelism: Parallelism::Model,
+            replicate: Replicate::Middle,
             fused: true,
             users: USERS,
+        }
+    }
+
+    /// A hybrid on `ranks` ranks over [`USERS`] users, replicating `replicate`.
+    pub fn hybrid(ranks: usize, replicate: Replicate) -> Run {
+        Run {
+            parallelism: Parallelism::Hybrid,
+            replicate,
+            ..Run::model(ranks)
         }
     }
 
@@ -256,20 +304,22 @@ pub fn train_on(json: &str, run: Run, cfg: &TrainConfig) -> (f64, Vec<(Matrix, V
             Dataset::sparse("output", vec![rows.n_cols()], rows.clone())?,
         ];
         let graph = Graph::compile(&descriptor, &shapes(&datasets))?;
-        if run.parallelism == Parallelism::Model {
-            let plan = ShardPlan::new(&graph, comm.size())?;
+        let layouts = match run.parallelism {
+            Parallelism::Hybrid => run.replicate.layouts(&graph),
+            _ => vec![Layout::Units; graph.layers().len()],
+        };
+        if matches!(run.parallelism, Parallelism::Model | Parallelism::Hybrid) {
+            let plan = ShardPlan::with_layouts(&graph, comm.size(), &layouts)?;
             retain_rank_columns(&graph, &plan, comm.rank(), &mut datasets)?;
         }
         let data = DataBinding::new(&graph, &datasets, false)?;
-        let mut net = Network::build_parallel(
-            Cpu::new(1)?,
-            comm,
-            graph,
-            BATCH,
-            cfg.optimizer,
-            cfg.seed,
-            run.parallelism,
-        )?;
+        let (backend, optimizer, seed) = (Cpu::new(1)?, cfg.optimizer, cfg.seed);
+        let mut net = match run.parallelism {
+            Parallelism::Hybrid => {
+                Network::build_with_layouts(backend, comm, graph, BATCH, optimizer, seed, &layouts)?
+            }
+            mode => Network::build_parallel(backend, comm, graph, BATCH, optimizer, seed, mode)?,
+        };
         net.set_fused_sgd(run.fused);
         let reports = train(&mut net, &data, cfg, None, &mut Quiet)?;
         Ok((reports[0].loss, net.download_params()?))
