@@ -19,7 +19,7 @@ use moira::train::{shapes, train_with, DataBinding, Quiet, TrainConfig, TrainSta
 
 mod agreement_common;
 use agreement_common::{agrees, bits, config, feature, feature_config, features, ml1m};
-use agreement_common::{relative_difference, train_on};
+use agreement_common::{hold_out_every_third_item, relative_difference, train_on};
 use agreement_common::{Run, BATCH};
 
 /// Each feature's configuration as under model parallelism ([`feature_config`]).
@@ -215,26 +215,6 @@ fn auto_builds_the_chosen_mode() {
     let (l, p) = train_on(&json, chosen_run, &cfg);
     assert_eq!(loss.to_bits(), l.to_bits(), "auto trains as {chosen}");
     assert!(bits(&p) == bits(&params));
-}
-
-/// Each user's items without every third one, and those held out (the same width).
-fn hold_out_every_third_item(rows: &Csr) -> (Csr, Csr) {
-    let (mut kept, mut held) = ((vec![0u64], Vec::new()), (vec![0u64], Vec::new()));
-    for r in 0..rows.n_rows() {
-        for (i, &c) in rows.row(r).0.iter().enumerate() {
-            if i % 3 == 2 {
-                held.1.push(c);
-            } else {
-                kept.1.push(c);
-            }
-        }
-        kept.0.push(kept.1.len() as u64);
-        held.0.push(held.1.len() as u64);
-    }
-    (
-        Csr::new_checked(rows.n_cols(), kept.0, kept.1, None),
-        Csr::new_checked(rows.n_cols(), held.0, held.1, None),
-    )
 }
 
 /// Under data parallelism a rank holds the one-rank network's buffers plus two whole-minibatch

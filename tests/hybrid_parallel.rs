@@ -77,3 +77,167 @@ fn the_tested_hybrids_mix_layouts_and_split_unevenly() {
         &[3, 4],
     );
 }
+
+/// A hybrid run with validation checkpoints and resumes bit for bit on 2 ranks; its
+/// checkpoint resumes on one rank, under data parallelism on 2 and as another hybrid on 3 to
+/// the same model up to rounding; validation over either hybrid gives the one-rank metrics.
+#[test]
+fn checkpoints_resume_and_validation_match_one_rank() {
+    use agreement_common::{bits, build_on, hold_out_every_third_item, relative_difference};
+    use moira::collective::Threads;
+    use moira::dataset::Dataset;
+    use moira::descriptor::Descriptor;
+    use moira::graph::Graph;
+    use moira::train::{resume, shapes, train_with, CheckpointPlan, Quiet, TrainConfig};
+    use moira::train::{TrainState, Validation};
+    // The variational bottleneck's layers held by examples, its encoder and output by units.
+    let vae = feature("variational bottleneck");
+    let descriptor = Descriptor::from_str(&vae, "agree.json").unwrap();
+    let (rows, held_out) = hold_out_every_third_item(&ml1m(300));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        epochs: 2,
+        ..config(Optimizer::Adam)
+    };
+    let validation = Validation {
+        held_out,
+        ks: vec![5, 20],
+        every: 1,
+        batch: 50,
+        select: None,
+    };
+    let run = |run: Run, save: Option<&str>, from: Option<&str>| {
+        let mut out = Threads::run(run.ranks, |comm| {
+            let mut datasets = vec![
+                Dataset::sparse("input", vec![rows.n_cols()], rows.clone())?,
+                Dataset::sparse("output", vec![rows.n_cols()], rows.clone())?,
+            ];
+            let graph = Graph::compile(&descriptor, &shapes(&datasets))?;
+            let (mut net, data) = build_on(comm, graph, &mut datasets, run, &cfg)?;
+            assert_eq!(net.parallelism(), run.parallelism);
+            let (mut config, mut state) = (cfg.clone(), TrainState::default());
+            if let Some(name) = from {
+                let resumed = resume(&dir.path().join(name), &mut net, &config)?;
+                config.first_epoch = resumed.epochs_done;
+                config.epochs -= resumed.epochs_done;
+                state = resumed.state;
+            }
+            let checkpoints = save.map(|name| CheckpointPlan::beside(&dir.path().join(name), 1));
+            let reports = train_with(
+                &mut net,
+                &data,
+                &config,
+                Some(&validation),
+                &mut Quiet,
+                &mut state,
+                checkpoints.as_ref(),
+            )?;
+            let metrics = reports.last().and_then(|r| r.validation.clone());
+            Ok((net.download_params()?, metrics.unwrap().means()))
+        })
+        .unwrap();
+        out.swap_remove(0)
+    };
+    let hybrid = Run::hybrid(2, Replicate::Middle);
+    let (straight, metrics) = run(hybrid, Some("h2.nc"), None);
+    let (resumed, resumed_metrics) = run(hybrid, None, Some("h2.epoch1.nc"));
+    assert!(bits(&resumed) == bits(&straight), "resumed on 2 ranks");
+    assert_eq!(resumed_metrics, metrics);
+    let (one, one_metrics) = run(Run::model(1), None, Some("h2.epoch1.nc"));
+    let e = relative_difference(&one, &straight);
+    assert!(e < 1e-5, "hybrid checkpoint resumed on one rank: {e:e}");
+    let (data, _) = run(Run::data(2), None, Some("h2.epoch1.nc"));
+    let e = relative_difference(&data, &straight);
+    assert!(e < 1e-5, "resumed under data parallelism: {e:e}");
+    // The output held by examples: validation ranks each rank's rows, gathered.
+    let (ends, ends_metrics) = run(Run::hybrid(3, Replicate::Ends), None, Some("h2.epoch1.nc"));
+    let e = relative_difference(&ends, &straight);
+    assert!(e < 1e-5, "resumed as another hybrid on 3 ranks: {e:e}");
+    let pairs = metrics.iter().zip(&one_metrics);
+    for (a, b) in pairs.chain(ends_metrics.iter().zip(&one_metrics)) {
+        assert_eq!(a.k, b.k);
+        assert!(
+            (a.ndcg - b.ndcg).abs() < 1e-3 && (a.recall - b.recall).abs() < 1e-3,
+            "validation on 2 ranks {a:?} against one rank {b:?}"
+        );
+    }
+    assert!(metrics[1].recall > 0.0);
+}
+
+/// `Auto` takes the per-weight hybrid where it moves the fewest bytes: a deep recommender
+/// whose narrow middle layers are cheaper to replicate (gradients) than to shard
+/// (activations at a large minibatch), and whose wide ends are cheaper to shard; the plan
+/// holds the middle by examples and the log says why.
+#[test]
+fn auto_takes_the_hybrid_when_it_moves_the_fewest_bytes() {
+    use moira::dataset::Dataset;
+    use moira::descriptor::Descriptor;
+    use moira::graph::Graph;
+    use moira::parallel::{Choice, Parallelism, ShardPlan};
+    use moira::sparse::Csr;
+    use moira::train::shapes;
+    let deep = |items: usize| {
+        let hidden = |name: &str, source: &str, n: usize| {
+            format!(
+                r#"{{ "Name": "{name}", "Kind": "Hidden", "Source": "{source}", "N": {n},
+                     "Activation": "Relu" }},"#
+            )
+        };
+        let json = format!(
+            r#"{{ "Version": 0.8, "Name": "deep", "Kind": "FeedForward", "Layers": [
+              {{ "Name": "Input", "Kind": "Input", "N": "auto", "DataSet": "input", "Sparse": true }},
+              {} {} {} {} {} {}
+              {{ "Name": "Output", "Kind": "Output", "Source": "H6", "N": "auto",
+                "DataSet": "output", "Sparse": true, "Activation": "Sigmoid" }} ] }}"#,
+            hidden("H1", "Input", 512),
+            hidden("H2", "H1", 128),
+            hidden("H3", "H2", 128),
+            hidden("H4", "H3", 128),
+            hidden("H5", "H4", 128),
+            hidden("H6", "H5", 512),
+        );
+        let descriptor = Descriptor::from_str(&json, "deep.json").unwrap();
+        let rows = Csr::new_checked(items as u32, vec![0, 1], vec![0], None);
+        let datasets = vec![
+            Dataset::sparse("input", vec![items as u32], rows.clone()).unwrap(),
+            Dataset::sparse("output", vec![items as u32], rows).unwrap(),
+        ];
+        Graph::compile(&descriptor, &shapes(&datasets)).unwrap()
+    };
+    let graph = deep(1_000_000);
+    let choice = Choice::new(&graph, 2, 4096).unwrap();
+    let table = choice.to_string();
+    println!("{table}");
+    assert_eq!(choice.mode, Parallelism::Hybrid, "{table}");
+    assert!(choice.hybrid_bytes < choice.model_bytes.min(choice.data_bytes));
+    // H2..H6 (after replicated weights) by examples; the input, H1 and the output by units.
+    let by_rows: Vec<&str> = graph
+        .layers()
+        .iter()
+        .filter(|l| choice.hybrid[l.id.0] == Layout::Rows)
+        .map(|l| l.name.as_str())
+        .collect();
+    assert_eq!(by_rows, ["H2", "H3", "H4", "H5", "H6"], "{table}");
+    assert!(
+        table.contains("H1 -> H2") && table.contains("replicate"),
+        "{table}"
+    );
+    let plan = ShardPlan::with_layouts(&graph, 2, &choice.hybrid).unwrap();
+    assert_eq!(plan.step_bytes(4096), choice.hybrid_bytes);
+    let plan_table = plan.table(Some(4096));
+    println!("{plan_table}");
+    assert!(
+        plan_table.contains("all-to-all activations H1"),
+        "{plan_table}"
+    );
+    assert!(
+        plan_table.contains("all-gather activations H6 (by rows)"),
+        "{plan_table}"
+    );
+    assert!(
+        plan_table.contains("sum of the weight's gradients"),
+        "{plan_table}"
+    );
+    // At a small minibatch sharding the middle moves less: model parallelism.
+    assert_eq!(Choice::new(&graph, 2, 64).unwrap().mode, Parallelism::Model);
+}

@@ -15,6 +15,7 @@ use moira::ops::optimizer::{Hyper, LrSchedule};
 use moira::ops::Optimizer;
 use moira::parallel::choice::hybrid_layouts;
 use moira::parallel::{retain_rank_columns, Layout, Parallelism, ShardPlan};
+use moira::sparse::Csr;
 use moira::train::{shapes, train, DataBinding, Quiet, TrainConfig};
 
 #[path = "../ml1m_common/mod.rs"]
@@ -304,28 +305,61 @@ pub fn train_on(json: &str, run: Run, cfg: &TrainConfig) -> (f64, Vec<(Matrix, V
             Dataset::sparse("output", vec![rows.n_cols()], rows.clone())?,
         ];
         let graph = Graph::compile(&descriptor, &shapes(&datasets))?;
-        let layouts = match run.parallelism {
-            Parallelism::Hybrid => run.replicate.layouts(&graph),
-            _ => vec![Layout::Units; graph.layers().len()],
-        };
-        if matches!(run.parallelism, Parallelism::Model | Parallelism::Hybrid) {
-            let plan = ShardPlan::with_layouts(&graph, comm.size(), &layouts)?;
-            retain_rank_columns(&graph, &plan, comm.rank(), &mut datasets)?;
-        }
-        let data = DataBinding::new(&graph, &datasets, false)?;
-        let (backend, optimizer, seed) = (Cpu::new(1)?, cfg.optimizer, cfg.seed);
-        let mut net = match run.parallelism {
-            Parallelism::Hybrid => {
-                Network::build_with_layouts(backend, comm, graph, BATCH, optimizer, seed, &layouts)?
-            }
-            mode => Network::build_parallel(backend, comm, graph, BATCH, optimizer, seed, mode)?,
-        };
+        let (mut net, data) = build_on(comm, graph, &mut datasets, run, cfg)?;
         net.set_fused_sgd(run.fused);
         let reports = train(&mut net, &data, cfg, None, &mut Quiet)?;
         Ok((reports[0].loss, net.download_params()?))
     })
     .unwrap();
     out.swap_remove(0)
+}
+
+/// `graph` built on `comm` as `run` says, and its data bound (under model parallelism and a
+/// hybrid each rank keeps only its columns of the data, as the trainer does).
+pub fn build_on<'a>(
+    comm: &'a Threads,
+    graph: Graph,
+    datasets: &'a mut [Dataset],
+    run: Run,
+    cfg: &TrainConfig,
+) -> moira::Result<(Network<Cpu, &'a Threads>, DataBinding<'a>)> {
+    let layouts = match run.parallelism {
+        Parallelism::Hybrid => run.replicate.layouts(&graph),
+        _ => vec![Layout::Units; graph.layers().len()],
+    };
+    if matches!(run.parallelism, Parallelism::Model | Parallelism::Hybrid) {
+        let plan = ShardPlan::with_layouts(&graph, comm.size(), &layouts)?;
+        retain_rank_columns(&graph, &plan, comm.rank(), datasets)?;
+    }
+    let data = DataBinding::new(&graph, datasets, false)?;
+    let (backend, optimizer, seed) = (Cpu::new(1)?, cfg.optimizer, cfg.seed);
+    let net = match run.parallelism {
+        Parallelism::Hybrid => {
+            Network::build_with_layouts(backend, comm, graph, BATCH, optimizer, seed, &layouts)?
+        }
+        mode => Network::build_parallel(backend, comm, graph, BATCH, optimizer, seed, mode)?,
+    };
+    Ok((net, data))
+}
+
+/// Each user's items without every third one, and those held out (the same width).
+pub fn hold_out_every_third_item(rows: &Csr) -> (Csr, Csr) {
+    let (mut kept, mut held) = ((vec![0u64], Vec::new()), (vec![0u64], Vec::new()));
+    for r in 0..rows.n_rows() {
+        for (i, &c) in rows.row(r).0.iter().enumerate() {
+            if i % 3 == 2 {
+                held.1.push(c);
+            } else {
+                kept.1.push(c);
+            }
+        }
+        kept.0.push(kept.1.len() as u64);
+        held.0.push(held.1.len() as u64);
+    }
+    (
+        Csr::new_checked(rows.n_cols(), kept.0, kept.1, None),
+        Csr::new_checked(rows.n_cols(), held.0, held.1, None),
+    )
 }
 
 /// The bits of every weight and bias.

@@ -2,7 +2,7 @@
 //! environment, agreeing on failures, and how a failed rank ends the job.
 //!
 //! A binary started by an MPI launcher with more than one rank initialises MPI and runs
-//! model- or data-parallel (`--parallel`); otherwise (no launcher, `-np 1`, or a build without the `mpi` feature) it
+//! model-, data- or hybrid-parallel (`--parallel`); otherwise (no launcher, `-np 1`, or a build without the `mpi` feature) it
 //! runs alone and never initialises MPI.
 
 use moira::collective::Collective;
@@ -15,7 +15,10 @@ pub enum ParallelArg {
     Model,
     /// Every rank holds the whole network and takes its share of the examples.
     Data,
-    /// Whichever moves fewer bytes per minibatch (training).
+    /// Per weight: replicate it where that moves fewer bytes than sharding it, and split the
+    /// examples of the layers it leads into (training; prediction runs as `data`).
+    Hybrid,
+    /// Whichever of the three moves the fewest bytes per minibatch (training).
     Auto,
 }
 
@@ -24,6 +27,7 @@ impl From<ParallelArg> for Parallelism {
         match p {
             ParallelArg::Model => Parallelism::Model,
             ParallelArg::Data => Parallelism::Data,
+            ParallelArg::Hybrid => Parallelism::Hybrid,
             ParallelArg::Auto => Parallelism::Auto,
         }
     }

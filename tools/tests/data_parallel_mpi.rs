@@ -101,11 +101,10 @@ fn auto_logs_its_choice_and_trains_as_the_chosen_mode() {
         log.contains("--parallel auto: traffic per minibatch"),
         "{log}"
     );
-    let chosen = if log.contains("-> data") {
-        "data"
-    } else {
-        "model"
-    };
+    let chosen = ["data", "hybrid", "model"]
+        .into_iter()
+        .find(|m| log.contains(&format!("-> {m}")))
+        .unwrap_or("model");
     assert!(log.contains(&format!("({chosen} parallelism)")), "{log}");
     let (other, w, _) = run(
         &f,

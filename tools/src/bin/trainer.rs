@@ -206,8 +206,9 @@ fn prepare(args: &Args, root: bool) -> Result<Option<Setup>> {
 }
 
 /// One rank of an `mpirun` job: settles the parallelism (rank 0 logs the traffic of each
-/// mode under `auto`), and under model parallelism logs the shard plan and keeps only this
-/// rank's columns of column-split data; builds this rank's network and trains it.
+/// mode under `auto` and `hybrid`), and under model parallelism and a hybrid logs the plan
+/// and keeps only this rank's columns of column-split data; builds this rank's network and
+/// trains it.
 fn train_sharded<B: Backend, C: Collective>(
     backend: B,
     comm: &C,
@@ -218,18 +219,22 @@ fn train_sharded<B: Backend, C: Collective>(
     let (rank, size) = (comm.rank(), comm.size());
     let built = (|| -> Result<(Network<B, &C>, String)> {
         let batch = setup.config.batch;
-        let mode = match args.parallel.into() {
-            Parallelism::Auto => {
-                let choice = Choice::new(&setup.graph, size, batch)?;
-                if rank == 0 {
-                    tracing::info!("--parallel auto: {}", choice.to_string().trim_end());
-                }
-                choice.mode
-            }
+        let asked: Parallelism = args.parallel.into();
+        let choice = Choice::new(&setup.graph, size, batch)?;
+        if rank == 0 && matches!(asked, Parallelism::Auto | Parallelism::Hybrid) {
+            tracing::info!("--parallel {asked}: {}", choice.to_string().trim_end());
+        }
+        let mode = match asked {
+            Parallelism::Auto => choice.mode,
             mode => mode,
         };
-        if mode == Parallelism::Model {
-            let plan = ShardPlan::new(&setup.graph, size)?;
+        let layouts = match mode {
+            Parallelism::Hybrid => choice.hybrid.clone(),
+            Parallelism::Data => moira::parallel::choice::data_layouts(&setup.graph),
+            _ => vec![moira::parallel::Layout::Units; setup.graph.layers().len()],
+        };
+        if mode != Parallelism::Data {
+            let plan = ShardPlan::with_layouts(&setup.graph, size, &layouts)?;
             if rank == 0 {
                 tracing::info!("{}", plan.table(Some(batch)).trim_end());
             }

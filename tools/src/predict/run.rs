@@ -264,7 +264,9 @@ pub fn run<C: Collective>(args: Args, comm: Option<&C>) -> Result<()> {
             Some(comm) => {
                 let parallelism = match args.parallel {
                     ParallelArg::Model => Parallelism::Model,
-                    ParallelArg::Data | ParallelArg::Auto => Parallelism::Data,
+                    ParallelArg::Data | ParallelArg::Hybrid | ParallelArg::Auto => {
+                        Parallelism::Data
+                    }
                 };
                 if root {
                     tracing::info!("{parallelism} parallelism on {} ranks", comm.size());

@@ -156,8 +156,11 @@ pub(crate) struct Args {
     /// How the ranks of an `mpirun` job split the work: `model` shards every layer's units
     /// across the ranks (DSSTNE's model parallelism, for huge catalogues), `data` gives every
     /// rank the whole network to train on its share of each minibatch (gradients summed
-    /// exactly across ranks), `auto` picks the one that moves fewer bytes per minibatch and
-    /// logs the comparison. -b is the whole minibatch either way.
+    /// exactly across ranks), `hybrid` decides per weight (replicated where its gradient
+    /// moves fewer bytes than its activations, the layers it leads into split by examples,
+    /// activations re-laid between the two), `auto` picks whichever of the three moves the
+    /// fewest bytes per minibatch and logs the comparison. -b is the whole minibatch in every
+    /// mode.
     #[arg(long, value_enum, default_value = "auto")]
     pub(crate) parallel: ParallelArg,
     /// Turn off DSSTNE's divergence brake (learning rate x0.1 for 25 batches when a batch's
