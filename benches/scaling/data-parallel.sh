@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Data against model parallelism on CPU ranks (issue: `--parallel model|data|auto`): for each
-# data set (MovieLens-1M and Gowalla training lists from ../shared/data) and network
-# (networks/ae-200.json, networks/ml1m-multdae.json), batch 500, SGD, one thread per rank:
-# the trainer alone, then `mpirun -np 2` with --parallel model, data and auto. Prints each
-# run's median users/s over the epochs after the first, its ratio to the single run, and what
-# auto chose.
-#   benches/scaling/data-parallel.sh [EPOCHS (default 3)] [DATASETS (default "ml1m gowalla")]
+# Data, model and hybrid parallelism on CPU ranks (issue: `--parallel model|data|hybrid|auto`):
+# for each data set (MovieLens-1M and Gowalla training lists from ../shared/data) and network
+# (networks/NAME.json, or a descriptor's path), batch $BATCH (default 500), SGD, one thread per
+# rank: the trainer alone, then `mpirun -np 2` with each --parallel mode of $MODES (default
+# "model data hybrid auto"). Prints each run's median users/s over the epochs after the first,
+# its ratio to the single run, and what auto chose.
+#   [BATCH=500] [MODES="model data hybrid auto"] benches/scaling/data-parallel.sh
+#       [EPOCHS (default 3)] [DATASETS (default "ml1m gowalla")]
 #       [NETWORKS (default "ae-200 ml1m-multdae")]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -13,6 +14,8 @@ bin="$root/target/release"
 epochs="${1:-3}"
 sets="${2:-ml1m gowalla}"
 nets="${3:-ae-200 ml1m-multdae}"
+batch="${BATCH:-500}"
+modes="${MODES:-model data hybrid auto}"
 cargo build --release -p moira-tools --bins --quiet --manifest-path "$root/Cargo.toml"
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
 cd "$work"
@@ -30,17 +33,19 @@ for set in $sets; do
     "$bin/converter" --format lists -d input -i "$src" -o "$set/input.nc" -f "$set/features" -s "$set/samples" -c >/dev/null 2>&1
     "$bin/converter" --format lists -d output -i "$src" -o "$set/output.nc" -f "$set/features" -s "$set/samples" >/dev/null 2>&1
     for net in $nets; do
-        args=("$root/networks/$net.json" -i "$set/input.nc" -o "$set/output.nc" --force -b 500 -e "$epochs" --device cpu --threads 1)
+        descriptor="$root/networks/$net.json"
+        [ -f "$net" ] && descriptor="$(cd "$(dirname "$net")" && pwd)/$(basename "$net")"
+        args=("$descriptor" -i "$set/input.nc" -o "$set/output.nc" --force -b "$batch" -e "$epochs" --device cpu --threads 1)
         "$bin/trainer" "${args[@]}" -n one.nc --metrics-log one.jsonl >/dev/null 2>&1
         one="$(median one.jsonl)"
-        line="$set $net: 1 rank ${one} users/s"
-        for mode in model data auto; do
+        line="$set $(basename "$net" .json) (batch $batch): 1 rank ${one} users/s"
+        for mode in $modes; do
             mpirun -np 2 --oversubscribe "$bin/trainer" "${args[@]}" --parallel "$mode" -n "$mode.nc" \
                 --metrics-log "$mode.jsonl" >"$mode.log" 2>&1
             got="$(median "$mode.jsonl")"
             line="$line; 2 ranks $mode ${got} ($(python3 -c "print(f'{$got / $one:.2f}')")x)"
         done
-        chose="$(grep -o -- '-> [a-z]*' auto.log | tail -1)"
+        chose="$(grep -o -- '-> [a-z]*' auto.log 2>/dev/null | tail -1)"
         echo "$line; auto chose ${chose#-> }"
     done
 done

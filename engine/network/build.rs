@@ -1,7 +1,7 @@
 //! Building a [`Network`]: the checks of the graph, this rank's weight blocks initialised
 //! from their global positions, and the buffers for a maximum batch size.
 
-use super::batchnorm::batch_norm_floats;
+use super::memory::MemoryPlan;
 use super::{
     output_loss, route, AlphaDropout, BatchNorm, EdgeBias, LatentSample, Network, Param, Route,
 };
@@ -366,124 +366,6 @@ impl<B: Backend, C: Collective> Network<B, C> {
     }
 }
 
-/// The bytes of the buffers [`Network::build_with`] allocates on one rank, computed before
-/// allocating them (in `u128`: sizes that overflow are still measured), and the largest
-/// single part, for the message when they do not fit.
-struct MemoryPlan {
-    total: u128,
-    largest: (String, u128),
-}
-
-impl MemoryPlan {
-    fn new(
-        graph: &Graph,
-        plan: &ShardPlan,
-        routes: &[Route],
-        capacity: usize,
-        optimizer: Optimizer,
-        rank: usize,
-        coupled: usize,
-    ) -> Self {
-        let mut memory = MemoryPlan {
-            total: 0,
-            largest: (String::new(), 0),
-        };
-        let cap = capacity as u128;
-        let slots = 2 + state_len(optimizer) as u128;
-        for (i, weight) in graph.weights().iter().enumerate() {
-            let (rows, cols) = plan.weights()[i].local_shape(rank);
-            let what = format!(
-                "weight `{}` -> `{}` ({rows} x {cols}, with its gradient and optimizer state)",
-                graph.layer(weight.input).name,
-                graph.layer(weight.output).name
-            );
-            memory.add(what, rows as u128 * cols as u128 * slots);
-        }
-        for layer in graph.layers() {
-            let local = plan.local_len(layer.id, rank) as u128;
-            let is_input = layer.kind == LayerKind::Input;
-            let buffers = u128::from(!(is_input && layer.sparse))
-                + u128::from(!is_input)
-                + u128::from(layer.kind == LayerKind::Hidden && layer.p_dropout > 0.0)
-                + 2 * u128::from(layer.variational.is_some());
-            let reduces_in = layer
-                .incoming
-                .iter()
-                .any(|&e| routes[e.0] == Route::ReducePartials);
-            let mut values = cap * local * buffers
-                + cap * layer.units as u128 * u128::from(reduces_in)
-                + graph
-                    .edges()
-                    .iter()
-                    .filter(|e| e.target == layer.id)
-                    .count() as u128
-                    * local
-                    * slots;
-            if layer.batch_normalization {
-                values += batch_norm_floats(local as usize, capacity);
-            }
-            let what = format!(
-                "layer `{}` ({local} units x batch {capacity}: activations, deltas and biases)",
-                layer.name
-            );
-            memory.add(what, values);
-        }
-        for edge in graph.edges() {
-            let source = graph.layer(edge.source);
-            let dense_source = !(source.kind == LayerKind::Input && source.sparse);
-            if routes[edge.id.0] == Route::GatherSource && dense_source {
-                let what = format!("the gathered rows of layer `{}`", source.name);
-                memory.add(what, cap * source.units as u128);
-            }
-            if let Some(width) = relaid_width(plan, routes, edge, dense_source, rank) {
-                let what = format!("the re-laid rows of layer `{}`", source.name);
-                memory.add(what, cap * width as u128);
-            }
-        }
-        let (widest, widest_local) = reduced_width(graph, plan, routes, rank);
-        memory.add(
-            "the partial products' scratch".into(),
-            cap * (widest + widest_local) as u128,
-        );
-        memory.add(
-            "the whole minibatch's rows of a step coupling the examples".into(),
-            2 * cap * coupled as u128,
-        );
-        memory
-    }
-
-    /// Adds `values` floats, from `what`.
-    fn add(&mut self, what: String, values: u128) {
-        let bytes = 4 * values;
-        self.total += bytes;
-        if bytes > self.largest.1 {
-            self.largest = (what, bytes);
-        }
-    }
-
-    /// Errors ([`Error::InvalidArgument`] about `batch`) when the buffers need more than the
-    /// device's `available` bytes (when known) or more than the address space.
-    fn check(&self, available: Option<u64>, capacity: usize, device: &str) -> Result<()> {
-        let gib = |b: u128| b as f64 / (1u64 << 30) as f64;
-        let limit = available.map_or(isize::MAX as u128, |a| (a as u128).min(isize::MAX as u128));
-        if self.total <= limit {
-            return Ok(());
-        }
-        Err(Error::invalid_argument(
-            "batch",
-            format!(
-                "the network's buffers for minibatches of {capacity} need {:.2} GiB, and the \
-                 {device} has {} available; the largest part is {} ({:.2} GiB): use a smaller \
-                 batch or smaller layers",
-                gib(self.total),
-                available.map_or("less".to_owned(), |a| format!("{:.2} GiB", gib(a as u128))),
-                self.largest.0,
-                gib(self.largest.1)
-            ),
-        ))
-    }
-}
-
 /// The checks of [`Network::build_with`] on the graph for `plan`: on several ranks, a layer
 /// split by units cannot be a SoftMax hidden layer nor add a skip from an input layer.
 fn check_graph(graph: &Graph, plan: &ShardPlan) -> Result<()> {
@@ -570,7 +452,12 @@ fn alpha_bias_row<B: Backend>(
 /// The widest matrix any edge reduce-scatters (a [`Route::ReducePartials`] edge its target's
 /// units in the forward pass, a [`Route::GatherSource`] edge from a hidden layer its source's
 /// units in the backward pass) and its widest share on `rank`; 0 when none does (one rank).
-fn reduced_width(graph: &Graph, plan: &ShardPlan, routes: &[Route], rank: usize) -> (usize, usize) {
+pub(super) fn reduced_width(
+    graph: &Graph,
+    plan: &ShardPlan,
+    routes: &[Route],
+    rank: usize,
+) -> (usize, usize) {
     let mut widths = (0, 0);
     for (edge, route) in graph.edges().iter().zip(routes) {
         let layer = match route {
@@ -605,7 +492,7 @@ pub(super) fn crosses_layouts(plan: &ShardPlan, edge: &crate::graph::Edge) -> bo
 /// reads the source as it is): all the source's units (this rank's rows) into a replicated
 /// edge, this rank's share of them (all rows) into an input-sharded one. An output-sharded
 /// edge gathers whole rows into its `gathered` buffer instead.
-fn relaid_width(
+pub(super) fn relaid_width(
     plan: &ShardPlan,
     routes: &[Route],
     edge: &crate::graph::Edge,

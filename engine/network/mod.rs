@@ -88,6 +88,7 @@ mod build;
 mod check;
 mod dropout;
 mod load;
+mod memory;
 mod model;
 mod params;
 mod pass;

@@ -19,7 +19,7 @@
 
 use std::fmt;
 
-use super::plan::gradient_sum_bytes;
+use super::transfer::gradient_sum_bytes;
 use super::{Layout, ShardPlan};
 use crate::descriptor::LayerKind;
 use crate::error::Result;

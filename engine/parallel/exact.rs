@@ -18,35 +18,29 @@
 //! adds them in rank order, so no transport can change the order either.
 //!
 //! Column blocks: a `rows × n` matrix whose columns are split over the ranks by a
-//! [`Split`] is held as `rows × len(r)` on rank `r` ([`all_gather_columns`] assembles the
+//! [`Split`](super::Split) is held as `rows × len(r)` on rank `r` ([`all_gather_columns`] assembles the
 //! whole; [`reduce_scatter_columns`] sums whole matrices and leaves each rank its block).
 
 use std::cell::RefCell;
 
-use super::Split;
-use crate::collective::pool::with_buffer;
 use crate::collective::{Collective, ReduceOp};
 use crate::error::{Error, Result};
 
 thread_local! {
-    /// Fixed-point blocks and sums of [`reduce_scatter_columns`].
-    static FIXED: RefCell<Vec<i64>> = const { RefCell::new(Vec::new()) };
     /// Fixed-point terms and sums of [`sum_blocks`].
     static SUMS: RefCell<Vec<i64>> = const { RefCell::new(Vec::new()) };
-    /// Gathered blocks of [`all_gather_columns`].
-    static BLOCKS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// Every rank's piece of [`sum_in_rank_order`].
     static PIECES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// `2^e` as an `f64`, for `−1022 ≤ e ≤ 1023`.
-fn pow2(e: i32) -> f64 {
+pub(super) fn pow2(e: i32) -> f64 {
     f64::from_bits(((1023 + e.clamp(-1022, 1023)) as u64) << 52)
 }
 
 /// The shared scale exponent `s` for terms of magnitude at most `max` over `ranks` ranks, or
 /// `None` when a term is not finite (`max` is then NaN or infinite).
-fn shared_scale(max: f64, ranks: usize) -> Option<i32> {
+pub(super) fn shared_scale(max: f64, ranks: usize) -> Option<i32> {
     if !max.is_finite() {
         return None;
     }
@@ -67,7 +61,7 @@ const MAGIC: f64 = 6_755_399_441_055_744.0;
 
 /// `round_half_even(y)` for `|y| < 2⁵¹`, branch-free.
 #[inline(always)]
-fn round_to_i64(y: f64) -> i64 {
+pub(super) fn round_to_i64(y: f64) -> i64 {
     ((y + MAGIC).to_bits() as i64).wrapping_sub(MAGIC.to_bits() as i64)
 }
 
@@ -95,7 +89,7 @@ fn global_max<C: Collective>(comm: &C, values: impl Iterator<Item = f64>) -> Res
 }
 
 /// [`global_max`] of `f32` values (vectorised: one pass for the maximum, one for finiteness).
-fn global_max_f32<C: Collective>(comm: &C, values: &[f32]) -> Result<f64> {
+pub(super) fn global_max_f32<C: Collective>(comm: &C, values: &[f32]) -> Result<f64> {
     let max = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let finite = values.iter().fold(true, |f, v| f & v.is_finite());
     let mut buf = [if finite { max as f64 } else { f64::INFINITY }];
@@ -235,150 +229,7 @@ pub fn sum_in_rank_order<C: Collective>(comm: &C, values: &mut [f32]) -> Result<
     })
 }
 
-fn check_shape(what: &str, len: usize, rows: usize, cols: usize) -> Result<()> {
-    if len != rows * cols {
-        return Err(Error::invalid_argument(
-            what,
-            format!("{len} values for a {rows} x {cols} matrix"),
-        ));
-    }
-    Ok(())
-}
-
-/// Sums every rank's `partial` (`rows × split.total()`, row-major) over the ranks and leaves
-/// rank `r` the columns `split.range(r)` of the sum in `out` (`rows × split.len(r)`),
-/// bit-identically whatever the transport's order (see the [module documentation](self)).
-pub fn reduce_scatter_columns<C: Collective>(
-    comm: &C,
-    partial: &[f32],
-    rows: usize,
-    split: &Split,
-    out: &mut [f32],
-) -> Result<()> {
-    check_shape("partial sums", partial.len(), rows, split.total())?;
-    check_shape("reduced block", out.len(), rows, split.len(comm.rank()))?;
-    let counts: Vec<usize> = split.counts().iter().map(|&c| c * rows).collect();
-    reduce_scatter_exact(comm, partial, &counts, out, ColumnBlocks { rows, split })
-}
-
-/// Sums every rank's `partial` (`rows.total() × width`, row-major) over the ranks and leaves
-/// rank `r` the rows `rows.range(r)` of the sum in `out` (`rows.len(r) × width`), exactly as
-/// [`reduce_scatter_columns`] does by columns.
-pub fn reduce_scatter_rows<C: Collective>(
-    comm: &C,
-    partial: &[f32],
-    rows: &Split,
-    width: usize,
-    out: &mut [f32],
-) -> Result<()> {
-    check_shape("partial sums", partial.len(), rows.total(), width)?;
-    check_shape("reduced rows", out.len(), rows.len(comm.rank()), width)?;
-    let counts: Vec<usize> = rows.counts().iter().map(|&c| c * width).collect();
-    reduce_scatter_exact(comm, partial, &counts, out, RowBlocks)
-}
-
-/// How a reduce-scatter lays a matrix out as the ranks' segments in rank order.
-trait Arrange {
-    /// `m` laid out in `out`, mapped through `f`.
-    fn arrange<T: Copy>(&self, m: &[f32], f: impl Fn(f32) -> T, out: &mut [T]);
-}
-
-/// Rank `r`'s segment is the column block `split.range(r)` ([`to_blocks`]).
-struct ColumnBlocks<'a> {
-    rows: usize,
-    split: &'a Split,
-}
-
-impl Arrange for ColumnBlocks<'_> {
-    fn arrange<T: Copy>(&self, m: &[f32], f: impl Fn(f32) -> T, out: &mut [T]) {
-        to_blocks(m, self.rows, self.split, f, out)
-    }
-}
-
-/// Rank `r`'s segment is its rows: the matrix as it is.
-struct RowBlocks;
-
-impl Arrange for RowBlocks {
-    fn arrange<T: Copy>(&self, m: &[f32], f: impl Fn(f32) -> T, out: &mut [T]) {
-        for (o, &v) in out.iter_mut().zip(m) {
-            *o = f(v);
-        }
-    }
-}
-
-/// The exact reduce-scatter of `partial` laid out by `how` (`counts` values per rank): in
-/// 64-bit fixed point with a shared scale, or as floats when no finite non-zero value needs
-/// one.
-fn reduce_scatter_exact<C: Collective>(
-    comm: &C,
-    partial: &[f32],
-    counts: &[usize],
-    out: &mut [f32],
-    how: impl Arrange,
-) -> Result<()> {
-    let max = global_max_f32(comm, partial)?;
-    let Some(s) = shared_scale(max, comm.size()) else {
-        return with_buffer(&BLOCKS, partial.len(), |blocks| {
-            how.arrange(partial, |v| v, blocks);
-            comm.reduce_scatter(blocks, counts, out, ReduceOp::Sum)
-        });
-    };
-    let (up, down) = (pow2(s), pow2(-s));
-    with_buffer(&FIXED, partial.len() + out.len(), |buf| {
-        let (blocks, sums) = buf.split_at_mut(partial.len());
-        how.arrange(partial, |v| round_to_i64(v as f64 * up), blocks);
-        comm.reduce_scatter(blocks, counts, sums, ReduceOp::Sum)?;
-        for (o, &f) in out.iter_mut().zip(sums.iter()) {
-            *o = (f as f64 * down) as f32;
-        }
-        Ok(())
-    })
-}
-
-/// `m` (`rows × split.total()`) rearranged into `out` as the column blocks of every rank in
-/// rank order, each block `rows × len(r)` row-major, mapped through `f`.
-fn to_blocks<T: Copy>(m: &[f32], rows: usize, split: &Split, f: impl Fn(f32) -> T, out: &mut [T]) {
-    let n = split.total();
-    let mut at = 0;
-    for r in 0..split.parts() {
-        let range = split.range(r);
-        for b in 0..rows {
-            let src = &m[b * n + range.start..b * n + range.end];
-            for (o, &v) in out[at..at + src.len()].iter_mut().zip(src) {
-                *o = f(v);
-            }
-            at += src.len();
-        }
-    }
-}
-
-/// Assembles the whole `rows × split.total()` matrix `out` from every rank's column block
-/// `local` (`rows × split.len(rank)`): an all-gather, then a re-layout. Exact.
-pub fn all_gather_columns<C: Collective>(
-    comm: &C,
-    local: &[f32],
-    rows: usize,
-    split: &Split,
-    out: &mut [f32],
-) -> Result<()> {
-    let n = split.total();
-    check_shape("local block", local.len(), rows, split.len(comm.rank()))?;
-    check_shape("gathered matrix", out.len(), rows, n)?;
-    let counts: Vec<usize> = split.counts().iter().map(|&c| c * rows).collect();
-    with_buffer(&BLOCKS, rows * n, |blocks| {
-        comm.all_gather(local, &counts, blocks)?;
-        let mut at = 0;
-        for r in 0..split.parts() {
-            let range = split.range(r);
-            for b in 0..rows {
-                let len = range.len();
-                out[b * n + range.start..b * n + range.end].copy_from_slice(&blocks[at..at + len]);
-                at += len;
-            }
-        }
-        Ok(())
-    })
-}
+pub use super::blocks::{all_gather_columns, reduce_scatter_columns, reduce_scatter_rows};
 
 /// Every rank's `local` (rank `r` passes `counts[r]` values) concatenated in rank order on
 /// rank `root`; other ranks get an empty vector. Moves at most `chunk` values per rank per
@@ -454,6 +305,7 @@ pub fn gather_to_root_with<C: Collective>(
 mod tests {
     use super::*;
     use crate::collective::Threads;
+    use crate::parallel::Split;
 
     fn values(rank: usize, len: usize) -> Vec<f32> {
         (0..len)

@@ -19,17 +19,21 @@
 //! These are the helpers the one [`crate::network::Network`] calls on several ranks; there is
 //! no second network.
 
+mod blocks;
 pub mod choice;
 pub mod data;
 pub mod exact;
 pub(crate) mod host;
 pub mod plan;
 pub mod shard;
+mod table;
+pub mod transfer;
 
 pub use choice::{Choice, Parallelism};
 pub use data::RowShare;
-pub use plan::{DataLayout, EdgePlan, Layout, ShardPlan, Sharding, Transfer, TransferKind};
+pub use plan::{DataLayout, EdgePlan, Layout, ShardPlan, Sharding};
 pub use shard::{column_shard, merge_columns, retain_rank_columns, split_columns};
+pub use transfer::{Transfer, TransferKind};
 
 use std::ops::Range;
 

@@ -50,7 +50,7 @@
 
 use std::fmt;
 
-use super::exact::RANK_ORDER_MAX_RANKS;
+use super::transfer::{even, gradient_sum_bytes, Transfer, TransferKind};
 use super::Split;
 use crate::descriptor::LayerKind;
 use crate::error::{Error, Result};
@@ -111,85 +111,6 @@ pub enum Layout {
     /// Every rank holds its share of the minibatch's examples with all the units (data
     /// parallelism).
     Rows,
-}
-
-/// A collective kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TransferKind {
-    AllGather,
-    ReduceScatter,
-    /// The re-layout of a matrix between [`Layout::Units`] and [`Layout::Rows`].
-    AllToAll,
-}
-
-impl fmt::Display for TransferKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TransferKind::AllGather => "all-gather",
-            TransferKind::ReduceScatter => "reduce-scatter",
-            TransferKind::AllToAll => "all-to-all",
-        })
-    }
-}
-
-/// One collective of an edge in a training step: a `batch × width` `f32` matrix whose columns
-/// (`layer`'s units) or rows (the examples, `by_rows`) are split over the ranks; an all-to-all
-/// turns the one split into the other.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Transfer {
-    pub kind: TransferKind,
-    /// The layer whose units are the columns (whose activations or deltas move).
-    pub layer: LayerId,
-    /// What moves: `"activations"`, `"partial pre-activations"`, `"deltas"`, `"partial deltas"`.
-    pub what: &'static str,
-    /// The matrix's width (the layer's units).
-    pub width: usize,
-    /// The gather or reduction is over the examples (the rows), not the units.
-    pub by_rows: bool,
-    /// The ranks the matrix is split over.
-    pub ranks: usize,
-}
-
-impl Transfer {
-    /// Bytes the busiest rank receives (and sends) for a minibatch of `batch` rows: for a
-    /// gather or reduction over the units `batch · (width − smallest share) · 4`, over the
-    /// rows `(batch − smallest share) · width · 4`; for an all-to-all the most any rank
-    /// receives of the other ranks' rows of its units, or of its rows of their units.
-    pub fn bytes(&self, batch: usize) -> u64 {
-        let p = self.ranks.max(1);
-        let (rows, cols) = (even(batch, p), even(self.width, p));
-        let bytes = match self.kind {
-            TransferKind::AllToAll => (0..p)
-                .map(|r| {
-                    let units_in = (batch - rows.len(r)) * cols.len(r);
-                    let rows_in = rows.len(r) * (self.width - cols.len(r));
-                    units_in.max(rows_in)
-                })
-                .max()
-                .unwrap_or(0),
-            _ if self.by_rows => (batch - rows.len(p - 1)) * self.width,
-            _ => batch * (self.width - cols.len(p - 1)),
-        };
-        bytes as u64 * 4
-    }
-}
-
-/// The even split of `n` over `parts ≥ 1`.
-fn even(n: usize, parts: usize) -> Split {
-    Split::even(n, parts.max(1)).expect("at least one part")
-}
-
-/// Bytes the busiest rank moves per step to sum a replicated gradient of `values` floats over
-/// `ranks` ranks ([`crate::parallel::data::sum_gradients`]): every other rank's `f32` values,
-/// gathered and added in rank order, on up to [`RANK_ORDER_MAX_RANKS`] ranks; a ring
-/// all-reduce of `i64` (`2·(P−1)/P` of the buffer) beyond.
-pub fn gradient_sum_bytes(values: u64, ranks: usize) -> u64 {
-    let p = ranks.max(1) as u64;
-    if ranks <= RANK_ORDER_MAX_RANKS {
-        (p - 1) * values * 4
-    } else {
-        2 * (p - 1) * values * 8 / p
-    }
 }
 
 /// The plan of one edge `source → target`.
@@ -276,19 +197,19 @@ impl WeightPlan {
 /// prints it as a table for the training log.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ShardPlan {
-    ranks: usize,
-    names: Vec<String>,
-    layouts: Vec<Layout>,
-    layers: Vec<Split>,
-    inputs: Vec<(LayerId, DataLayout)>,
-    weights: Vec<WeightPlan>,
-    edges: Vec<EdgePlan>,
+    pub(super) ranks: usize,
+    pub(super) names: Vec<String>,
+    pub(super) layouts: Vec<Layout>,
+    pub(super) layers: Vec<Split>,
+    pub(super) inputs: Vec<(LayerId, DataLayout)>,
+    pub(super) weights: Vec<WeightPlan>,
+    pub(super) edges: Vec<EdgePlan>,
     /// Per layer: the examples' rows it gathers per step (batch normalisation and the
     /// sparseness penalty over a `Rows` layer: 2 each).
-    coupled_gathers: Vec<usize>,
+    pub(super) coupled_gathers: Vec<usize>,
     /// Per weight: the values its gradient sum moves (weight and its edges' biases) when
     /// replicated.
-    gradient_values: Vec<u64>,
+    pub(super) gradient_values: Vec<u64>,
 }
 
 impl ShardPlan {
@@ -585,124 +506,6 @@ impl ShardPlan {
             .max()
             .unwrap_or(0)
     }
-
-    /// The table: one line per edge (sharding, rank 0's weight block, collectives), and, with
-    /// `batch`, the busiest rank's bytes per minibatch forward and backward and a total line.
-    pub fn table(&self, batch: Option<usize>) -> String {
-        let mut header = vec![
-            "edge",
-            "in x out",
-            "sharded by",
-            "W on rank 0",
-            "forward",
-            "backward",
-        ];
-        if batch.is_some() {
-            header.extend(["fwd bytes", "bwd bytes"]);
-        }
-        let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
-        let describe = |ts: &[Transfer]| -> String {
-            ts.iter()
-                .map(|t| {
-                    let rows = if t.by_rows { " (by rows)" } else { "" };
-                    format!("{} {} {}{rows}", t.kind, t.what, self.names[t.layer.0])
-                })
-                .collect::<Vec<_>>()
-                .join("; ")
-        };
-        for e in &self.edges {
-            let w = &self.weights[e.weight.0];
-            let (r, c) = w.local_shape(0);
-            let (r, c) = if e.transposed { (c, r) } else { (r, c) };
-            // A replicated weight's gradient sum, counted with its owning edge.
-            let owner = !e.transposed
-                && w.replicated
-                && self.edges[..e.edge.0].iter().all(|o| o.weight != e.weight);
-            let mut backward = describe(&e.backward);
-            let mut backward_bytes = batch.map_or(0, |b| e.backward_bytes(b));
-            if owner {
-                if !backward.is_empty() {
-                    backward.push_str("; ");
-                }
-                backward.push_str("sum of the weight's gradients");
-                backward_bytes += self.gradient_bytes(e.weight.0);
-            }
-            let mut row = vec![
-                format!(
-                    "{}->{}{}",
-                    self.names[e.source.0],
-                    self.names[e.target.0],
-                    if e.transposed { " (shared, W^T)" } else { "" }
-                ),
-                format!("{}x{}", e.input_units, e.output_units),
-                match e.replicated {
-                    true => "replicated".to_owned(),
-                    false => e.sharding.to_string(),
-                },
-                format!("{r}x{c}"),
-                or_dash(describe(&e.forward)),
-                or_dash(backward),
-            ];
-            if let Some(b) = batch {
-                row.push(group(e.forward_bytes(b)));
-                row.push(group(backward_bytes));
-            }
-            rows.push(row);
-        }
-        let mut out = format!(
-            "shard plan: {} rank{}; units split evenly (the first N mod {} ranks get one more)\n",
-            self.ranks,
-            if self.ranks == 1 { "" } else { "s" },
-            self.ranks
-        );
-        if self.splits_rows() {
-            let named = |want: Layout| {
-                let names: Vec<&str> = (0..self.names.len())
-                    .filter(|&i| self.layouts[i] == want)
-                    .map(|i| self.names[i].as_str())
-                    .collect();
-                or_dash(names.join(", "))
-            };
-            out.push_str(&format!(
-                "layers split by units: {}; by examples (each rank its rows, all units): {}\n",
-                named(Layout::Units),
-                named(Layout::Rows)
-            ));
-        }
-        for (id, layout) in &self.inputs {
-            out.push_str(&format!(
-                "input {}: {}\n",
-                self.names[id.0],
-                match layout {
-                    DataLayout::Columns => "data split by column",
-                    DataLayout::Replicated => "data rows replicated on every rank",
-                }
-            ));
-        }
-        out.push_str(&align(&rows));
-        if let Some(b) = batch {
-            let coupled = self.coupled_bytes(b);
-            if coupled > 0 {
-                out.push_str(&format!(
-                    "rows gathered for batch normalisation and sparseness penalties: {} bytes\n",
-                    group(coupled)
-                ));
-            }
-            out.push_str(&format!(
-                "per minibatch of {b} on the busiest rank: {} bytes; largest weight share {} parameters\n",
-                group(self.step_bytes(b)),
-                group(self.max_local_parameters())
-            ));
-        }
-        out
-    }
-}
-
-impl fmt::Display for ShardPlan {
-    /// The [table](ShardPlan::table) without byte counts.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.table(None))
-    }
 }
 
 /// The checks of [`ShardPlan::with_layouts`] on `layouts`.
@@ -753,55 +556,12 @@ fn check_layouts(graph: &Graph, layouts: &[Layout]) -> Result<()> {
     Ok(())
 }
 
-fn or_dash(s: String) -> String {
-    if s.is_empty() {
-        "-".into()
-    } else {
-        s
-    }
-}
-
-/// `1234567` → `1,234,567`.
-fn group(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
-}
-
-/// Rows of cells as aligned columns, two spaces apart, one line each.
-fn align(rows: &[Vec<String>]) -> String {
-    let columns = rows.first().map_or(0, Vec::len);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            if c > 0 {
-                line.push_str("  ");
-            }
-            line.push_str(cell);
-            line.push_str(&" ".repeat(widths[c] - cell.chars().count()));
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn dsstne_rule_and_grouping() {
+    fn dsstne_rule() {
         assert_eq!(Sharding::for_weight(27_278, 1024), Sharding::ByInput);
         assert_eq!(Sharding::for_weight(1024, 27_278), Sharding::ByOutput);
         assert_eq!(Sharding::for_weight(1024, 1024), Sharding::ByOutput);
@@ -809,8 +569,5 @@ mod tests {
         assert_eq!(Sharding::for_weight(3, 2), Sharding::ByInput);
         assert_eq!(Sharding::for_weight(300, 201), Sharding::ByOutput);
         assert_eq!(Sharding::ByInput.flipped(), Sharding::ByOutput);
-        assert_eq!(group(0), "0");
-        assert_eq!(group(1_048_576), "1,048,576");
-        assert_eq!(group(999), "999");
     }
 }
