@@ -15,9 +15,10 @@ use moira::network::Network;
 use moira::ops::Optimizer;
 use moira::parallel::{Choice, Parallelism};
 use moira::sparse::Csr;
-use moira::train::{shapes, train_with, DataBinding, Quiet, TrainConfig, TrainState, Validation};
+use moira::train::{shapes, TrainConfig, Validation};
 
 mod agreement_common;
+use agreement_common::train_validated;
 use agreement_common::{agrees, bits, config, feature, feature_config, features, ml1m};
 use agreement_common::{hold_out_every_third_item, relative_difference, train_on};
 use agreement_common::{Run, BATCH};
@@ -76,9 +77,7 @@ fn uneven_splits_and_a_last_minibatch_smaller_than_the_rank_count_train_alike() 
 /// split over the ranks gives the one-rank metrics.
 #[test]
 fn checkpoints_resume_and_validation_match_one_rank() {
-    use moira::train::{resume, CheckpointPlan};
     let everything = feature("everything stochastic");
-    let descriptor = Descriptor::from_str(&everything, "agree.json").unwrap();
     let (rows, held_out) = hold_out_every_third_item(&ml1m(300));
     let dir = tempfile::tempdir().unwrap();
     let cfg = TrainConfig {
@@ -92,57 +91,30 @@ fn checkpoints_resume_and_validation_match_one_rank() {
         batch: 50,
         select: None,
     };
-    let run = |ranks: usize, mode: Parallelism, save: Option<&str>, from: Option<&str>| {
-        let mut out = Threads::run(ranks, |comm| {
-            let datasets = vec![
-                Dataset::sparse("input", vec![rows.n_cols()], rows.clone())?,
-                Dataset::sparse("output", vec![rows.n_cols()], rows.clone())?,
-            ];
-            let graph = Graph::compile(&descriptor, &shapes(&datasets))?;
-            let data = DataBinding::new(&graph, &datasets, false)?;
-            let mut net = Network::build_parallel(
-                Cpu::new(1)?,
-                comm,
-                graph,
-                BATCH,
-                cfg.optimizer,
-                cfg.seed,
-                mode,
-            )?;
-            let (mut config, mut state) = (cfg.clone(), TrainState::default());
-            if let Some(name) = from {
-                let resumed = resume(&dir.path().join(name), &mut net, &config)?;
-                config.first_epoch = resumed.epochs_done;
-                config.epochs -= resumed.epochs_done;
-                state = resumed.state;
-            }
-            let checkpoints = save.map(|name| CheckpointPlan::beside(&dir.path().join(name), 1));
-            let reports = train_with(
-                &mut net,
-                &data,
-                &config,
-                Some(&validation),
-                &mut Quiet,
-                &mut state,
-                checkpoints.as_ref(),
-            )?;
-            let metrics = reports.last().and_then(|r| r.validation.clone());
-            Ok((net.download_params()?, metrics.unwrap().means()))
-        })
-        .unwrap();
-        out.swap_remove(0)
+    let run = |run: Run, save: Option<&str>, from: Option<&str>| {
+        let (rows, validation) = (&rows, &validation);
+        train_validated(
+            &everything,
+            run,
+            &cfg,
+            rows,
+            validation,
+            dir.path(),
+            save,
+            from,
+        )
     };
-    let (straight, metrics) = run(2, Parallelism::Data, Some("d2.nc"), None);
-    let (resumed, resumed_metrics) = run(2, Parallelism::Data, None, Some("d2.epoch1.nc"));
+    let (straight, metrics) = run(Run::data(2), Some("d2.nc"), None);
+    let (resumed, resumed_metrics) = run(Run::data(2), None, Some("d2.epoch1.nc"));
     assert!(bits(&resumed) == bits(&straight), "resumed on 2 ranks");
     assert_eq!(resumed_metrics, metrics);
-    let (one, one_metrics) = run(1, Parallelism::Model, None, Some("d2.epoch1.nc"));
+    let (one, one_metrics) = run(Run::model(1), None, Some("d2.epoch1.nc"));
     let e = relative_difference(&one, &straight);
     assert!(
         e < 1e-5,
         "data-parallel checkpoint resumed on one rank: {e:e}"
     );
-    let (model, _) = run(2, Parallelism::Model, None, Some("d2.epoch1.nc"));
+    let (model, _) = run(Run::model(2), None, Some("d2.epoch1.nc"));
     let e = relative_difference(&model, &straight);
     assert!(e < 1e-5, "resumed under model parallelism: {e:e}");
     for (a, b) in metrics.iter().zip(&one_metrics) {

@@ -83,16 +83,11 @@ fn the_tested_hybrids_mix_layouts_and_split_unevenly() {
 /// the same model up to rounding; validation over either hybrid gives the one-rank metrics.
 #[test]
 fn checkpoints_resume_and_validation_match_one_rank() {
-    use agreement_common::{bits, build_on, hold_out_every_third_item, relative_difference};
-    use moira::collective::Threads;
-    use moira::dataset::Dataset;
-    use moira::descriptor::Descriptor;
-    use moira::graph::Graph;
-    use moira::train::{resume, shapes, train_with, CheckpointPlan, Quiet, TrainConfig};
-    use moira::train::{TrainState, Validation};
+    use agreement_common::train_validated;
+    use agreement_common::{bits, hold_out_every_third_item, relative_difference};
+    use moira::train::{TrainConfig, Validation};
     // The variational bottleneck's layers held by examples, its encoder and output by units.
     let vae = feature("variational bottleneck");
-    let descriptor = Descriptor::from_str(&vae, "agree.json").unwrap();
     let (rows, held_out) = hold_out_every_third_item(&ml1m(300));
     let dir = tempfile::tempdir().unwrap();
     let cfg = TrainConfig {
@@ -107,36 +102,8 @@ fn checkpoints_resume_and_validation_match_one_rank() {
         select: None,
     };
     let run = |run: Run, save: Option<&str>, from: Option<&str>| {
-        let mut out = Threads::run(run.ranks, |comm| {
-            let mut datasets = vec![
-                Dataset::sparse("input", vec![rows.n_cols()], rows.clone())?,
-                Dataset::sparse("output", vec![rows.n_cols()], rows.clone())?,
-            ];
-            let graph = Graph::compile(&descriptor, &shapes(&datasets))?;
-            let (mut net, data) = build_on(comm, graph, &mut datasets, run, &cfg)?;
-            assert_eq!(net.parallelism(), run.parallelism);
-            let (mut config, mut state) = (cfg.clone(), TrainState::default());
-            if let Some(name) = from {
-                let resumed = resume(&dir.path().join(name), &mut net, &config)?;
-                config.first_epoch = resumed.epochs_done;
-                config.epochs -= resumed.epochs_done;
-                state = resumed.state;
-            }
-            let checkpoints = save.map(|name| CheckpointPlan::beside(&dir.path().join(name), 1));
-            let reports = train_with(
-                &mut net,
-                &data,
-                &config,
-                Some(&validation),
-                &mut Quiet,
-                &mut state,
-                checkpoints.as_ref(),
-            )?;
-            let metrics = reports.last().and_then(|r| r.validation.clone());
-            Ok((net.download_params()?, metrics.unwrap().means()))
-        })
-        .unwrap();
-        out.swap_remove(0)
+        let (rows, validation) = (&rows, &validation);
+        train_validated(&vae, run, &cfg, rows, validation, dir.path(), save, from)
     };
     let hybrid = Run::hybrid(2, Replicate::Middle);
     let (straight, metrics) = run(hybrid, Some("h2.nc"), None);

@@ -15,8 +15,10 @@ use moira::ops::optimizer::{Hyper, LrSchedule};
 use moira::ops::Optimizer;
 use moira::parallel::choice::hybrid_layouts;
 use moira::parallel::{retain_rank_columns, Layout, Parallelism, ShardPlan};
+use moira::predict::AtK;
 use moira::sparse::Csr;
-use moira::train::{shapes, train, DataBinding, Quiet, TrainConfig};
+use moira::train::{resume, shapes, train, train_with, CheckpointPlan, DataBinding, Quiet};
+use moira::train::{TrainConfig, TrainState, Validation};
 
 #[path = "../ml1m_common/mod.rs"]
 mod ml1m_common;
@@ -340,6 +342,52 @@ pub fn build_on<'a>(
         mode => Network::build_parallel(backend, comm, graph, BATCH, optimizer, seed, mode)?,
     };
     Ok((net, data))
+}
+
+/// `json` trained as `run` says on `rows` with `cfg` and `validation` every epoch, resumed
+/// from checkpoint `from` in `dir` when given, checkpointing every epoch beside `save` when
+/// given: the whole parameters and the last epoch's mean validation metrics (rank 0's).
+#[allow(clippy::too_many_arguments)]
+pub fn train_validated(
+    json: &str,
+    run: Run,
+    cfg: &TrainConfig,
+    rows: &Csr,
+    validation: &Validation,
+    dir: &std::path::Path,
+    save: Option<&str>,
+    from: Option<&str>,
+) -> (Vec<(Matrix, Vec<f32>)>, Vec<AtK>) {
+    let descriptor = Descriptor::from_str(json, "agree.json").unwrap();
+    let mut out = Threads::run(run.ranks, |comm| {
+        let mut datasets = vec![
+            Dataset::sparse("input", vec![rows.n_cols()], rows.clone())?,
+            Dataset::sparse("output", vec![rows.n_cols()], rows.clone())?,
+        ];
+        let graph = Graph::compile(&descriptor, &shapes(&datasets))?;
+        let (mut net, data) = build_on(comm, graph, &mut datasets, run, cfg)?;
+        let (mut config, mut state) = (cfg.clone(), TrainState::default());
+        if let Some(name) = from {
+            let resumed = resume(&dir.join(name), &mut net, &config)?;
+            config.first_epoch = resumed.epochs_done;
+            config.epochs -= resumed.epochs_done;
+            state = resumed.state;
+        }
+        let checkpoints = save.map(|name| CheckpointPlan::beside(&dir.join(name), 1));
+        let reports = train_with(
+            &mut net,
+            &data,
+            &config,
+            Some(validation),
+            &mut Quiet,
+            &mut state,
+            checkpoints.as_ref(),
+        )?;
+        let metrics = reports.last().and_then(|r| r.validation.clone());
+        Ok((net.download_params()?, metrics.unwrap().means()))
+    })
+    .unwrap();
+    out.swap_remove(0)
 }
 
 /// Each user's items without every third one, and those held out (the same width).

@@ -23,18 +23,9 @@ const DEEP: &str = r#"{ "Version": 0.8, "Name": "hybrid", "Kind": "FeedForward",
     { "Name": "Output", "Kind": "Output", "Source": "H4", "N": "auto", "DataSet": "output",
       "Sparse": true, "Activation": "SoftMax" } ] }"#;
 
+/// Trains on `np` ranks into `out` with minibatches of 256 and `args`.
 fn run(f: &Fixture, np: usize, out: &str, args: &[&str]) -> (Vec<f64>, Vec<Vec<f32>>, String) {
-    let log = f.p(&format!("{out}.jsonl"));
-    let mut all = vec!["--optimizer", "adam", "--alpha", "0.001", "--seed", "3"];
-    all.extend(["--metrics-log", &log, "-b", "256"]);
-    all.extend(args);
-    let o = f.train(np, out, &all);
-    assert_eq!(o.code, Some(0), "np {np}: {}", o.stderr);
-    (
-        losses(&f.path(&format!("{out}.jsonl"))),
-        weights(&f.path(out)),
-        o.stderr,
-    )
+    f.train_adam(np, out, &[&["-b", "256"], args].concat())
 }
 
 #[test]

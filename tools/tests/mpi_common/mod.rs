@@ -69,6 +69,28 @@ impl Fixture {
         self.path(name).display().to_string()
     }
 
+    /// Trains on `np` ranks into `out` with Adam at α 0.001, seed 3, a metrics log beside
+    /// `out` and `args`; asserts success; returns the epochs' losses, the model's weights and
+    /// the log.
+    pub fn train_adam(
+        &self,
+        np: usize,
+        out: &str,
+        args: &[&str],
+    ) -> (Vec<f64>, Vec<Vec<f32>>, String) {
+        let log = self.p(&format!("{out}.jsonl"));
+        let mut all = vec!["--optimizer", "adam", "--alpha", "0.001", "--seed", "3"];
+        all.extend(["--metrics-log", &log]);
+        all.extend(args);
+        let o = self.train(np, out, &all);
+        assert_eq!(o.code, Some(0), "np {np}: {}", o.stderr);
+        (
+            losses(&self.path(&format!("{out}.jsonl"))),
+            weights(&self.path(out)),
+            o.stderr,
+        )
+    }
+
     /// `mpirun -np N trainer net.json` on the fixture's data into `out`, on the CPU with one
     /// thread per rank, with `args` (batch, epochs, optimizer…; model parallelism unless they
     /// say `--parallel`); returns the run's outcome.
