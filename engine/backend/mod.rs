@@ -6,6 +6,7 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod device;
+mod host_default;
 pub mod traits;
 
 pub use cpu::Cpu;

@@ -19,6 +19,8 @@ use crate::sparse::{Csr, CsrView};
 
 use crate::ops::Trans;
 
+use super::host_default;
+
 /// A read-only matrix on the device: the first `rows * cols` elements of `buf`, row-major.
 #[derive(Debug)]
 pub struct Mat<'a, V> {
@@ -343,18 +345,7 @@ pub trait Backend: Send + Sync {
         m: DropoutMask,
         beta: f32,
     ) -> Result<FixedSum> {
-        let (rows, cols) = (z.rows, z.cols);
-        let len = rows * cols;
-        let (mut zh, mut lh) = (vec![0.0; len], vec![0.0; len]);
-        self.download(z.buf, &mut zh)?;
-        self.download(log_var, &mut lh)?;
-        let (mut mh, mut nh) = (vec![0.0; len], vec![0.0; len]);
-        let kl =
-            crate::ops::variational::forward(&mut zh, &lh, &mut mh, &mut nh, (rows, cols), m, beta);
-        self.upload(z.buf, &zh)?;
-        self.upload(mean, &mh)?;
-        self.upload(noise, &nh)?;
-        Ok(kl)
+        host_default::variational_forward(self, z, log_var, (mean, noise), m, beta)
     }
 
     /// The backward pass of [`Backend::variational_forward`]
@@ -367,37 +358,50 @@ pub trait Backend: Send + Sync {
         (mean, log_var, noise): (&Self::Vector, &Self::Vector, &Self::Vector),
         beta: f32,
     ) -> Result<()> {
-        let len = delta_mean.rows * delta_mean.cols;
-        let get = |v: &Self::Vector| -> Result<Vec<f32>> {
-            let mut h = vec![0.0; len];
-            self.download(v, &mut h)?;
-            Ok(h)
-        };
-        let (mut dm, mh, lh, nh) = (get(delta_mean.buf)?, get(mean)?, get(log_var)?, get(noise)?);
-        let mut dl = vec![0.0; len];
-        crate::ops::variational::backward(&mut dm, &mut dl, &mh, &lh, &nh, beta);
-        self.upload(delta_mean.buf, &dm)?;
-        self.upload(delta_log_var, &dl)
+        host_default::variational_backward(
+            self,
+            delta_mean,
+            delta_log_var,
+            (mean, log_var, noise),
+            beta,
+        )
     }
 
     /// `WeightNorm` ([`crate::ops::norm::clip_column_norms`]): every column of `w` whose L2
     /// norm exceeds `max_norm` is scaled down to it. The default runs on the host.
     fn clip_column_norms(&self, w: MatMut<Self::Vector>, max_norm: f32) -> Result<()> {
-        let (rows, cols) = (w.rows, w.cols);
-        let mut h = vec![0.0; rows * cols];
-        self.download(w.buf, &mut h)?;
-        crate::ops::norm::clip_column_norms(&mut h, rows, cols, max_norm);
-        self.upload(w.buf, &h)
+        host_default::clip_column_norms(self, w, max_norm)
+    }
+
+    /// The first pass of a SoftMax over rows split across ranks: per row of `x` its largest
+    /// value into `max` ([`crate::ops::activation::row_max`]). The default runs on the host.
+    fn row_maxima(&self, x: Mat<Self::Vector>, max: &mut [f32]) -> Result<()> {
+        host_default::row_maxima(self, x, max)
+    }
+
+    /// The second pass of a split SoftMax: per row `b` of `x`, `x ← exp(x − shift[b])`, and
+    /// `sums[b]` receives the row's sum in `f64`
+    /// ([`crate::ops::activation::exp_shifted_row`]). The default runs on the host.
+    fn exp_shifted_rows(
+        &self,
+        x: MatMut<Self::Vector>,
+        shift: &[f32],
+        sums: &mut [f64],
+    ) -> Result<()> {
+        host_default::exp_shifted_rows(self, x, shift, sums)
+    }
+
+    /// The last pass of a split SoftMax: each row `b` of `x` scaled by `factors[b]`, the
+    /// product taken in `f64` ([`crate::ops::activation::scale_row`]). The default runs on
+    /// the host.
+    fn scale_rows_exact(&self, x: MatMut<Self::Vector>, factors: &[f64]) -> Result<()> {
+        host_default::scale_rows_exact(self, x, factors)
     }
 
     /// `DeltaNorm` ([`crate::ops::norm::clip_row_norms`]): every row of `x` whose L2 norm
     /// exceeds `max_norm` is scaled down to it. The default runs on the host.
     fn clip_row_norms(&self, x: MatMut<Self::Vector>, max_norm: f32) -> Result<()> {
-        let (rows, cols) = (x.rows, x.cols);
-        let mut h = vec![0.0; rows * cols];
-        self.download(x.buf, &mut h)?;
-        crate::ops::norm::clip_row_norms(&mut h, rows, cols, max_norm);
-        self.upload(x.buf, &h)
+        host_default::clip_row_norms(self, x, max_norm)
     }
 
     /// Batch normalisation of `z` in place ([`crate::ops::norm::batch_norm_forward`]'s

@@ -176,14 +176,33 @@ pub fn softmax_row(out: &mut [f32], z: &[f32]) {
 /// [`softmax_row`] overwriting its input.
 #[inline]
 pub fn softmax_row_in_place(row: &mut [f32]) {
-    let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let m = row_max(row);
+    let sum = exp_shifted_row(row, m);
+    scale_row(row, 1.0 / sum);
+}
+
+/// The largest value of `row` (−∞ for an empty row; NaN is passed over unless every value
+/// is NaN).
+#[inline(always)]
+pub fn row_max(row: &[f32]) -> f32 {
+    row.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// `x ← exp(x − shift)` for every `x` of `row` ([`math::exp`]); returns the new values' sum
+/// in `f64`, added in order.
+#[inline(always)]
+pub fn exp_shifted_row(row: &mut [f32], shift: f32) -> f64 {
     for x in row.iter_mut() {
-        *x = math::exp(*x - m);
+        *x = math::exp(*x - shift);
     }
-    let sum: f64 = row.iter().map(|&x| x as f64).sum();
-    let inv = 1.0 / sum;
+    row.iter().map(|&x| x as f64).sum()
+}
+
+/// `x ← x · factor` for every `x` of `row`, the product in `f64` rounded once.
+#[inline(always)]
+pub fn scale_row(row: &mut [f32], factor: f64) {
     for x in row.iter_mut() {
-        *x = (*x as f64 * inv) as f32;
+        *x = (*x as f64 * factor) as f32;
     }
 }
 

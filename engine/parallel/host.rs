@@ -4,10 +4,10 @@
 //! re-layouts of a hybrid plan between a matrix split by columns (a layer's units) and by
 //! rows (the examples).
 
-use crate::backend::traits::Backend;
+use crate::backend::traits::{Backend, Mat, MatMut};
 use crate::collective::{Collective, ReduceOp};
 use crate::error::Result;
-use crate::ops::{math, norm};
+use crate::ops::norm;
 use crate::parallel::exact::{
     all_gather_columns, reduce_scatter_columns, reduce_scatter_rows, sum_all,
 };
@@ -223,8 +223,9 @@ pub(crate) fn reduce_rows<B: Backend, C: Collective>(
 /// SoftMax of each row of a layer whose columns are split over the ranks: `x` holds this
 /// rank's `rows × cols` block of `z` and receives `a = exp(z − max) / Σ exp(z − max)`, the
 /// maximum and the sum taken over the whole row (the maximum exactly, the sum in
-/// [`sum_all`]'s fixed point). Equals [`crate::ops::activation::softmax_row`] on one rank up
-/// to the rounding of the sum.
+/// [`sum_all`]'s fixed point). Three passes on the backend (`row_maxima`, `exp_shifted_rows`,
+/// `scale_rows_exact`); only each row's maximum and sum cross the ranks. Equals
+/// [`crate::ops::activation::softmax_row`] on one rank up to the rounding of the sum.
 pub(crate) fn softmax_rows<B: Backend, C: Collective>(
     backend: &B,
     comm: &C,
@@ -232,32 +233,14 @@ pub(crate) fn softmax_rows<B: Backend, C: Collective>(
     rows: usize,
     cols: usize,
 ) -> Result<()> {
-    let mut z = vec![0.0f32; rows * cols];
-    backend.download(x, &mut z)?;
-    let mut max: Vec<f32> = (0..rows)
-        .map(|b| {
-            z[b * cols..(b + 1) * cols]
-                .iter()
-                .copied()
-                .fold(f32::NEG_INFINITY, f32::max)
-        })
-        .collect();
+    let mut max = vec![f32::NEG_INFINITY; rows];
+    backend.row_maxima(Mat::new(x, rows, cols), &mut max)?;
     comm.all_reduce(&mut max, ReduceOp::Max)?;
     let mut sums = vec![0.0f64; rows];
-    for (b, sum) in sums.iter_mut().enumerate() {
-        for v in &mut z[b * cols..(b + 1) * cols] {
-            *v = math::exp(*v - max[b]);
-            *sum += *v as f64;
-        }
-    }
+    backend.exp_shifted_rows(MatMut::new(x, rows, cols), &max, &mut sums)?;
     sum_all(comm, &mut sums)?;
-    for (b, sum) in sums.iter().enumerate() {
-        let inv = 1.0 / sum;
-        for v in &mut z[b * cols..(b + 1) * cols] {
-            *v = (*v as f64 * inv) as f32;
-        }
-    }
-    backend.upload(x, &z)
+    let inverses: Vec<f64> = sums.iter().map(|&s| 1.0 / s).collect();
+    backend.scale_rows_exact(MatMut::new(x, rows, cols), &inverses)
 }
 
 /// `DeltaNorm` of a layer split by columns: every row whose L2 norm over all ranks' columns

@@ -275,6 +275,21 @@ impl Backend for Cpu {
         Ok(())
     }
 
+    fn row_maxima(&self, x: Mat<Vec<f32>>, max: &mut [f32]) -> Result<()> {
+        let x = view(&x)?;
+        self.run(|par| super::activation::row_maxima(x, max, par))
+    }
+
+    fn exp_shifted_rows(&self, x: MatMut<Vec<f32>>, shift: &[f32], sums: &mut [f64]) -> Result<()> {
+        let x = view_mut(x)?;
+        self.run(|par| super::activation::exp_shifted_rows(x, shift, sums, par))
+    }
+
+    fn scale_rows_exact(&self, x: MatMut<Vec<f32>>, factors: &[f64]) -> Result<()> {
+        let x = view_mut(x)?;
+        self.run(|par| super::activation::scale_rows_exact(x, factors, par))
+    }
+
     fn activation_backward(
         &self,
         delta: MatMut<Vec<f32>>,

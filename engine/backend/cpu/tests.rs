@@ -396,3 +396,44 @@ fn impossible_allocations_are_errors() {
     assert_eq!(cpu.zeros(5).unwrap(), vec![0.0; 5]);
     assert!(cpu.zeros(0).unwrap().is_empty());
 }
+
+/// The three passes of a SoftMax split across ranks, on one rank, compose to the row SoftMax
+/// bit for bit, on 1 and 2 threads, and the host defaults (what a device without its own
+/// kernels runs) give the same bits.
+#[test]
+fn split_softmax_passes_compose_to_the_row_softmax() {
+    use crate::backend::host_default;
+    use crate::backend::traits::{Backend, Mat, MatMut};
+    let (rows, cols) = (7, 61);
+    let z = rnd(rows, cols, 92);
+    for threads in [1, 2] {
+        let cpu = Cpu::new(threads).unwrap();
+        let mut x = z.data().to_vec();
+        let mut host_x = x.clone();
+        let (mut max, mut host_max) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+        cpu.row_maxima(Mat::new(&x, rows, cols), &mut max).unwrap();
+        host_default::row_maxima(&cpu, Mat::new(&host_x, rows, cols), &mut host_max).unwrap();
+        assert_eq!(max, host_max);
+        let (mut sums, mut host_sums) = (vec![0.0f64; rows], vec![0.0f64; rows]);
+        cpu.exp_shifted_rows(MatMut::new(&mut x, rows, cols), &max, &mut sums)
+            .unwrap();
+        let host = MatMut::new(&mut host_x, rows, cols);
+        host_default::exp_shifted_rows(&cpu, host, &max, &mut host_sums).unwrap();
+        assert_eq!(sums, host_sums);
+        let inverses: Vec<f64> = sums.iter().map(|&s| 1.0 / s).collect();
+        cpu.scale_rows_exact(MatMut::new(&mut x, rows, cols), &inverses)
+            .unwrap();
+        let host = MatMut::new(&mut host_x, rows, cols);
+        host_default::scale_rows_exact(&cpu, host, &inverses).unwrap();
+        assert_eq!(x, host_x);
+        for b in 0..rows {
+            let mut row = vec![0.0; cols];
+            crate::ops::activation::softmax_row(&mut row, z.row(b));
+            assert_eq!(
+                &x[b * cols..(b + 1) * cols],
+                &row[..],
+                "{threads} threads, row {b}"
+            );
+        }
+    }
+}
