@@ -3,9 +3,9 @@
 # for each data set (MovieLens-1M and Gowalla training lists from ../shared/data) and network
 # (networks/NAME.json, or a descriptor's path), batch $BATCH (default 500), SGD, one thread per
 # rank: the trainer alone, then `mpirun -np 2` with each --parallel mode of $MODES (default
-# "model data hybrid auto"). Prints each run's median users/s over the epochs after the first,
-# its ratio to the single run, and what auto chose.
-#   [BATCH=500] [MODES="model data hybrid auto"] benches/scaling/data-parallel.sh
+# "model data hybrid auto tune"). Prints each run's median users/s over the epochs after the first,
+# its ratio to the single run, and what auto and tune chose.
+#   [BATCH=500] [MODES="model data hybrid auto tune"] benches/scaling/data-parallel.sh
 #       [EPOCHS (default 3)] [DATASETS (default "ml1m gowalla")]
 #       [NETWORKS (default "ae-200 ml1m-multdae")]
 set -euo pipefail
@@ -15,7 +15,7 @@ epochs="${1:-3}"
 sets="${2:-ml1m gowalla}"
 nets="${3:-ae-200 ml1m-multdae}"
 batch="${BATCH:-500}"
-modes="${MODES:-model data hybrid auto}"
+modes="${MODES:-model data hybrid auto tune}"
 cargo build --release -p moira-tools --bins --quiet --manifest-path "$root/Cargo.toml"
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
 cd "$work"
@@ -46,6 +46,7 @@ for set in $sets; do
             line="$line; 2 ranks $mode ${got} ($(python3 -c "print(f'{$got / $one:.2f}')")x)"
         done
         chose="$(grep -o -- '-> [a-z]*' auto.log 2>/dev/null | tail -1)"
-        echo "$line; auto chose ${chose#-> }"
+        tuned="$(grep -o -- '-> [a-z]*' tune.log 2>/dev/null | tail -1)"
+        echo "$line; auto chose ${chose#-> }; tune chose ${tuned#-> }"
     done
 done

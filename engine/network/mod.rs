@@ -324,6 +324,12 @@ impl<B: Backend, C: Collective> Network<B, C> {
         &self.comm
     }
 
+    /// The backend, the network's buffers freed (to build another network on it).
+    pub fn into_backend(self) -> B {
+        let Network { backend, .. } = self;
+        backend
+    }
+
     /// The plan this rank follows (every layer whole on one rank).
     pub fn plan(&self) -> &ShardPlan {
         &self.plan

@@ -12,6 +12,7 @@ mod brake;
 mod prefetch;
 mod resume;
 mod select;
+mod tune;
 mod validate;
 
 pub use batcher::{epoch_order, shapes, DataBinding};
@@ -20,6 +21,7 @@ pub use resume::{
     checkpoint_model, non_finite_weight, resume, save_checkpoint, CheckpointPlan, Resumed, FORMAT,
 };
 pub use select::{check_best_model, keep_best, Best, Metric, SelectBy, Selection};
+pub use tune::seconds_per_step;
 pub use validate::{evaluate, Validation};
 
 use std::path::PathBuf;

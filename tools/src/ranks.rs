@@ -20,6 +20,17 @@ pub enum ParallelArg {
     Hybrid,
     /// Whichever of the three moves the fewest bytes per minibatch (training).
     Auto,
+    /// Whichever of the three trains fastest, timed on the first minibatches (training; the
+    /// choice can change from run to run: pass the mode it logs for a repeatable run).
+    Tune,
+}
+
+impl std::fmt::Display for ParallelArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use clap::ValueEnum;
+        let value = self.to_possible_value().expect("every value is named");
+        f.write_str(value.get_name())
+    }
 }
 
 impl From<ParallelArg> for Parallelism {
@@ -28,7 +39,8 @@ impl From<ParallelArg> for Parallelism {
             ParallelArg::Model => Parallelism::Model,
             ParallelArg::Data => Parallelism::Data,
             ParallelArg::Hybrid => Parallelism::Hybrid,
-            ParallelArg::Auto => Parallelism::Auto,
+            // `tune` is settled by timing before a network is built (the trainer's `tune`).
+            ParallelArg::Auto | ParallelArg::Tune => Parallelism::Auto,
         }
     }
 }

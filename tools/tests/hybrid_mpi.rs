@@ -2,8 +2,9 @@
 //! a deep autoencoder whose narrow middle weights the cost model replicates (those layers
 //! split by examples, the wide ends by units) logs its plan and trains the one-rank model on
 //! 2 and 3 ranks (after 4 minibatches of 256 the loss within 1e-6 relative and the weights
-//! within 1e-5, with dropout and denoising; bit for bit run to run). Skipped, with a message,
-//! when `mpirun` is absent or the tools were built without the `mpi` feature.
+//! within 1e-5, with dropout and denoising; bit for bit run to run); `--parallel tune` logs
+//! each mode's time and trains as the one it chose. Skipped, with a message, when `mpirun` is
+//! absent or the tools were built without the `mpi` feature.
 
 mod mpi_common;
 
@@ -63,4 +64,27 @@ fn hybrid_training_agrees_with_one_rank_and_logs_its_plan() {
     let (again, v, _) = run(&f, 2, "np2-again.nc", &["-e", "1", "--parallel", "hybrid"]);
     assert_eq!(again, losses(&f.path("np2.nc.jsonl")), "loss run to run");
     assert!(v == weights(&f.path("np2.nc")), "weights run to run");
+}
+
+/// `--parallel tune` times each way of splitting the work on the first minibatches, logs the
+/// times and trains exactly as the mode it chose.
+#[test]
+fn tune_times_each_mode_and_trains_as_the_fastest() {
+    if !available() {
+        return;
+    }
+    let f = Fixture::new(512, DEEP);
+    let (tuned, w_tuned, log) = run(&f, 2, "tune.nc", &["-e", "1", "--parallel", "tune"]);
+    let line = log
+        .lines()
+        .find(|l| l.contains("--parallel tune: seconds per step"))
+        .unwrap_or_else(|| panic!("{log}"));
+    for mode in ["model ", "data ", "hybrid "] {
+        assert!(line.contains(mode), "{line}");
+    }
+    let chosen = line.rsplit("-> ").next().unwrap().trim();
+    assert!(log.contains(&format!("({chosen} parallelism)")), "{log}");
+    let (other, w, _) = run(&f, 2, "chosen.nc", &["-e", "1", "--parallel", chosen]);
+    assert_eq!(tuned, other, "tune trains as {chosen}");
+    assert!(w_tuned == w, "tune trains as {chosen}");
 }

@@ -25,7 +25,7 @@ use moira_tools::device::choose;
 use moira_tools::outputs::{placeholder_shapes, prepare_outputs, rescue};
 use moira_tools::paths::refuse_overwriting_inputs;
 use moira_tools::progress::Progress;
-use moira_tools::ranks;
+use moira_tools::ranks::{self, ParallelArg};
 
 use args::{check_numbers, data_files, dsstne_args, metrics_log, Args};
 
@@ -205,6 +205,54 @@ fn prepare(args: &Args, root: bool) -> Result<Option<Setup>> {
     Ok(Some(setup))
 }
 
+/// Timed steps per candidate under `--parallel tune` (after one untimed).
+const TUNE_STEPS: usize = 3;
+
+/// `--parallel tune`: times [`TUNE_STEPS`] training steps of each way of splitting the work
+/// (model, data, and the per-weight hybrid where it differs from both) on the first
+/// minibatches of the data, each on a fresh network, and returns the fastest with the backend
+/// back; rank 0 logs the times.
+fn tune<B: Backend, C: Collective>(
+    mut backend: B,
+    comm: &C,
+    setup: &Setup,
+    seed: u64,
+    choice: &Choice,
+) -> Result<(Parallelism, B)> {
+    let graph = &setup.graph;
+    let mut candidates = vec![Parallelism::Model, Parallelism::Data];
+    let data_layouts = moira::parallel::choice::data_layouts(graph);
+    if choice.hybrid.contains(&moira::parallel::Layout::Rows) && choice.hybrid != data_layouts {
+        candidates.push(Parallelism::Hybrid);
+    }
+    let data = DataBinding::new(graph, &setup.datasets, false)?;
+    let config = &setup.config;
+    let mut times = Vec::with_capacity(candidates.len());
+    for mode in candidates {
+        let (batch, optimizer) = (config.batch, config.optimizer);
+        let mut network =
+            Network::build_parallel(backend, comm, graph.clone(), batch, optimizer, seed, mode)?;
+        let h = &config.hyper;
+        let seconds = train::seconds_per_step(&mut network, &data, batch, TUNE_STEPS, h, seed)?;
+        backend = network.into_backend();
+        times.push((mode, seconds));
+    }
+    let best = times
+        .iter()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or(Parallelism::Model, |t| t.0);
+    if comm.rank() == 0 {
+        let each: Vec<String> = times.iter().map(|(m, s)| format!("{m} {s:.4}")).collect();
+        tracing::info!(
+            "--parallel tune: seconds per step of {} examples (the mean of {TUNE_STEPS} after one \
+             untimed, the slowest rank): {} -> {best}",
+            config.batch,
+            each.join(", ")
+        );
+    }
+    Ok((best, backend))
+}
+
 /// One rank of an `mpirun` job: settles the parallelism (rank 0 logs the traffic of each
 /// mode under `auto` and `hybrid`), and under model parallelism and a hybrid logs the plan
 /// and keeps only this rank's columns of column-split data; builds this rank's network and
@@ -219,14 +267,20 @@ fn train_sharded<B: Backend, C: Collective>(
     let (rank, size) = (comm.rank(), comm.size());
     let built = (|| -> Result<(Network<B, &C>, String)> {
         let batch = setup.config.batch;
-        let asked: Parallelism = args.parallel.into();
         let choice = Choice::new(&setup.graph, size, batch)?;
-        if rank == 0 && matches!(asked, Parallelism::Auto | Parallelism::Hybrid) {
-            tracing::info!("--parallel {asked}: {}", choice.to_string().trim_end());
+        let asked: Parallelism = args.parallel.into();
+        let tuned = args.parallel == ParallelArg::Tune;
+        if rank == 0 && (tuned || matches!(asked, Parallelism::Auto | Parallelism::Hybrid)) {
+            tracing::info!(
+                "--parallel {}: {}",
+                args.parallel,
+                choice.to_string().trim_end()
+            );
         }
-        let mode = match asked {
-            Parallelism::Auto => choice.mode,
-            mode => mode,
+        let (mode, backend) = match asked {
+            _ if tuned => tune(backend, comm, &setup, args.seed, &choice)?,
+            Parallelism::Auto => (choice.mode, backend),
+            mode => (mode, backend),
         };
         let layouts = match mode {
             Parallelism::Hybrid => choice.hybrid.clone(),

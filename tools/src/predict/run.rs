@@ -264,9 +264,10 @@ pub fn run<C: Collective>(args: Args, comm: Option<&C>) -> Result<()> {
             Some(comm) => {
                 let parallelism = match args.parallel {
                     ParallelArg::Model => Parallelism::Model,
-                    ParallelArg::Data | ParallelArg::Hybrid | ParallelArg::Auto => {
-                        Parallelism::Data
-                    }
+                    ParallelArg::Data
+                    | ParallelArg::Hybrid
+                    | ParallelArg::Auto
+                    | ParallelArg::Tune => Parallelism::Data,
                 };
                 if root {
                     tracing::info!("{parallelism} parallelism on {} ranks", comm.size());

@@ -159,8 +159,9 @@ pub(crate) struct Args {
     /// exactly across ranks), `hybrid` decides per weight (replicated where its gradient
     /// moves fewer bytes than its activations, the layers it leads into split by examples,
     /// activations re-laid between the two), `auto` picks whichever of the three moves the
-    /// fewest bytes per minibatch and logs the comparison. -b is the whole minibatch in every
-    /// mode.
+    /// fewest bytes per minibatch and logs the comparison, `tune` times a few steps of each
+    /// on the first minibatches and takes the fastest (its choice can differ between runs).
+    /// -b is the whole minibatch in every mode.
     #[arg(long, value_enum, default_value = "auto")]
     pub(crate) parallel: ParallelArg,
     /// Turn off DSSTNE's divergence brake (learning rate x0.1 for 25 batches when a batch's
