@@ -160,3 +160,67 @@ fn transposed_shared_weights_and_narrow_inputs() {
     assert!(plan.to_string().contains("replicated"));
     assert!(ShardPlan::new(&Graph::compile(&d, &[]).unwrap(), 0).is_err());
 }
+
+/// A hybrid plan of the deep recommender (I -> 1024 x3 -> I) on 4 ranks with Hidden2 and
+/// Hidden3 held by examples: the weight into Hidden2 re-lays Hidden1 by all-to-all, the one
+/// into Hidden3 moves nothing, the output edge gathers Hidden3's rows; the replicated weights
+/// add their gradient sums; the blocks of the replicated weights are whole on every rank.
+#[test]
+fn a_hybrid_plan_counts_its_relayouts_and_gradient_sums() {
+    use moira::parallel::Layout::{Rows, Units};
+    let g = network("deep-recommender.json", 27_278);
+    let names: Vec<&str> = g.layers().iter().map(|l| l.name.as_str()).collect();
+    let layouts: Vec<_> = names
+        .iter()
+        .map(|&n| {
+            if n == "Hidden2" || n == "Hidden3" {
+                Rows
+            } else {
+                Units
+            }
+        })
+        .collect();
+    let plan = ShardPlan::with_layouts(&g, 4, &layouts).unwrap();
+    let (b, w) = (256u64, 1024u64);
+    let edges = plan.edges();
+    // Input -> Hidden1 as under model parallelism.
+    assert!(!edges[0].replicated);
+    assert_eq!(edges[0].forward[0].bytes(256), b * (w - w / 4) * 4);
+    // Hidden1 -> Hidden2: all-to-all both ways; rank 0 receives 3 ranks' 64 rows of its 256
+    // units (or its 64 rows of their 768 units: the same 49,152 values).
+    assert!(edges[1].replicated);
+    assert_eq!(edges[1].forward[0].kind, TransferKind::AllToAll);
+    assert_eq!(edges[1].forward[0].bytes(256), (b - b / 4) * (w / 4) * 4);
+    assert_eq!(edges[1].backward[0].kind, TransferKind::AllToAll);
+    // Hidden2 -> Hidden3: both held by examples.
+    assert!(edges[2].replicated && edges[2].forward.is_empty() && edges[2].backward.is_empty());
+    // Hidden3 -> Output: Hidden3's rows gathered, the partial deltas reduce-scattered by rows.
+    assert!(!edges[3].replicated);
+    let t = &edges[3].forward[0];
+    assert!(t.by_rows && t.kind == TransferKind::AllGather);
+    assert_eq!(t.bytes(256), (b - b / 4) * w * 4);
+    assert!(edges[3].backward[0].by_rows);
+    // Two replicated 1024 x 1024 weights with their biases: (P - 1) · 4 bytes per value.
+    let gradients = plan.gradient_bytes(1) + plan.gradient_bytes(2);
+    assert_eq!(gradients, 2 * 3 * (w * w + w) * 4);
+    let transfers: u64 = plan.transfers(256).iter().map(|&(_, f, b)| f + b).sum();
+    assert_eq!(plan.step_bytes(256), transfers + gradients);
+    for r in 0..4 {
+        assert_eq!(plan.weights()[1].local_shape(r), (1024, 1024));
+    }
+    let table = plan.table(Some(256));
+    assert!(table.contains("by examples (each rank its rows, all units): Hidden2, Hidden3"));
+    // One layout per layer, and layers sharing a weight laid out alike.
+    assert!(ShardPlan::with_layouts(&g, 4, &layouts[1..]).is_err());
+    let tied = network("tied-ae.json", 3_706);
+    let mut apart = vec![Units; tied.layers().len()];
+    let owner = tied.weights()[0].output;
+    apart[owner.0] = Rows;
+    let e = ShardPlan::with_layouts(&tied, 2, &apart)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("share a weight but are laid out differently"),
+        "{e}"
+    );
+}

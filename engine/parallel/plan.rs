@@ -273,11 +273,10 @@ impl ShardPlan {
         let inputs: Vec<(LayerId, DataLayout)> = graph
             .inputs()
             .map(|l| {
-                let columns = ranks > 1
-                    && l.outgoing.iter().all(|&e| {
-                        let e = graph.edge(e);
-                        layout(e.target) == Layout::Units && edge_sharding(e) == Sharding::ByInput
-                    });
+                let columns = l.outgoing.iter().all(|&e| {
+                    let e = graph.edge(e);
+                    layout(e.target) == Layout::Units && edge_sharding(e) == Sharding::ByInput
+                });
                 let layout = if columns {
                     DataLayout::Columns
                 } else {
@@ -304,9 +303,7 @@ impl ShardPlan {
                 let relaid =
                     ranks > 1 && !is_input(e.source) && layout(e.source) != layout(e.target);
                 use TransferKind::*;
-                if ranks == 1 {
-                    // One rank: nothing moves.
-                } else if replicated {
+                if replicated {
                     if relaid {
                         forward.push(transfer(AllToAll, e.source, "activations", false));
                         backward.push(transfer(AllToAll, e.source, "deltas", false));
