@@ -65,13 +65,17 @@ if [[ "$mode" == mpi ]]; then
     targs=(networks/deep-recommender.json -i "$d/input.nc" -o "$d/output.nc" --force -b 256 -e "$epochs" --device "${DEVICE:-cuda}")
     echo "== alone"
     env LD_LIBRARY_PATH="$nompi" RUST_LOG="${RUST_LOG:-info}" "$work/bin/trainer" "${targs[@]}" -n "$d/alone.nc" 2>&1 | grep -E "epoch|trained|error"
-    echo "== mpirun -np 2, one GPU"
     # MPIRUN_ARGS: more launcher flags (e.g. "--bind-to none"); MPS=1 starts the CUDA MPS
     # daemon first so that the two ranks' kernels share the GPU instead of time-slicing.
+    # PARALLEL: the --parallel modes to run (default "model"; e.g. "model data hybrid tune").
     if [[ "${MPS:-0}" == 1 ]]; then nvidia-cuda-mps-control -d && echo "MPS on"; fi
-    mpirun --allow-run-as-root --oversubscribe -np 2 ${MPIRUN_ARGS:-} -x LD_LIBRARY_PATH="$nompi" -x RUST_LOG="${RUST_LOG:-info}" \
-        "$work/bin/trainer" "${targs[@]}" --parallel model -n "$d/np2.nc" 2>&1 | grep -E "epoch|trained|error|shard plan|rank"
-    [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+    for parallel in ${PARALLEL:-model}; do
+        echo "== mpirun -np 2, one GPU, --parallel $parallel"
+        mpirun --allow-run-as-root --oversubscribe -np 2 ${MPIRUN_ARGS:-} -x LD_LIBRARY_PATH="$nompi" -x RUST_LOG="${RUST_LOG:-info}" \
+            "$work/bin/trainer" "${targs[@]}" --parallel "$parallel" -n "$d/np2-$parallel.nc" 2>&1 \
+            | grep -E "epoch|trained|error|shard plan|rank|tune|-> "
+        [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+    done
     if [[ "${MPS:-0}" == 1 ]]; then echo quit | nvidia-cuda-mps-control; fi
     echo "== the same ranks as threads of one process (one CUDA context, examples/sharded_gpu.rs)"
     for r in 1 2; do
