@@ -52,6 +52,13 @@
 //!   local `δ_src` without communication;
 //! - `WeightNorm` of an input-sharded weight and `DeltaNorm` sum their squares across ranks.
 //!
+//! - under data parallelism or a hybrid plan, a layer held by examples
+//!   ([`crate::parallel::Layout::Rows`]) holds this rank's rows of every unit; its incoming
+//!   weights are whole on every rank and their gradients summed across the ranks after the
+//!   backward pass; an edge whose source is held the other way reads it re-laid (an
+//!   all-to-all into a replicated edge or an input-sharded one, a gather of rows into an
+//!   output-sharded one) and lays its part of `δ_src` back the same way.
+//!
 //! Cross-rank float sums are exact (fixed point with a shared scale), so a run is
 //! bit-identical to itself on the same rank count whatever the transport's order; runs on
 //! different rank counts differ by float rounding. Every random draw is keyed by global

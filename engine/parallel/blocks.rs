@@ -30,7 +30,7 @@ fn check_shape(what: &str, len: usize, rows: usize, cols: usize) -> Result<()> {
 
 /// Sums every rank's `partial` (`rows × split.total()`, row-major) over the ranks and leaves
 /// rank `r` the columns `split.range(r)` of the sum in `out` (`rows × split.len(r)`),
-/// bit-identically whatever the transport's order (see the [module documentation](self)).
+/// bit-identically whatever the transport's order (see [`super::exact`]).
 pub fn reduce_scatter_columns<C: Collective>(
     comm: &C,
     partial: &[f32],

@@ -8,14 +8,14 @@
 //!
 //! - weight and bias gradients `g = −(1/B)·Σ_b …`: each rank sums its rows with the global
 //!   `1/B`, and the partial gradients are summed across ranks in an order no transport can
-//!   change ([`sum_gradients`]: gathered and added in rank order on up to 4 ranks, in 64-bit
+//!   change (`sum_gradients`: gathered and added in rank order on up to 4 ranks, in 64-bit
 //!   fixed point beyond), so every rank applies the same update bits and the run repeats bit
 //!   for bit;
 //! - the loss: each rank's fixed-point sum, all-reduced exactly;
 //! - steps coupled across examples (batch normalisation's statistics, the sparseness penalty's
-//!   mean activation): the rows are gathered to every rank ([`gather_rows`]), the one-rank
+//!   mean activation): the rows are gathered to every rank (`gather_rows`), the one-rank
 //!   kernel runs on the whole minibatch (the same bits on every rank), and each rank keeps its
-//!   rows ([`keep_rows`]);
+//!   rows (`keep_rows`);
 //! - random draws are keyed by the global example (dropout by the row in the whole minibatch,
 //!   denoising by the dataset example), so the masks are the one-rank masks.
 //!

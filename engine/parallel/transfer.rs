@@ -75,7 +75,7 @@ pub(super) fn even(n: usize, parts: usize) -> Split {
 }
 
 /// Bytes the busiest rank moves per step to sum a replicated gradient of `values` floats over
-/// `ranks` ranks ([`crate::parallel::data::sum_gradients`]): every other rank's `f32` values,
+/// `ranks` ranks (`parallel::data::sum_gradients`): every other rank's `f32` values,
 /// gathered and added in rank order, on up to [`RANK_ORDER_MAX_RANKS`] ranks; a ring
 /// all-reduce of `i64` (`2·(P−1)/P` of the buffer) beyond.
 pub fn gradient_sum_bytes(values: u64, ranks: usize) -> u64 {
