@@ -68,9 +68,11 @@ impl<B: Backend, C: Collective> Network<B, C> {
     /// says: [`Parallelism::Model`] shards the weights ([`ShardPlan::new`]);
     /// [`Parallelism::Data`] gives every rank the whole network (the one-rank weights) to
     /// train on its share of each minibatch of up to `capacity` examples (the whole
-    /// minibatch's size: see [`crate::parallel::data`]); [`Parallelism::Auto`] takes the one
-    /// that moves fewer bytes per minibatch of `capacity` ([`Choice`]). On one rank every
-    /// mode is the one-rank network.
+    /// minibatch's size: see [`crate::parallel::data`]); [`Parallelism::Hybrid`] replicates
+    /// the weights whose gradients move fewer bytes than their activations and holds the
+    /// layers they lead into by examples ([`Choice`]'s per-weight plan; every rank loads the
+    /// whole minibatch); [`Parallelism::Auto`] takes whichever of the three moves the fewest
+    /// bytes per minibatch of `capacity`. On one rank every mode is the one-rank network.
     pub fn build_parallel(
         backend: B,
         comm: C,
