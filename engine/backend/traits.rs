@@ -127,6 +127,11 @@ pub trait Backend: Send + Sync {
         let _ = v;
         None
     }
+    /// [`Backend::host_values`], read-only.
+    fn host_slice<'v>(&self, v: &'v Self::Vector) -> Option<&'v [f32]> {
+        let _ = v;
+        None
+    }
     /// Copies `src` into the start of `dst` (which must be at least as long).
     fn upload(&self, dst: &mut Self::Vector, src: &[f32]) -> Result<()>;
     /// Copies the start of `src` into `dst` (`dst.len()` elements).

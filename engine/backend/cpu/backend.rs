@@ -160,6 +160,10 @@ impl Backend for Cpu {
         Some(v.as_mut_slice())
     }
 
+    fn host_slice<'v>(&self, v: &'v Vec<f32>) -> Option<&'v [f32]> {
+        Some(v.as_slice())
+    }
+
     fn upload(&self, dst: &mut Vec<f32>, src: &[f32]) -> Result<()> {
         let have = dst.len();
         dst.get_mut(..src.len())
