@@ -208,3 +208,25 @@ fn auto_takes_the_hybrid_when_it_moves_the_fewest_bytes() {
     // At a small minibatch sharding the middle moves less: model parallelism.
     assert_eq!(Choice::new(&graph, 2, 64).unwrap().mode, Parallelism::Model);
 }
+
+/// Dense input and target data (the input's and the targets' values kept by rows where their
+/// layers are held by examples, by columns where by units) train alike under model, data and
+/// both hybrids.
+#[test]
+fn dense_data_trains_alike_in_every_mode() {
+    let json = feature("dropout").replace(r#""Sparse": true"#, r#""Sparse": false"#);
+    let cfg = config(Optimizer::Adam);
+    let dense = |run: Run| Run {
+        dense: true,
+        users: 256,
+        ..run
+    };
+    for run in [
+        Run::model(1),
+        Run::data(1),
+        Run::hybrid(1, Replicate::Middle),
+        Run::hybrid(1, Replicate::Ends),
+    ] {
+        agrees("dense data", &json, &cfg, dense(run), &[2, 3]);
+    }
+}

@@ -258,6 +258,8 @@ pub struct Run {
     pub fused: bool,
     /// MovieLens-1M's first `users` users (minibatches of [`BATCH`]).
     pub users: usize,
+    /// The users' rows as dense datasets (for descriptors without `Sparse` layers).
+    pub dense: bool,
 }
 
 impl Run {
@@ -269,6 +271,7 @@ impl Run {
             replicate: Replicate::Middle,
             fused: true,
             users: USERS,
+            dense: false,
         }
     }
 
@@ -301,11 +304,19 @@ impl Run {
 pub fn train_on(json: &str, run: Run, cfg: &TrainConfig) -> (f64, Vec<(Matrix, Vec<f32>)>) {
     let rows = ml1m(run.users);
     let descriptor = Descriptor::from_str(json, "agree.json").unwrap();
+    let dense = run.dense.then(|| dense_rows(&rows));
     let mut out = Threads::run(run.ranks, |comm| {
-        let mut datasets = vec![
-            Dataset::sparse("input", vec![rows.n_cols()], rows.clone())?,
-            Dataset::sparse("output", vec![rows.n_cols()], rows.clone())?,
-        ];
+        let dims = vec![rows.n_cols()];
+        let mut datasets = match &dense {
+            Some(values) => vec![
+                Dataset::dense("input", dims.clone(), values.clone())?,
+                Dataset::dense("output", dims, values.clone())?,
+            ],
+            None => vec![
+                Dataset::sparse("input", dims.clone(), rows.clone())?,
+                Dataset::sparse("output", dims, rows.clone())?,
+            ],
+        };
         let graph = Graph::compile(&descriptor, &shapes(&datasets))?;
         let (mut net, data) = build_on(comm, graph, &mut datasets, run, cfg)?;
         net.set_fused_sgd(run.fused);
@@ -314,6 +325,18 @@ pub fn train_on(json: &str, run: Run, cfg: &TrainConfig) -> (f64, Vec<(Matrix, V
     })
     .unwrap();
     out.swap_remove(0)
+}
+
+/// `rows` as dense row-major values (1 at each non-zero).
+pub fn dense_rows(rows: &Csr) -> Vec<f32> {
+    let n = rows.n_cols() as usize;
+    let mut values = vec![0.0f32; rows.n_rows() * n];
+    for r in 0..rows.n_rows() {
+        for &c in rows.row(r).0 {
+            values[r * n + c as usize] = 1.0;
+        }
+    }
+    values
 }
 
 /// `graph` built on `comm` as `run` says, and its data bound (under model parallelism and a
@@ -359,11 +382,19 @@ pub fn train_validated(
     from: Option<&str>,
 ) -> (Vec<(Matrix, Vec<f32>)>, Vec<AtK>) {
     let descriptor = Descriptor::from_str(json, "agree.json").unwrap();
+    let dense = run.dense.then(|| dense_rows(&rows));
     let mut out = Threads::run(run.ranks, |comm| {
-        let mut datasets = vec![
-            Dataset::sparse("input", vec![rows.n_cols()], rows.clone())?,
-            Dataset::sparse("output", vec![rows.n_cols()], rows.clone())?,
-        ];
+        let dims = vec![rows.n_cols()];
+        let mut datasets = match &dense {
+            Some(values) => vec![
+                Dataset::dense("input", dims.clone(), values.clone())?,
+                Dataset::dense("output", dims, values.clone())?,
+            ],
+            None => vec![
+                Dataset::sparse("input", dims.clone(), rows.clone())?,
+                Dataset::sparse("output", dims, rows.clone())?,
+            ],
+        };
         let graph = Graph::compile(&descriptor, &shapes(&datasets))?;
         let (mut net, data) = build_on(comm, graph, &mut datasets, run, cfg)?;
         let (mut config, mut state) = (cfg.clone(), TrainState::default());
