@@ -306,17 +306,7 @@ pub fn train_on(json: &str, run: Run, cfg: &TrainConfig) -> (f64, Vec<(Matrix, V
     let descriptor = Descriptor::from_str(json, "agree.json").unwrap();
     let dense = run.dense.then(|| dense_rows(&rows));
     let mut out = Threads::run(run.ranks, |comm| {
-        let dims = vec![rows.n_cols()];
-        let mut datasets = match &dense {
-            Some(values) => vec![
-                Dataset::dense("input", dims.clone(), values.clone())?,
-                Dataset::dense("output", dims, values.clone())?,
-            ],
-            None => vec![
-                Dataset::sparse("input", dims.clone(), rows.clone())?,
-                Dataset::sparse("output", dims, rows.clone())?,
-            ],
-        };
+        let mut datasets = datasets_of(&rows, dense.as_deref())?;
         let graph = Graph::compile(&descriptor, &shapes(&datasets))?;
         let (mut net, data) = build_on(comm, graph, &mut datasets, run, cfg)?;
         net.set_fused_sgd(run.fused);
@@ -325,6 +315,21 @@ pub fn train_on(json: &str, run: Run, cfg: &TrainConfig) -> (f64, Vec<(Matrix, V
     })
     .unwrap();
     out.swap_remove(0)
+}
+
+/// The `input` and `output` datasets of `rows`: sparse, or dense with `dense`'s values.
+fn datasets_of(rows: &Csr, dense: Option<&[f32]>) -> moira::Result<Vec<Dataset>> {
+    let dims = vec![rows.n_cols()];
+    Ok(match dense {
+        Some(values) => vec![
+            Dataset::dense("input", dims.clone(), values.to_vec())?,
+            Dataset::dense("output", dims, values.to_vec())?,
+        ],
+        None => vec![
+            Dataset::sparse("input", dims.clone(), rows.clone())?,
+            Dataset::sparse("output", dims, rows.clone())?,
+        ],
+    })
 }
 
 /// `rows` as dense row-major values (1 at each non-zero).
@@ -382,19 +387,9 @@ pub fn train_validated(
     from: Option<&str>,
 ) -> (Vec<(Matrix, Vec<f32>)>, Vec<AtK>) {
     let descriptor = Descriptor::from_str(json, "agree.json").unwrap();
-    let dense = run.dense.then(|| dense_rows(&rows));
+    let dense = run.dense.then(|| dense_rows(rows));
     let mut out = Threads::run(run.ranks, |comm| {
-        let dims = vec![rows.n_cols()];
-        let mut datasets = match &dense {
-            Some(values) => vec![
-                Dataset::dense("input", dims.clone(), values.clone())?,
-                Dataset::dense("output", dims, values.clone())?,
-            ],
-            None => vec![
-                Dataset::sparse("input", dims.clone(), rows.clone())?,
-                Dataset::sparse("output", dims, rows.clone())?,
-            ],
-        };
+        let mut datasets = datasets_of(rows, dense.as_deref())?;
         let graph = Graph::compile(&descriptor, &shapes(&datasets))?;
         let (mut net, data) = build_on(comm, graph, &mut datasets, run, cfg)?;
         let (mut config, mut state) = (cfg.clone(), TrainState::default());
