@@ -429,11 +429,6 @@ impl ShardPlan {
         self.ranks > 1 && self.layouts.contains(&Layout::Rows)
     }
 
-    /// Whether some layer is held by units on several ranks.
-    pub fn splits_units(&self) -> bool {
-        self.ranks > 1 && self.layouts.contains(&Layout::Units)
-    }
-
     /// The layout of each Input layer's data.
     pub fn input_layouts(&self) -> &[(LayerId, DataLayout)] {
         &self.inputs
