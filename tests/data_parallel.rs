@@ -15,12 +15,11 @@ use moira::network::Network;
 use moira::ops::Optimizer;
 use moira::parallel::{Choice, Parallelism};
 use moira::sparse::Csr;
-use moira::train::{shapes, TrainConfig, Validation};
+use moira::train::shapes;
 
 mod agreement_common;
-use agreement_common::train_validated;
 use agreement_common::{agrees, bits, config, feature, feature_config, features, ml1m};
-use agreement_common::{hold_out_every_third_item, relative_difference, train_on};
+use agreement_common::{assert_metrics_match, relative_difference, train_on, Validated};
 use agreement_common::{Run, BATCH};
 
 /// Each feature's configuration as under model parallelism ([`feature_config`]).
@@ -77,33 +76,8 @@ fn uneven_splits_and_a_last_minibatch_smaller_than_the_rank_count_train_alike() 
 /// split over the ranks gives the one-rank metrics.
 #[test]
 fn checkpoints_resume_and_validation_match_one_rank() {
-    let everything = feature("everything stochastic");
-    let (rows, held_out) = hold_out_every_third_item(&ml1m(300));
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = TrainConfig {
-        epochs: 2,
-        ..config(Optimizer::Adam)
-    };
-    let validation = Validation {
-        held_out,
-        ks: vec![5, 20],
-        every: 1,
-        batch: 50,
-        select: None,
-    };
-    let run = |run: Run, save: Option<&str>, from: Option<&str>| {
-        let (rows, validation) = (&rows, &validation);
-        train_validated(
-            &everything,
-            run,
-            &cfg,
-            rows,
-            validation,
-            dir.path(),
-            save,
-            from,
-        )
-    };
+    let fixture = Validated::new(&feature("everything stochastic"));
+    let run = |run: Run, save: Option<&str>, from: Option<&str>| fixture.run(run, save, from);
     let (straight, metrics) = run(Run::data(2), Some("d2.nc"), None);
     let (resumed, resumed_metrics) = run(Run::data(2), None, Some("d2.epoch1.nc"));
     assert!(bits(&resumed) == bits(&straight), "resumed on 2 ranks");
@@ -117,13 +91,7 @@ fn checkpoints_resume_and_validation_match_one_rank() {
     let (model, _) = run(Run::model(2), None, Some("d2.epoch1.nc"));
     let e = relative_difference(&model, &straight);
     assert!(e < 1e-5, "resumed under model parallelism: {e:e}");
-    for (a, b) in metrics.iter().zip(&one_metrics) {
-        assert_eq!(a.k, b.k);
-        assert!(
-            (a.ndcg - b.ndcg).abs() < 1e-3 && (a.recall - b.recall).abs() < 1e-3,
-            "validation on 2 ranks {a:?} against one rank {b:?}"
-        );
-    }
+    assert_metrics_match(&metrics, &one_metrics);
     assert!(metrics[1].recall > 0.0);
 }
 

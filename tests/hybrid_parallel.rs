@@ -83,28 +83,10 @@ fn the_tested_hybrids_mix_layouts_and_split_unevenly() {
 /// the same model up to rounding; validation over either hybrid gives the one-rank metrics.
 #[test]
 fn checkpoints_resume_and_validation_match_one_rank() {
-    use agreement_common::train_validated;
-    use agreement_common::{bits, hold_out_every_third_item, relative_difference};
-    use moira::train::{TrainConfig, Validation};
+    use agreement_common::{assert_metrics_match, bits, relative_difference, Validated};
     // The variational bottleneck's layers held by examples, its encoder and output by units.
-    let vae = feature("variational bottleneck");
-    let (rows, held_out) = hold_out_every_third_item(&ml1m(300));
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = TrainConfig {
-        epochs: 2,
-        ..config(Optimizer::Adam)
-    };
-    let validation = Validation {
-        held_out,
-        ks: vec![5, 20],
-        every: 1,
-        batch: 50,
-        select: None,
-    };
-    let run = |run: Run, save: Option<&str>, from: Option<&str>| {
-        let (rows, validation) = (&rows, &validation);
-        train_validated(&vae, run, &cfg, rows, validation, dir.path(), save, from)
-    };
+    let fixture = Validated::new(&feature("variational bottleneck"));
+    let run = |run: Run, save: Option<&str>, from: Option<&str>| fixture.run(run, save, from);
     let hybrid = Run::hybrid(2, Replicate::Middle);
     let (straight, metrics) = run(hybrid, Some("h2.nc"), None);
     let (resumed, resumed_metrics) = run(hybrid, None, Some("h2.epoch1.nc"));
@@ -120,14 +102,8 @@ fn checkpoints_resume_and_validation_match_one_rank() {
     let (ends, ends_metrics) = run(Run::hybrid(3, Replicate::Ends), None, Some("h2.epoch1.nc"));
     let e = relative_difference(&ends, &straight);
     assert!(e < 1e-5, "resumed as another hybrid on 3 ranks: {e:e}");
-    let pairs = metrics.iter().zip(&one_metrics);
-    for (a, b) in pairs.chain(ends_metrics.iter().zip(&one_metrics)) {
-        assert_eq!(a.k, b.k);
-        assert!(
-            (a.ndcg - b.ndcg).abs() < 1e-3 && (a.recall - b.recall).abs() < 1e-3,
-            "validation on 2 ranks {a:?} against one rank {b:?}"
-        );
-    }
+    assert_metrics_match(&metrics, &one_metrics);
+    assert_metrics_match(&ends_metrics, &one_metrics);
     assert!(metrics[1].recall > 0.0);
 }
 

@@ -22,7 +22,7 @@ use crate::parallel::data::{gather_rows, keep_rows, sum_gradients};
 use crate::parallel::host::{
     clip_split_row_norms, gather_columns, reduce_columns, softmax_delta, SoftmaxTargets,
 };
-use crate::parallel::host::{reduce_rows, rows_to_units, units_to_rows};
+use crate::parallel::host::{reduce_rows, relay};
 use crate::parallel::{Layout, Split};
 
 /// `out = alpha·xᵀ·δ + beta·out` (`transposed`: `alpha·δᵀ·x`), the weight-gradient product of
@@ -119,7 +119,8 @@ impl<B: Backend, C: Collective> Network<B, C> {
             }
             // The mean over the whole minibatch (every rank's rows under data parallelism).
             let alpha = -1.0 / self.share.total as f32;
-            for eid in layer.incoming.clone() {
+            for k in 0..layer.incoming.len() {
+                let eid = self.graph.layers()[li].incoming[k];
                 let edge = self.graph.edge(eid);
                 let (src, wi, route) = (edge.source.0, edge.weight.0, self.routes[eid.0]);
                 // δ_src first: it must read W before a fused update changes it.
@@ -289,24 +290,18 @@ impl<B: Backend, C: Collective> Network<B, C> {
             }
             // A replicated edge into a source split by units, or an input-sharded edge into one
             // split by examples: lay the part back.
-            (_, Layout::Units) => rows_to_units(
-                &self.backend,
-                comm,
-                timers,
-                &self.scratch,
-                &row_split,
-                &unit_split,
-                laid,
-            )?,
-            (_, Layout::Rows) => units_to_rows(
-                &self.backend,
-                comm,
-                timers,
-                &self.scratch,
-                &row_split,
-                &unit_split,
-                laid,
-            )?,
+            (_, into) => {
+                let splits = (&row_split, &unit_split);
+                relay(
+                    &self.backend,
+                    comm,
+                    timers,
+                    &self.scratch,
+                    splits,
+                    into,
+                    laid,
+                )?
+            }
         }
         let n = src_rows * src_local;
         if written {

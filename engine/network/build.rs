@@ -93,7 +93,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
             ),
             Parallelism::Auto => {
                 let choice = Choice::new(&graph, ranks, capacity)?;
-                (choice.mode, choice.layouts(&graph))
+                (choice.mode, choice.layouts(&graph, choice.mode))
             }
             Parallelism::Hybrid => {
                 let choice = Choice::new(&graph, ranks, capacity)?;

@@ -11,8 +11,8 @@ use crate::graph::LayerId;
 use crate::ops::fixed::FixedSum;
 use crate::ops::{Activation, Trans};
 use crate::parallel::data::{gather_rows, keep_rows};
+use crate::parallel::host::relay;
 use crate::parallel::host::{gather_columns, reduce_columns, softmax_rows};
-use crate::parallel::host::{rows_to_units, units_to_rows};
 use crate::parallel::Split;
 
 /// What one training step measured.
@@ -111,7 +111,8 @@ impl<B: Backend, C: Collective> Network<B, C> {
                 }
                 continue;
             }
-            for e in layer.incoming.clone() {
+            for k in 0..layer.incoming.len() {
+                let e = self.graph.layers()[li].incoming[k];
                 self.relay_source(e.0)?;
             }
             let layer = &self.graph.layers()[li];
@@ -308,11 +309,8 @@ impl<B: Backend, C: Collective> Network<B, C> {
         };
         let rows = Split::even(self.share.total, comm.size())?;
         let cols = Split::even(source.units, comm.size())?;
-        if by_rows {
-            rows_to_units(&self.backend, comm, timers, a, &rows, &cols, relaid)
-        } else {
-            units_to_rows(&self.backend, comm, timers, a, &rows, &cols, relaid)
-        }
+        let into = self.plan.layout(edge.target);
+        relay(&self.backend, comm, timers, a, (&rows, &cols), into, relaid)
     }
 
     /// Loss of the loaded minibatch after [`Network::forward`], summed over examples and

@@ -152,9 +152,10 @@ impl Choice {
         })
     }
 
-    /// The layouts of the chosen mode.
-    pub fn layouts(&self, graph: &Graph) -> Vec<Layout> {
-        match self.mode {
+    /// The layers' layouts under `mode` (the chosen one: [`Choice::mode`]): every layer by
+    /// units for model parallelism, by examples for data parallelism, the per-weight hybrid's.
+    pub fn layouts(&self, graph: &Graph, mode: Parallelism) -> Vec<Layout> {
+        match mode {
             Parallelism::Data => data_layouts(graph),
             Parallelism::Hybrid => self.hybrid.clone(),
             _ => vec![Layout::Units; graph.layers().len()],

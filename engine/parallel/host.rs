@@ -11,7 +11,7 @@ use crate::ops::norm;
 use crate::parallel::exact::{
     all_gather_columns, reduce_scatter_columns, reduce_scatter_rows, sum_all,
 };
-use crate::parallel::Split;
+use crate::parallel::{Layout, Split};
 
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
@@ -208,6 +208,25 @@ pub(crate) fn rows_to_units<B: Backend, C: Collective>(
             })
         },
     )
+}
+
+/// `dst` ← `src` re-laid `into` the other layout: [`units_to_rows`] into
+/// [`Layout::Rows`], [`rows_to_units`] into [`Layout::Units`] (`rows` the minibatch's split,
+/// `cols` the units' split over the ranks).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn relay<B: Backend, C: Collective>(
+    backend: &B,
+    comm: &C,
+    timers: &Timers,
+    src: &B::Vector,
+    (rows, cols): (&Split, &Split),
+    into: Layout,
+    dst: &mut B::Vector,
+) -> Result<()> {
+    match into {
+        Layout::Rows => units_to_rows(backend, comm, timers, src, rows, cols, dst),
+        Layout::Units => rows_to_units(backend, comm, timers, src, rows, cols, dst),
+    }
 }
 
 /// `dst` (`rows.len(rank) × width`) ← this rank's rows of the sum over ranks of every rank's

@@ -372,52 +372,94 @@ pub fn build_on<'a>(
     Ok((net, data))
 }
 
-/// `json` trained as `run` says on `rows` with `cfg` and `validation` every epoch, resumed
-/// from checkpoint `from` in `dir` when given, checkpointing every epoch beside `save` when
-/// given: the whole parameters and the last epoch's mean validation metrics (rank 0's).
-#[allow(clippy::too_many_arguments)]
-pub fn train_validated(
-    json: &str,
-    run: Run,
-    cfg: &TrainConfig,
-    rows: &Csr,
-    validation: &Validation,
-    dir: &std::path::Path,
-    save: Option<&str>,
-    from: Option<&str>,
-) -> (Vec<(Matrix, Vec<f32>)>, Vec<AtK>) {
-    let descriptor = Descriptor::from_str(json, "agree.json").unwrap();
-    let dense = run.dense.then(|| dense_rows(rows));
-    let mut out = Threads::run(run.ranks, |comm| {
-        let mut datasets = datasets_of(rows, dense.as_deref())?;
-        let graph = Graph::compile(&descriptor, &shapes(&datasets))?;
-        let (mut net, data) = build_on(comm, graph, &mut datasets, run, cfg)?;
-        let (mut config, mut state) = (cfg.clone(), TrainState::default());
-        if let Some(name) = from {
-            let resumed = resume(&dir.join(name), &mut net, &config)?;
-            config.first_epoch = resumed.epochs_done;
-            config.epochs -= resumed.epochs_done;
-            state = resumed.state;
+/// Training with validation and checkpoints: ML-1M's first 300 users without every third
+/// item (held out for validation at K 5 and 20 every epoch, in batches of 50), Adam for 2
+/// epochs, checkpoints in a temporary folder.
+pub struct Validated {
+    json: String,
+    cfg: TrainConfig,
+    rows: Csr,
+    validation: Validation,
+    dir: tempfile::TempDir,
+}
+
+impl Validated {
+    /// The fixture for the network `json`.
+    pub fn new(json: &str) -> Validated {
+        let (rows, held_out) = hold_out_every_third_item(&ml1m(300));
+        Validated {
+            json: json.to_owned(),
+            cfg: TrainConfig {
+                epochs: 2,
+                ..config(Optimizer::Adam)
+            },
+            rows,
+            validation: Validation {
+                held_out,
+                ks: vec![5, 20],
+                every: 1,
+                batch: 50,
+                select: None,
+            },
+            dir: tempfile::tempdir().unwrap(),
         }
-        let checkpoints = save.map(|name| CheckpointPlan::beside(&dir.join(name), 1));
-        let reports = train_with(
-            &mut net,
-            &data,
-            &config,
-            Some(validation),
-            &mut Quiet,
-            &mut state,
-            checkpoints.as_ref(),
-        )?;
-        let metrics = reports.last().and_then(|r| r.validation.clone());
-        Ok((net.download_params()?, metrics.unwrap().means()))
-    })
-    .unwrap();
-    out.swap_remove(0)
+    }
+
+    /// Trained as `run` says, resumed from checkpoint `from` when given, checkpointing every
+    /// epoch beside `save` when given: the whole parameters and the last epoch's mean
+    /// validation metrics (rank 0's).
+    pub fn run(
+        &self,
+        run: Run,
+        save: Option<&str>,
+        from: Option<&str>,
+    ) -> (Vec<(Matrix, Vec<f32>)>, Vec<AtK>) {
+        let descriptor = Descriptor::from_str(&self.json, "agree.json").unwrap();
+        let dense = run.dense.then(|| dense_rows(&self.rows));
+        let mut out = Threads::run(run.ranks, |comm| {
+            let mut datasets = datasets_of(&self.rows, dense.as_deref())?;
+            let graph = Graph::compile(&descriptor, &shapes(&datasets))?;
+            let (mut net, data) = build_on(comm, graph, &mut datasets, run, &self.cfg)?;
+            let (mut config, mut state) = (self.cfg.clone(), TrainState::default());
+            if let Some(name) = from {
+                let resumed = resume(&self.dir.path().join(name), &mut net, &config)?;
+                config.first_epoch = resumed.epochs_done;
+                config.epochs -= resumed.epochs_done;
+                state = resumed.state;
+            }
+            let checkpoints =
+                save.map(|name| CheckpointPlan::beside(&self.dir.path().join(name), 1));
+            let reports = train_with(
+                &mut net,
+                &data,
+                &config,
+                Some(&self.validation),
+                &mut Quiet,
+                &mut state,
+                checkpoints.as_ref(),
+            )?;
+            let metrics = reports.last().and_then(|r| r.validation.clone());
+            Ok((net.download_params()?, metrics.unwrap().means()))
+        })
+        .unwrap();
+        out.swap_remove(0)
+    }
+}
+
+/// Asserts that validation metrics `got` match one rank's `one`: the same cutoffs, NDCG and
+/// recall within 1e-3.
+pub fn assert_metrics_match(got: &[AtK], one: &[AtK]) {
+    for (a, b) in got.iter().zip(one) {
+        assert_eq!(a.k, b.k);
+        assert!(
+            (a.ndcg - b.ndcg).abs() < 1e-3 && (a.recall - b.recall).abs() < 1e-3,
+            "validation on several ranks {a:?} against one rank {b:?}"
+        );
+    }
 }
 
 /// Each user's items without every third one, and those held out (the same width).
-pub fn hold_out_every_third_item(rows: &Csr) -> (Csr, Csr) {
+fn hold_out_every_third_item(rows: &Csr) -> (Csr, Csr) {
     let (mut kept, mut held) = ((vec![0u64], Vec::new()), (vec![0u64], Vec::new()));
     for r in 0..rows.n_rows() {
         for (i, &c) in rows.row(r).0.iter().enumerate() {

@@ -9,7 +9,7 @@
 
 mod mpi_common;
 
-use mpi_common::{available, losses, recs, relative_difference, same_sets, weights, Fixture};
+use mpi_common::{assert_agrees, available, recs, same_sets, Fixture, Trained};
 
 /// Denoising, dropout on both hidden layers, the sparseness penalty and a SoftMax output.
 const EVERYTHING: &str = r#"{ "Version": 0.8, "Name": "dp", "Kind": "FeedForward",
@@ -25,7 +25,7 @@ const EVERYTHING: &str = r#"{ "Version": 0.8, "Name": "dp", "Kind": "FeedForward
       "Sparse": true, "Activation": "SoftMax" } ] }"#;
 
 /// Trains on `np` ranks into `out` with `args` ([`Fixture::train_adam`]).
-fn run(f: &Fixture, np: usize, out: &str, args: &[&str]) -> (Vec<f64>, Vec<Vec<f32>>, String) {
+fn run(f: &Fixture, np: usize, out: &str, args: &[&str]) -> Trained {
     f.train_adam(np, out, args)
 }
 
@@ -36,22 +36,17 @@ fn data_parallel_training_agrees_with_one_rank_after_eight_minibatches() {
     }
     let f = Fixture::new(512, EVERYTHING);
     let short = ["-b", "64", "-e", "1", "--parallel", "data"];
-    let (loss, w, _) = run(&f, 1, "one.nc", &short);
+    let one = run(&f, 1, "one.nc", &short);
     for np in [2, 4] {
-        let (l, v, log) = run(&f, np, &format!("np{np}.nc"), &short);
+        let got = run(&f, np, &format!("np{np}.nc"), &short);
+        let log = &got.2;
         assert!(
             log.contains(&format!("rank 0 of {np} (data parallelism)")),
             "{log}"
         );
-        let loss_err = (l[0] - loss[0]).abs() / loss[0].abs();
-        let weight_err = relative_difference(&v, &w);
-        eprintln!("{np} ranks: loss {loss_err:.1e}, weights {weight_err:.1e}");
-        assert!(loss_err < 1e-6, "{np} ranks: loss {l:?} against {loss:?}");
-        assert!(weight_err < 1e-5, "{np} ranks: weights {weight_err:e}");
+        assert_agrees(np, &got, &one);
     }
-    let (again, v, _) = run(&f, 2, "np2-again.nc", &short);
-    assert_eq!(again, losses(&f.path("np2.nc.jsonl")), "loss run to run");
-    assert!(v == weights(&f.path("np2.nc")), "weights run to run");
+    f.assert_repeats(2, "np2.nc", &short);
 }
 
 #[test]
@@ -80,12 +75,13 @@ fn auto_logs_its_choice_and_trains_as_the_chosen_mode() {
     }
     let f = Fixture::new(512, EVERYTHING);
     let short = ["-b", "128", "-e", "1"];
-    let (auto, w_auto, log) = run(
+    let auto = run(
         &f,
         2,
         "auto.nc",
         &[&short[..], &["--parallel", "auto"]].concat(),
     );
+    let log = &auto.2;
     assert!(
         log.contains("--parallel auto: traffic per minibatch"),
         "{log}"
@@ -95,14 +91,7 @@ fn auto_logs_its_choice_and_trains_as_the_chosen_mode() {
         .find(|m| log.contains(&format!("-> {m}")))
         .unwrap_or("model");
     assert!(log.contains(&format!("({chosen} parallelism)")), "{log}");
-    let (other, w, _) = run(
-        &f,
-        2,
-        "chosen.nc",
-        &[&short[..], &["--parallel", chosen]].concat(),
-    );
-    assert_eq!(auto, other, "auto trains as {chosen}");
-    assert!(w_auto == w, "auto trains as {chosen}");
+    f.assert_trains_as(2, chosen, &short, &auto);
 }
 
 #[test]

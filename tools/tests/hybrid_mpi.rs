@@ -8,7 +8,7 @@
 
 mod mpi_common;
 
-use mpi_common::{available, losses, relative_difference, weights, Fixture};
+use mpi_common::{assert_agrees, available, Fixture, Trained};
 
 /// I → 128 → 32 → 32 → 128 → I: at minibatches of 256 the 32-unit weights move fewer bytes
 /// as gradients than as activations.
@@ -25,8 +25,13 @@ const DEEP: &str = r#"{ "Version": 0.8, "Name": "hybrid", "Kind": "FeedForward",
       "Sparse": true, "Activation": "SoftMax" } ] }"#;
 
 /// Trains on `np` ranks into `out` with minibatches of 256 and `args`.
-fn run(f: &Fixture, np: usize, out: &str, args: &[&str]) -> (Vec<f64>, Vec<Vec<f32>>, String) {
-    f.train_adam(np, out, &[&["-b", "256"], args].concat())
+fn run(f: &Fixture, np: usize, out: &str, args: &[&str]) -> Trained {
+    f.train_adam(np, out, &with_batch(args))
+}
+
+/// `args` with minibatches of 256.
+fn with_batch<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    [&["-b", "256"], args].concat()
 }
 
 #[test]
@@ -35,10 +40,11 @@ fn hybrid_training_agrees_with_one_rank_and_logs_its_plan() {
         return;
     }
     let f = Fixture::new(1024, DEEP);
-    let (loss, w, _) = run(&f, 1, "one.nc", &["-e", "1"]);
+    let one = run(&f, 1, "one.nc", &["-e", "1"]);
     for np in [2, 3, 4] {
         let args = ["-e", "1", "--parallel", "hybrid"];
-        let (l, v, log) = run(&f, np, &format!("np{np}.nc"), &args);
+        let got = run(&f, np, &format!("np{np}.nc"), &args);
+        let log = &got.2;
         assert!(
             log.contains(&format!("rank 0 of {np} (hybrid parallelism)")),
             "{log}"
@@ -64,15 +70,13 @@ fn hybrid_training_agrees_with_one_rank_and_logs_its_plan() {
             log.contains(&format!("all-to-all activations {relaid}")),
             "{log}"
         );
-        let loss_err = (l[0] - loss[0]).abs() / loss[0].abs();
-        let weight_err = relative_difference(&v, &w);
-        eprintln!("{np} ranks: loss {loss_err:.1e}, weights {weight_err:.1e}");
-        assert!(loss_err < 1e-6, "{np} ranks: loss {l:?} against {loss:?}");
-        assert!(weight_err < 1e-5, "{np} ranks: weights {weight_err:e}");
+        assert_agrees(np, &got, &one);
     }
-    let (again, v, _) = run(&f, 2, "np2-again.nc", &["-e", "1", "--parallel", "hybrid"]);
-    assert_eq!(again, losses(&f.path("np2.nc.jsonl")), "loss run to run");
-    assert!(v == weights(&f.path("np2.nc")), "weights run to run");
+    f.assert_repeats(
+        2,
+        "np2.nc",
+        &with_batch(&["-e", "1", "--parallel", "hybrid"]),
+    );
 }
 
 /// `--parallel tune` times each way of splitting the work on the first minibatches, logs the
@@ -83,7 +87,8 @@ fn tune_times_each_mode_and_trains_as_the_fastest() {
         return;
     }
     let f = Fixture::new(512, DEEP);
-    let (tuned, w_tuned, log) = run(&f, 2, "tune.nc", &["-e", "1", "--parallel", "tune"]);
+    let tuned = run(&f, 2, "tune.nc", &["-e", "1", "--parallel", "tune"]);
+    let log = &tuned.2;
     let line = log
         .lines()
         .find(|l| l.contains("--parallel tune: seconds per step"))
@@ -93,7 +98,5 @@ fn tune_times_each_mode_and_trains_as_the_fastest() {
     }
     let chosen = line.rsplit("-> ").next().unwrap().trim();
     assert!(log.contains(&format!("({chosen} parallelism)")), "{log}");
-    let (other, w, _) = run(&f, 2, "chosen.nc", &["-e", "1", "--parallel", chosen]);
-    assert_eq!(tuned, other, "tune trains as {chosen}");
-    assert!(w_tuned == w, "tune trains as {chosen}");
+    f.assert_trains_as(2, chosen, &with_batch(&["-e", "1"]), &tuned);
 }

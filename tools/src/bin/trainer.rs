@@ -282,11 +282,7 @@ fn train_sharded<B: Backend, C: Collective>(
             Parallelism::Auto => (choice.mode, backend),
             mode => (mode, backend),
         };
-        let layouts = match mode {
-            Parallelism::Hybrid => choice.hybrid.clone(),
-            Parallelism::Data => moira::parallel::choice::data_layouts(&setup.graph),
-            _ => vec![moira::parallel::Layout::Units; setup.graph.layers().len()],
-        };
+        let layouts = choice.layouts(&setup.graph, mode);
         if mode != Parallelism::Data {
             let plan = ShardPlan::with_layouts(&setup.graph, size, &layouts)?;
             if rank == 0 {

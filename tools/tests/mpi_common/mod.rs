@@ -19,6 +19,20 @@ pub const ML1M_TRAIN: &str = concat!(
     "/../../shared/data/ml-1m-lightgcnpp/train.txt"
 );
 
+/// A run's losses per epoch, its model's weights and its log ([`Fixture::train_adam`]).
+pub type Trained = (Vec<f64>, Vec<Vec<f32>>, String);
+
+/// Asserts that `got`, trained on `np` ranks, trains the one-rank model `one`: the first
+/// epoch's loss within 1e-6 relative, the weights within 1e-5.
+pub fn assert_agrees(np: usize, got: &Trained, one: &Trained) {
+    let ((l, v, _), (loss, w, _)) = (got, one);
+    let loss_err = (l[0] - loss[0]).abs() / loss[0].abs();
+    let weight_err = relative_difference(v, w);
+    eprintln!("{np} ranks: loss {loss_err:.1e}, weights {weight_err:.1e}");
+    assert!(loss_err < 1e-6, "{np} ranks: loss {l:?} against {loss:?}");
+    assert!(weight_err < 1e-5, "{np} ranks: weights {weight_err:e}");
+}
+
 /// Whether the tools were built with the `mpi` feature and `mpirun` exists; prints why not.
 pub fn available() -> bool {
     let transport = Command::new(CHECK).arg("--transport").output();
@@ -69,15 +83,31 @@ impl Fixture {
         self.path(name).display().to_string()
     }
 
+    /// Asserts that training into `out` on `np` ranks with `args` repeats bit for bit: trains
+    /// again beside it and compares the losses and weights.
+    pub fn assert_repeats(&self, np: usize, out: &str, args: &[&str]) {
+        let (again, v, _) = self.train_adam(np, &format!("{out}-again"), args);
+        assert_eq!(
+            again,
+            losses(&self.path(&format!("{out}.jsonl"))),
+            "loss run to run"
+        );
+        assert!(v == weights(&self.path(out)), "weights run to run");
+    }
+
+    /// Asserts that `got`, trained on `np` ranks with `args` and a mode of choosing, trains
+    /// bit for bit as `--parallel chosen` does.
+    pub fn assert_trains_as(&self, np: usize, chosen: &str, args: &[&str], got: &Trained) {
+        let args = [args, &["--parallel", chosen]].concat();
+        let (other, w, _) = self.train_adam(np, "chosen.nc", &args);
+        assert_eq!(got.0, other, "trains as {chosen}");
+        assert!(got.1 == w, "trains as {chosen}");
+    }
+
     /// Trains on `np` ranks into `out` with Adam at α 0.001, seed 3, a metrics log beside
     /// `out` and `args`; asserts success; returns the epochs' losses, the model's weights and
     /// the log.
-    pub fn train_adam(
-        &self,
-        np: usize,
-        out: &str,
-        args: &[&str],
-    ) -> (Vec<f64>, Vec<Vec<f32>>, String) {
+    pub fn train_adam(&self, np: usize, out: &str, args: &[&str]) -> Trained {
         let log = self.p(&format!("{out}.jsonl"));
         let mut all = vec!["--optimizer", "adam", "--alpha", "0.001", "--seed", "3"];
         all.extend(["--metrics-log", &log]);
