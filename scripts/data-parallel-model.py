@@ -10,17 +10,16 @@ Bytes per minibatch on the busiest rank, P ranks, minibatch B (the whole minibat
       the B x in partial deltas unless the source is an input), else by input units
       (reduce-scatter the B x out partial sums, all-gather the B x out deltas); each moves
       (P-1)/P * B * width * 4 bytes.
-  data (moira::parallel::data): every gradient (weights and biases) summed once per step,
-      whatever B: on P <= 4 ranks every rank gathers the others' f32 gradients and adds them
-      in rank order ((P-1) * params * 4 bytes), beyond a ring all-reduce of 64-bit fixed
-      point (2 * (P-1)/P * params * 8 bytes).
+  data (moira::parallel::data, the sharded update of moira::parallel::owned): once per step,
+      whatever B, every rank receives the others' f32 partial gradients of the 1/P of the
+      parameters it owns (an all-to-all), updates them, and receives the others' updated
+      shares (an all-gather): 2 * (P-1)/P * params * 4 bytes.
 
 Time per step, no overlap of compute and communication:
 
   T(P) = (T1 - F)/P + F + Tcomm(P)
   model: Tcomm = n * (s(P) * alpha + (P-1)/P * M / beta)   (n collectives of M bytes each)
-  data:  Tcomm = s(P) * alpha + (P-1) * 4 * params / beta              (P <= 4)
-         Tcomm = 2 * s(P) * alpha + 2 * (P-1)/P * 8 * params / beta     (P > 4)
+  data:  Tcomm = 2 * s(P) * alpha + 2 * (P-1)/P * 4 * params / beta
 
 with s(P) = P - 1 (ring). T1 comes from the flops at the rate measured on one H100 for the
 MovieLens-20M benchmark network (docs/scaling.md: 21.3 TFLOP/s effective in FP32), so the
@@ -76,15 +75,8 @@ def model_bytes(items, hidden, batch, p):
     return sum((p - 1) / p * batch * w * 4 for w in model_collectives(items, hidden))
 
 
-# The most ranks on which the gradients are gathered and added in rank order
-# (moira::parallel::exact::RANK_ORDER_MAX_RANKS).
-RANK_ORDER_MAX_RANKS = 4
-
-
 def data_bytes(items, hidden, p):
-    if p <= RANK_ORDER_MAX_RANKS:
-        return (p - 1) * params(items, hidden) * 4
-    return 2 * (p - 1) / p * params(items, hidden) * 8
+    return 2 * (p - 1) / p * params(items, hidden) * 4
 
 
 def flops(items, hidden, batch):
@@ -102,8 +94,7 @@ def step_s(mode, items, hidden, batch, p, beta, alpha):
         cols = model_collectives(items, hidden)
         comm = sum((p - 1) * alpha + (p - 1) / p * batch * w * 4 / beta for w in cols)
     else:
-        rounds = (p - 1) if p <= RANK_ORDER_MAX_RANKS else 2 * (p - 1)
-        comm = rounds * alpha + data_bytes(items, hidden, p) / beta
+        comm = 2 * (p - 1) * alpha + data_bytes(items, hidden, p) / beta
     return tc + comm
 
 

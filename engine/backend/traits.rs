@@ -9,6 +9,8 @@
 //! Every primitive must give the same bits whatever the number of threads the device uses:
 //! sums whose order could vary are taken in 64-bit fixed point.
 
+use std::ops::Range;
+
 use crate::error::{Error, Result};
 use crate::ops::activation::ActivationParams;
 use crate::ops::fixed::FixedSum;
@@ -304,8 +306,10 @@ pub trait Backend: Send + Sync {
     /// Scales each row `b` of `x` by `weights[b]` (per-example data weights).
     fn scale_rows(&self, x: MatMut<Self::Vector>, weights: &[f32]) -> Result<()>;
 
-    /// One optimizer update of the first `len` elements of `w` with gradient `g`
-    /// (the negative mean gradient) and state `s0`, `s1`; `t` is the 1-based update count.
+    /// One optimizer update of the elements `range` of `w` with gradient `g` (the negative
+    /// mean gradient) and state `s0`, `s1` (the same elements of each; a state the rule does
+    /// not use may be shorter); `t` is the 1-based update count. Element-wise: updating a
+    /// tensor in several ranges gives the bits of one update of the whole.
     #[allow(clippy::too_many_arguments)]
     fn optimizer_step(
         &self,
@@ -313,7 +317,7 @@ pub trait Backend: Send + Sync {
         g: &Self::Vector,
         s0: &mut Self::Vector,
         s1: &mut Self::Vector,
-        len: usize,
+        range: Range<usize>,
         opt: Optimizer,
         h: &Hyper,
         t: u64,

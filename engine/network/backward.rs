@@ -18,7 +18,9 @@ use crate::graph::EdgeId;
 use crate::graph::Layer;
 use crate::ops::optimizer::Hyper;
 use crate::ops::{Activation, Trans};
-use crate::parallel::data::{gather_rows, keep_rows, sum_gradients};
+use crate::parallel::data::{
+    gather_rows, keep_rows, reduce_scatter_weight_gradients, sum_gradients,
+};
 use crate::parallel::host::{
     clip_split_row_norms, gather_columns, reduce_columns, softmax_delta, SoftmaxTargets,
 };
@@ -311,25 +313,29 @@ impl<B: Backend, C: Collective> Network<B, C> {
         }
     }
 
-    /// Where the ranks split the examples: every replicated weight's gradient, and the bias
-    /// gradient of every edge into a layer held by examples, summed over the ranks (exact,
-    /// [`crate::parallel::data::sum_gradients`]), so every rank holds the whole minibatch's
-    /// gradients. Batch normalisation's come from the whole minibatch already.
+    /// Where the ranks split the examples: every replicated weight's gradient summed over
+    /// the ranks on the elements this rank owns (the sharded update,
+    /// [`crate::parallel::owned`]), and the bias gradient of every edge into a layer held by
+    /// examples summed whole ([`crate::parallel::data::sum_gradients`]); both exact, the same
+    /// bits whatever the transport. Batch normalisation's come from the whole minibatch
+    /// already.
     fn sum_gradients(&mut self) -> Result<()> {
-        let mut grads: Vec<(&mut B::Vector, usize)> = Vec::new();
+        let mut weights: Vec<(&mut B::Vector, usize)> = Vec::new();
         for (p, wp) in self.params.iter_mut().zip(self.plan.weights()) {
             if wp.replicated {
                 let n = p.rows * p.cols;
-                grads.push((&mut p.dw, n));
+                weights.push((&mut p.dw, n));
             }
         }
+        reduce_scatter_weight_gradients(&self.backend, &self.comm, &self.timers, &mut weights)?;
+        let mut biases: Vec<(&mut B::Vector, usize)> = Vec::new();
         for (b, e) in self.biases.iter_mut().zip(self.plan.edges()) {
             if e.replicated {
                 let n = b.cols;
-                grads.push((&mut b.db, n));
+                biases.push((&mut b.db, n));
             }
         }
-        sum_gradients(&self.backend, &self.comm, &self.timers, &mut grads)
+        sum_gradients(&self.backend, &self.comm, &self.timers, &mut biases)
     }
 
     /// Hidden layer `li`'s local `∂L/∂a` (zero when nothing was `written` to it) to `∂L/∂z`

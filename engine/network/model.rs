@@ -180,7 +180,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
                             weights: if shared {
                                 Vec::new()
                             } else {
-                                self.gather_weight(i, &self.params[i].w_state[k])?
+                                self.gather_owned(i, &self.params[i].w_state[k])?
                             },
                             bias,
                         })

@@ -19,12 +19,35 @@ use crate::dense::Matrix;
 use crate::error::{Error, Result};
 use crate::graph::LayerId;
 use crate::parallel::exact::{gather_to_root, gather_to_root_with};
+use crate::parallel::owned::all_gather_owned;
 use crate::parallel::Sharding;
 
 /// Values per rank per round of a gather (16 MiB of `f32`).
 const GATHER_CHUNK: usize = 1 << 22;
 
 impl<B: Backend, C: Collective> Network<B, C> {
+    /// Whether weight `i` takes the sharded update ([`crate::parallel::owned`]): replicated
+    /// on several ranks, so that each rank's gradient and optimizer state are current only on
+    /// the elements it owns.
+    pub(super) fn shards_update(&self, i: usize) -> bool {
+        self.plan.weights()[i].replicated && self.comm.size() > 1
+    }
+
+    /// Weight `i`'s gradient or an optimizer slot in `buf`, whole on rank 0 (and, for a
+    /// weight under the sharded update, on every rank: each rank's owned elements gathered),
+    /// empty elsewhere: [`Network::gather_weight`] for the buffers that are current only on
+    /// their owners' elements.
+    pub(super) fn gather_owned(&self, i: usize, buf: &B::Vector) -> Result<Vec<f32>> {
+        if !self.shards_update(i) {
+            return self.gather_weight(i, buf);
+        }
+        let p = &self.params[i];
+        let mut whole = vec![0.0; p.rows * p.cols];
+        self.backend.download(buf, &mut whole)?;
+        all_gather_owned(&self.comm, &mut whole)?;
+        Ok(whole)
+    }
+
     /// Weight `i`'s block in `buf` (its value, gradient or an optimizer slot), whole on rank
     /// 0 (`[in][out]` row-major), empty elsewhere.
     pub(super) fn gather_weight(&self, i: usize, buf: &B::Vector) -> Result<Vec<f32>> {
@@ -112,7 +135,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
     /// edge using a shared weight; whole on rank 0,
     /// `0 × 0` and empty on other ranks.
     pub fn download_params(&self) -> Result<Vec<(Matrix, Vec<f32>)>> {
-        self.per_edge(|p| &p.w, |b| &b.b)
+        self.per_edge(|p| &p.w, |b| &b.b, false)
     }
 
     /// The gradients of the last [`Network::backward`], in the order and shapes of
@@ -122,13 +145,16 @@ impl<B: Backend, C: Collective> Network<B, C> {
     /// count (DSSTNE's `_sharingCount`). A fused SGD step ([`Network::backward_update`],
     /// [`Network::train_step`]) writes no gradient of the weights it fuses nor of the biases.
     pub fn download_gradients(&self) -> Result<Vec<(Matrix, Vec<f32>)>> {
-        self.per_edge(|p| &p.dw, |b| &b.db)
+        self.per_edge(|p| &p.dw, |b| &b.db, true)
     }
 
+    /// Per edge, the weight buffer `w` and bias buffer `b` picks, gathered; `owned`: `w` is
+    /// current only on its owners' elements under the sharded update ([`Self::gather_owned`]).
     fn per_edge(
         &self,
         w: impl Fn(&super::Param<B::Vector>) -> &B::Vector,
         b: impl Fn(&super::EdgeBias<B::Vector>) -> &B::Vector,
+        owned: bool,
     ) -> Result<Vec<(Matrix, Vec<f32>)>> {
         self.graph
             .edges()
@@ -139,7 +165,10 @@ impl<B: Backend, C: Collective> Network<B, C> {
                     return Ok((Matrix::zeros(0, 0), bias));
                 }
                 let i = edge.weight.0;
-                let values = self.gather_weight(i, w(&self.params[i]))?;
+                let values = match owned {
+                    true => self.gather_owned(i, w(&self.params[i]))?,
+                    false => self.gather_weight(i, w(&self.params[i]))?,
+                };
                 let m = if self.is_root() {
                     let wp = &self.plan.weights()[i];
                     Matrix::from_vec(wp.input_units, wp.output_units, values)?

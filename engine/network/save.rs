@@ -156,8 +156,12 @@ impl<B: Backend, C: Collective> TensorSource for Gathered<'_, B, C> {
             .find(|s| s.extra == k)
             .expect("the writer asks only for the tensors extra_len gives a length");
         let w = self.net.graph.edge(slot.edge).weight.0;
-        self.net
-            .stream_weight(w, &self.net.params[w].w_state[slot.slot], put)
+        let state = &self.net.params[w].w_state[slot.slot];
+        if self.net.shards_update(w) {
+            // Current only on each owner's elements: gathered whole on every rank first.
+            return put(&self.net.gather_owned(w, state)?);
+        }
+        self.net.stream_weight(w, state, put)
     }
 
     fn extra_len(&self, k: usize) -> usize {

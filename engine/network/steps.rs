@@ -163,9 +163,19 @@ impl<V> BatchNorm<V> {
         t: u64,
     ) -> Result<()> {
         let [s0, s1] = &mut self.scale_state;
-        backend.optimizer_step(&mut self.scale, &self.dscale, s0, s1, self.units, opt, h, t)?;
+        let units = 0..self.units;
+        backend.optimizer_step(
+            &mut self.scale,
+            &self.dscale,
+            s0,
+            s1,
+            units.clone(),
+            opt,
+            h,
+            t,
+        )?;
         let [s0, s1] = &mut self.bias_state;
-        backend.optimizer_step(&mut self.bias, &self.dbias, s0, s1, self.units, opt, h, t)
+        backend.optimizer_step(&mut self.bias, &self.dbias, s0, s1, units, opt, h, t)
     }
 }
 
@@ -179,6 +189,6 @@ impl<V> EdgeBias<V> {
         t: u64,
     ) -> Result<()> {
         let [s0, s1] = &mut self.state;
-        backend.optimizer_step(&mut self.b, &self.db, s0, s1, self.cols, opt, h, t)
+        backend.optimizer_step(&mut self.b, &self.db, s0, s1, 0..self.cols, opt, h, t)
     }
 }

@@ -16,6 +16,12 @@
 //! (their gradients come out of the normalisation's backward kernel). `WeightNorm` is applied
 //! to every weight after the update, fused or not (the squares of an input-sharded weight's
 //! columns summed across ranks).
+//!
+//! A weight replicated on several ranks (data parallelism, or a hybrid's replicated layers)
+//! takes the sharded update of [`crate::parallel::owned`]: its gradient was summed on the
+//! elements each rank owns, each rank updates those elements (and keeps their optimizer state
+//! current; the rest of its state is stale), then the updated elements are gathered to every
+//! rank, before `WeightNorm`.
 
 use super::pass::StepStats;
 use super::Network;
@@ -26,7 +32,9 @@ use crate::error::{Error, Result};
 use crate::graph::Weight;
 use crate::ops::optimizer::Hyper;
 use crate::ops::Optimizer;
+use crate::parallel::data::all_gather_weights;
 use crate::parallel::host::clip_split_column_norms;
+use crate::parallel::owned::owned_segments;
 use crate::parallel::Sharding;
 
 /// Whether a fused backward pass writes the SGD update of `weight` into it: only for a weight
@@ -56,12 +64,26 @@ impl<B: Backend, C: Collective> Network<B, C> {
             lambda1: 0.0,
             ..*h
         };
+        let (ranks, rank) = (self.comm.size(), self.comm.rank());
+        let shards: Vec<bool> = (0..self.params.len())
+            .map(|i| self.shards_update(i))
+            .collect();
         for (i, (p, weight)) in self.params.iter_mut().zip(self.graph.weights()).enumerate() {
             if !(fused && fuses_weight(weight)) {
                 let [s0, s1] = &mut p.w_state;
                 let len = p.rows * p.cols;
-                self.backend
-                    .optimizer_step(&mut p.w, &p.dw, s0, s1, len, opt, h, t)?;
+                if shards[i] {
+                    // The sharded update: this rank's elements, then every rank's gathered.
+                    for range in owned_segments(len, ranks, rank)? {
+                        self.backend
+                            .optimizer_step(&mut p.w, &p.dw, s0, s1, range, opt, h, t)?;
+                    }
+                    let mut w = [(&mut p.w, len)];
+                    all_gather_weights(&self.backend, &self.comm, &self.timers, &mut w)?;
+                } else {
+                    self.backend
+                        .optimizer_step(&mut p.w, &p.dw, s0, s1, 0..len, opt, h, t)?;
+                }
             }
             if weight.norm > 0.0 {
                 let wp = &self.plan.weights()[i];

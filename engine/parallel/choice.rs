@@ -6,8 +6,8 @@
 //! - sharding a weight moves its edges' activations and deltas (the model-parallel
 //!   [`ShardPlan`]'s transfers, `∝ B`);
 //! - replicating it moves its gradient (with its edges' biases) once per step, independently
-//!   of `B` ([`gradient_sum_bytes`]): `(P−1)·4` bytes per value gathered on up to 4 ranks, a
-//!   ring all-reduce of `i64` beyond.
+//!   of `B` ([`gradient_sum_bytes`]): the sharded update's `2·(P−1)/P·4` bytes per value
+//!   (each rank's owned share of the gradient in, the other ranks' updated shares back).
 //!
 //! The hybrid replicates each weight for which that moves fewer bytes, holds the layers those
 //! weights lead into by examples ([`Layout::Rows`]) and the rest by units

@@ -8,9 +8,13 @@
 //!
 //! - weight and bias gradients `g = −(1/B)·Σ_b …`: each rank sums its rows with the global
 //!   `1/B`, and the partial gradients are summed across ranks in an order no transport can
-//!   change (`sum_gradients`: gathered and added in rank order on up to 4 ranks, in 64-bit
-//!   fixed point beyond), so every rank applies the same update bits and the run repeats bit
-//!   for bit;
+//!   change, so every rank applies the same update bits and the run repeats bit for bit. A
+//!   weight's gradient goes to the owners of its elements only
+//!   ([`reduce_scatter_weight_gradients`], added in rank order), each rank updates its own
+//!   elements, and the updated elements are copied to every rank ([`all_gather_weights`]):
+//!   the sharded update of [`super::owned`]. The biases' gradients are summed whole
+//!   ([`sum_gradients`]: gathered and added in rank order on up to 4 ranks, in 64-bit fixed
+//!   point beyond);
 //! - the loss: each rank's fixed-point sum, all-reduced exactly;
 //! - steps coupled across examples (batch normalisation's statistics, the sparseness penalty's
 //!   mean activation): the rows are gathered to every rank (`gather_rows`), the one-rank
@@ -25,6 +29,7 @@
 //! The cross-rank steps here stage through host memory, like the model-parallel ones.
 
 use super::exact::{sum_blocks, sum_in_rank_order, RANK_ORDER_MAX_RANKS};
+use super::owned::{all_gather_owned, reduce_scatter_owned};
 use super::Split;
 use std::cell::RefCell;
 
@@ -172,4 +177,51 @@ pub(crate) fn sum_gradients<B: Backend, C: Collective>(
             Ok(())
         })
     })
+}
+
+/// Runs `op` on the first `n` values of every buffer of `tensors` (device vectors with their
+/// lengths) on the host: in place where the backend's buffers are host memory, otherwise
+/// downloaded, changed and uploaded (the copies count as `timers`' staging time, `op` as
+/// exchange time).
+fn on_host<B: Backend>(
+    backend: &B,
+    timers: &Timers,
+    tensors: &mut [(&mut B::Vector, usize)],
+    op: impl Fn(&mut [f32]) -> Result<()>,
+) -> Result<()> {
+    for (buf, n) in tensors.iter_mut() {
+        if let Some(values) = backend.host_values(buf).and_then(|h| h.get_mut(..*n)) {
+            Timers::add(&timers.exchange, || op(values))?;
+            continue;
+        }
+        with_buffer(&GRADIENTS, *n, |host| {
+            Timers::add(&timers.staging, || backend.download(buf, host))?;
+            Timers::add(&timers.exchange, || op(host))?;
+            Timers::add(&timers.staging, || backend.upload(buf, host))
+        })?;
+    }
+    Ok(())
+}
+
+/// Step 1 of the sharded update ([`super::owned`]): each buffer of `grads` (the replicated
+/// weights' gradients, with their lengths) holds, on the elements this rank owns, the sum over
+/// the ranks ([`reduce_scatter_owned`]); its other elements keep this rank's partial sums.
+pub(crate) fn reduce_scatter_weight_gradients<B: Backend, C: Collective>(
+    backend: &B,
+    comm: &C,
+    timers: &Timers,
+    grads: &mut [(&mut B::Vector, usize)],
+) -> Result<()> {
+    on_host(backend, timers, grads, |g| reduce_scatter_owned(comm, g))
+}
+
+/// Step 3 of the sharded update ([`super::owned`]): every rank's updated elements of each
+/// buffer of `weights` (with their lengths) copied to every other rank ([`all_gather_owned`]).
+pub(crate) fn all_gather_weights<B: Backend, C: Collective>(
+    backend: &B,
+    comm: &C,
+    timers: &Timers,
+    weights: &mut [(&mut B::Vector, usize)],
+) -> Result<()> {
+    on_host(backend, timers, weights, |w| all_gather_owned(comm, w))
 }

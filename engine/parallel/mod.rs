@@ -24,6 +24,7 @@ pub mod choice;
 pub mod data;
 pub mod exact;
 pub(crate) mod host;
+pub mod owned;
 pub mod plan;
 pub mod shard;
 mod table;

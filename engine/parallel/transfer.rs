@@ -4,7 +4,6 @@
 
 use std::fmt;
 
-use super::exact::RANK_ORDER_MAX_RANKS;
 use super::Split;
 use crate::graph::LayerId;
 
@@ -75,14 +74,11 @@ pub(super) fn even(n: usize, parts: usize) -> Split {
 }
 
 /// Bytes the busiest rank moves per step to sum a replicated gradient of `values` floats over
-/// `ranks` ranks (`parallel::data::sum_gradients`): every other rank's `f32` values,
-/// gathered and added in rank order, on up to [`RANK_ORDER_MAX_RANKS`] ranks; a ring
-/// all-reduce of `i64` (`2·(P−1)/P` of the buffer) beyond.
+/// `ranks` ranks and share the update (the sharded update of `parallel::owned`): the other
+/// ranks' `f32` partial sums of the `1/P` of the elements it owns, then the other ranks'
+/// updated elements, `2·(P−1)/P·4` bytes per value (the biases, summed whole, are counted
+/// alike: they are a vanishing share).
 pub fn gradient_sum_bytes(values: u64, ranks: usize) -> u64 {
     let p = ranks.max(1) as u64;
-    if ranks <= RANK_ORDER_MAX_RANKS {
-        (p - 1) * values * 4
-    } else {
-        2 * (p - 1) * values * 8 / p
-    }
+    2 * (p - 1) * values * 4 / p
 }

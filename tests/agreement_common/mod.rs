@@ -318,7 +318,7 @@ pub fn train_on(json: &str, run: Run, cfg: &TrainConfig) -> (f64, Vec<(Matrix, V
 }
 
 /// The `input` and `output` datasets of `rows`: sparse, or dense with `dense`'s values.
-fn datasets_of(rows: &Csr, dense: Option<&[f32]>) -> moira::Result<Vec<Dataset>> {
+pub fn datasets_of(rows: &Csr, dense: Option<&[f32]>) -> moira::Result<Vec<Dataset>> {
     let dims = vec![rows.n_cols()];
     Ok(match dense {
         Some(values) => vec![

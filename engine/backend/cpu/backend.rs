@@ -1,6 +1,7 @@
 //! [`Cpu`]: the [`Backend`] implementation over the CPU kernels of this module, running on a
 //! private rayon pool of a fixed number of threads.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use super::{
@@ -515,24 +516,25 @@ impl Backend for Cpu {
         g: &Vec<f32>,
         s0: &mut Vec<f32>,
         s1: &mut Vec<f32>,
-        len: usize,
+        range: Range<usize>,
         opt: Optimizer,
         h: &Hyper,
         t: u64,
     ) -> Result<()> {
         let state = crate::ops::optimizer::state_len(opt);
+        let end = range.end;
         let s0 = if state >= 1 {
-            s0.get_mut(..len).ok_or_else(|| too_small(len, 0))?
+            s0.get_mut(range.clone()).ok_or_else(|| too_small(end, 0))?
         } else {
             &mut []
         };
         let s1 = if state >= 2 {
-            s1.get_mut(..len).ok_or_else(|| too_small(len, 0))?
+            s1.get_mut(range.clone()).ok_or_else(|| too_small(end, 0))?
         } else {
             &mut []
         };
-        let w = w.get_mut(..len).ok_or_else(|| too_small(len, 0))?;
-        let g = g.get(..len).ok_or_else(|| too_small(len, 0))?;
+        let w = w.get_mut(range.clone()).ok_or_else(|| too_small(end, 0))?;
+        let g = g.get(range).ok_or_else(|| too_small(end, 0))?;
         self.run(|par| optimizer_step(w, g, s0, s1, opt, h, t, par))
     }
 }

@@ -1,6 +1,7 @@
 //! [`Cuda`]: the [`Backend`] implementation on one CUDA device.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use cudarc::cublas::sys::cublasMath_t;
@@ -589,11 +590,11 @@ impl Backend for Cuda {
         g: &CudaSlice<f32>,
         s0: &mut CudaSlice<f32>,
         s1: &mut CudaSlice<f32>,
-        len: usize,
+        range: Range<usize>,
         opt: Optimizer,
         h: &Hyper,
         t: u64,
     ) -> Result<()> {
-        self.optimizer_step_impl(w, g, s0, s1, len, opt, h, t)
+        self.optimizer_step_impl(w, g, s0, s1, range, opt, h, t)
     }
 }

@@ -1,6 +1,8 @@
 //! The dense, element-wise and update primitives of [`Cuda`] (cuBLAS for products, the
 //! kernels of cuda/elementwise.cu for the rest).
 
+use std::ops::Range;
+
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 use super::backend::{check_fits, dev, mat_len, Cuda};
@@ -301,22 +303,30 @@ impl Cuda {
         g: &CudaSlice<f32>,
         s0: &mut CudaSlice<f32>,
         s1: &mut CudaSlice<f32>,
-        len: usize,
+        range: Range<usize>,
         opt: Optimizer,
         h: &Hyper,
         t: u64,
     ) -> Result<()> {
         let state = crate::ops::optimizer::state_len(opt);
-        check_fits(len, w.len().min(g.len()))?;
+        let end = range.end;
+        check_fits(end, w.len().min(g.len()))?;
         if state >= 1 {
-            check_fits(len, s0.len())?;
+            check_fits(end, s0.len())?;
         }
         if state >= 2 {
-            check_fits(len, s1.len())?;
+            check_fits(end, s1.len())?;
         }
+        let len = range.len();
         if len == 0 {
             return Ok(());
         }
+        // A state the rule does not use is passed empty (the kernel never reads it).
+        let used = |k: usize| if state > k { range.clone() } else { 0..0 };
+        let mut w = w.slice_mut(range.clone());
+        let g = g.slice(range.clone());
+        let mut s0 = s0.slice_mut(used(0));
+        let mut s1 = s1.slice_mut(used(1));
         let c = StepConsts::new(h, t);
         let dh = DeviceHyper {
             alpha: h.alpha,
@@ -330,7 +340,13 @@ impl Cuda {
         let (n, o) = (len as u64, opt as i32);
         let f = self.func("optimizer_step")?;
         let mut l = self.stream.launch_builder(f);
-        l.arg(w).arg(g).arg(s0).arg(s1).arg(&n).arg(&o).arg(&dh);
+        l.arg(&mut w)
+            .arg(&g)
+            .arg(&mut s0)
+            .arg(&mut s1)
+            .arg(&n)
+            .arg(&o)
+            .arg(&dh);
         // SAFETY: every array the rule touches holds `len` elements (checked above).
         unsafe { l.launch(self.cfg_elems(len)) }
             .map(|_| ())
