@@ -1,13 +1,17 @@
 //! The ML-1M quality gate (EVALUATION.md's protocol, with honest model selection), end to end
 //! through the library:
-//! 1. train the shipped `networks/ml1m-multdae.json` on train.txt (input L2-normalised, the
-//!    same rows as targets), validate on valid.txt every epoch, keep the best NDCG@20 epoch and
-//!    stop after `PATIENCE` epochs without improvement ([`Selection`]);
+//! 1. train the shipped `networks/ml1m-dlae.json` (a denoising linear autoencoder) with the
+//!    weight decay `LAMBDA` the quality benchmark selected on valid, on train.txt (input
+//!    L2-normalised, the same rows as targets), validate on valid.txt every epoch, keep the
+//!    best NDCG@20 epoch and stop after `PATIENCE` epochs without improvement ([`Selection`]);
 //! 2. train again on train + valid for the selected number of epochs, rank every item with
-//!    the user's own items excluded, and measure test.txt once: require the gate below.
+//!    the user's own items excluded, and measure test.txt once: require the gate below, the
+//!    issue's target past EASE (Recall@20 0.3865, NDCG@20 0.3873 on this split).
 //!
-//! Training is bit-reproducible on one machine and build, so this measures one fixed number;
-//! the margin below the measured value (BENCHMARKS.md) absorbs other CPUs' GEMM kernels.
+//! Training is bit-reproducible on one machine and build, so this measures one fixed number
+//! (Recall@20 0.3947, NDCG@20 0.3943, BENCHMARKS.md); the margin below it absorbs other CPUs'
+//! kernels (this network has only sparse products and element-wise steps, all in fixed point
+//! or per element, so it should not move at all).
 
 use std::path::{Path, PathBuf};
 
@@ -25,13 +29,16 @@ use moira::train::{
 };
 
 /// Test Recall@20 and NDCG@20 required.
-const GATE: (f64, f64) = (0.36, 0.35);
+const GATE: (f64, f64) = (0.39, 0.39);
 
 const DATA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../shared/data/ml-1m-lightgcnpp"
 );
-const NET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/networks/ml1m-multdae.json");
+const NET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/networks/ml1m-dlae.json");
+
+/// The L2 weight decay the quality benchmark selected on valid for `NET` (`--lambda`).
+const LAMBDA: f32 = 0.001;
 
 fn convert_lists(dir: &Path, name: &str, input: PathBuf, create: bool, normalize: bool) -> PathBuf {
     let output = dir.join(format!("{name}.nc"));
@@ -66,7 +73,7 @@ fn config(epochs: u32, shuffle: bool) -> TrainConfig {
         optimizer: Optimizer::Adam,
         hyper: Hyper {
             alpha: 0.003,
-            lambda: 0.0001,
+            lambda: LAMBDA,
             lambda1: 0.0,
             mu: 0.9,
             mu1: 0.999,

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Quality benchmark with honest model selection, one data set per run (EVALUATION.md's
 # protocol; results in BENCHMARKS.md):
-#   1. tune: for each candidate descriptor, train on train.txt and validate on valid.txt,
-#      keeping the best epoch (`trainer --select-by ndcg@20 --patience P`); the candidate with
-#      the best validation NDCG@20 wins, with its selected epoch count;
+#   1. tune: for each candidate descriptor and each L2 weight decay of the grid (`--lambda`),
+#      train on train.txt and validate on valid.txt, keeping the best epoch (`trainer
+#      --select-by ndcg@20 --patience P`); the candidate and lambda with the best validation
+#      NDCG@20 win, with their selected epoch count;
 #   2. final: train the winner on train + valid for that many epochs, recommend the top 20 for
 #      every user (their train + valid items excluded) and score them once against test.txt;
 #   3. baselines on the same split, scored by the same code (benches/quality/baselines.py):
@@ -13,7 +14,8 @@
 #
 # Usage: benches/quality/run.sh ml1m|gowalla
 # Env: NETS="a.json b.json" (candidates; default: the shipped descriptor of the data set),
-#      EPOCHS (most epochs when tuning), PATIENCE, THREADS (default 2), LAMBDAS (EASE's grid),
+#      EPOCHS (most epochs when tuning), PATIENCE, THREADS (default 2), DECAYS (the networks'
+#      weight-decay grid, --lambda values), LAMBDAS (EASE's grid),
 #      BASELINES=0 (skip popularity and EASE; Gowalla's EASE needs ~7 GB and minutes),
 #      PROFILE (cargo profile of the tools, default release).
 set -euo pipefail
@@ -25,13 +27,15 @@ ml1m)
     data=../shared/data/ml-1m-lightgcnpp
     nets="${NETS:-networks/ml1m-multdae.json}"
     epochs="${EPOCHS:-80}" patience="${PATIENCE:-10}" lambdas="${LAMBDAS:-200,500,1000,2000}"
-    train_flags=(-b 500 --optimizer adam --alpha 0.003 --lambda 0.0001 --mu 0.9)
+    decays="${DECAYS:-0.0001 0.001}"
+    train_flags=(-b 500 --optimizer adam --alpha 0.003 --mu 0.9)
     ;;
 gowalla)
     data=../shared/data/gowalla-lightgcnpp
     nets="${NETS:-networks/gowalla-multdae.json}"
     epochs="${EPOCHS:-60}" patience="${PATIENCE:-5}" lambdas="${LAMBDAS:-100,300}"
-    train_flags=(-b 500 --optimizer adam --alpha 0.003 --lambda 0.0001 --mu 0.9)
+    decays="${DECAYS:-0.0001}"
+    train_flags=(-b 500 --optimizer adam --alpha 0.003 --mu 0.9)
     ;;
 *) echo "error: unknown data set '$set_name' (ml1m or gowalla)" >&2; exit 1 ;;
 esac
@@ -60,20 +64,23 @@ t="$out/tune"
 convert -d input -i "$data/train.txt" -o "$t/input.nc" -f "$t/features" -s "$t/samples" -c --l2-normalize
 convert -d output -i "$data/train.txt" -o "$t/output.nc" -f "$t/features" -s "$t/samples"
 convert -d valid -i "$data/valid.txt" -o "$t/valid.nc" -f "$t/features" -s "$t/samples"
-best_net="" best_value=-1 best_epoch=0
+best_net="" best_decay="" best_value=-1 best_epoch=0
 for net in $nets; do
-    name="$(basename "$net" .json)"
-    log "tuning $name: up to $epochs epochs, patience $patience"
-    "$bin/trainer" "$net" -i "$t/input.nc" -o "$t/output.nc" -n "$t/$name.nc" "${train_flags[@]}" \
-        -e "$epochs" --threads "$threads" --validation "$t/valid.nc" --validation-k 20 \
-        --select-by ndcg@20 --patience "$patience" 2> "$t/$name.log"
-    read -r epoch value < <(tail -n 1 "$t/$name.metrics.jsonl" |
-        "$py" -c 'import json,sys; s=json.load(sys.stdin)["selected"]; print(s["epoch"], s["value"])')
-    log "$name: best validation ndcg@20 $value at epoch $epoch"
-    echo "{\"model\": \"moira $name\", \"split\": \"valid\", \"selected_epoch\": $epoch, \"ndcg@20\": $value}" >> "$out/results.jsonl"
-    if "$py" -c "import sys; sys.exit(not $value > $best_value)"; then
-        best_net="$net" best_value="$value" best_epoch="$epoch"
-    fi
+    for decay in $decays; do
+        name="$(basename "$net" .json)-lambda$decay"
+        log "tuning $name: up to $epochs epochs, patience $patience"
+        "$bin/trainer" "$net" -i "$t/input.nc" -o "$t/output.nc" -n "$t/$name.nc" \
+            "${train_flags[@]}" --lambda "$decay" -e "$epochs" --threads "$threads" \
+            --validation "$t/valid.nc" --validation-k 20 --select-by ndcg@20 \
+            --patience "$patience" 2> "$t/$name.log"
+        read -r epoch value < <(tail -n 1 "$t/$name.metrics.jsonl" |
+            "$py" -c 'import json,sys; s=json.load(sys.stdin)["selected"]; print(s["epoch"], s["value"])')
+        log "$name: best validation ndcg@20 $value at epoch $epoch"
+        echo "{\"model\": \"moira $name\", \"split\": \"valid\", \"selected_epoch\": $epoch, \"ndcg@20\": $value}" >> "$out/results.jsonl"
+        if "$py" -c "import sys; sys.exit(not $value > $best_value)"; then
+            best_net="$net" best_decay="$decay" best_value="$value" best_epoch="$epoch"
+        fi
+    done
 done
 
 # 2. Train the winner on train + valid for the selected number of epochs; score test once.
@@ -84,15 +91,15 @@ convert -d input -i "$f/input" -o "$f/input.nc" -f "$f/features" -s "$f/samples"
 convert -d output -i "$f/input" -o "$f/output.nc" -f "$f/features" -s "$f/samples"
 convert -d test -i "$data/test.txt" -o "$f/test.nc" -f "$f/features" -s "$f/samples"
 final_epochs=$((best_epoch + 1))
-log "final: $(basename "$best_net") on train + valid for $final_epochs epochs"
+log "final: $(basename "$best_net") (lambda $best_decay) on train + valid for $final_epochs epochs"
 /usr/bin/env time -f "peak RSS %M KiB, wall %e s" "$bin/trainer" "$best_net" -i "$f/input.nc" \
-    -o "$f/output.nc" -n "$f/model.nc" "${train_flags[@]}" -e "$final_epochs" --threads "$threads" \
+    -o "$f/output.nc" -n "$f/model.nc" "${train_flags[@]}" --lambda "$best_decay" -e "$final_epochs" --threads "$threads" \
     2> "$f/train.log"
 tail -n 1 "$f/train.log" >&2
 "$bin/predictor" -n "$f/model.nc" -i "$f/input.nc" -k 20 -s "$f/recs" --threads "$threads" \
     -o "$f/features" --samples "$f/samples" --evaluate "$f/test.nc" --evaluate-k 20 > "$f/evaluate.txt"
 "$py" benches/quality/baselines.py --data "$data" --recs "$f/recs" |
-    sed "s/\"moira\"/\"moira $(basename "$best_net" .json), $final_epochs epochs\"/" >> "$out/results.jsonl"
+    sed "s/\"moira\"/\"moira $(basename "$best_net" .json), lambda $best_decay, $final_epochs epochs\"/" >> "$out/results.jsonl"
 
 # 3. Baselines on the same split.
 if [ "${BASELINES:-1}" != 0 ]; then

@@ -45,8 +45,8 @@ for set in $sets; do
             got="$(median "$mode.jsonl")"
             line="$line; 2 ranks $mode ${got} ($(python3 -c "print(f'{$got / $one:.2f}')")x)"
         done
-        chose="$(grep -o -- '-> [a-z]*' auto.log 2>/dev/null | tail -1)"
-        tuned="$(grep -o -- '-> [a-z]*' tune.log 2>/dev/null | tail -1)"
+        chose="$(grep -o -- "-> [a-z]*" auto.log 2>/dev/null | tail -1 || true)"
+        tuned="$(grep -o -- "-> [a-z]*" tune.log 2>/dev/null | tail -1 || true)"
         echo "$line; auto chose ${chose#-> }; tune chose ${tuned#-> }"
     done
 done
