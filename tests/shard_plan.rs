@@ -86,7 +86,11 @@ fn every_example_network_plans_at_every_rank_count() {
                 }
                 let bytes = plan.step_bytes(256);
                 let edgeless = plan.edges().iter().all(|e| e.forward.is_empty());
-                assert_eq!(bytes == 0, ranks == 1 || edgeless, "{name} on {ranks} ranks");
+                assert_eq!(
+                    bytes == 0,
+                    ranks == 1 || edgeless,
+                    "{name} on {ranks} ranks"
+                );
                 // A sparse input into an input-sharded weight is split by column; into an
                 // output-sharded one every rank holds the whole rows.
                 let into = match plan.edges()[0].sharding {
