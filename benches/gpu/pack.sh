@@ -39,6 +39,11 @@ strip "$stage"/bin/* "$stage"/tests/*
 # The real data tests/fused_output.rs reads (the GPU machine has no ../shared).
 mkdir -p "$stage/shared-data"
 cp "$root/../shared/data/ml-1m-lightgcnpp/train.txt" "$stage/shared-data/ml1m-train.txt"
+# The quality mode's splits (benches/quality/run.sh DATA=...).
+for set in ml1m:ml-1m-lightgcnpp gowalla:gowalla-lightgcnpp; do
+    mkdir -p "$stage/shared-data/${set%%:*}"
+    cp "$root/../shared/data/${set#*:}"/{train,valid,test}.txt "$stage/shared-data/${set%%:*}/"
+done
 # Shared libraries beyond the C runtime (NetCDF, HDF5 and theirs).
 ldd "$stage/bin/trainer" | awk '/=> \// {print $3}' |
     grep -vE '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*|libgcc_s)\.so' |

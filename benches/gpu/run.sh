@@ -15,6 +15,13 @@
 # mpi: the multi-rank GPU path: networks/deep-recommender.json alone and under `mpirun -np 2`
 #        with both ranks on the one GPU (the machine's Open MPI; the bundle's copies of its
 #        libraries are set aside), same seed: loss per epoch and epoch time of each.
+# quality: benches/quality/run.sh on the GPU with the bundle's binaries, for QUALITY_SET
+#        (default gowalla): the denoising linear autoencoder (networks/ml1m-dlae.json, the
+#        ML-1M recipe; on Gowalla 1.68 G weights, 27 GB with Adam's moments: beyond the 24 GB
+#        CPU machine) tuned on valid (DECAYS, EPOCHS, PATIENCE) and measured once on test;
+#        popularity and EASE only with BASELINES=1 and scipy there. Results and logs (not the
+#        models) in $OUT/quality-SET/ (results.jsonl), the table at the end of
+#        $OUT/quality-SET.log.
 # Logs and JSON lines go to $OUT (or ./gpu-out). Last line: moira_vs_pytorch=<ratio>.
 set -uo pipefail
 mode="${1:-all}"
@@ -51,6 +58,18 @@ if [[ "$mode" == tests || "$mode" == all ]]; then
     done
 fi
 
+if [[ "$mode" == quality ]]; then
+    set_name="${QUALITY_SET:-gowalla}"
+    run env BIN="$work/bin" DATA="$work/shared-data/$set_name" DEVICE="${QUALITY_DEVICE:-cuda}" PYTHON=python3 \
+        OUT_DIR="$work/quality-$set_name" THREADS=16 NETS="${NETS:-networks/ml1m-dlae.json}" \
+        DECAYS="${DECAYS:-0.001}" EPOCHS="${EPOCHS:-50}" PATIENCE="${PATIENCE:-4}" \
+        BASELINES="${BASELINES:-0}" bash benches/quality/run.sh "$set_name" 2>&1 |
+        tee "$out/quality-$set_name.log"
+    status=${PIPESTATUS[0]}
+    # The results and logs come back; the models (6.7 GB on Gowalla) stay.
+    (cd "$work/quality-$set_name" && find . -name '*.jsonl' -o -name '*.log' -o -name '*.txt' |
+        tar -cf - -T - | tar -C "$out" --transform "s,^\.,quality-$set_name," -xf -)
+fi
 if [[ "$mode" == mpi ]]; then
     d="$work/data"; mkdir -p "$d"
     run "$work/bin/generate-data" --preset ml20m --format text --output "$d/ml20m.txt" 2>&1 | tail -1

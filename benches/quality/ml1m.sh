@@ -4,4 +4,4 @@
 # Kept for its old command line: benches/quality/ml1m.sh [NET.json] [MAX_EPOCHS].
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-NETS="${1:-${NETS:-networks/ml1m-multdae.json}}" EPOCHS="${2:-${EPOCHS:-80}}" exec "$here/run.sh" ml1m
+NETS="${1:-${NETS:-networks/ml1m-dlae.json}}" EPOCHS="${2:-${EPOCHS:-80}}" exec "$here/run.sh" ml1m

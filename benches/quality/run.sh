@@ -18,20 +18,25 @@
 #      weight-decay grid, --lambda values), LAMBDAS (EASE's grid),
 #      BASELINES=0 (skip popularity and EASE; Gowalla's EASE needs ~7 GB and minutes),
 #      PROFILE (cargo profile of the tools, default release).
+#      Elsewhere (the GPU machine, benches/gpu/run.sh quality): DATA (the folder with train.txt,
+#      valid.txt, test.txt), BIN (built binaries: no cargo build), DEVICE (the trainer's and
+#      predictor's --device), PYTHON (an interpreter with numpy and scipy: no venv; without
+#      one, BASELINES=0 and the predictor's own metrics), OUT_DIR (default
+#      target/bench-quality/SET).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 set_name="${1:?usage: benches/quality/run.sh ml1m|gowalla}"
 case "$set_name" in
 ml1m)
-    data=../shared/data/ml-1m-lightgcnpp
-    nets="${NETS:-networks/ml1m-multdae.json}"
+    data="${DATA:-../shared/data/ml-1m-lightgcnpp}"
+    nets="${NETS:-networks/ml1m-dlae.json networks/ml1m-multvae.json networks/ml1m-multdae.json}"
     epochs="${EPOCHS:-80}" patience="${PATIENCE:-10}" lambdas="${LAMBDAS:-200,500,1000,2000}"
     decays="${DECAYS:-0.0001 0.001}"
     train_flags=(-b 500 --optimizer adam --alpha 0.003 --mu 0.9)
     ;;
 gowalla)
-    data=../shared/data/gowalla-lightgcnpp
+    data="${DATA:-../shared/data/gowalla-lightgcnpp}"
     nets="${NETS:-networks/gowalla-multdae.json}"
     epochs="${EPOCHS:-60}" patience="${PATIENCE:-5}" lambdas="${LAMBDAS:-100,300}"
     decays="${DECAYS:-0.0001}"
@@ -43,17 +48,29 @@ threads="${THREADS:-2}"
 for f in train valid test; do
     [ -f "$data/$f.txt" ] || { echo "error: $data/$f.txt not found" >&2; exit 1; }
 done
-# numpy + scipy for the baselines and the scorer, in a venv under target/.
-venv=target/quality-venv
-if ! "$venv/bin/python" -c 'import numpy, scipy' 2>/dev/null; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check numpy scipy
+# numpy + scipy for the baselines and the scorer: $PYTHON's, or a venv under target/.
+scorer=1
+if [ -n "${PYTHON:-}" ]; then
+    py="$PYTHON"
+    "$py" -c 'import numpy, scipy' 2>/dev/null || scorer=0
+else
+    venv=target/quality-venv
+    if ! "$venv/bin/python" -c 'import numpy, scipy' 2>/dev/null; then
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check numpy scipy
+    fi
+    py="$venv/bin/python"
 fi
-py="$venv/bin/python"
-profile="${PROFILE:-release}"
-cargo build --profile "$profile" --workspace --quiet
-bin=target/$profile
-out=target/bench-quality/$set_name
+device=()
+[ -n "${DEVICE:-}" ] && device=(--device "$DEVICE")
+if [ -n "${BIN:-}" ]; then
+    bin="$BIN"
+else
+    profile="${PROFILE:-release}"
+    cargo build --profile "$profile" --workspace --quiet
+    bin=target/$profile
+fi
+out="${OUT_DIR:-target/bench-quality/$set_name}"
 rm -rf "$out"
 mkdir -p "$out/tune" "$out/final/input"
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
@@ -70,7 +87,7 @@ for net in $nets; do
         name="$(basename "$net" .json)-lambda$decay"
         log "tuning $name: up to $epochs epochs, patience $patience"
         "$bin/trainer" "$net" -i "$t/input.nc" -o "$t/output.nc" -n "$t/$name.nc" \
-            "${train_flags[@]}" --lambda "$decay" -e "$epochs" --threads "$threads" \
+            "${train_flags[@]}" --lambda "$decay" -e "$epochs" --threads "$threads" "${device[@]}" \
             --validation "$t/valid.nc" --validation-k 20 --select-by ndcg@20 \
             --patience "$patience" 2> "$t/$name.log"
         read -r epoch value < <(tail -n 1 "$t/$name.metrics.jsonl" |
@@ -92,17 +109,31 @@ convert -d output -i "$f/input" -o "$f/output.nc" -f "$f/features" -s "$f/sample
 convert -d test -i "$data/test.txt" -o "$f/test.nc" -f "$f/features" -s "$f/samples"
 final_epochs=$((best_epoch + 1))
 log "final: $(basename "$best_net") (lambda $best_decay) on train + valid for $final_epochs epochs"
-/usr/bin/env time -f "peak RSS %M KiB, wall %e s" "$bin/trainer" "$best_net" -i "$f/input.nc" \
-    -o "$f/output.nc" -n "$f/model.nc" "${train_flags[@]}" --lambda "$best_decay" -e "$final_epochs" --threads "$threads" \
-    2> "$f/train.log"
+timed=()
+[ -x /usr/bin/time ] && timed=(/usr/bin/time -f "peak RSS %M KiB, wall %e s")
+"${timed[@]}" "$bin/trainer" "$best_net" -i "$f/input.nc" -o "$f/output.nc" -n "$f/model.nc" \
+    "${train_flags[@]}" --lambda "$best_decay" -e "$final_epochs" --threads "$threads" \
+    "${device[@]}" 2> "$f/train.log"
 tail -n 1 "$f/train.log" >&2
 "$bin/predictor" -n "$f/model.nc" -i "$f/input.nc" -k 20 -s "$f/recs" --threads "$threads" \
-    -o "$f/features" --samples "$f/samples" --evaluate "$f/test.nc" --evaluate-k 20 > "$f/evaluate.txt"
-"$py" benches/quality/baselines.py --data "$data" --recs "$f/recs" |
-    sed "s/\"moira\"/\"moira $(basename "$best_net" .json), lambda $best_decay, $final_epochs epochs\"/" >> "$out/results.jsonl"
+    "${device[@]}" -o "$f/features" --samples "$f/samples" --evaluate "$f/test.nc" \
+    --evaluate-k 20 > "$f/evaluate.txt"
+final_name="moira $(basename "$best_net" .json), lambda $best_decay, $final_epochs epochs"
+if [ "$scorer" = 1 ]; then
+    "$py" benches/quality/baselines.py --data "$data" --recs "$f/recs" |
+        sed "s/\"moira\"/\"$final_name\"/" >> "$out/results.jsonl"
+else
+    # No scipy: the predictor's own metrics (the same definitions, EVALUATION.md).
+    grep '^{"metrics"' "$f/evaluate.txt" | tail -n 1 | "$py" -c '
+import json, sys
+m = [x for x in json.load(sys.stdin)["metrics"] if x["k"] == 20][0]
+print(json.dumps({"model": sys.argv[1], "split": "test", "precision@20": m["precision"],
+                  "recall@20": m["recall"], "recall_full@20": m["recall_full"],
+                  "ndcg@20": m["ndcg"]}))' "$final_name" >> "$out/results.jsonl"
+fi
 
 # 3. Baselines on the same split.
-if [ "${BASELINES:-1}" != 0 ]; then
+if [ "${BASELINES:-1}" != 0 ] && [ "$scorer" = 1 ]; then
     log "baselines: popularity, EASE (lambda from $lambdas on valid)"
     # scipy's bundled OpenBLAS crashed (SIGSEGV in spotrf) factorising Gowalla's 41k x 41k
     # matrix on 2 threads; one thread works (BENCHMARKS.md).
