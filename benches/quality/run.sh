@@ -13,7 +13,7 @@
 # denominator, LightGCN's), NDCG@20 for Moira, EASE and popularity.
 #
 # Usage: benches/quality/run.sh ml1m|gowalla
-# Env: NETS="a.json b.json" (candidates; default: the shipped descriptor of the data set),
+# Env: NETS="a.json b.json" (candidates; default: the shipped descriptors of the data set),
 #      EPOCHS (most epochs when tuning), PATIENCE, THREADS (default 2), DECAYS (the networks'
 #      weight-decay grid, --lambda values), LAMBDAS (EASE's grid),
 #      BASELINES=0 (skip popularity and EASE; Gowalla's EASE needs ~7 GB and minutes),

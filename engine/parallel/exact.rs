@@ -213,20 +213,31 @@ pub fn sum_in_rank_order<C: Collective>(comm: &C, values: &mut [f32]) -> Result<
             }
             let all = &mut pieces[..ranks * n];
             comm.all_gather(piece, &vec![n; ranks], all)?;
-            if ranks == 2 {
-                // The common case, written so that it vectorises.
-                let (first, second) = all.split_at(n);
-                for ((v, &a), &b) in piece.iter_mut().zip(first).zip(second) {
-                    *v = (a as f64 + b as f64) as f32;
-                }
-            } else {
-                for (i, v) in piece.iter_mut().enumerate() {
-                    *v = (0..ranks).map(|r| all[r * n + i] as f64).sum::<f64>() as f32;
-                }
-            }
+            add_in_rank_order(all, piece);
         }
         Ok(())
     })
+}
+
+/// `out[i] = Σ_r all[r·n + i]` over the `all.len() / n` ranks' rows of `n = out.len()` values,
+/// added in rank order in `f64` and rounded once to `f32`.
+pub(super) fn add_in_rank_order(all: &[f32], out: &mut [f32]) {
+    let n = out.len();
+    if n == 0 {
+        return;
+    }
+    let ranks = all.len() / n;
+    if ranks == 2 {
+        // The common case, written so that it vectorises.
+        let (first, second) = all.split_at(n);
+        for ((v, &a), &b) in out.iter_mut().zip(first).zip(second) {
+            *v = (a as f64 + b as f64) as f32;
+        }
+    } else {
+        for (i, v) in out.iter_mut().enumerate() {
+            *v = (0..ranks).map(|r| all[r * n + i] as f64).sum::<f64>() as f32;
+        }
+    }
 }
 
 pub use super::blocks::{all_gather_columns, reduce_scatter_columns, reduce_scatter_rows};

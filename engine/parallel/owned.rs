@@ -22,6 +22,7 @@
 use std::cell::RefCell;
 use std::ops::Range;
 
+use super::exact::add_in_rank_order;
 use super::Split;
 use crate::collective::Collective;
 use crate::error::Result;
@@ -78,18 +79,7 @@ pub fn reduce_scatter_owned<C: Collective>(comm: &C, values: &mut [f32]) -> Resu
             }
             let all = &mut received[..ranks * n];
             comm.all_to_all(region, &send_counts, all, &vec![n; ranks])?;
-            let out = &mut region[mine];
-            if ranks == 2 {
-                // The common case, written so that it vectorises.
-                let (first, second) = all.split_at(n);
-                for ((v, &a), &b) in out.iter_mut().zip(first).zip(second) {
-                    *v = (a as f64 + b as f64) as f32;
-                }
-            } else {
-                for (i, v) in out.iter_mut().enumerate() {
-                    *v = (0..ranks).map(|r| all[r * n + i] as f64).sum::<f64>() as f32;
-                }
-            }
+            add_in_rank_order(all, &mut region[mine]);
         }
         Ok(())
     })
