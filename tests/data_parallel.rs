@@ -3,8 +3,9 @@
 //! optimizer on 1, 2 and 4 ranks (the `Threads` collective) on MovieLens-1M's first 512 users
 //! in 8 minibatches of 64 agree with one rank within 1e-6 relative in the loss and 1e-5 in
 //! the weights, and repeat bit for bit; minibatches that do not split evenly, a last
-//! minibatch smaller than the rank count, checkpoints and resume, validation, and the
-//! mode `Parallelism::Auto` picks.
+//! minibatch smaller than the rank count, checkpoints and resume, validation, whole
+//! gradients and optimizer state under the sharded update, and the mode `Parallelism::Auto`
+//! picks.
 
 use moira::backend::Cpu;
 use moira::collective::Threads;
