@@ -4,8 +4,11 @@
 # (networks/NAME.json, or a descriptor's path), batch $BATCH (default 500), SGD, one thread per
 # rank: the trainer alone, then `mpirun -np 2` with each --parallel mode of $MODES (default
 # "model data hybrid auto tune"). Prints each run's median users/s over the epochs after the first,
-# its ratio to the single run, and what auto and tune chose.
-#   [BATCH=500] [MODES="model data hybrid auto tune"] benches/scaling/data-parallel.sh
+# its ratio to the single run, and what auto and tune chose. With REPEATS=N (default 1) the single
+# run and the modes run N times in turn, each mode's ratio is taken to the single run of the same
+# round, and the line gives the medians of the N rounds with the ratios' range: on a shared,
+# noisy machine a ratio of neighbouring runs is far steadier than one of runs minutes apart.
+#   [BATCH=500] [REPEATS=1] [MODES="model data hybrid auto tune"] benches/scaling/data-parallel.sh
 #       [EPOCHS (default 3)] [DATASETS (default "ml1m gowalla")]
 #       [NETWORKS (default "ae-200 ml1m-multdae")]
 set -euo pipefail
@@ -16,6 +19,7 @@ sets="${2:-ml1m gowalla}"
 nets="${3:-ae-200 ml1m-multdae}"
 batch="${BATCH:-500}"
 modes="${MODES:-model data hybrid auto tune}"
+repeats="${REPEATS:-1}"
 cargo build --release -p moira-tools --bins --quiet --manifest-path "$root/Cargo.toml"
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
 cd "$work"
@@ -36,15 +40,30 @@ for set in $sets; do
         descriptor="$root/networks/$net.json"
         [ -f "$net" ] && descriptor="$(cd "$(dirname "$net")" && pwd)/$(basename "$net")"
         args=("$descriptor" -i "$set/input.nc" -o "$set/output.nc" --force -b "$batch" -e "$epochs" --device cpu --threads 1)
-        "$bin/trainer" "${args[@]}" -n one.nc --metrics-log one.jsonl >/dev/null 2>&1
-        one="$(median one.jsonl)"
-        line="$set $(basename "$net" .json) (batch $batch): 1 rank ${one} users/s"
-        for mode in $modes; do
-            mpirun -np 2 --oversubscribe "$bin/trainer" "${args[@]}" --parallel "$mode" -n "$mode.nc" \
-                --metrics-log "$mode.jsonl" >"$mode.log" 2>&1
-            got="$(median "$mode.jsonl")"
-            line="$line; 2 ranks $mode ${got} ($(python3 -c "print(f'{$got / $one:.2f}')")x)"
+        rm -f rounds.txt
+        for round in $(seq "$repeats"); do
+            "$bin/trainer" "${args[@]}" -n one.nc --metrics-log one.jsonl >/dev/null 2>&1
+            printf 'one %s\n' "$(median one.jsonl)" >>rounds.txt
+            for mode in $modes; do
+                mpirun -np 2 --oversubscribe "$bin/trainer" "${args[@]}" --parallel "$mode" -n "$mode.nc" \
+                    --metrics-log "$mode.jsonl" >"$mode.log" 2>&1
+                printf '%s %s\n' "$mode" "$(median "$mode.jsonl")" >>rounds.txt
+            done
         done
+        line="$set $(basename "$net" .json) (batch $batch): $(python3 - "$repeats" $modes <<'PY'
+import statistics, sys
+repeats, modes = int(sys.argv[1]), sys.argv[2:]
+rows = [line.split() for line in open("rounds.txt")]
+one = [float(v) for m, v in rows if m == "one"]
+parts = [f"1 rank {statistics.median(one):.0f} users/s"]
+for mode in modes:
+    got = [float(v) for m, v in rows if m == mode]
+    ratios = [g / o for g, o in zip(got, one)]
+    spread = f", {min(ratios):.2f}-{max(ratios):.2f} over {repeats} rounds" if repeats > 1 else ""
+    parts.append(f"2 ranks {mode} {statistics.median(got):.0f} ({statistics.median(ratios):.2f}x{spread})")
+print("; ".join(parts))
+PY
+)"
         chose="$(grep -o -- "-> [a-z]*" auto.log 2>/dev/null | tail -1 || true)"
         tuned="$(grep -o -- "-> [a-z]*" tune.log 2>/dev/null | tail -1 || true)"
         echo "$line; auto chose ${chose#-> }; tune chose ${tuned#-> }"

@@ -119,8 +119,13 @@ impl<B: Backend, C: Collective> Network<B, C> {
                 let timers = &self.timers;
                 gather_columns(&self.backend, &self.comm, timers, delta, rows, &split, full)?;
             }
-            // The mean over the whole minibatch (every rank's rows under data parallelism).
-            let alpha = -1.0 / self.share.total as f32;
+            // The mean over the whole minibatch (every rank's rows under data parallelism);
+            // under exact sums the chunk's sum, divided by the minibatch's size at the end.
+            let alpha = if self.exact.is_some() {
+                -1.0
+            } else {
+                -1.0 / self.share.total as f32
+            };
             for k in 0..layer.incoming.len() {
                 let eid = self.graph.layers()[li].incoming[k];
                 let edge = self.graph.edge(eid);
@@ -211,7 +216,9 @@ impl<B: Backend, C: Collective> Network<B, C> {
                 written[skip.0] = true;
             }
         }
-        if self.splits_examples() {
+        if self.exact.is_some() {
+            self.add_exact_chunk()?;
+        } else if self.splits_examples() {
             self.sum_gradients()?;
         }
         Ok(())

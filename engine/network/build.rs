@@ -309,6 +309,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
                 backend.zeros(capacity * coupled)?,
             ],
             parallelism,
+            exact: None,
             share: RowShare::default(),
             row_counts: Vec::new(),
             scratch: backend.zeros(capacity * widest)?,

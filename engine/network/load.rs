@@ -47,7 +47,25 @@ impl<B: Backend, C: Collective> Network<B, C> {
         } else {
             (RowShare::whole(batch.rows), Vec::new())
         };
-        if (batch.rows == 0 && !own_rows) || share.total == 0 || share.total > self.capacity {
+        if batch.rows == 0 && !own_rows {
+            return Err(Error::invalid_argument(
+                "batch",
+                format!("0 rows; this network holds 1 to {}", self.capacity),
+            ));
+        }
+        self.load_with_share(batch, share, counts)
+    }
+
+    /// [`Network::load_batch`] with this rank's share of the minibatch and every rank's row
+    /// count (where the examples are split) decided.
+    pub(super) fn load_with_share(
+        &mut self,
+        batch: MiniBatch,
+        share: RowShare,
+        counts: Vec<usize>,
+    ) -> Result<()> {
+        let own_rows = self.loads_own_rows();
+        if share.total == 0 || share.total > self.capacity {
             return Err(Error::invalid_argument(
                 "batch",
                 format!(

@@ -94,6 +94,7 @@ mod batchnorm;
 mod build;
 mod check;
 mod dropout;
+mod exact;
 mod load;
 mod memory;
 mod model;
@@ -120,6 +121,7 @@ use crate::sparse::Csr;
 pub(crate) use batchnorm::BatchNorm;
 pub use batchnorm::{BatchNormTrainState, BatchNormValues};
 pub(crate) use dropout::AlphaDropout;
+pub use exact::chunk_passes;
 pub use model::SlotState;
 pub use pass::StepStats;
 pub use save::SlotTensor;
@@ -275,6 +277,8 @@ pub struct Network<B: Backend, C: Collective = Local> {
     /// Where the examples are split: two `capacity ×` widest-coupled-layer buffers for the
     /// whole minibatch's rows of a step that couples the examples (empty otherwise).
     whole_rows: [B::Vector; 2],
+    /// Exact sums ([`Network::set_exact_chunk`]): the step's fixed-point gradient sums.
+    exact: Option<exact::ExactSums>,
 }
 
 /// The loss of an output layer (`None` for other layers); errors when the error function has
@@ -422,7 +426,14 @@ impl<B: Backend, C: Collective> Network<B, C> {
     /// Whether each rank loads only its own rows of a minibatch (data parallelism); otherwise
     /// every rank loads the whole minibatch and keeps what its layers need.
     pub(crate) fn loads_own_rows(&self) -> bool {
-        self.parallelism == Parallelism::Data && self.comm.size() > 1
+        (self.parallelism == Parallelism::Data && self.comm.size() > 1) || self.exact.is_some()
+    }
+
+    /// Whether layer `id` holds the loaded rows of a larger minibatch ([`Network::share`]'s
+    /// `len` rows from `first`): where the ranks split the examples, and every layer under
+    /// exact sums (a chunk of the minibatch).
+    fn holds_share(&self, id: LayerId) -> bool {
+        self.splits_rows(id) || self.exact.is_some()
     }
 
     /// Errors unless a minibatch is loaded. Under data parallelism a rank may hold none of
@@ -443,7 +454,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
     /// The rows of the loaded minibatch layer `id` holds on this rank: this rank's share where
     /// the examples are split, all of them otherwise.
     pub(crate) fn rows_of(&self, id: LayerId) -> usize {
-        if self.splits_rows(id) {
+        if self.holds_share(id) {
             self.share.len
         } else {
             self.share.total
@@ -464,7 +475,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
     /// Under data parallelism the rows are the rank's rows of the whole minibatch: row `b`
     /// draws as row `first + b` (`first·units` more).
     fn mask(&self, layer: &crate::graph::Layer, seed: u64) -> DropoutMask {
-        let first = if self.splits_rows(layer.id) {
+        let first = if self.holds_share(layer.id) {
             self.share.first
         } else {
             0

@@ -28,9 +28,9 @@ const GATHER_CHUNK: usize = 1 << 22;
 impl<B: Backend, C: Collective> Network<B, C> {
     /// Whether weight `i` takes the sharded update ([`crate::parallel::owned`]): replicated
     /// on several ranks, so that each rank's gradient and optimizer state are current only on
-    /// the elements it owns.
+    /// the elements it owns. Not under exact sums, whose gradients are whole on every rank.
     pub(super) fn shards_update(&self, i: usize) -> bool {
-        self.plan.weights()[i].replicated && self.comm.size() > 1
+        self.plan.weights()[i].replicated && self.comm.size() > 1 && self.exact.is_none()
     }
 
     /// Weight `i`'s gradient or an optimizer slot in `buf`, whole on rank 0 (and, for a

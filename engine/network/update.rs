@@ -124,6 +124,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
             && self.optimizer == Optimizer::Sgd
             && h.lambda1 == 0.0
             && !self.splits_examples()
+            && self.exact.is_none()
     }
 
     /// Lets [`Network::backward_update`] fuse plain SGD into the backward pass (`true`, the

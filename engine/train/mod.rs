@@ -12,6 +12,7 @@ mod brake;
 mod prefetch;
 mod resume;
 mod select;
+mod step;
 mod tune;
 mod validate;
 
@@ -222,29 +223,28 @@ pub fn train_with<B: Backend, C: Collective>(
         let denoise = (denoising_p > 0.0).then_some((denoising_p, config.seed, epoch));
         let mut timing = prefetch::Timing::default();
         let mut b = 0usize;
-        let batching = (config.batch, share);
-        prefetch::for_each_batch(data, &graph, &order, batching, denoise, |batch, t| {
+        let exact_chunk = network.exact_chunk();
+        let build =
+            |examples: &[u32]| step::build(data, &graph, examples, share, exact_chunk, denoise);
+        prefetch::for_each_batch(&order, config.batch, build, |work, t| {
             timing.wait += t;
-            let t0 = Instant::now();
-            network.load_batch(batch)?;
-            // The whole minibatch's examples (every rank's under data parallelism).
-            let rows = network.batch_rows();
-            timing.load += t0.elapsed();
             h.alpha = learning_rate(
                 config.hyper.alpha,
                 config.schedule,
                 epoch,
                 network.step_count(),
             );
-            let t0 = Instant::now();
-            network.forward(true, config.seed)?;
-            let batch_loss = network.loss()?;
+            let (t0, loading) = (Instant::now(), timing.load);
+            let pass = step::forward(network, work, config.seed, &mut timing.load)?;
+            // The whole minibatch's examples (every rank's under data parallelism).
+            let rows = pass.rows;
+            let batch_loss = pass.loss;
             let batch_mean = batch_loss.to_f64() / rows as f64;
             if !batch_mean.is_finite() {
                 let what = format!("the loss is {batch_mean}");
                 return Err(diverged(epoch, Some(b as u64), what, &last_good));
             }
-            if let Some(layer) = network.non_finite_output()? {
+            if let Some(layer) = &pass.non_finite {
                 let what = format!("output layer `{layer}` has NaN or infinite activations");
                 return Err(diverged(epoch, Some(b as u64), what, &last_good));
             }
@@ -267,10 +267,8 @@ pub fn train_with<B: Backend, C: Collective>(
                 );
             }
             h.alpha *= step.alpha_scale;
-            if step.update {
-                network.backward_update(&h, config.seed)?;
-            }
-            timing.step += t0.elapsed();
+            step::finish(network, &pass, &h, config.seed, step.update)?;
+            timing.step += t0.elapsed().saturating_sub(timing.load - loading);
             loss = loss + batch_loss;
             done += rows;
             b += 1;

@@ -5,11 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::DataBinding;
 use crate::error::{Error, Result};
-use crate::graph::Graph;
-use crate::network::MiniBatch;
-use crate::parallel::data::rank_examples;
 
 /// Host time spent per phase of an epoch (reported with `RUST_LOG=debug`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -23,33 +19,28 @@ pub(crate) struct Timing {
     pub step: Duration,
 }
 
-/// Calls `f(batch, wait)` for the minibatches of `order` in chunks of `batch_size`, each built
-/// on a helper thread while `f` runs on the previous one; `wait` is how long the caller waited
-/// for it. With `share = (rank, ranks)` (data parallelism) each batch holds rank `rank`'s share
-/// of its chunk ([`rank_examples`]). Stops at the first error (from a build or from `f`).
-pub(crate) fn for_each_batch(
-    data: &DataBinding,
-    graph: &Graph,
+/// Calls `f(work, wait)` for the minibatches of `order` in chunks of `batch_size`, each built
+/// by `build` (from the chunk's examples) on a helper thread while `f` runs on the previous
+/// one; `wait` is how long the caller waited for it. Stops at the first error (from a build
+/// or from `f`).
+pub(crate) fn for_each_batch<T: Send>(
     order: &[u32],
-    (batch_size, share): (usize, (usize, usize)),
-    denoise: Option<(f32, u64, u32)>,
-    mut f: impl FnMut(MiniBatch, Duration) -> Result<()>,
+    batch_size: usize,
+    build: impl Fn(&[u32]) -> Result<T> + Sync,
+    mut f: impl FnMut(T, Duration) -> Result<()>,
 ) -> Result<()> {
     let mut chunks = order.chunks(batch_size.max(1));
+    let build = &build;
     std::thread::scope(|scope| {
-        let build = |chunk: &'_ [u32]| {
-            let (rank, ranks) = share;
-            data.batch(graph, rank_examples(chunk, rank, ranks), denoise)
-        };
         let mut pending = chunks.next().map(|c| scope.spawn(move || build(c)));
         while let Some(handle) = pending.take() {
             let t0 = Instant::now();
-            let batch = handle
+            let work = handle
                 .join()
                 .map_err(|_| Error::InvalidData("the batch-building thread panicked".into()))??;
             let waited = t0.elapsed();
             pending = chunks.next().map(|c| scope.spawn(move || build(c)));
-            f(batch, waited)?;
+            f(work, waited)?;
         }
         Ok(())
     })

@@ -153,3 +153,63 @@ fn a_diverging_run_stops_every_rank_with_the_reason() {
     );
     assert!(!f.path("diverged.nc").exists());
 }
+
+/// [`EVERYTHING`] without the sparseness penalty, which exact sums refuse.
+const EXACT: &str = r#"{ "Version": 0.8, "Name": "exact", "Kind": "FeedForward",
+  "ShuffleIndices": true, "ErrorFunction": "CrossEntropy", "Denoising": { "p": 0.3 },
+  "Layers": [
+    { "Name": "Input", "Kind": "Input", "N": "auto", "DataSet": "input", "Sparse": true },
+    { "Name": "H1", "Kind": "Hidden", "Source": "Input", "N": 128, "Activation": "Sigmoid",
+      "pDropout": 0.2 },
+    { "Name": "H2", "Kind": "Hidden", "Source": "H1", "N": 96, "Activation": "Relu",
+      "pDropout": 0.1 },
+    { "Name": "Output", "Kind": "Output", "Source": "H2", "N": "auto", "DataSet": "output",
+      "Sparse": true, "Activation": "SoftMax" } ] }"#;
+
+/// `--exact-chunk`: the same losses and the same model file, byte for byte, on 1, 2 and 3
+/// ranks (`auto` taking data parallelism), with denoising and dropout, in chunks of 24 of
+/// minibatches of 64 (the last of 2 rows); model parallelism refused with the reason.
+#[test]
+fn exact_sums_write_the_same_model_file_on_one_two_and_three_ranks() {
+    if !available() {
+        return;
+    }
+    let f = Fixture::new(514, EXACT);
+    let args = ["-b", "64", "-e", "1", "--exact-chunk", "24"];
+    let one = run(
+        &f,
+        1,
+        "one.nc",
+        &[&args[..], &["--parallel", "data"]].concat(),
+    );
+    let one_file = std::fs::read(f.path("one.nc")).unwrap();
+    for np in [2, 3] {
+        let out = format!("np{np}.nc");
+        let got = run(&f, np, &out, &[&args[..], &["--parallel", "auto"]].concat());
+        let log = &got.2;
+        assert!(
+            log.contains(&format!("rank 0 of {np} (data parallelism)")),
+            "{log}"
+        );
+        assert!(
+            log.contains("exact sums: each minibatch in chunks of 24"),
+            "{log}"
+        );
+        assert_eq!(got.0, one.0, "{np} ranks: losses");
+        assert!(
+            std::fs::read(f.path(&out)).unwrap() == one_file,
+            "{np} ranks: model file"
+        );
+    }
+    let refused = f.train(
+        2,
+        "model.nc",
+        &[&args[..], &["--parallel", "model"]].concat(),
+    );
+    assert_ne!(refused.code, Some(0));
+    assert!(
+        refused.stderr.contains("exact sums need data parallelism"),
+        "{}",
+        refused.stderr
+    );
+}

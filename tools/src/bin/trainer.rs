@@ -279,6 +279,8 @@ fn train_sharded<B: Backend, C: Collective>(
         }
         let (mode, backend) = match asked {
             _ if tuned => tune(backend, comm, &setup, args.seed, &choice)?,
+            // Exact sums sum whole weights' gradients.
+            Parallelism::Auto if args.exact_chunk.is_some() => (Parallelism::Data, backend),
             Parallelism::Auto => (choice.mode, backend),
             mode => (mode, backend),
         };
@@ -331,6 +333,13 @@ fn train_net<B: Backend, C: Collective>(
         ..
     } = setup;
     let root = network.is_root();
+    network.set_exact_chunk(args.exact_chunk)?;
+    if let (Some(chunk), true) = (args.exact_chunk, root) {
+        tracing::info!(
+            "exact sums: each minibatch in chunks of {chunk} examples, gradients summed in \
+             64-bit fixed point (the same bits on any number of ranks)"
+        );
+    }
     let binding = DataBinding::new(network.graph(), datasets, false)?;
     let mut config = config.clone();
     let mut state = TrainState::default();
