@@ -8,7 +8,8 @@
 # run and the modes run N times in turn, each mode's ratio is taken to the single run of the same
 # round, and the line gives the medians of the N rounds with the ratios' range: on a shared,
 # noisy machine a ratio of neighbouring runs is far steadier than one of runs minutes apart.
-#   [BATCH=500] [REPEATS=1] [MODES="model data hybrid auto tune"] benches/scaling/data-parallel.sh
+# EXTRA adds trainer arguments to every run (e.g. EXTRA="--exact-chunk 125").
+#   [BATCH=500] [REPEATS=1] [EXTRA=] [MODES="model data hybrid auto tune"] benches/scaling/data-parallel.sh
 #       [EPOCHS (default 3)] [DATASETS (default "ml1m gowalla")]
 #       [NETWORKS (default "ae-200 ml1m-multdae")]
 set -euo pipefail
@@ -20,6 +21,7 @@ nets="${3:-ae-200 ml1m-multdae}"
 batch="${BATCH:-500}"
 modes="${MODES:-model data hybrid auto tune}"
 repeats="${REPEATS:-1}"
+read -r -a extra <<<"${EXTRA:-}"
 cargo build --release -p moira-tools --bins --quiet --manifest-path "$root/Cargo.toml"
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
 cd "$work"
@@ -39,7 +41,7 @@ for set in $sets; do
     for net in $nets; do
         descriptor="$root/networks/$net.json"
         [ -f "$net" ] && descriptor="$(cd "$(dirname "$net")" && pwd)/$(basename "$net")"
-        args=("$descriptor" -i "$set/input.nc" -o "$set/output.nc" --force -b "$batch" -e "$epochs" --device cpu --threads 1)
+        args=("$descriptor" -i "$set/input.nc" -o "$set/output.nc" --force -b "$batch" -e "$epochs" --device cpu --threads 1 "${extra[@]}")
         rm -f rounds.txt
         for round in $(seq "$repeats"); do
             "$bin/trainer" "${args[@]}" -n one.nc --metrics-log one.jsonl >/dev/null 2>&1

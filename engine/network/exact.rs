@@ -28,6 +28,7 @@
 //! refuse model parallelism and hybrids (whose weights are split, not summed).
 
 use super::Network;
+use crate::backend::cpu::{multiversion, Isa};
 use crate::backend::traits::Backend;
 use crate::collective::{Collective, ReduceOp};
 use crate::error::{Error, Result};
@@ -40,6 +41,9 @@ pub(crate) struct ExactSums {
     pub chunk: usize,
     /// Per weight, then per edge bias: `Σ to_fixed(g_chunk)` over the chunks added so far.
     sums: Vec<Vec<i64>>,
+    /// Whether a chunk was added since the last step ended (otherwise `sums` is stale, and
+    /// the next chunk overwrites it instead of adding).
+    started: bool,
     /// Host copies of gradients for backends whose buffers are not host memory.
     host: Vec<f32>,
 }
@@ -112,6 +116,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
         self.exact = Some(ExactSums {
             chunk,
             sums,
+            started: false,
             host: Vec::new(),
         });
         Ok(())
@@ -157,28 +162,27 @@ impl<B: Backend, C: Collective> Network<B, C> {
     }
 
     /// After a backward pass under exact sums: `sums += to_fixed(g)` for every weight and
-    /// bias gradient of the chunk.
+    /// bias gradient of the chunk (`sums = to_fixed(g)` for the step's first chunk).
     pub(super) fn add_exact_chunk(&mut self) -> Result<()> {
         let exact = self.exact.as_mut().expect("called under exact sums");
+        let (isa, first) = (Isa::detect(), !exact.started);
         let grads = self
             .params
             .iter_mut()
             .map(|p| (&mut p.dw, p.rows * p.cols))
             .chain(self.biases.iter_mut().map(|b| (&mut b.db, b.cols)));
         for ((buf, n), sums) in grads.zip(&mut exact.sums) {
-            let add = |values: &[f32], sums: &mut [i64]| {
-                for (s, &g) in sums.iter_mut().zip(values) {
-                    *s = s.wrapping_add(to_fixed(g));
+            let values = match self.backend.host_values(buf) {
+                Some(values) => &values[..n],
+                None => {
+                    exact.host.resize(n, 0.0);
+                    self.backend.download(buf, &mut exact.host[..n])?;
+                    &exact.host[..n]
                 }
             };
-            if let Some(values) = self.backend.host_values(buf) {
-                add(&values[..n], sums);
-            } else {
-                exact.host.resize(n, 0.0);
-                self.backend.download(buf, &mut exact.host[..n])?;
-                add(&exact.host[..n], sums);
-            }
+            add_fixed_mv(isa, sums, values, first);
         }
+        exact.started = true;
         Ok(())
     }
 
@@ -190,21 +194,25 @@ impl<B: Backend, C: Collective> Network<B, C> {
             Error::invalid_argument("exact_chunk", "no step under exact sums to finish")
         })?;
         let result = self.apply_exact_sums(&mut exact, total);
-        exact.sums.iter_mut().for_each(|s| s.fill(0));
+        exact.started = false;
         self.exact = Some(exact);
         result
     }
 
     /// Clears the fixed-point sums of a step that is not applied (the divergence brake
-    /// skipped its update).
+    /// skipped its update, or an output was not finite).
     pub fn discard_exact_step(&mut self) {
         if let Some(exact) = self.exact.as_mut() {
-            exact.sums.iter_mut().for_each(|s| s.fill(0));
+            exact.started = false;
         }
     }
 
     fn apply_exact_sums(&mut self, exact: &mut ExactSums, total: usize) -> Result<()> {
-        let scale = 1.0 / total.max(1) as f32;
+        let (isa, scale) = (Isa::detect(), 1.0 / total.max(1) as f32);
+        if !exact.started {
+            // A rank without a chunk in this step (more ranks than chunks): its share is 0.
+            exact.sums.iter_mut().for_each(|s| s.fill(0));
+        }
         let grads = self
             .params
             .iter_mut()
@@ -214,22 +222,42 @@ impl<B: Backend, C: Collective> Network<B, C> {
             if self.comm.size() > 1 {
                 self.comm.all_reduce(sums, ReduceOp::Sum)?;
             }
-            let set = |values: &mut [f32]| {
-                for (v, &s) in values.iter_mut().zip(sums.iter()) {
-                    *v = scaled_from_fixed(scale, s);
-                }
-            };
             if let Some(values) = self.backend.host_values(buf) {
-                set(&mut values[..n]);
+                from_fixed_mv(isa, &mut values[..n], sums, scale);
             } else {
                 exact.host.resize(n, 0.0);
-                set(&mut exact.host[..n]);
+                from_fixed_mv(isa, &mut exact.host[..n], sums, scale);
                 self.backend.upload(buf, &exact.host[..n])?;
             }
         }
         Ok(())
     }
 }
+
+/// `sums[i] += to_fixed(values[i])`, or `sums[i] = to_fixed(values[i])` when `first`
+/// (wrapping, like every fixed-point sum).
+#[inline(always)]
+fn add_fixed(sums: &mut [i64], values: &[f32], first: bool) {
+    if first {
+        for (s, &g) in sums.iter_mut().zip(values) {
+            *s = to_fixed(g);
+        }
+    } else {
+        for (s, &g) in sums.iter_mut().zip(values) {
+            *s = s.wrapping_add(to_fixed(g));
+        }
+    }
+}
+multiversion!(fn add_fixed_mv = add_fixed(sums: &mut [i64], values: &[f32], first: bool));
+
+/// `values[i] = scale·sums[i]·2⁻³⁰`, rounded once.
+#[inline(always)]
+fn from_fixed(values: &mut [f32], sums: &[i64], scale: f32) {
+    for (v, &s) in values.iter_mut().zip(sums) {
+        *v = scaled_from_fixed(scale, s);
+    }
+}
+multiversion!(fn from_fixed_mv = from_fixed(values: &mut [f32], sums: &[i64], scale: f32));
 
 #[cfg(test)]
 mod tests {

@@ -26,6 +26,10 @@
 //! The same steps serve the [`Layout::Rows`](super::Layout) layers of a hybrid plan
 //! ([`super::choice`]), whose replicated weights alone have their gradients summed.
 //!
+//! The result is the one-rank step up to the rounding of the partial sums. For the one-rank
+//! bits on any rank count, exact sums ([`crate::network::Network::set_exact_chunk`]) process
+//! the minibatch in fixed chunks of examples and sum the chunks' gradients in fixed point.
+//!
 //! The cross-rank steps here stage through host memory, like the model-parallel ones.
 
 use super::exact::{sum_blocks, sum_in_rank_order, RANK_ORDER_MAX_RANKS};

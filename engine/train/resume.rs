@@ -14,6 +14,7 @@
 //! | `update_count` | scalar | optimizer updates applied (Adam's `t`, the `Decay` schedule's batch count, the dropout stream) |
 //! | `seed`, `batch_size`, `shuffle`, `brake` | scalars | the run's settings |
 //! | `alpha`, `lambda`, `lambda1`, `mu`, `mu1` | scalars | `f32::to_bits` of the hyperparameters |
+//! | `exact_chunk` | scalar | the chunk of exact sums ([`Network::exact_chunk`]), 0 when off (absent before them: off) |
 //! | `brake_moving_average` | scalar | `f64::to_bits` of [`Brake::moving_average`] |
 //! | `brake_warmup_left`, `brake_braking_left` | scalars | the rest of [`Brake`] |
 //! | `selected_epoch`, `selected_value` | scalars | [`TrainState::best`] when model selection has kept an epoch (the value as `f64::to_bits`) |
@@ -115,6 +116,9 @@ fn schedule_text(s: LrSchedule) -> String {
     }
 }
 
+/// The checkpoint scalar of [`Network::exact_chunk`] (0: off).
+const EXACT_CHUNK: &str = "exact_chunk";
+
 /// The settings of `config` as `(name, value, shown)`: what a resumed run should repeat.
 fn settings(config: &TrainConfig) -> Vec<(&'static str, u64, String)> {
     let h = &config.hyper;
@@ -156,6 +160,8 @@ fn checkpoint_extras<B: Backend, C: Collective>(
         ("brake_braking_left", u64::from(state.brake.braking_left)),
     ];
     scalars.extend(settings(config).into_iter().map(|(n, v, _)| (n, v)));
+    // Exact sums change the rounding of every step (0: off).
+    scalars.push((EXACT_CHUNK, network.exact_chunk().unwrap_or(0) as u64));
     extras.scalars = scalars
         .into_iter()
         .map(|(n, v)| (n.to_owned(), v))
@@ -416,6 +422,22 @@ pub fn resume<B: Backend, C: Collective>(
             }
             None => differences.push(format!("{name}: not in the checkpoint, {shown} now")),
         }
+    }
+    // Absent from checkpoints written before exact sums: off.
+    let exact = |chunk: u64| match chunk {
+        0 => "off".to_owned(),
+        c => format!("chunks of {c}"),
+    };
+    let (old, now) = (
+        extras.scalar(EXACT_CHUNK).unwrap_or(0),
+        network.exact_chunk().unwrap_or(0) as u64,
+    );
+    if old != now {
+        differences.push(format!(
+            "exact sums: {} in the checkpoint, {} now",
+            exact(old),
+            exact(now)
+        ));
     }
     let schedule = schedule_text(config.schedule);
     match extras.string("lr_schedule") {

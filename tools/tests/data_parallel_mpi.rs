@@ -3,9 +3,11 @@
 //! (after 8 minibatches of 64 the loss within 1e-6 relative and the weights within 1e-5 with
 //! every stochastic feature, bit for bit run to run; after 2 epochs on 1,500 users the same
 //! top-10 sets for ≥ 99% of users), its model file is the one-rank schema, `auto` logs the
-//! traffic of each mode and trains as the one it chose, and the predictor splits the users
-//! across ranks with the one-rank output. Skipped, with a message, when `mpirun` is absent or
-//! the tools were built without the `mpi` feature.
+//! traffic of each mode and trains as the one it chose, the predictor splits the users
+//! across ranks with the one-rank output, and exact sums (`--exact-chunk`) write the one-rank
+//! model file byte for byte on 2 and 3 ranks and after resuming on another rank count.
+//! Skipped, with a message, when `mpirun` is absent or the tools were built without the `mpi`
+//! feature.
 
 mod mpi_common;
 
@@ -211,5 +213,57 @@ fn exact_sums_write_the_same_model_file_on_one_two_and_three_ranks() {
         refused.stderr.contains("exact sums need data parallelism"),
         "{}",
         refused.stderr
+    );
+}
+
+/// Exact sums across checkpoints: 2 epochs on 2 ranks, resumed after the first on 3 ranks
+/// and on 1, write the uninterrupted run's model file byte for byte; resuming without
+/// `--exact-chunk` warns that the result will differ.
+#[test]
+fn exact_sums_resume_on_any_rank_count_to_the_same_model_file() {
+    if !available() {
+        return;
+    }
+    let f = Fixture::new(300, EXACT);
+    let args = [
+        "-b",
+        "64",
+        "-e",
+        "2",
+        "--exact-chunk",
+        "24",
+        "--parallel",
+        "data",
+    ];
+    let every = [&args[..], &["--checkpoint-every", "1"]].concat();
+    run(&f, 2, "straight.nc", &every);
+    let straight = std::fs::read(f.path("straight.nc")).unwrap();
+    let checkpoint = f.p("straight.epoch1.nc");
+    for np in [3, 1] {
+        let out = format!("resumed{np}.nc");
+        let resumed = [&args[..], &["--resume", &checkpoint]].concat();
+        let got = run(&f, np, &out, &resumed);
+        assert!(!got.2.contains("will differ"), "{}", got.2);
+        assert!(
+            std::fs::read(f.path(&out)).unwrap() == straight,
+            "resumed on {np}"
+        );
+    }
+    let plain = [
+        "-b",
+        "64",
+        "-e",
+        "2",
+        "--parallel",
+        "data",
+        "--resume",
+        &checkpoint,
+    ];
+    let got = run(&f, 2, "plain.nc", &plain);
+    assert!(
+        got.2
+            .contains("exact sums: chunks of 24 in the checkpoint, off now"),
+        "{}",
+        got.2
     );
 }
