@@ -135,3 +135,41 @@ fn steps_coupling_the_examples_and_split_weights_are_refused() {
     let e = refusal(&feature("dropout"), 1, data, 0);
     assert!(e.contains("at least 1"), "{e}");
 }
+
+/// Chunk by chunk through the library: the update refuses a step whose chunks are summed but
+/// not applied (so `train_step` cannot silently apply one chunk's raw sums), and takes it
+/// after `finish_exact_step`.
+#[test]
+fn an_update_before_the_step_is_finished_is_refused() {
+    let cfg = config(Optimizer::Sgd);
+    let rows = ml1m(BATCH);
+    let descriptor = Descriptor::from_str(&feature("dropout"), "exact.json").unwrap();
+    let run = Run {
+        users: BATCH,
+        ..Run::data(1)
+    };
+    Threads::run(1, |comm| {
+        let mut datasets = datasets_of(&rows, None)?;
+        let graph = Graph::compile(&descriptor, &shapes(&datasets))?;
+        let (mut net, data) = build_on(comm, graph, &mut datasets, run, &cfg)?;
+        net.set_exact_chunk(Some(CHUNK))?;
+        let examples: Vec<u32> = (0..BATCH as u32).collect();
+        let graph = net.graph().clone();
+        for range in moira::network::chunk_passes(BATCH, CHUNK, 0, 1)
+            .into_iter()
+            .flatten()
+        {
+            let first = range.start;
+            net.load_chunk(data.batch(&graph, &examples[range], None)?, first, BATCH)?;
+            net.forward(true, cfg.seed)?;
+            net.backward(cfg.seed)?;
+        }
+        let e = net.update(&cfg.hyper).unwrap_err().to_string();
+        assert!(e.contains("finish_exact_step"), "{e}");
+        net.finish_exact_step(BATCH)?;
+        net.update(&cfg.hyper)?;
+        assert_eq!(net.step_count(), 1);
+        Ok(())
+    })
+    .unwrap();
+}

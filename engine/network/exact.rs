@@ -199,6 +199,20 @@ impl<B: Backend, C: Collective> Network<B, C> {
         result
     }
 
+    /// Errors when chunks were added to the step's sums and not yet applied
+    /// ([`Network::finish_exact_step`]): the gradient buffers then hold the last chunk's raw
+    /// sums, which no update may read.
+    pub(super) fn require_exact_step_finished(&self) -> Result<()> {
+        match &self.exact {
+            Some(exact) if exact.started => Err(Error::invalid_argument(
+                "exact_chunk",
+                "under exact sums the step's chunks are summed but not applied: call \
+                 Network::finish_exact_step before the update",
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Clears the fixed-point sums of a step that is not applied (the divergence brake
     /// skipped its update, or an output was not finite).
     pub fn discard_exact_step(&mut self) {

@@ -452,7 +452,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
     }
 
     /// The rows of the loaded minibatch layer `id` holds on this rank: this rank's share where
-    /// the examples are split, all of them otherwise.
+    /// the examples are split (or the loaded chunk under exact sums), all of them otherwise.
     pub(crate) fn rows_of(&self, id: LayerId) -> usize {
         if self.holds_share(id) {
             self.share.len
@@ -472,8 +472,8 @@ impl<B: Backend, C: Collective> Network<B, C> {
 
     /// The dropout mask of this rank's units of `layer` in the current update: element
     /// `(b, j)` draws number `b·units + (first local unit + j)` of the layer's stream.
-    /// Under data parallelism the rows are the rank's rows of the whole minibatch: row `b`
-    /// draws as row `first + b` (`first·units` more).
+    /// Under data parallelism the rows are the rank's rows of the whole minibatch (under exact
+    /// sums a chunk's): row `b` draws as row `first + b` (`first·units` more).
     fn mask(&self, layer: &crate::graph::Layer, seed: u64) -> DropoutMask {
         let first = if self.holds_share(layer.id) {
             self.share.first

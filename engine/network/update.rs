@@ -47,7 +47,9 @@ impl<B: Backend, C: Collective> Network<B, C> {
     /// Applies one optimizer update with hyperparameters `h` to every weight block (then its
     /// `WeightNorm`, DSSTNE's `kNormalizeWeights`), every edge's bias and every batch
     /// normalisation `γ`, `β` (biases and `γ`, `β` without L1/L2), then counts the update.
-    /// Reads the gradients of the last [`Network::backward`]; never fused.
+    /// Reads the gradients of the last [`Network::backward`] (under exact sums, of the last
+    /// [`Network::finish_exact_step`]: an error while a step's chunks are not applied); never
+    /// fused.
     pub fn update(&mut self, h: &Hyper) -> Result<()> {
         self.update_inner(h, false)
     }
@@ -56,6 +58,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
     /// [`fuses_weight`] and the edges' biases are already updated: only their `WeightNorm` is
     /// applied.
     fn update_inner(&mut self, h: &Hyper, fused: bool) -> Result<()> {
+        self.require_exact_step_finished()?;
         self.step += 1;
         let t = self.step;
         let opt = self.optimizer;

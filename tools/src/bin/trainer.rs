@@ -278,9 +278,9 @@ fn train_sharded<B: Backend, C: Collective>(
             );
         }
         let (mode, backend) = match asked {
-            _ if tuned => tune(backend, comm, &setup, args.seed, &choice)?,
-            // Exact sums sum whole weights' gradients.
+            // Exact sums sum whole weights' gradients: `auto` and `tune` take data parallelism.
             Parallelism::Auto if args.exact_chunk.is_some() => (Parallelism::Data, backend),
+            _ if tuned => tune(backend, comm, &setup, args.seed, &choice)?,
             Parallelism::Auto => (choice.mode, backend),
             mode => (mode, backend),
         };

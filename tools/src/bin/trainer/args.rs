@@ -166,9 +166,9 @@ pub(crate) struct Args {
     pub(crate) parallel: ParallelArg,
     /// Exact sums: process each minibatch in chunks of C examples and sum the chunks'
     /// gradients in 64-bit fixed point, so that training gives the same bits on one rank and
-    /// under `mpirun -np N … --parallel data` for any N (`auto` becomes `data`). Costs a pass
-    /// per chunk and 8 bytes per parameter across the ranks; refuses batch normalisation and
-    /// the sparseness penalty. Pass the same C to every run that must agree.
+    /// under `mpirun -np N … --parallel data` for any N (`auto` and `tune` take `data`).
+    /// Costs a pass per chunk and 8 bytes per parameter across the ranks; refuses batch
+    /// normalisation and the sparseness penalty. Pass the same C to every run that must agree.
     #[arg(long, value_name = "C")]
     pub(crate) exact_chunk: Option<usize>,
     /// Turn off DSSTNE's divergence brake (learning rate x0.1 for 25 batches when a batch's
