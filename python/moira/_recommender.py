@@ -44,6 +44,9 @@ class Recommender:
     divergence brake, on). ``device`` is ``"auto"`` (a CUDA GPU when one is usable, else the
     CPU), ``"cpu"`` or ``"cuda"``; ``precision`` ``"fp32"``, or ``"tf32"`` (TF32 tensor-core
     products in dense layers, CUDA only); ``threads`` the CPU threads (0: one per core).
+    ``exact_chunk`` (``None``: off) trains with exact sums, each minibatch in chunks of that
+    many examples with the gradients summed in 64-bit fixed point: the bits of
+    ``mpirun -np N trainer --exact-chunk C --parallel data`` on any number of ranks ``N``.
 
     The same descriptor, data, seed and settings give bit-identical weights to
     ``trainer NET.json -i … -o … -b batch -e epochs --optimizer … --alpha … --seed …``, and
@@ -72,11 +75,13 @@ class Recommender:
         device: str = "auto",
         precision: str = "fp32",
         threads: int = 0,
+        exact_chunk: Optional[int] = None,
     ) -> None:
         self._settings = _settings(
             epochs=epochs, batch=batch, optimizer=optimizer, alpha=alpha, l2=l2, l1=l1,
             mu=mu, mu1=mu1, alpha_interval=alpha_interval, alpha_multiplier=alpha_multiplier,
             seed=seed, brake=brake, device=device, precision=precision, threads=threads,
+            exact_chunk=exact_chunk,
         )  # fmt: skip
         text, is_path = _arrays.descriptor(descriptor)
         self._core = _moira.Core(text, is_path, self._settings)
@@ -288,6 +293,7 @@ def load(
     device: str = "auto",
     precision: str = "fp32",
     threads: int = 0,
+    exact_chunk: Optional[int] = None,
 ) -> Recommender:
     """A fitted :class:`Recommender` from a model file in DSSTNE's schema (``trainer``'s,
     a checkpoint, DSSTNE's own, or one ``Recommender.save`` wrote). The settings are those
@@ -298,5 +304,6 @@ def load(
         epochs=epochs, batch=batch, optimizer=optimizer, alpha=alpha, l2=l2, l1=l1, mu=mu,
         mu1=mu1, alpha_interval=alpha_interval, alpha_multiplier=alpha_multiplier, seed=seed,
         brake=brake, device=device, precision=precision, threads=threads,
+        exact_chunk=exact_chunk,
     )  # fmt: skip
     return Recommender._loaded(path, settings)

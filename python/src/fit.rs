@@ -205,6 +205,7 @@ pub fn run(job: Job<'_>, observer: &mut PyObserver) -> moira::Result<Fitted> {
     host_threads(s.threads);
     moira::with_backend!(chosen, |backend| {
         let mut network = Network::build(backend, graph, s.batch, s.optimizer, s.seed)?;
+        network.set_exact_chunk(s.exact_chunk)?;
         let mut config = s.train_config(job.descriptor, job.epochs, 0);
         let mut state = TrainState::default();
         let mut differences = Vec::new();

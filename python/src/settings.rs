@@ -33,6 +33,9 @@ pub struct Settings {
     pub threads: usize,
     /// TF32 tensor-core products in dense layers (CUDA only).
     pub tf32: bool,
+    /// Exact sums in chunks of this many examples ([`moira::network::Network::set_exact_chunk`]):
+    /// the bits of `mpirun -np N trainer --exact-chunk C` on any N.
+    pub exact_chunk: Option<usize>,
 }
 
 /// The settings' raw values, as Python passes them (a dict with every field).
@@ -54,6 +57,7 @@ pub struct RawSettings {
     pub device: String,
     pub precision: String,
     pub threads: usize,
+    pub exact_chunk: Option<usize>,
 }
 
 impl Settings {
@@ -99,6 +103,12 @@ impl Settings {
         if raw.batch == 0 {
             return Err(invalid("batch", "0; a minibatch holds at least 1 example"));
         }
+        if raw.exact_chunk == Some(0) {
+            return Err(invalid(
+                "exact_chunk",
+                "0; a chunk holds at least 1 example",
+            ));
+        }
         // The trainer's defaults (the same function as `trainer`'s).
         let hyper = Hyper::for_optimizer(optimizer, raw.alpha, raw.l2, raw.l1, raw.mu, raw.mu1);
         Ok(Settings {
@@ -113,6 +123,7 @@ impl Settings {
             device,
             threads: raw.threads,
             tf32,
+            exact_chunk: raw.exact_chunk,
         })
     }
 

@@ -1,10 +1,14 @@
 """The CLI round trip on the generated set: data converted by `converter` reads in Python
 and data written by Python trains in `trainer`; `trainer`'s models load in Python and
-Python's in `predictor`, with the same recommendations; checkpoints continue across doors."""
+Python's in `predictor`, with the same recommendations; checkpoints continue across doors;
+exact sums in Python reproduce a two-rank `mpirun` run bit for bit."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -121,3 +125,28 @@ def test_checkpoints_continue_across_doors(bins, files, tmp_path):
     cont = moira.load(tmp_path / "two.epoch2.nc", epochs=2, **SETTINGS)
     cont.fit(x, y, verbose=0)
     assert cont.epochs_trained == 4 and same_weights(four, cont)
+
+
+def test_exact_sums_in_python_reproduce_a_two_rank_mpirun_run(bins, files, tmp_path):
+    mpirun = shutil.which("mpirun")
+    if mpirun is None:
+        pytest.skip("mpirun is not installed")
+    d = files["dir"]
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    args = [mpirun, "-np", "2", "--oversubscribe", bins["trainer"], files["net"],
+            "-i", d / "input.nc", "-o", d / "output.nc", "-n", tmp_path / "mpi.nc", "-e", "2",
+            *FLAGS, "--exact-chunk", "16", "--parallel", "data"]  # fmt: skip
+    p = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr
+    if "rank 0 of 2 (data parallelism)" not in p.stderr:
+        pytest.skip("the trainer was built without the `mpi` feature")
+    x, y = moira.read_dataset(d / "input.nc"), moira.read_dataset(d / "output.nc")
+    mpi = moira.load(tmp_path / "mpi.nc", threads=2, device="cpu")
+    rec = moira.Recommender(files["net"], epochs=2, exact_chunk=16, **SETTINGS)
+    rec.fit(x, y, verbose=0)
+    assert same_weights(rec, mpi)
+    ordinary = moira.Recommender(files["net"], epochs=2, **SETTINGS)
+    ordinary.fit(x, y, verbose=0)
+    assert not same_weights(ordinary, mpi)
+    with pytest.raises(ValueError, match="exact_chunk"):
+        moira.Recommender(files["net"], exact_chunk=0)
