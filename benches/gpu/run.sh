@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine, from the repository root, after benches/gpu/pack.sh here:
-#   device run (carry .gpu):  bash benches/gpu/run.sh [tests|bench|sanitizer|all]
+#   device run (carry .gpu):  bash benches/gpu/run.sh [tests|bench|sanitizer|all|mpi|quality|exact]
 # tests: the CUDA parity and training tests, and the optional paths (engine/backend/cuda's
 #        CudaChoices) against the default ones; then the parity and training tests again with
 #        every optional path on (MOIRA_CUDA_NEW_KERNELS=1).
@@ -22,6 +22,11 @@
 #        popularity and EASE only with BASELINES=1 and scipy there. Results and logs (not the
 #        models) in $OUT/quality-SET/ (results.jsonl), the table at the end of
 #        $OUT/quality-SET.log.
+# exact: exact sums on the GPU (never run yet): networks/ml1m-multdae.json on the ML-1M
+#        training lists, Adam, 2 epochs, --exact-chunk 125 (EXACT_CHUNK), alone and under
+#        `mpirun -np 2` and `-np 3 --parallel data` with every rank on the one GPU; the three
+#        model files must be byte-identical (`cmp`; a difference fails the mode), with the
+#        epoch times of each. EXACT_DEVICE=cpu dry-runs it on the CPU.
 # Logs and JSON lines go to $OUT (or ./gpu-out). Last line: moira_vs_pytorch=<ratio>.
 set -uo pipefail
 mode="${1:-all}"
@@ -100,6 +105,32 @@ if [[ "$mode" == mpi ]]; then
     for r in 1 2; do
         env LD_LIBRARY_PATH="$nompi" "$work/bin/sharded_gpu" networks/deep-recommender.json \
             "$d/input.nc" "$d/output.nc" "$r" "$epochs" 256
+    done
+fi
+
+if [[ "$mode" == exact ]]; then
+    d="$work/data-exact"; mkdir -p "$d"
+    for set in input output; do
+        extra=(); [[ $set == input ]] && extra=(-c)
+        run "$work/bin/converter" --format lists -d "$set" -i "$work/shared-data/ml1m-train.txt" \
+            -o "$d/$set.nc" -f "$d/features" -s "$d/samples" "${extra[@]}" 2>&1 | tail -1
+    done
+    mkdir -p "$work/lib-nompi"
+    for f in "$work"/lib/*; do
+        case "$(basename "$f")" in libmpi*|libopen-*|libhwloc*|libevent*|libpmix*|libfabric*|libucx*|libuc[pst]*) ;; *) cp "$f" "$work/lib-nompi/";; esac
+    done
+    nompi="$work/lib-nompi$cudalibs"
+    targs=(networks/ml1m-multdae.json -i "$d/input.nc" -o "$d/output.nc" --force -b 500 -e 2
+           --optimizer adam --alpha 0.001 --device "${EXACT_DEVICE:-cuda}" --exact-chunk "${EXACT_CHUNK:-125}")
+    echo "== exact sums, alone"
+    env LD_LIBRARY_PATH="$nompi" "$work/bin/trainer" "${targs[@]}" -n "$d/np1.nc" 2>&1 \
+        | tee "$out/exact-np1.log" | grep -E "epoch|trained|error"
+    for np in 2 3; do
+        echo "== exact sums, mpirun -np $np --parallel data, one GPU"
+        mpirun --allow-run-as-root --oversubscribe -np "$np" -x LD_LIBRARY_PATH="$nompi" \
+            "$work/bin/trainer" "${targs[@]}" --parallel data -n "$d/np$np.nc" 2>&1 \
+            | tee "$out/exact-np$np.log" | grep -E "epoch|trained|error|rank 0"
+        if cmp "$d/np1.nc" "$d/np$np.nc"; then echo "exact_np${np}_identical=1"; else echo "exact_np${np}_identical=0"; status=1; fi
     done
 fi
 
