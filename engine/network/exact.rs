@@ -72,11 +72,15 @@ pub fn chunk_passes(
 }
 
 impl<B: Backend, C: Collective> Network<B, C> {
-    /// Turns exact sums on with chunks of `chunk` examples (`Some`, see the
-    /// [module documentation](self)) or off (`None`, the default). Errors: a chunk of 0, a
-    /// plan that splits weights (model parallelism or a hybrid on several ranks), batch
-    /// normalisation or a sparseness penalty (steps that couple the examples of a
-    /// minibatch).
+    /// Turns exact sums on with chunks of `chunk` examples (`Some`) or off (`None`, the
+    /// default). Under exact sums a minibatch of `B` examples runs as the chunks of
+    /// [`chunk_passes`], each loaded by [`Network::load_chunk`] and run forward and backward
+    /// on its own; each chunk's gradient sums enter 64-bit fixed point, and
+    /// [`Network::finish_exact_step`] adds every rank's exactly and sets the gradients to
+    /// their mean over `B`: the same bits on any number of ranks. Set it before training.
+    /// Errors: a chunk of 0, a plan that splits weights (model parallelism or a hybrid on
+    /// several ranks), batch normalisation or a sparseness penalty (steps that couple the
+    /// examples of a minibatch).
     pub fn set_exact_chunk(&mut self, chunk: Option<usize>) -> Result<()> {
         let Some(chunk) = chunk else {
             self.exact = None;
