@@ -333,7 +333,9 @@ fn train_net<B: Backend, C: Collective>(
         ..
     } = setup;
     let root = network.is_root();
-    network.set_exact_chunk(args.exact_chunk)?;
+    // The same answer on every rank (the same descriptor and mode), agreed all the same.
+    let exact = network.set_exact_chunk(args.exact_chunk);
+    network.agree(exact)?;
     if let (Some(chunk), true) = (args.exact_chunk, root) {
         tracing::info!(
             "exact sums: each minibatch in chunks of {chunk} examples, gradients summed in \
