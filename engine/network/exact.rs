@@ -27,7 +27,7 @@
 //! penalty) would see a chunk instead of the minibatch: exact sums refuse them, as they
 //! refuse model parallelism and hybrids (whose weights are split, not summed).
 
-use super::Network;
+use super::{EdgeBias, Network, Param};
 use crate::backend::cpu::{multiversion, Isa};
 use crate::backend::traits::Backend;
 use crate::collective::{Collective, ReduceOp};
@@ -170,11 +170,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
     pub(super) fn add_exact_chunk(&mut self) -> Result<()> {
         let exact = self.exact.as_mut().expect("called under exact sums");
         let (isa, first) = (Isa::detect(), !exact.started);
-        let grads = self
-            .params
-            .iter_mut()
-            .map(|p| (&mut p.dw, p.rows * p.cols))
-            .chain(self.biases.iter_mut().map(|b| (&mut b.db, b.cols)));
+        let grads = gradients(&mut self.params, &mut self.biases);
         for ((buf, n), sums) in grads.zip(&mut exact.sums) {
             let values = match self.backend.host_values(buf) {
                 Some(values) => &values[..n],
@@ -231,11 +227,7 @@ impl<B: Backend, C: Collective> Network<B, C> {
             // A rank without a chunk in this step (more ranks than chunks): its share is 0.
             exact.sums.iter_mut().for_each(|s| s.fill(0));
         }
-        let grads = self
-            .params
-            .iter_mut()
-            .map(|p| (&mut p.dw, p.rows * p.cols))
-            .chain(self.biases.iter_mut().map(|b| (&mut b.db, b.cols)));
+        let grads = gradients(&mut self.params, &mut self.biases);
         for ((buf, n), sums) in grads.zip(&mut exact.sums) {
             if self.comm.size() > 1 {
                 self.comm.all_reduce(sums, ReduceOp::Sum)?;
@@ -250,6 +242,18 @@ impl<B: Backend, C: Collective> Network<B, C> {
         }
         Ok(())
     }
+}
+
+/// Every weight's gradient buffer, then every edge bias's, with its length: the order of
+/// [`ExactSums`]' sums.
+fn gradients<'a, V>(
+    params: &'a mut [Param<V>],
+    biases: &'a mut [EdgeBias<V>],
+) -> impl Iterator<Item = (&'a mut V, usize)> {
+    params
+        .iter_mut()
+        .map(|p| (&mut p.dw, p.rows * p.cols))
+        .chain(biases.iter_mut().map(|b| (&mut b.db, b.cols)))
 }
 
 /// `sums[i] += to_fixed(values[i])`, or `sums[i] = to_fixed(values[i])` when `first`
